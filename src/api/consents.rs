@@ -1,0 +1,1140 @@
+//! Per-patient e-consent: registration, changes, withdrawals, reads, FHIR
+//! export and the re-consent work list.
+//!
+//! Every write is one transaction that also settles idempotency: the
+//! `(hospital, Idempotency-Key)` pair is unique in the database, a retry with
+//! the same body gets the original answer back, and a retry with another body
+//! gets 409.
+
+use super::extract::IdempotencyKey;
+use super::state::AppState;
+use crate::auth::policy::{Action, Resource};
+use crate::auth::{Caller, Principal};
+use crate::consent::document::FieldProblem;
+use crate::consent::fhir::{export_consent, FhirConsentContext};
+use crate::consent::state::sort_events;
+use crate::consent::{
+    derive_consent, ConsentSnapshot, ConsentStatus, Decision, DocumentFamily, DocumentStatus,
+    DocumentVersion, DocumentVersionId, EventKind, ItemBasis, ScopeItemKey, VersionHistory,
+};
+use crate::db::consents::{self as store, EventRow, StoredEvent};
+use crate::db::{documents, write_transaction, DbConnection};
+use crate::error::{ApiError, Problem};
+use crate::pseudonym::{LocalPatientId, PatientPseudonym};
+use actix_web::{get, post, put, web, HttpResponse};
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use utoipa::{IntoParams, ToSchema};
+
+/// How far in the future a signature time may lie (clock skew between the
+/// hospital and the service).
+const MAX_SIGNATURE_SKEW: chrono::Duration = chrono::Duration::minutes(5);
+
+/// Who signed.
+#[derive(Deserialize, Serialize, ToSchema, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct SignerInput {
+    /// `patient` or `proxy` (代諾者: a parent, guardian or other legal proxy).
+    pub kind: String,
+    /// For proxies: `parent`, `legal_guardian`, `spouse`, `child`, `sibling`,
+    /// `other_relative` or `other`. Coded, so no free text reaches storage.
+    #[serde(default)]
+    pub relationship: Option<String>,
+}
+
+const RELATIONSHIPS: [&str; 7] = [
+    "parent",
+    "legal_guardian",
+    "spouse",
+    "child",
+    "sibling",
+    "other_relative",
+    "other",
+];
+
+/// A consent signed on a unified consent document version: one decision for
+/// every scope item of that version.
+#[derive(Deserialize, Serialize, ToSchema, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct GrantRequest {
+    /// The hospital's own patient ID. Turned into a keyed pseudonym at once;
+    /// never stored, logged or returned.
+    pub local_patient_id: String,
+    /// e.g. `cancer-v2`; must be the version in force.
+    pub document_version: String,
+    /// `permit` or `deny` for every scope item of the version.
+    pub decisions: BTreeMap<String, String>,
+    pub signer: SignerInput,
+    /// Staff identifier of the person who explained the document.
+    pub explained_by: String,
+    /// RFC 3339 time of signature.
+    pub signed_at: String,
+    /// `sha256:<hex>` of the signed form (PDF or image) kept by the hospital.
+    pub form_hash: String,
+}
+
+/// A change of some items, signed on the version in force. Also how
+/// re-consent for materially changed or added items is recorded.
+#[derive(Deserialize, Serialize, ToSchema, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeRequest {
+    pub document_version: String,
+    pub decisions: BTreeMap<String, String>,
+    pub signer: SignerInput,
+    pub explained_by: String,
+    pub signed_at: String,
+    pub form_hash: String,
+}
+
+/// Withdrawal of the whole consent (`items` absent) or of some items.
+#[derive(Deserialize, Serialize, ToSchema, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct WithdrawalRequest {
+    #[serde(default)]
+    pub items: Option<Vec<String>>,
+    pub signer: SignerInput,
+    pub explained_by: String,
+    pub signed_at: String,
+    pub form_hash: String,
+}
+
+#[derive(Serialize, ToSchema, Debug)]
+pub struct EventResponse {
+    pub event_id: String,
+    /// The patient's pseudonym: how the hospital addresses this patient in
+    /// later calls.
+    pub patient_ref: String,
+    #[schema(value_type = String)]
+    pub family: DocumentFamily,
+    #[schema(value_type = String)]
+    pub kind: EventKind,
+    pub document_version: String,
+    pub signed_at: DateTime<Utc>,
+    pub recorded_at: DateTime<Utc>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ItemStateView {
+    pub key: String,
+    #[schema(value_type = String)]
+    pub decision: Decision,
+    /// Why: `consented`, `carried_forward`, `withdrawn`, `needs_reconsent`
+    /// or `not_asked`, with the events and versions involved.
+    #[schema(value_type = Object)]
+    pub basis: ItemBasis,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PatientStatusView {
+    /// Set for minors: the day they come of age and must consent themselves.
+    pub majority_on: Option<NaiveDate>,
+    pub deceased_on: Option<NaiveDate>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ConsentView {
+    pub patient_ref: String,
+    #[schema(value_type = String)]
+    pub family: DocumentFamily,
+    pub as_of: DateTime<Utc>,
+    /// `none`, `active` or `withdrawn`.
+    #[schema(value_type = String)]
+    pub status: ConsentStatus,
+    pub version_in_force: Option<String>,
+    /// One entry per item of the version in force. Anything not `permit` is a
+    /// refusal.
+    pub items: Vec<ItemStateView>,
+    pub patient: PatientStatusView,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct EventView {
+    pub event_id: String,
+    #[schema(value_type = String)]
+    pub kind: EventKind,
+    pub document_version: String,
+    pub signed_at: DateTime<Utc>,
+    pub recorded_at: DateTime<Utc>,
+    pub signer_kind: String,
+    pub proxy_relationship: Option<String>,
+    pub explained_by: String,
+    pub form_hash: String,
+    #[schema(value_type = Object)]
+    pub decisions: BTreeMap<String, Decision>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct EventList {
+    pub events: Vec<EventView>,
+}
+
+#[derive(Deserialize, IntoParams)]
+pub struct ConsentPath {
+    /// The patient's pseudonym (`patient_ref`).
+    pub patient_ref: String,
+    /// `cancer` or `rare_disease`.
+    pub family: String,
+}
+
+#[derive(Deserialize, IntoParams)]
+pub struct PatientPath {
+    pub patient_ref: String,
+}
+
+#[derive(Deserialize, IntoParams)]
+pub struct AsOfQuery {
+    /// RFC 3339 instant; defaults to now.
+    pub as_of: Option<String>,
+}
+
+#[derive(Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LookupRequest {
+    pub local_patient_id: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct LookupResponse {
+    pub patient_ref: String,
+}
+
+#[derive(Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PatientStatusRequest {
+    pub majority_on: Option<NaiveDate>,
+    pub deceased_on: Option<NaiveDate>,
+}
+
+/// The common, already-validated part of every consent event.
+struct Signature {
+    signer_kind: &'static str,
+    relationship: Option<String>,
+    explained_by: String,
+    signed_at: DateTime<Utc>,
+    form_hash: String,
+}
+
+fn parse_signature(
+    signer: &SignerInput,
+    explained_by: &str,
+    signed_at: &str,
+    form_hash: &str,
+    now: DateTime<Utc>,
+    problems: &mut Vec<FieldProblem>,
+) -> Option<Signature> {
+    let (signer_kind, relationship) = match (signer.kind.as_str(), signer.relationship.as_deref()) {
+        ("patient", None) => ("patient", None),
+        ("patient", Some(_)) => {
+            problems.push(FieldProblem::new(
+                "signer.relationship",
+                "only a proxy has a relationship",
+            ));
+            ("patient", None)
+        }
+        ("proxy", Some(rel)) if RELATIONSHIPS.contains(&rel) => ("proxy", Some(rel.to_owned())),
+        ("proxy", _) => {
+            problems.push(FieldProblem::new(
+                "signer.relationship",
+                format!("a proxy needs one of: {}", RELATIONSHIPS.join(", ")),
+            ));
+            ("proxy", None)
+        }
+        _ => {
+            problems.push(FieldProblem::new(
+                "signer.kind",
+                "must be `patient` or `proxy`",
+            ));
+            ("patient", None)
+        }
+    };
+    let explained = explained_by.trim();
+    if explained.is_empty() || explained.len() > 128 || explained.chars().any(char::is_control) {
+        problems.push(FieldProblem::new(
+            "explained_by",
+            "must be 1-128 characters",
+        ));
+    }
+    let signed = match DateTime::parse_from_rfc3339(signed_at) {
+        Ok(t) if t.with_timezone(&Utc) > now + MAX_SIGNATURE_SKEW => {
+            problems.push(FieldProblem::new("signed_at", "lies in the future"));
+            None
+        }
+        Ok(t) => Some(t.with_timezone(&Utc)),
+        Err(_) => {
+            problems.push(FieldProblem::new(
+                "signed_at",
+                "must be an RFC 3339 timestamp",
+            ));
+            None
+        }
+    };
+    let hash_ok = form_hash
+        .strip_prefix("sha256:")
+        .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()));
+    if !hash_ok {
+        problems.push(FieldProblem::new(
+            "form_hash",
+            "must be `sha256:` and 64 hex digits",
+        ));
+    }
+    Some(Signature {
+        signer_kind,
+        relationship,
+        explained_by: explained.to_owned(),
+        signed_at: signed?,
+        form_hash: form_hash.to_ascii_lowercase(),
+    })
+}
+
+fn parse_version(raw: &str, problems: &mut Vec<FieldProblem>) -> Option<DocumentVersionId> {
+    raw.parse::<DocumentVersionId>()
+        .map_err(|e| problems.push(FieldProblem::new("document_version", e.to_string())))
+        .ok()
+}
+
+fn parse_decisions(
+    raw: &BTreeMap<String, String>,
+    problems: &mut Vec<FieldProblem>,
+) -> Vec<(ScopeItemKey, Decision)> {
+    raw.iter()
+        .filter_map(|(key, decision)| {
+            let field = format!("decisions.{key}");
+            let Ok(key) = ScopeItemKey::parse(key) else {
+                problems.push(FieldProblem::new(field, "not a scope item key"));
+                return None;
+            };
+            let Some(decision) = Decision::parse(decision) else {
+                problems.push(FieldProblem::new(field, "must be `permit` or `deny`"));
+                return None;
+            };
+            Some((key, decision))
+        })
+        .collect()
+}
+
+/// The version named by a request, which must be the one in force.
+fn active_version(
+    conn: &mut DbConnection,
+    id: DocumentVersionId,
+) -> Result<DocumentVersion, ApiError> {
+    let version = documents::find(conn, id)?.ok_or(ApiError::UnknownDocumentVersion)?;
+    match version.status {
+        DocumentStatus::Active => Ok(version),
+        other => Err(ApiError::DocumentVersionNotActive {
+            status: other.as_str(),
+        }),
+    }
+}
+
+/// Checks decisions against a version's items: every key must be an item of
+/// the version; with `complete`, every item needs a decision.
+fn check_items<'a>(
+    version: &DocumentVersion,
+    keys: impl Iterator<Item = &'a ScopeItemKey> + Clone,
+    complete: bool,
+    field_prefix: &str,
+) -> Result<(), ApiError> {
+    let mut problems = Vec::new();
+    for key in keys.clone() {
+        if !version.active_items().any(|i| &i.key == key) {
+            problems.push(FieldProblem::new(
+                format!("{field_prefix}.{key}"),
+                format!("not an item of {}", version.id),
+            ));
+        }
+    }
+    if complete {
+        for item in version.active_items() {
+            if !keys.clone().any(|k| k == &item.key) {
+                problems.push(FieldProblem::new(
+                    format!("{field_prefix}.{}", item.key),
+                    "missing decision",
+                ));
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::Validation(problems))
+    }
+}
+
+fn fail_on(problems: Vec<FieldProblem>) -> Result<(), ApiError> {
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::Validation(problems))
+    }
+}
+
+fn principal(caller: &Caller) -> Result<&Principal, ApiError> {
+    match caller {
+        Caller::User(p) => Ok(p),
+        Caller::Anonymous => Err(ApiError::MissingToken),
+    }
+}
+
+/// A canonical fingerprint of a request for idempotency. The hospital-local
+/// ID is replaced by the keyed pseudonym first: an unkeyed hash of a
+/// guessable medical record number would be reversible.
+fn request_fingerprint(
+    action: &str,
+    pseudonym: &PatientPseudonym,
+    body: &impl Serialize,
+) -> Result<String, ApiError> {
+    let mut value = serde_json::to_value(body).map_err(ApiError::internal)?;
+    if let Some(obj) = value.as_object_mut() {
+        obj.remove("local_patient_id");
+        obj.insert("action".into(), action.into());
+        obj.insert("patient".into(), pseudonym.as_str().into());
+    }
+    // serde_json objects are sorted maps, so this serialization is canonical.
+    let bytes = serde_json::to_vec(&value).map_err(ApiError::internal)?;
+    Ok(format!(
+        "sha256:{}",
+        hex::encode(ring::digest::digest(&ring::digest::SHA256, &bytes))
+    ))
+}
+
+fn event_response(row: &EventRow) -> Result<EventResponse, ApiError> {
+    Ok(EventResponse {
+        event_id: row.id.clone(),
+        patient_ref: row.patient_pseudonym.clone(),
+        family: row.family.parse().map_err(ApiError::internal)?,
+        kind: EventKind::parse(&row.kind).ok_or_else(|| ApiError::internal("stored event kind"))?,
+        document_version: row.document_version_id.clone(),
+        signed_at: crate::db::documents::utc(row.signed_at),
+        recorded_at: crate::db::documents::utc(row.recorded_at),
+    })
+}
+
+enum Recorded {
+    Created(EventRow),
+    Replayed(EventRow),
+}
+
+/// An event ready to store, minus the checks that need the database.
+struct PendingEvent {
+    kind: EventKind,
+    pseudonym: PatientPseudonym,
+    hospital_org: String,
+    recorded_by: String,
+    idempotency_key: String,
+    request_hash: String,
+    signature: Signature,
+    decisions: Vec<(ScopeItemKey, Decision)>,
+}
+
+/// Stores a consent event in one transaction: the idempotency check, the
+/// caller-specific checks in `prepare`, the patient row and the event.
+/// `prepare` returns the document version the event is recorded against and
+/// may rewrite the decisions (a whole withdrawal lists no items).
+async fn record(
+    state: &web::Data<AppState>,
+    pending: PendingEvent,
+    prepare: impl FnOnce(&mut DbConnection, &PendingEvent, DateTime<Utc>) -> Result<DocumentVersion, ApiError>
+        + Send
+        + 'static,
+) -> Result<HttpResponse, ApiError> {
+    let now = state.clock.now();
+    let (org, key, hash) = (
+        pending.hospital_org.clone(),
+        pending.idempotency_key.clone(),
+        pending.request_hash.clone(),
+    );
+    let outcome = state
+        .db(move |conn| {
+            let attempt = write_transaction(conn, |conn| {
+                if let Some(existing) = store::find_by_idempotency_key(
+                    conn,
+                    &pending.hospital_org,
+                    &pending.idempotency_key,
+                )? {
+                    return replay(existing, &pending.request_hash);
+                }
+                let version = prepare(conn, &pending, now)?;
+                if let Some(from) = version.effective_from {
+                    if pending.signature.signed_at < from {
+                        return Err(ApiError::field(
+                            "signed_at",
+                            format!("{} was not yet in force at this time", version.id),
+                        ));
+                    }
+                }
+                store::ensure_patient(
+                    conn,
+                    pending.pseudonym.as_str(),
+                    &pending.hospital_org,
+                    now,
+                )?;
+                let row = EventRow {
+                    id: uuid::Uuid::new_v4().to_string(),
+                    patient_pseudonym: pending.pseudonym.as_str().to_owned(),
+                    family: version.id.family.as_str().to_owned(),
+                    document_version_id: version.id.to_string(),
+                    kind: pending.kind.as_str().to_owned(),
+                    signer_kind: pending.signature.signer_kind.to_owned(),
+                    proxy_relationship: pending.signature.relationship.clone(),
+                    explained_by: pending.signature.explained_by.clone(),
+                    signed_at: pending.signature.signed_at.naive_utc(),
+                    recorded_at: now.naive_utc(),
+                    form_hash: pending.signature.form_hash.clone(),
+                    hospital_org: pending.hospital_org.clone(),
+                    recorded_by: pending.recorded_by.clone(),
+                    idempotency_key: pending.idempotency_key.clone(),
+                    request_hash: pending.request_hash.clone(),
+                };
+                store::insert_event(conn, &row, &pending.decisions)?;
+                Ok(Recorded::Created(row))
+            });
+            match attempt {
+                // Two retries raced past the check; the loser reads the
+                // winner's event back instead of failing.
+                Err(ApiError::Internal(cause))
+                    if cause.contains("UNIQUE") || cause.contains("duplicate key") =>
+                {
+                    let existing = store::find_by_idempotency_key(conn, &org, &key)?
+                        .ok_or(ApiError::Internal(cause))?;
+                    replay(existing, &hash)
+                }
+                other => other,
+            }
+        })
+        .await?;
+    match outcome {
+        Recorded::Created(row) => {
+            state.metrics.consent_event_recorded(
+                EventKind::parse(&row.kind)
+                    .map(EventKind::as_str)
+                    .unwrap_or("unknown"),
+            );
+            tracing::info!(event_id = %row.id, kind = %row.kind, version = %row.document_version_id, "consent event recorded");
+            Ok(HttpResponse::Created().json(event_response(&row)?))
+        }
+        Recorded::Replayed(row) => Ok(HttpResponse::Ok()
+            .insert_header(("Idempotent-Replayed", "true"))
+            .json(event_response(&row)?)),
+    }
+}
+
+fn replay(existing: EventRow, request_hash: &str) -> Result<Recorded, ApiError> {
+    if existing.request_hash == request_hash {
+        Ok(Recorded::Replayed(existing))
+    } else {
+        Err(ApiError::IdempotencyKeyReused)
+    }
+}
+
+/// Loads an existing patient and checks the caller may act on them. Missing
+/// and forbidden look the same.
+async fn patient_for(
+    state: &web::Data<AppState>,
+    caller: &Caller,
+    action: Action,
+    patient_ref: &str,
+) -> Result<(PatientPseudonym, store::PatientRow), ApiError> {
+    principal(caller)?;
+    let pseudonym = PatientPseudonym::parse(patient_ref).ok_or(ApiError::NotFound)?;
+    let key = pseudonym.as_str().to_owned();
+    let row = state
+        .db(move |conn| Ok(store::find_patient(conn, &key)?))
+        .await?;
+    let row = row.ok_or(ApiError::NotFound)?;
+    state.authorize_patient(caller, action, pseudonym.as_str(), &row.hospital_org)?;
+    Ok((pseudonym, row))
+}
+
+fn family_of(raw: &str) -> Result<DocumentFamily, ApiError> {
+    raw.parse().map_err(|_| ApiError::NotFound)
+}
+
+/// Events, history and the snapshot at `at`, read in one connection.
+fn snapshot(
+    conn: &mut DbConnection,
+    pseudonym: &str,
+    family: DocumentFamily,
+    at: DateTime<Utc>,
+) -> Result<(Vec<StoredEvent>, VersionHistory, ConsentSnapshot), ApiError> {
+    let mut events = store::events_for_patient(conn, pseudonym, family)?;
+    let history = documents::history(conn, family)?;
+    let domain: Vec<_> = events.iter().map(|e| e.event.clone()).collect();
+    let snap = derive_consent(&domain, &history, at);
+    events.sort_by(|a, b| {
+        (a.event.signed_at, a.event.recorded_at, &a.event.id).cmp(&(
+            b.event.signed_at,
+            b.event.recorded_at,
+            &b.event.id,
+        ))
+    });
+    Ok((events, history, snap))
+}
+
+fn require_active(
+    conn: &mut DbConnection,
+    pending: &PendingEvent,
+    family: DocumentFamily,
+) -> Result<(), ApiError> {
+    let (_, _, snap) = snapshot(
+        conn,
+        pending.pseudonym.as_str(),
+        family,
+        pending.signature.signed_at,
+    )?;
+    if snap.status == ConsentStatus::Active {
+        Ok(())
+    } else {
+        Err(ApiError::NoActiveConsent)
+    }
+}
+
+/// Registers a patient's e-consent on the unified consent document version in
+/// force. Requires `hospital_staff`; the patient belongs to the caller's
+/// hospital.
+#[utoipa::path(tag = "consents", request_body = GrantRequest,
+    params(("Idempotency-Key" = String, Header, description = "Unique per hospital; a retry with the same body returns the original event")),
+    responses(
+        (status = 201, body = EventResponse),
+        (status = 200, body = EventResponse, description = "Idempotent replay of an earlier identical request"),
+        (status = 409, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json")))]
+#[post("/v1/consents")]
+pub async fn register_consent(
+    state: web::Data<AppState>,
+    caller: Caller,
+    idempotency: IdempotencyKey,
+    body: web::Json<GrantRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let p = principal(&caller)?.clone();
+    let body = body.into_inner();
+    let now = state.clock.now();
+    let mut problems = Vec::new();
+    let local_id = LocalPatientId::parse(&body.local_patient_id)
+        .map_err(|m| problems.push(FieldProblem::new("local_patient_id", m)))
+        .ok();
+    let version_id = parse_version(&body.document_version, &mut problems);
+    let decisions = parse_decisions(&body.decisions, &mut problems);
+    let signature = parse_signature(
+        &body.signer,
+        &body.explained_by,
+        &body.signed_at,
+        &body.form_hash,
+        now,
+        &mut problems,
+    );
+    fail_on(problems)?;
+    let (Some(local_id), Some(version_id), Some(signature)) = (local_id, version_id, signature)
+    else {
+        return Err(ApiError::internal("validated fields missing"));
+    };
+    let pseudonym = state.pseudonyms.patient(&p.org, &local_id);
+    state.authorize_patient(&caller, Action::ConsentRegister, pseudonym.as_str(), &p.org)?;
+    let pending = PendingEvent {
+        kind: EventKind::Grant,
+        request_hash: request_fingerprint("grant", &pseudonym, &body)?,
+        pseudonym,
+        hospital_org: p.org.clone(),
+        recorded_by: p.subject.clone(),
+        idempotency_key: idempotency.0,
+        signature,
+        decisions,
+    };
+    record(&state, pending, move |conn, pending, _| {
+        let version = active_version(conn, version_id)?;
+        check_items(
+            &version,
+            pending.decisions.iter().map(|(k, _)| k),
+            true,
+            "decisions",
+        )?;
+        Ok(version)
+    })
+    .await
+}
+
+/// Changes some items of a patient's consent, signed on the version in force.
+/// Re-consent for materially changed or added items is recorded this way.
+#[utoipa::path(tag = "consents", params(ConsentPath, ("Idempotency-Key" = String, Header, description = "Unique per hospital")),
+    request_body = ChangeRequest,
+    responses((status = 201, body = EventResponse), (status = 200, body = EventResponse), (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")))]
+#[post("/v1/patients/{patient_ref}/consents/{family}/changes")]
+pub async fn change_consent(
+    state: web::Data<AppState>,
+    caller: Caller,
+    idempotency: IdempotencyKey,
+    path: web::Path<ConsentPath>,
+    body: web::Json<ChangeRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let family = family_of(&path.family)?;
+    let (pseudonym, patient) =
+        patient_for(&state, &caller, Action::ConsentChange, &path.patient_ref).await?;
+    let p = principal(&caller)?.clone();
+    let body = body.into_inner();
+    let mut problems = Vec::new();
+    let version_id = parse_version(&body.document_version, &mut problems);
+    let decisions = parse_decisions(&body.decisions, &mut problems);
+    if body.decisions.is_empty() {
+        problems.push(FieldProblem::new("decisions", "name at least one item"));
+    }
+    if version_id.is_some_and(|v| v.family != family) {
+        problems.push(FieldProblem::new(
+            "document_version",
+            format!("must be a {family} version"),
+        ));
+    }
+    let signature = parse_signature(
+        &body.signer,
+        &body.explained_by,
+        &body.signed_at,
+        &body.form_hash,
+        state.clock.now(),
+        &mut problems,
+    );
+    fail_on(problems)?;
+    let (Some(version_id), Some(signature)) = (version_id, signature) else {
+        return Err(ApiError::internal("validated fields missing"));
+    };
+    let pending = PendingEvent {
+        kind: EventKind::Amend,
+        request_hash: request_fingerprint("change", &pseudonym, &(&family, &body))?,
+        pseudonym,
+        hospital_org: patient.hospital_org,
+        recorded_by: p.subject,
+        idempotency_key: idempotency.0,
+        signature,
+        decisions,
+    };
+    record(&state, pending, move |conn, pending, _| {
+        let version = active_version(conn, version_id)?;
+        check_items(
+            &version,
+            pending.decisions.iter().map(|(k, _)| k),
+            false,
+            "decisions",
+        )?;
+        require_active(conn, pending, family)?;
+        Ok(version)
+    })
+    .await
+}
+
+/// Withdraws a patient's whole consent in a family, or some items of it.
+#[utoipa::path(tag = "consents", params(ConsentPath, ("Idempotency-Key" = String, Header, description = "Unique per hospital")),
+    request_body = WithdrawalRequest,
+    responses((status = 201, body = EventResponse), (status = 200, body = EventResponse), (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")))]
+#[post("/v1/patients/{patient_ref}/consents/{family}/withdrawals")]
+pub async fn withdraw_consent(
+    state: web::Data<AppState>,
+    caller: Caller,
+    idempotency: IdempotencyKey,
+    path: web::Path<ConsentPath>,
+    body: web::Json<WithdrawalRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let family = family_of(&path.family)?;
+    let (pseudonym, patient) =
+        patient_for(&state, &caller, Action::ConsentWithdraw, &path.patient_ref).await?;
+    let p = principal(&caller)?.clone();
+    let body = body.into_inner();
+    let mut problems = Vec::new();
+    let items: Option<Vec<ScopeItemKey>> = body.items.as_ref().map(|keys| {
+        if keys.is_empty() {
+            problems.push(FieldProblem::new(
+                "items",
+                "omit `items` to withdraw everything, or name at least one",
+            ));
+        }
+        keys.iter()
+            .enumerate()
+            .filter_map(|(i, k)| {
+                ScopeItemKey::parse(k)
+                    .map_err(|e| {
+                        problems.push(FieldProblem::new(format!("items[{i}]"), e.to_string()))
+                    })
+                    .ok()
+            })
+            .collect()
+    });
+    let signature = parse_signature(
+        &body.signer,
+        &body.explained_by,
+        &body.signed_at,
+        &body.form_hash,
+        state.clock.now(),
+        &mut problems,
+    );
+    fail_on(problems)?;
+    let Some(signature) = signature else {
+        return Err(ApiError::internal("validated fields missing"));
+    };
+    let (kind, decisions) = match &items {
+        None => (EventKind::WithdrawAll, Vec::new()),
+        Some(keys) => (
+            EventKind::WithdrawItems,
+            keys.iter().map(|k| (k.clone(), Decision::Deny)).collect(),
+        ),
+    };
+    let pending = PendingEvent {
+        kind,
+        request_hash: request_fingerprint("withdraw", &pseudonym, &(&family, &body))?,
+        pseudonym,
+        hospital_org: patient.hospital_org,
+        recorded_by: p.subject,
+        idempotency_key: idempotency.0,
+        signature,
+        decisions,
+    };
+    record(&state, pending, move |conn, pending, _| {
+        // A withdrawal is recorded against the version in force; without one
+        // there can be no consent to withdraw.
+        let in_force = documents::list_family(conn, family)?
+            .into_iter()
+            .find(|v| v.status == DocumentStatus::Active)
+            .ok_or(ApiError::NoActiveConsent)?;
+        check_items(
+            &in_force,
+            pending.decisions.iter().map(|(k, _)| k),
+            false,
+            "items",
+        )?;
+        require_active(conn, pending, family)?;
+        Ok(in_force)
+    })
+    .await
+}
+
+fn parse_as_of(raw: Option<&str>, now: DateTime<Utc>) -> Result<DateTime<Utc>, ApiError> {
+    match raw {
+        None => Ok(now),
+        Some(t) => DateTime::parse_from_rfc3339(t)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|_| ApiError::field("as_of", "must be an RFC 3339 timestamp")),
+    }
+}
+
+/// A patient's consent in one family as in force now, or at `as_of`.
+/// Every item carries the reason for its decision.
+#[utoipa::path(tag = "consents", params(ConsentPath, AsOfQuery),
+    responses((status = 200, body = ConsentView), (status = 404, body = Problem, content_type = "application/problem+json")))]
+#[get("/v1/patients/{patient_ref}/consents/{family}")]
+pub async fn read_consent(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<ConsentPath>,
+    query: web::Query<AsOfQuery>,
+) -> Result<web::Json<ConsentView>, ApiError> {
+    let family = family_of(&path.family)?;
+    let (pseudonym, patient) =
+        patient_for(&state, &caller, Action::ConsentRead, &path.patient_ref).await?;
+    let as_of = parse_as_of(query.as_of.as_deref(), state.clock.now())?;
+    let key = pseudonym.as_str().to_owned();
+    let (_, _, snap) = state
+        .db(move |conn| snapshot(conn, &key, family, as_of))
+        .await?;
+    Ok(web::Json(ConsentView {
+        patient_ref: pseudonym.to_string(),
+        family,
+        as_of,
+        status: snap.status,
+        version_in_force: snap
+            .version_in_force
+            .map(|n| DocumentVersionId::new(family, n).to_string()),
+        items: snap
+            .items
+            .into_iter()
+            .map(|i| ItemStateView {
+                key: i.key.to_string(),
+                decision: i.decision,
+                basis: i.basis,
+            })
+            .collect(),
+        patient: PatientStatusView {
+            majority_on: patient.majority_on,
+            deceased_on: patient.deceased_on,
+        },
+    }))
+}
+
+/// Every consent event of a patient in one family, oldest first. Nothing is
+/// ever overwritten, so this is the full history.
+#[utoipa::path(tag = "consents", params(ConsentPath),
+    responses((status = 200, body = EventList), (status = 404, body = Problem, content_type = "application/problem+json")))]
+#[get("/v1/patients/{patient_ref}/consents/{family}/events")]
+pub async fn list_events(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<ConsentPath>,
+) -> Result<web::Json<EventList>, ApiError> {
+    let family = family_of(&path.family)?;
+    let (pseudonym, _) =
+        patient_for(&state, &caller, Action::ConsentRead, &path.patient_ref).await?;
+    let key = pseudonym.as_str().to_owned();
+    let mut events = state
+        .db(move |conn| Ok(store::events_for_patient(conn, &key, family)?))
+        .await?;
+    let mut domain: Vec<_> = events.iter().map(|e| e.event.clone()).collect();
+    sort_events(&mut domain);
+    events.sort_by_key(|e| domain.iter().position(|d| d.id == e.event.id));
+    Ok(web::Json(EventList {
+        events: events
+            .into_iter()
+            .map(|e| EventView {
+                event_id: e.row.id,
+                kind: e.event.kind,
+                document_version: e.row.document_version_id,
+                signed_at: e.event.signed_at,
+                recorded_at: e.event.recorded_at,
+                signer_kind: e.row.signer_kind,
+                proxy_relationship: e.row.proxy_relationship,
+                explained_by: e.row.explained_by,
+                form_hash: e.row.form_hash,
+                decisions: e
+                    .event
+                    .decisions
+                    .into_iter()
+                    .map(|(k, d)| (k.to_string(), d))
+                    .collect(),
+            })
+            .collect(),
+    }))
+}
+
+/// The patient's current consent as an HL7 FHIR R4 `Consent` resource: one
+/// provision per scope item, coded with the item key and GA4GH DUO terms;
+/// `policy.uri` is the canonical URI of the document version.
+#[utoipa::path(tag = "consents", params(ConsentPath),
+    responses((status = 200, content_type = "application/fhir+json", body = Object), (status = 404, body = Problem, content_type = "application/problem+json")))]
+#[get("/v1/patients/{patient_ref}/consents/{family}/fhir")]
+pub async fn export_fhir(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<ConsentPath>,
+) -> Result<HttpResponse, ApiError> {
+    let family = family_of(&path.family)?;
+    let (pseudonym, patient) =
+        patient_for(&state, &caller, Action::ConsentRead, &path.patient_ref).await?;
+    let now = state.clock.now();
+    let key = pseudonym.as_str().to_owned();
+    let (events, _, snap) = state
+        .db(move |conn| snapshot(conn, &key, family, now))
+        .await?;
+    // The latest event in force says who signed and when.
+    let latest = events
+        .iter()
+        .rev()
+        .find(|e| e.event.signed_at <= now)
+        .ok_or(ApiError::NotFound)?;
+    let version = snap.version_in_force.ok_or(ApiError::NotFound)?;
+    let ctx = FhirConsentContext {
+        patient_pseudonym: pseudonym.as_str(),
+        family,
+        hospital_org: &patient.hospital_org,
+        policy_uri: state.policy_uri(DocumentVersionId::new(family, version)),
+        signed_at: latest.event.signed_at,
+        proxy_relationship: latest.row.proxy_relationship.as_deref(),
+    };
+    let resource = export_consent(&ctx, &snap, &state.catalog);
+    Ok(HttpResponse::Ok()
+        .content_type("application/fhir+json")
+        .json(resource))
+}
+
+/// Finds the `patient_ref` of one of the caller's hospital's patients by the
+/// hospital-local ID (sent in the body, never in a URL).
+#[utoipa::path(tag = "consents", request_body = LookupRequest,
+    responses((status = 200, body = LookupResponse), (status = 404, body = Problem, content_type = "application/problem+json")))]
+#[post("/v1/patients/lookup")]
+pub async fn lookup_patient(
+    state: web::Data<AppState>,
+    caller: Caller,
+    body: web::Json<LookupRequest>,
+) -> Result<web::Json<LookupResponse>, ApiError> {
+    let p = principal(&caller)?.clone();
+    let local = LocalPatientId::parse(&body.local_patient_id)
+        .map_err(|m| ApiError::field("local_patient_id", m))?;
+    let pseudonym = state.pseudonyms.patient(&p.org, &local);
+    state.authorize_patient(&caller, Action::PatientLookup, pseudonym.as_str(), &p.org)?;
+    let key = pseudonym.as_str().to_owned();
+    state
+        .db(move |conn| Ok(store::find_patient(conn, &key)?))
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    Ok(web::Json(LookupResponse {
+        patient_ref: pseudonym.to_string(),
+    }))
+}
+
+/// Records that a patient is a minor (the day they come of age) or deceased.
+/// Minors whose consent a proxy signed appear on the re-consent list once
+/// they come of age; deceased patients never do.
+#[utoipa::path(tag = "consents", params(PatientPath), request_body = PatientStatusRequest,
+    responses((status = 200, body = PatientStatusView), (status = 404, body = Problem, content_type = "application/problem+json")))]
+#[put("/v1/patients/{patient_ref}/status")]
+pub async fn update_patient_status(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<PatientPath>,
+    body: web::Json<PatientStatusRequest>,
+) -> Result<web::Json<PatientStatusView>, ApiError> {
+    let (pseudonym, _) = patient_for(
+        &state,
+        &caller,
+        Action::PatientUpdateStatus,
+        &path.patient_ref,
+    )
+    .await?;
+    let today = state.clock.now().date_naive();
+    if body.deceased_on.is_some_and(|d| d > today) {
+        return Err(ApiError::field("deceased_on", "lies in the future"));
+    }
+    let (majority_on, deceased_on) = (body.majority_on, body.deceased_on);
+    let key = pseudonym.as_str().to_owned();
+    state
+        .db(move |conn| {
+            write_transaction(conn, |conn| {
+                Ok(store::set_patient_status(
+                    conn,
+                    &key,
+                    majority_on,
+                    deceased_on,
+                )?)
+            })
+        })
+        .await?;
+    Ok(web::Json(PatientStatusView {
+        majority_on,
+        deceased_on,
+    }))
+}
+
+#[derive(Deserialize, IntoParams)]
+pub struct ReconsentQuery {
+    /// `cancer` or `rare_disease`.
+    pub family: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ReconsentItem {
+    pub key: String,
+    /// `material` or `added`.
+    pub change: String,
+    pub changed_in_version: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ReconsentTask {
+    pub patient_ref: String,
+    /// `document_changed` (material or added items) or `reached_majority`
+    /// (a proxy signed for a minor who has now come of age).
+    pub reason: String,
+    pub items: Vec<ReconsentItem>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ReconsentList {
+    pub hospital: String,
+    #[schema(value_type = String)]
+    pub family: DocumentFamily,
+    pub version_in_force: Option<String>,
+    pub tasks: Vec<ReconsentTask>,
+}
+
+/// The caller's hospital's re-consent work list: patients with an active
+/// consent who must be asked again, and about which items only. Editorial
+/// changes never appear here.
+#[utoipa::path(tag = "consents", params(ReconsentQuery), responses((status = 200, body = ReconsentList)))]
+#[get("/v1/reconsent-tasks")]
+pub async fn reconsent_tasks(
+    state: web::Data<AppState>,
+    caller: Caller,
+    query: web::Query<ReconsentQuery>,
+) -> Result<web::Json<ReconsentList>, ApiError> {
+    let family: DocumentFamily = query
+        .family
+        .parse()
+        .map_err(|e: crate::consent::ids::IdError| ApiError::field("family", e.to_string()))?;
+    let p = principal(&caller)?.clone();
+    state.authorize(
+        &caller,
+        Action::ReconsentList,
+        &Resource::Hospital { org: &p.org },
+    )?;
+    let now = state.clock.now();
+    let org = p.org.clone();
+    let (patients, mut events, history) = state
+        .db(move |conn| {
+            let patients = store::patients_of_hospital(conn, &org)?;
+            let events = store::events_for_hospital(conn, &org, family)?;
+            let history = documents::history(conn, family)?;
+            Ok((patients, events, history))
+        })
+        .await?;
+    let version_in_force = history
+        .in_force_at(now)
+        .map(|v| DocumentVersionId::new(family, v.number).to_string());
+    let today = now.date_naive();
+    let mut tasks = Vec::new();
+    for patient in patients {
+        if patient.deceased_on.is_some() {
+            continue;
+        }
+        let Some(stored) = events.remove(&patient.pseudonym) else {
+            continue;
+        };
+        let domain: Vec<_> = stored.iter().map(|e| e.event.clone()).collect();
+        let snap = derive_consent(&domain, &history, now);
+        if snap.status != ConsentStatus::Active {
+            continue;
+        }
+        let items: Vec<ReconsentItem> = snap
+            .items
+            .iter()
+            .filter_map(|i| match &i.basis {
+                ItemBasis::NeedsReconsent {
+                    changed_in_version,
+                    change,
+                    ..
+                } => Some(ReconsentItem {
+                    key: i.key.to_string(),
+                    change: change.as_str().to_owned(),
+                    changed_in_version: Some(
+                        DocumentVersionId::new(family, *changed_in_version).to_string(),
+                    ),
+                }),
+                ItemBasis::NotAsked => Some(ReconsentItem {
+                    key: i.key.to_string(),
+                    change: "added".into(),
+                    changed_in_version: version_in_force.clone(),
+                }),
+                _ => None,
+            })
+            .collect();
+        if !items.is_empty() {
+            tasks.push(ReconsentTask {
+                patient_ref: patient.pseudonym.clone(),
+                reason: "document_changed".into(),
+                items,
+            });
+        }
+        let last_grant_by_proxy = stored
+            .iter()
+            .rev()
+            .find(|e| e.event.kind == EventKind::Grant && e.event.signed_at <= now)
+            .is_some_and(|e| e.row.signer_kind == "proxy");
+        if last_grant_by_proxy && patient.majority_on.is_some_and(|d| d <= today) {
+            tasks.push(ReconsentTask {
+                patient_ref: patient.pseudonym,
+                reason: "reached_majority".into(),
+                items: Vec::new(),
+            });
+        }
+    }
+    Ok(web::Json(ReconsentList {
+        hospital: p.org,
+        family,
+        version_in_force,
+        tasks,
+    }))
+}

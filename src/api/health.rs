@@ -1,0 +1,66 @@
+//! Liveness, readiness, metrics and the OpenAPI document.
+
+use super::state::AppState;
+use crate::error::{ApiError, Problem};
+use actix_web::{get, web, HttpResponse};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    pub status: &'static str,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Readiness {
+    pub status: &'static str,
+    /// `sqlite` or `postgres`.
+    pub database: &'static str,
+}
+
+/// Liveness: the process answers.
+#[utoipa::path(tag = "operations", responses((status = 200, body = Health)))]
+#[get("/healthz")]
+pub async fn healthz() -> web::Json<Health> {
+    web::Json(Health { status: "ok" })
+}
+
+/// Readiness: the database answers.
+#[utoipa::path(tag = "operations", responses((status = 200, body = Readiness), (status = 503, body = Problem, content_type = "application/problem+json")))]
+#[get("/readyz")]
+pub async fn readyz(state: web::Data<AppState>) -> Result<web::Json<Readiness>, ApiError> {
+    state
+        .db(|conn| crate::db::ping(conn).map_err(|_| ApiError::Unavailable))
+        .await?;
+    Ok(web::Json(Readiness {
+        status: "ready",
+        database: state.backend.as_str(),
+    }))
+}
+
+/// Prometheus metrics (text exposition format 0.0.4).
+#[utoipa::path(tag = "operations", responses((status = 200, content_type = "text/plain; version=0.0.4", body = String)))]
+#[get("/metrics")]
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    let pool = state.pool.state();
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(
+            state
+                .metrics
+                .render(pool.connections, pool.idle_connections),
+        )
+}
+
+/// The generated OpenAPI document, held in app data after the routes were
+/// collected.
+pub struct OpenApiJson(pub String);
+
+/// This OpenAPI 3.1 document, generated from the code.
+#[utoipa::path(tag = "operations", responses((status = 200, content_type = "application/json", body = Object)))]
+#[get("/openapi.json")]
+pub async fn openapi_json(doc: web::Data<OpenApiJson>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(doc.0.clone())
+}

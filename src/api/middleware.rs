@@ -1,0 +1,104 @@
+//! Per-request context: a request ID, a tracing span, metrics, and RFC 9457
+//! bodies that carry the request ID.
+
+use super::state::AppState;
+use crate::error::ApiError;
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::middleware::Next;
+use actix_web::{web, Error, HttpMessage};
+use std::time::Instant;
+use tracing::Instrument;
+
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+/// Accepts a caller's request ID when it is short and plain, so a hospital
+/// can correlate its own logs; otherwise makes a fresh one.
+fn request_id_of(req: &ServiceRequest) -> String {
+    req.headers()
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 64
+                && v.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        })
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+}
+
+pub async fn request_context(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, Error> {
+    let started = Instant::now();
+    let request_id = request_id_of(&req);
+    req.extensions_mut().insert(RequestId(request_id.clone()));
+    let method = req.method().to_string();
+    // The matched pattern, never the raw path: paths carry pseudonyms.
+    let route = req
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let state = req.app_data::<web::Data<AppState>>().cloned();
+    let span =
+        tracing::info_span!("request", request_id = %request_id, method = %method, route = %route);
+
+    let result = next.call(req).instrument(span.clone()).await;
+    let mut response = match result {
+        Ok(res) => enrich_problem(res, &request_id),
+        Err(e) => return Err(e),
+    };
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response
+            .headers_mut()
+            .insert(HeaderName::from_static(REQUEST_ID_HEADER), value);
+    }
+    let status = response.status().as_u16();
+    let seconds = started.elapsed().as_secs_f64();
+    if let Some(state) = state {
+        state.metrics.observe(&method, &route, status, seconds);
+    }
+    span.in_scope(|| tracing::info!(status, latency_ms = seconds * 1000.0, "request completed"));
+    Ok(response)
+}
+
+/// Rewrites error responses into problem documents that name the request.
+fn enrich_problem<B: MessageBody + 'static>(
+    res: ServiceResponse<B>,
+    request_id: &str,
+) -> ServiceResponse<BoxBody> {
+    let status = res.status();
+    let replacement = match res.response().error() {
+        Some(err) => match err.as_error::<ApiError>() {
+            Some(api) => Some(api.to_response(
+                Some(res.request().path().to_owned()),
+                Some(request_id.to_owned()),
+            )),
+            None => {
+                // actix's own errors (unknown route, wrong method, …).
+                let mapped = match status.as_u16() {
+                    404 => ApiError::RouteNotFound,
+                    405 => ApiError::MethodNotAllowed,
+                    413 => ApiError::PayloadTooLarge { limit: 0 },
+                    415 => ApiError::UnsupportedMediaType,
+                    400 => ApiError::MalformedJson(err.to_string()),
+                    _ => ApiError::Internal(err.to_string()),
+                };
+                Some(mapped.to_response(
+                    Some(res.request().path().to_owned()),
+                    Some(request_id.to_owned()),
+                ))
+            }
+        },
+        None => None,
+    };
+    match replacement {
+        Some(new) => res.into_response(new).map_into_boxed_body(),
+        None => res.map_into_boxed_body(),
+    }
+}

@@ -1,0 +1,103 @@
+//! The HTTP API. Each module holds the handlers of one resource; this module
+//! only wires them together and generates the OpenAPI document from the same
+//! registrations, so routes and spec cannot drift apart unnoticed.
+
+pub mod consents;
+pub mod documents;
+pub mod extract;
+pub mod health;
+pub mod metrics;
+pub mod middleware;
+pub mod state;
+
+use crate::error::{ApiError, FieldError, Problem};
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
+use actix_web::{web, App};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_actix_web::AppExt;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "GenomeGate",
+        description = "Consent and genomic-data governance: versioned unified consent documents, per-patient e-consent, FHIR export.\n\nErrors are RFC 9457 `application/problem+json` documents with a stable `code`.",
+        license(name = "Apache-2.0")
+    ),
+    components(schemas(Problem, FieldError)),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+    tags(
+        (name = "operations", description = "Health, readiness, metrics, this document"),
+        (name = "documents", description = "Versioned unified consent documents (統一同意説明文書)"),
+        (name = "consents", description = "Per-patient e-consent registered by hospitals")
+    )
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The application: every route, its OpenAPI description, the extractor
+/// configuration and the request-context middleware.
+pub fn app(
+    state: web::Data<state::AppState>,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    let body_limit = state.body_limit;
+    let (app, spec) = App::new()
+        .into_utoipa_app()
+        .openapi(ApiDoc::openapi())
+        .service(health::healthz)
+        .service(health::readyz)
+        .service(health::metrics)
+        .service(health::openapi_json)
+        .service(documents::list_versions)
+        .service(documents::get_version)
+        .service(documents::create_draft)
+        .service(documents::update_draft)
+        .service(documents::publish_version)
+        .service(consents::register_consent)
+        .service(consents::lookup_patient)
+        .service(consents::read_consent)
+        .service(consents::list_events)
+        .service(consents::export_fhir)
+        .service(consents::change_consent)
+        .service(consents::withdraw_consent)
+        .service(consents::update_patient_status)
+        .service(consents::reconsent_tasks)
+        .split_for_parts();
+    let spec_json = spec.to_json().unwrap_or_else(|_| "{}".to_owned());
+    app.app_data(state)
+        .app_data(web::Data::new(health::OpenApiJson(spec_json)))
+        .app_data(extract::json_config(body_limit))
+        .app_data(extract::path_config())
+        .app_data(extract::query_config())
+        .app_data(web::PayloadConfig::new(body_limit))
+        .default_service(web::to(|| async {
+            Err::<actix_web::HttpResponse, _>(ApiError::RouteNotFound)
+        }))
+        .wrap(actix_web::middleware::from_fn(middleware::request_context))
+}

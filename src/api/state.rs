@@ -1,0 +1,98 @@
+//! What every handler can reach.
+
+use super::metrics::Metrics;
+use crate::auth::jwt::JwtVerifier;
+use crate::auth::policy::{Action, PolicyEngine, Resource};
+use crate::auth::Caller;
+use crate::clock::SharedClock;
+use crate::consent::item_catalog::ItemCatalog;
+use crate::db::{Backend, DbConnection, DbPool};
+use crate::error::ApiError;
+use crate::pseudonym::PseudonymKey;
+use actix_web::web;
+
+pub struct AppState {
+    pub pool: DbPool,
+    pub backend: Backend,
+    pub verifier: JwtVerifier,
+    pub policy: PolicyEngine,
+    pub pseudonyms: PseudonymKey,
+    pub catalog: ItemCatalog,
+    pub clock: SharedClock,
+    /// Base of canonical URIs, without a trailing slash.
+    pub public_base_url: String,
+    pub metrics: Metrics,
+    pub body_limit: usize,
+}
+
+impl AppState {
+    /// Runs blocking database work on the blocking pool with a pooled
+    /// connection.
+    pub async fn db<T, F>(&self, work: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut DbConnection) -> Result<T, ApiError> + Send + 'static,
+    {
+        let pool = self.pool.clone();
+        web::block(move || {
+            let mut conn = pool.get()?;
+            work(&mut conn)
+        })
+        .await?
+    }
+
+    /// The enforcement point for everything that is not a patient.
+    /// Anonymous callers learn they must authenticate; authenticated ones
+    /// that policy denies get 403.
+    pub fn authorize(
+        &self,
+        caller: &Caller,
+        action: Action,
+        resource: &Resource<'_>,
+    ) -> Result<(), ApiError> {
+        if self.policy.is_allowed(caller, action, resource) {
+            Ok(())
+        } else if matches!(caller, Caller::Anonymous) {
+            Err(ApiError::MissingToken)
+        } else {
+            Err(ApiError::Forbidden)
+        }
+    }
+
+    /// The enforcement point for a patient. A caller that may not even read
+    /// the patient gets the same 404 as for a patient that does not exist,
+    /// so it cannot probe which pseudonyms are registered.
+    pub fn authorize_patient(
+        &self,
+        caller: &Caller,
+        action: Action,
+        pseudonym: &str,
+        hospital: &str,
+    ) -> Result<(), ApiError> {
+        let resource = Resource::Patient {
+            pseudonym,
+            hospital,
+        };
+        if matches!(caller, Caller::Anonymous) {
+            return Err(ApiError::MissingToken);
+        }
+        if self.policy.is_allowed(caller, action, &resource) {
+            Ok(())
+        } else if action != Action::ConsentRead
+            && self
+                .policy
+                .is_allowed(caller, Action::ConsentRead, &resource)
+        {
+            Err(ApiError::Forbidden)
+        } else {
+            Err(ApiError::NotFound)
+        }
+    }
+
+    pub fn policy_uri(&self, version: crate::consent::DocumentVersionId) -> String {
+        format!(
+            "{}/v1/documents/{}/versions/{}",
+            self.public_base_url, version.family, version.number
+        )
+    }
+}

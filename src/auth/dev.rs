@@ -1,0 +1,125 @@
+//! The development token signer behind `genomegate token`.
+//!
+//! An Ed25519 key generated on first use under the development directory,
+//! with its public half published as a JWKS the server trusts in development
+//! mode only. Production mode refuses this issuer and this key file.
+
+use crate::config::DEV_ISSUER;
+use crate::keyfile;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use ring::signature::{Ed25519KeyPair, KeyPair};
+use secrecy::{ExposeSecret, SecretSlice};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+pub const SIGNING_KEY_FILE: &str = "dev-jwt-signing.key";
+pub const JWKS_FILE: &str = "dev-jwks.json";
+
+/// An Ed25519 signer for tokens: the development issuer, and tests that play
+/// a real external issuer.
+pub struct Ed25519Signer {
+    pkcs8: SecretSlice<u8>,
+    public_key: Vec<u8>,
+    pub kid: String,
+    pub issuer: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TokenClaims<'a> {
+    pub iss: &'a str,
+    pub aud: &'a str,
+    pub sub: &'a str,
+    pub org: &'a str,
+    pub roles: &'a [String],
+    pub iat: i64,
+    pub exp: i64,
+}
+
+impl Ed25519Signer {
+    pub fn from_pkcs8(pkcs8: Vec<u8>, kid: String, issuer: String) -> Result<Self, String> {
+        let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(&pkcs8)
+            .map_err(|_| "not an Ed25519 PKCS#8 key".to_owned())?;
+        Ok(Self {
+            public_key: pair.public_key().as_ref().to_vec(),
+            pkcs8: SecretSlice::from(pkcs8),
+            kid,
+            issuer,
+        })
+    }
+
+    pub fn generate(kid: String, issuer: String) -> Result<Self, String> {
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 =
+            Ed25519KeyPair::generate_pkcs8(&rng).map_err(|_| "key generation failed".to_owned())?;
+        Self::from_pkcs8(pkcs8.as_ref().to_vec(), kid, issuer)
+    }
+
+    pub fn jwks_json(&self) -> String {
+        serde_json::json!({"keys": [{
+            "kty": "OKP",
+            "crv": "Ed25519",
+            "alg": "EdDSA",
+            "use": "sig",
+            "kid": self.kid,
+            "x": URL_SAFE_NO_PAD.encode(&self.public_key),
+        }]})
+        .to_string()
+    }
+
+    /// Signs a token for `sub` at `org` with `roles`, valid for `ttl`.
+    pub fn sign(
+        &self,
+        audience: &str,
+        sub: &str,
+        org: &str,
+        roles: &[String],
+        now: DateTime<Utc>,
+        ttl: chrono::Duration,
+    ) -> Result<String, String> {
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(self.kid.clone());
+        let claims = TokenClaims {
+            iss: &self.issuer,
+            aud: audience,
+            sub,
+            org,
+            roles,
+            iat: now.timestamp(),
+            exp: (now + ttl).timestamp(),
+        };
+        let key = EncodingKey::from_ed_der(self.pkcs8.expose_secret());
+        encode(&header, &claims, &key).map_err(|e| format!("signing failed: {e}"))
+    }
+}
+
+/// The development signer in `dir`, created on first use.
+pub fn load_or_create(dir: &Path) -> Result<Ed25519Signer, String> {
+    let key_path = dir.join(SIGNING_KEY_FILE);
+    if !key_path.exists() {
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 =
+            Ed25519KeyPair::generate_pkcs8(&rng).map_err(|_| "key generation failed".to_owned())?;
+        keyfile::create_development(
+            &key_path,
+            "development JWT signing key (Ed25519 PKCS#8)",
+            pkcs8.as_ref(),
+        )?;
+    }
+    let file = keyfile::read(&key_path)?;
+    let pkcs8 = file.material.expose_secret().to_vec();
+    let fingerprint =
+        hex::encode(&ring::digest::digest(&ring::digest::SHA256, &pkcs8).as_ref()[..6]);
+    let signer =
+        Ed25519Signer::from_pkcs8(pkcs8, format!("dev-{fingerprint}"), DEV_ISSUER.to_owned())?;
+    let jwks_path = jwks_path(dir);
+    std::fs::write(&jwks_path, signer.jwks_json())
+        .map_err(|e| format!("cannot write {}: {e}", jwks_path.display()))?;
+    Ok(signer)
+}
+
+pub fn jwks_path(dir: &Path) -> PathBuf {
+    dir.join(JWKS_FILE)
+}

@@ -1,0 +1,386 @@
+//! Configuration: a TOML file plus environment overrides, validated once at
+//! start-up. Secrets live in `secrecy` types so `Debug` never prints them.
+//!
+//! Environment overrides use `GENOMEGATE__SECTION__KEY=value`, e.g.
+//! `GENOMEGATE__DATABASE__URL=postgres://…` or `GENOMEGATE__MODE=production`.
+//! Values are read as TOML scalars when they parse as one (numbers, booleans),
+//! otherwise as strings.
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+pub const ENV_PREFIX: &str = "GENOMEGATE__";
+/// Marker written into every key file the service generates for development.
+/// Production mode refuses any key file that carries it.
+pub const DEV_KEY_MARKER: &str = "GENOMEGATE DEVELOPMENT KEY";
+/// Issuer name of the development token signer (`genomegate token`).
+pub const DEV_ISSUER: &str = "genomegate-dev";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    #[default]
+    Development,
+    Production,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub mode: Mode,
+    /// Base of canonical URIs (FHIR `policy.uri`) and links.
+    #[serde(default = "default_public_base_url")]
+    pub public_base_url: String,
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub tls: TlsConfig,
+    #[serde(default)]
+    pub database: DatabaseConfig,
+    #[serde(default)]
+    pub auth: AuthConfig,
+    #[serde(default)]
+    pub keys: KeysConfig,
+    #[serde(default)]
+    pub policies: PoliciesConfig,
+    #[serde(default)]
+    pub logging: LoggingConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    #[serde(default = "default_bind")]
+    pub bind: SocketAddr,
+    /// Worker threads; 0 means one per core.
+    #[serde(default)]
+    pub workers: usize,
+    /// Largest accepted request body. Consent registrations are a few KB;
+    /// document versions with full texts are the largest legitimate bodies.
+    #[serde(default = "default_body_limit")]
+    pub body_limit_bytes: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default = "default_cert")]
+    pub cert: PathBuf,
+    #[serde(default = "default_key")]
+    pub key: PathBuf,
+    /// CA whose client certificates identify hospital systems (mutual TLS).
+    /// Unset: no client certificates are requested.
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+    /// Refuse TLS handshakes without a client certificate.
+    #[serde(default)]
+    pub require_client_cert: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `sqlite://path/to/file.db` or `postgres://…`.
+    #[serde(default = "default_database_url")]
+    pub url: SecretString,
+    #[serde(default = "default_pool_size")]
+    pub pool_size: u32,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    #[serde(default)]
+    pub issuers: Vec<IssuerConfig>,
+    /// Audience every bearer token must carry.
+    #[serde(default = "default_audience")]
+    pub audience: String,
+    /// Allowed clock skew when checking `exp` and `nbf`, in seconds.
+    #[serde(default = "default_leeway")]
+    pub leeway_seconds: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerConfig {
+    pub issuer: String,
+    pub jwks_file: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeysConfig {
+    /// File holding the pseudonym HMAC key (base64, at least 32 bytes).
+    #[serde(default = "default_pseudonym_key_file")]
+    pub pseudonym_key_file: PathBuf,
+    /// Development material (certificates, JWT signing key) lives here.
+    #[serde(default = "default_dev_dir")]
+    pub dev_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoliciesConfig {
+    #[serde(default = "default_policies_dir")]
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoggingConfig {
+    /// `json` (default) or `pretty`.
+    #[serde(default = "default_log_format")]
+    pub format: String,
+    /// An `EnvFilter` directive; `RUST_LOG` wins when set.
+    #[serde(default = "default_log_level")]
+    pub level: String,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_public_base_url() -> String {
+    "https://localhost:8443".into()
+}
+fn default_bind() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8443))
+}
+fn default_body_limit() -> usize {
+    256 * 1024
+}
+fn default_cert() -> PathBuf {
+    "certs/server.pem".into()
+}
+fn default_key() -> PathBuf {
+    "certs/server.key".into()
+}
+fn default_database_url() -> SecretString {
+    SecretString::from("sqlite://data/genomegate.db")
+}
+fn default_pool_size() -> u32 {
+    16
+}
+fn default_audience() -> String {
+    "genomegate".into()
+}
+fn default_leeway() -> u64 {
+    30
+}
+fn default_pseudonym_key_file() -> PathBuf {
+    "data/keys/pseudonym.key".into()
+}
+fn default_dev_dir() -> PathBuf {
+    "certs".into()
+}
+fn default_policies_dir() -> PathBuf {
+    "policies".into()
+}
+fn default_log_format() -> String {
+    "json".into()
+}
+fn default_log_level() -> String {
+    "info".into()
+}
+
+macro_rules! default_from_serde {
+    ($($t:ty),*) => {$(
+        impl Default for $t {
+            fn default() -> Self {
+                // An empty table always deserializes: every field has a default.
+                toml::from_str("").unwrap_or_else(|_| unreachable_default())
+            }
+        }
+    )*};
+}
+
+#[allow(clippy::panic)]
+fn unreachable_default<T>() -> T {
+    panic!("configuration defaults failed to deserialize; this is a bug")
+}
+
+default_from_serde!(
+    ServerConfig,
+    TlsConfig,
+    DatabaseConfig,
+    KeysConfig,
+    PoliciesConfig,
+    LoggingConfig
+);
+
+impl Default for Config {
+    fn default() -> Self {
+        toml::from_str("").unwrap_or_else(|_| unreachable_default())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Reads `path` (if given) and applies environment overrides from `env`.
+    pub fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut table = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.to_owned(),
+                    source,
+                })?;
+                text.parse::<toml::Table>()
+                    .map_err(|e| ConfigError::Invalid(format!("{}: {e}", p.display())))?
+            }
+            None => toml::Table::new(),
+        };
+        for (name, value) in env {
+            let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            let keys: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
+            set_path(&mut table, &keys, &value)
+                .map_err(|e| ConfigError::Invalid(format!("{name}: {e}")))?;
+        }
+        let config: Config = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Invalid(e.message().to_owned()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks that do not touch the filesystem. Production refusals that need
+    /// key material are in `server::check_production_readiness`.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
+        if self.database_backend().is_none() {
+            return invalid("database.url must start with sqlite:// or postgres://");
+        }
+        if self.database.pool_size == 0 {
+            return invalid("database.pool_size must be at least 1");
+        }
+        if self.server.body_limit_bytes < 1024 {
+            return invalid("server.body_limit_bytes must be at least 1024");
+        }
+        if !self.public_base_url.starts_with("https://")
+            && !self.public_base_url.starts_with("http://")
+        {
+            return invalid("public_base_url must be an http(s) URL");
+        }
+        if self.tls.require_client_cert && self.tls.client_ca.is_none() {
+            return invalid("tls.require_client_cert needs tls.client_ca");
+        }
+        if !matches!(self.logging.format.as_str(), "json" | "pretty") {
+            return invalid("logging.format must be `json` or `pretty`");
+        }
+        if self.mode == Mode::Production {
+            if !self.tls.enabled {
+                return invalid(
+                    "production mode refuses to start without TLS (tls.enabled = false)",
+                );
+            }
+            if self.auth.issuers.is_empty() {
+                return invalid("production mode needs at least one [[auth.issuers]] entry");
+            }
+            if self.auth.issuers.iter().any(|i| i.issuer == DEV_ISSUER) {
+                return invalid("production mode refuses the development token issuer");
+            }
+        }
+        Ok(())
+    }
+
+    pub fn database_backend(&self) -> Option<crate::db::Backend> {
+        crate::db::Backend::from_url(self.database.url.expose_secret())
+    }
+}
+
+fn set_path(table: &mut toml::Table, keys: &[String], raw: &str) -> Result<(), String> {
+    let (last, parents) = keys.split_last().ok_or("empty key")?;
+    let mut current = table;
+    for key in parents {
+        let entry = current
+            .entry(key.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        current = entry
+            .as_table_mut()
+            .ok_or_else(|| format!("`{key}` is not a table"))?;
+    }
+    // Parse as a TOML scalar so numbers and booleans keep their type.
+    let value = format!("v = {raw}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_owned()));
+    current.insert(last.clone(), value);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_a_working_development_setup() {
+        let c = Config::load(None, env(&[])).unwrap();
+        assert_eq!(c.mode, Mode::Development);
+        assert_eq!(c.database_backend(), Some(crate::db::Backend::Sqlite));
+        assert!(c.tls.enabled);
+    }
+
+    #[test]
+    fn environment_overrides_typed_values_and_secrets_stay_hidden() {
+        let c = Config::load(
+            None,
+            env(&[
+                ("GENOMEGATE__DATABASE__URL", "postgres://user:hunter2@db/gg"),
+                ("GENOMEGATE__DATABASE__POOL_SIZE", "4"),
+                ("GENOMEGATE__TLS__ENABLED", "false"),
+                ("UNRELATED", "x"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.database.pool_size, 4);
+        assert!(!c.tls.enabled);
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn production_refuses_missing_tls_and_issuers() {
+        let err = Config::load(
+            None,
+            env(&[
+                ("GENOMEGATE__MODE", "production"),
+                ("GENOMEGATE__TLS__ENABLED", "false"),
+            ]),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("without TLS"));
+        let err = Config::load(None, env(&[("GENOMEGATE__MODE", "production")])).unwrap_err();
+        assert!(err.to_string().contains("auth.issuers"));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_urls_fail_fast() {
+        assert!(Config::load(None, env(&[("GENOMEGATE__DATABASE__URLL", "x")])).is_err());
+        assert!(Config::load(None, env(&[("GENOMEGATE__DATABASE__URL", "mysql://x")])).is_err());
+    }
+}

@@ -1,0 +1,452 @@
+//! Consent state derived from events.
+//!
+//! Nothing is overwritten: a grant, a change and a withdrawal are each an
+//! event, and the scope in force at any instant is a pure function of the
+//! events signed by then and the document versions published by then.
+//! Unknown means deny: an item nobody asked about, an item whose wording
+//! changed materially since the patient said yes, and everything after a
+//! withdrawal all come out as [`Decision::Deny`].
+
+use super::document::{ChangeKind, VersionHistory};
+use super::ids::ScopeItemKey;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    Permit,
+    Deny,
+}
+
+impl Decision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Permit => "permit",
+            Decision::Deny => "deny",
+        }
+    }
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "permit" => Some(Self::Permit),
+            "deny" => Some(Self::Deny),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// A full consent on one document version: a decision for every item.
+    Grant,
+    /// A change of some items, on the version in force when signed. This is
+    /// also how re-consent for materially changed items is recorded.
+    Amend,
+    /// Withdrawal of the whole consent.
+    WithdrawAll,
+    /// Withdrawal of the listed items only.
+    WithdrawItems,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Grant => "grant",
+            EventKind::Amend => "amend",
+            EventKind::WithdrawAll => "withdraw_all",
+            EventKind::WithdrawItems => "withdraw_items",
+        }
+    }
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "grant" => Some(Self::Grant),
+            "amend" => Some(Self::Amend),
+            "withdraw_all" => Some(Self::WithdrawAll),
+            "withdraw_items" => Some(Self::WithdrawItems),
+            _ => None,
+        }
+    }
+}
+
+/// One recorded consent event of one patient within one document family.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsentEvent {
+    pub id: String,
+    pub kind: EventKind,
+    /// Number of the document version the event was signed on.
+    pub version: u32,
+    /// When the patient (or proxy) signed: the event is in force from then.
+    pub signed_at: DateTime<Utc>,
+    /// When the hospital registered it; breaks ties between equal signatures.
+    pub recorded_at: DateTime<Utc>,
+    /// Decisions by item. Withdrawals list the withdrawn items as deny.
+    pub decisions: Vec<(ScopeItemKey, Decision)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConsentStatus {
+    /// No consent on record: everything is denied.
+    None,
+    Active,
+    Withdrawn,
+}
+
+impl ConsentStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConsentStatus::None => "none",
+            ConsentStatus::Active => "active",
+            ConsentStatus::Withdrawn => "withdrawn",
+        }
+    }
+}
+
+/// Why an item has the decision it has. Machine-readable, so a release or a
+/// patient screen can explain every include and exclude.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum ItemBasis {
+    /// Decided on the version in force.
+    Consented { event_id: String, version: u32 },
+    /// Decided on an older version; every change since was unchanged or
+    /// editorial, so the decision still holds.
+    CarriedForward {
+        event_id: String,
+        signed_on_version: u32,
+    },
+    /// The patient withdrew this item or the whole consent.
+    Withdrawn { event_id: String },
+    /// The patient permitted an older wording; a later version changed it
+    /// materially (or removed and re-added it), so it is denied until the
+    /// patient is asked again.
+    NeedsReconsent {
+        event_id: String,
+        signed_on_version: u32,
+        changed_in_version: u32,
+        change: ChangeKind,
+    },
+    /// The patient was never asked about this item.
+    NotAsked,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ItemState {
+    pub key: ScopeItemKey,
+    pub decision: Decision,
+    pub basis: ItemBasis,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConsentSnapshot {
+    pub as_of: DateTime<Utc>,
+    pub status: ConsentStatus,
+    /// The document version in force at `as_of`, if any was published yet.
+    pub version_in_force: Option<u32>,
+    /// One state per item of the version in force, in key order.
+    pub items: Vec<ItemState>,
+}
+
+impl ConsentSnapshot {
+    /// Deny by default: true only for an item explicitly permitted and still
+    /// valid under the version in force.
+    pub fn permits(&self, key: &ScopeItemKey) -> bool {
+        self.items
+            .iter()
+            .any(|i| &i.key == key && i.decision == Decision::Permit)
+    }
+
+    pub fn item(&self, key: &ScopeItemKey) -> Option<&ItemState> {
+        self.items.iter().find(|i| &i.key == key)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Recorded {
+    decision: Decision,
+    version: u32,
+    event_id: String,
+    withdrawn: bool,
+}
+
+/// Orders events the way they took effect: by signature, then registration,
+/// then id so the order is total and derivation deterministic.
+pub fn sort_events(events: &mut [ConsentEvent]) {
+    events.sort_by(|a, b| {
+        (a.signed_at, a.recorded_at, &a.id).cmp(&(b.signed_at, b.recorded_at, &b.id))
+    });
+}
+
+/// The consent in force at `as_of`.
+pub fn derive_consent(
+    events: &[ConsentEvent],
+    history: &VersionHistory,
+    as_of: DateTime<Utc>,
+) -> ConsentSnapshot {
+    let mut ordered: Vec<&ConsentEvent> = events.iter().filter(|e| e.signed_at <= as_of).collect();
+    ordered.sort_by(|a, b| {
+        (a.signed_at, a.recorded_at, &a.id).cmp(&(b.signed_at, b.recorded_at, &b.id))
+    });
+
+    let mut status = ConsentStatus::None;
+    let mut withdrawal_event: Option<&str> = None;
+    let mut recorded: BTreeMap<&ScopeItemKey, Recorded> = BTreeMap::new();
+    for event in ordered {
+        let record = |decision, withdrawn| Recorded {
+            decision,
+            version: event.version,
+            event_id: event.id.clone(),
+            withdrawn,
+        };
+        match event.kind {
+            EventKind::Grant => {
+                recorded.clear();
+                status = ConsentStatus::Active;
+                withdrawal_event = None;
+                for (key, decision) in &event.decisions {
+                    recorded.insert(key, record(*decision, false));
+                }
+            }
+            EventKind::Amend => {
+                for (key, decision) in &event.decisions {
+                    recorded.insert(key, record(*decision, false));
+                }
+            }
+            EventKind::WithdrawAll => {
+                status = ConsentStatus::Withdrawn;
+                withdrawal_event = Some(&event.id);
+            }
+            EventKind::WithdrawItems => {
+                for (key, _) in &event.decisions {
+                    recorded.insert(key, record(Decision::Deny, true));
+                }
+            }
+        }
+    }
+
+    let Some(current) = history.in_force_at(as_of) else {
+        return ConsentSnapshot {
+            as_of,
+            status,
+            version_in_force: None,
+            items: Vec::new(),
+        };
+    };
+
+    let items = current
+        .changes
+        .iter()
+        .filter(|(_, change)| **change != ChangeKind::Removed)
+        .map(|(key, _)| {
+            let deny = |basis| ItemState {
+                key: key.clone(),
+                decision: Decision::Deny,
+                basis,
+            };
+            if let Some(event_id) = withdrawal_event {
+                return deny(ItemBasis::Withdrawn {
+                    event_id: event_id.to_owned(),
+                });
+            }
+            let Some(r) = recorded.get(key) else {
+                return deny(ItemBasis::NotAsked);
+            };
+            if r.withdrawn {
+                return deny(ItemBasis::Withdrawn {
+                    event_id: r.event_id.clone(),
+                });
+            }
+            // A deny needs no re-consent: it stays a deny whatever the new
+            // wording says. Only a permit can be invalidated.
+            if r.decision == Decision::Permit {
+                if let Some((changed_in_version, change)) =
+                    history.reconsent_trigger(key, r.version, current.number)
+                {
+                    return deny(ItemBasis::NeedsReconsent {
+                        event_id: r.event_id.clone(),
+                        signed_on_version: r.version,
+                        changed_in_version,
+                        change,
+                    });
+                }
+            }
+            let basis = if r.version >= current.number {
+                ItemBasis::Consented {
+                    event_id: r.event_id.clone(),
+                    version: r.version,
+                }
+            } else {
+                ItemBasis::CarriedForward {
+                    event_id: r.event_id.clone(),
+                    signed_on_version: r.version,
+                }
+            };
+            ItemState {
+                key: key.clone(),
+                decision: r.decision,
+                basis,
+            }
+        })
+        .collect();
+
+    ConsentSnapshot {
+        as_of,
+        status,
+        version_in_force: Some(current.number),
+        items,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::consent::document::PublishedVersion;
+
+    fn key(k: &str) -> ScopeItemKey {
+        ScopeItemKey::parse(k).unwrap()
+    }
+    fn at(hour: i64) -> DateTime<Utc> {
+        DateTime::<Utc>::from_timestamp(hour * 3600, 0).unwrap()
+    }
+    fn event(
+        id: &str,
+        kind: EventKind,
+        version: u32,
+        hour: i64,
+        d: &[(&str, Decision)],
+    ) -> ConsentEvent {
+        ConsentEvent {
+            id: id.into(),
+            kind,
+            version,
+            signed_at: at(hour),
+            recorded_at: at(hour),
+            decisions: d.iter().map(|(k, d)| (key(k), *d)).collect(),
+        }
+    }
+    fn history() -> VersionHistory {
+        use ChangeKind::*;
+        let v = |n, from, changes: &[(&str, ChangeKind)]| PublishedVersion {
+            number: n,
+            effective_from: at(from),
+            changes: changes.iter().map(|(k, c)| (key(k), *c)).collect(),
+        };
+        VersionHistory::new(vec![
+            v(
+                1,
+                0,
+                &[
+                    ("academic", Added),
+                    ("industry", Added),
+                    ("recontact", Added),
+                ],
+            ),
+            v(
+                2,
+                100,
+                &[
+                    ("academic", Editorial),
+                    ("industry", Material),
+                    ("recontact", Unchanged),
+                    ("banking", Added),
+                ],
+            ),
+        ])
+    }
+
+    #[test]
+    fn carry_forward_reconsent_and_as_of() {
+        use Decision::*;
+        let events = vec![event(
+            "e1",
+            EventKind::Grant,
+            1,
+            10,
+            &[
+                ("academic", Permit),
+                ("industry", Permit),
+                ("recontact", Deny),
+            ],
+        )];
+        let before = derive_consent(&events, &history(), at(50));
+        assert_eq!(before.version_in_force, Some(1));
+        assert!(before.permits(&key("industry")));
+
+        let after = derive_consent(&events, &history(), at(150));
+        assert_eq!(after.version_in_force, Some(2));
+        assert!(after.permits(&key("academic")), "editorial carries forward");
+        assert!(matches!(
+            after.item(&key("academic")).unwrap().basis,
+            ItemBasis::CarriedForward { .. }
+        ));
+        assert!(
+            !after.permits(&key("industry")),
+            "material needs re-consent"
+        );
+        assert!(matches!(
+            after.item(&key("industry")).unwrap().basis,
+            ItemBasis::NeedsReconsent {
+                changed_in_version: 2,
+                change: ChangeKind::Material,
+                ..
+            }
+        ));
+        assert_eq!(
+            after.item(&key("banking")).unwrap().basis,
+            ItemBasis::NotAsked
+        );
+        assert_eq!(after.item(&key("recontact")).unwrap().decision, Deny);
+
+        // Re-consent only the material item, on the new version.
+        let mut events = events;
+        events.push(event(
+            "e2",
+            EventKind::Amend,
+            2,
+            160,
+            &[("industry", Permit)],
+        ));
+        let reconsented = derive_consent(&events, &history(), at(170));
+        assert!(reconsented.permits(&key("industry")));
+        assert!(reconsented.permits(&key("academic")));
+        // ...and the past is still answerable.
+        assert!(!derive_consent(&events, &history(), at(155)).permits(&key("industry")));
+    }
+
+    #[test]
+    fn withdrawal_denies_everything_until_a_new_grant() {
+        use Decision::*;
+        let events = vec![
+            event(
+                "e1",
+                EventKind::Grant,
+                1,
+                1,
+                &[
+                    ("academic", Permit),
+                    ("industry", Permit),
+                    ("recontact", Permit),
+                ],
+            ),
+            event("e2", EventKind::WithdrawItems, 1, 2, &[("industry", Deny)]),
+            event("e3", EventKind::WithdrawAll, 1, 3, &[]),
+        ];
+        let s = derive_consent(&events, &history(), at(2));
+        assert!(s.permits(&key("academic")));
+        assert!(!s.permits(&key("industry")));
+        let s = derive_consent(&events, &history(), at(4));
+        assert_eq!(s.status, ConsentStatus::Withdrawn);
+        assert!(s.items.iter().all(|i| i.decision == Deny));
+    }
+
+    #[test]
+    fn nothing_before_the_first_version_or_event() {
+        let s = derive_consent(&[], &history(), at(5));
+        assert_eq!(s.status, ConsentStatus::None);
+        assert!(s.items.iter().all(|i| i.basis == ItemBasis::NotAsked));
+        let s = derive_consent(&[], &VersionHistory::default(), at(5));
+        assert!(s.items.is_empty());
+    }
+}

@@ -1,0 +1,245 @@
+//! Storage of patients and their consent events. Events are only ever
+//! inserted; the database refuses updates and deletes.
+
+use super::documents::utc;
+use super::schema::{consent_event_items as event_items, consent_events as events, patients};
+use super::DbConnection;
+use crate::consent::{ConsentEvent, Decision, DocumentFamily, EventKind, ScopeItemKey};
+use crate::db_run;
+use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use diesel::prelude::*;
+use diesel::result::Error as DieselError;
+use std::collections::BTreeMap;
+
+#[derive(Queryable, Selectable, Insertable, Debug, Clone)]
+#[diesel(table_name = patients)]
+pub struct PatientRow {
+    pub pseudonym: String,
+    pub hospital_org: String,
+    pub majority_on: Option<NaiveDate>,
+    pub deceased_on: Option<NaiveDate>,
+    pub created_at: NaiveDateTime,
+}
+
+#[derive(Queryable, Selectable, Insertable, Debug, Clone)]
+#[diesel(table_name = events)]
+pub struct EventRow {
+    pub id: String,
+    pub patient_pseudonym: String,
+    pub family: String,
+    pub document_version_id: String,
+    pub kind: String,
+    pub signer_kind: String,
+    pub proxy_relationship: Option<String>,
+    pub explained_by: String,
+    pub signed_at: NaiveDateTime,
+    pub recorded_at: NaiveDateTime,
+    pub form_hash: String,
+    pub hospital_org: String,
+    pub recorded_by: String,
+    pub idempotency_key: String,
+    pub request_hash: String,
+}
+
+#[derive(Queryable, Selectable, Insertable, Debug, Clone)]
+#[diesel(table_name = event_items)]
+pub struct EventItemRow {
+    pub event_id: String,
+    pub item_key: String,
+    pub decision: String,
+}
+
+/// An event as stored: the domain event plus who recorded it and how.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    pub event: ConsentEvent,
+    pub row: EventRow,
+}
+
+fn corrupt(what: &str) -> DieselError {
+    DieselError::DeserializationError(format!("corrupt {what} in consent storage").into())
+}
+
+pub fn find_patient(
+    conn: &mut DbConnection,
+    pseudonym: &str,
+) -> Result<Option<PatientRow>, DieselError> {
+    db_run!(conn, c => patients::table
+        .find(pseudonym)
+        .select(PatientRow::as_select())
+        .first(c)
+        .optional())
+}
+
+/// Creates the patient row on first consent; a no-op when it exists.
+pub fn ensure_patient(
+    conn: &mut DbConnection,
+    pseudonym: &str,
+    hospital_org: &str,
+    now: DateTime<Utc>,
+) -> Result<(), DieselError> {
+    let row = PatientRow {
+        pseudonym: pseudonym.to_owned(),
+        hospital_org: hospital_org.to_owned(),
+        majority_on: None,
+        deceased_on: None,
+        created_at: now.naive_utc(),
+    };
+    db_run!(conn, c => diesel::insert_into(patients::table)
+        .values(&row)
+        .on_conflict(patients::pseudonym)
+        .do_nothing()
+        .execute(c))?;
+    Ok(())
+}
+
+pub fn set_patient_status(
+    conn: &mut DbConnection,
+    pseudonym: &str,
+    majority_on: Option<NaiveDate>,
+    deceased_on: Option<NaiveDate>,
+) -> Result<(), DieselError> {
+    db_run!(conn, c => diesel::update(patients::table.find(pseudonym))
+        .set((patients::majority_on.eq(majority_on), patients::deceased_on.eq(deceased_on)))
+        .execute(c))?;
+    Ok(())
+}
+
+/// The event an idempotency key already produced, if any.
+pub fn find_by_idempotency_key(
+    conn: &mut DbConnection,
+    hospital_org: &str,
+    key: &str,
+) -> Result<Option<EventRow>, DieselError> {
+    db_run!(conn, c => events::table
+        .filter(events::hospital_org.eq(hospital_org))
+        .filter(events::idempotency_key.eq(key))
+        .select(EventRow::as_select())
+        .first(c)
+        .optional())
+}
+
+pub fn insert_event(
+    conn: &mut DbConnection,
+    row: &EventRow,
+    decisions: &[(ScopeItemKey, Decision)],
+) -> Result<(), DieselError> {
+    let item_rows: Vec<EventItemRow> = decisions
+        .iter()
+        .map(|(key, decision)| EventItemRow {
+            event_id: row.id.clone(),
+            item_key: key.to_string(),
+            decision: decision.as_str().to_owned(),
+        })
+        .collect();
+    db_run!(conn, c => {
+        diesel::insert_into(events::table).values(row).execute(c)?;
+        if !item_rows.is_empty() {
+            diesel::insert_into(event_items::table).values(&item_rows).execute(c)?;
+        }
+        Ok(())
+    })
+}
+
+fn assemble(
+    rows: Vec<EventRow>,
+    item_rows: Vec<EventItemRow>,
+) -> Result<Vec<StoredEvent>, DieselError> {
+    let mut decisions: BTreeMap<String, Vec<(ScopeItemKey, Decision)>> = BTreeMap::new();
+    for item in item_rows {
+        let key = ScopeItemKey::parse(&item.item_key).map_err(|_| corrupt("item key"))?;
+        let decision = Decision::parse(&item.decision).ok_or_else(|| corrupt("decision"))?;
+        decisions
+            .entry(item.event_id)
+            .or_default()
+            .push((key, decision));
+    }
+    rows.into_iter()
+        .map(|row| {
+            let version = row
+                .document_version_id
+                .parse::<crate::consent::DocumentVersionId>()
+                .map_err(|_| corrupt("document version"))?
+                .number;
+            Ok(StoredEvent {
+                event: ConsentEvent {
+                    id: row.id.clone(),
+                    kind: EventKind::parse(&row.kind).ok_or_else(|| corrupt("event kind"))?,
+                    version,
+                    signed_at: utc(row.signed_at),
+                    recorded_at: utc(row.recorded_at),
+                    decisions: decisions.remove(&row.id).unwrap_or_default(),
+                },
+                row,
+            })
+        })
+        .collect()
+}
+
+/// All events of one patient in one family, in the order they took effect.
+pub fn events_for_patient(
+    conn: &mut DbConnection,
+    pseudonym: &str,
+    family: DocumentFamily,
+) -> Result<Vec<StoredEvent>, DieselError> {
+    let (rows, items): (Vec<EventRow>, Vec<EventItemRow>) = db_run!(conn, c => {
+        let rows = events::table
+            .filter(events::patient_pseudonym.eq(pseudonym))
+            .filter(events::family.eq(family.as_str()))
+            .order((events::signed_at, events::recorded_at, events::id))
+            .select(EventRow::as_select())
+            .load(c)?;
+        let items = event_items::table
+            .inner_join(events::table)
+            .filter(events::patient_pseudonym.eq(pseudonym))
+            .filter(events::family.eq(family.as_str()))
+            .select(EventItemRow::as_select())
+            .load(c)?;
+        (rows, items)
+    });
+    assemble(rows, items)
+}
+
+/// Every event of every patient of one hospital in one family, grouped by
+/// patient. Used for the re-consent work list.
+pub fn events_for_hospital(
+    conn: &mut DbConnection,
+    hospital_org: &str,
+    family: DocumentFamily,
+) -> Result<BTreeMap<String, Vec<StoredEvent>>, DieselError> {
+    let (rows, items): (Vec<EventRow>, Vec<EventItemRow>) = db_run!(conn, c => {
+        let rows = events::table
+            .inner_join(patients::table)
+            .filter(patients::hospital_org.eq(hospital_org))
+            .filter(events::family.eq(family.as_str()))
+            .order((events::patient_pseudonym, events::signed_at, events::recorded_at, events::id))
+            .select(EventRow::as_select())
+            .load(c)?;
+        let items = event_items::table
+            .inner_join(events::table.inner_join(patients::table))
+            .filter(patients::hospital_org.eq(hospital_org))
+            .filter(events::family.eq(family.as_str()))
+            .select(EventItemRow::as_select())
+            .load(c)?;
+        (rows, items)
+    });
+    let mut grouped: BTreeMap<String, Vec<StoredEvent>> = BTreeMap::new();
+    for stored in assemble(rows, items)? {
+        grouped
+            .entry(stored.row.patient_pseudonym.clone())
+            .or_default()
+            .push(stored);
+    }
+    Ok(grouped)
+}
+
+pub fn patients_of_hospital(
+    conn: &mut DbConnection,
+    hospital_org: &str,
+) -> Result<Vec<PatientRow>, DieselError> {
+    db_run!(conn, c => patients::table
+        .filter(patients::hospital_org.eq(hospital_org))
+        .order(patients::pseudonym)
+        .select(PatientRow::as_select())
+        .load(c))
+}

@@ -1,0 +1,183 @@
+//! Storage on two backends: SQLite (embedded default) and PostgreSQL.
+//!
+//! One `#[derive(MultiConnection)]` enum, the backend chosen from the URL
+//! scheme, per-backend connection setup and one embedded migrations folder per
+//! backend. Queries are written once and compiled for each concrete backend
+//! through [`db_run!`], so backend-specific SQL (upserts, `RETURNING`) is
+//! available where it matters without a second copy of the code.
+
+pub mod consents;
+pub mod documents;
+pub mod schema;
+
+use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
+use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool, PooledConnection};
+use diesel::{PgConnection, SqliteConnection};
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+use std::time::Duration;
+
+pub const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+pub const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+
+#[derive(diesel::MultiConnection)]
+pub enum DbConnection {
+    Postgresql(PgConnection),
+    Sqlite(SqliteConnection),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn from_url(url: &str) -> Option<Self> {
+        if url.starts_with("sqlite://") {
+            Some(Backend::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Some(Backend::Postgres)
+        } else {
+            None
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+/// Runs `$body` with `$c` bound to the concrete connection of either
+/// backend. The body is compiled twice, once per backend.
+#[macro_export]
+macro_rules! db_run {
+    ($conn:expr, $c:ident => $body:expr) => {
+        match $conn {
+            $crate::db::DbConnection::Postgresql($c) => $body,
+            $crate::db::DbConnection::Sqlite($c) => $body,
+        }
+    };
+}
+
+pub type DbPool = Pool<ConnectionManager<DbConnection>>;
+pub type PooledDb = PooledConnection<ConnectionManager<DbConnection>>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbSetupError {
+    #[error("unsupported database URL scheme; use sqlite:// or postgres://")]
+    UnsupportedUrl,
+    #[error("cannot create the SQLite directory {0}: {1}")]
+    Directory(String, std::io::Error),
+    #[error("cannot open a database connection pool: {0}")]
+    Pool(String),
+    #[error("migrations failed: {0}")]
+    Migrations(String),
+}
+
+/// Per-connection set-up. SQLite: WAL so readers never block the writer, a
+/// busy timeout so writers queue instead of failing, and foreign keys on.
+#[derive(Debug, Clone, Copy)]
+struct ConnectionSetup;
+
+impl CustomizeConnection<DbConnection, diesel::r2d2::Error> for ConnectionSetup {
+    fn on_acquire(&self, conn: &mut DbConnection) -> Result<(), diesel::r2d2::Error> {
+        match conn {
+            DbConnection::Sqlite(c) => c
+                .batch_execute(
+                    // busy_timeout first: switching to WAL takes a lock, and
+                    // the pool opens several connections at once.
+                    "PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; \
+                     PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+                )
+                .map_err(diesel::r2d2::Error::QueryError),
+            DbConnection::Postgresql(_) => Ok(()),
+        }
+    }
+}
+
+/// Opens a pool for `url`. A `sqlite://` URL names a file path; its parent
+/// directory is created if missing.
+pub fn connect(url: &str, pool_size: u32) -> Result<DbPool, DbSetupError> {
+    let backend = Backend::from_url(url).ok_or(DbSetupError::UnsupportedUrl)?;
+    let target = match backend {
+        Backend::Sqlite => {
+            let path = url.trim_start_matches("sqlite://");
+            if let Some(parent) = std::path::Path::new(path).parent() {
+                if !parent.as_os_str().is_empty() {
+                    std::fs::create_dir_all(parent)
+                        .map_err(|e| DbSetupError::Directory(parent.display().to_string(), e))?;
+                }
+            }
+            path.to_owned()
+        }
+        Backend::Postgres => url.to_owned(),
+    };
+    Pool::builder()
+        .max_size(pool_size)
+        .connection_timeout(Duration::from_secs(10))
+        .connection_customizer(Box::new(ConnectionSetup))
+        .build(ConnectionManager::<DbConnection>::new(target))
+        .map_err(|e| DbSetupError::Pool(e.to_string()))
+}
+
+/// Applies pending embedded migrations for the connection's backend and
+/// returns the versions applied.
+pub fn run_migrations(conn: &mut DbConnection) -> Result<Vec<String>, DbSetupError> {
+    let applied = match conn {
+        DbConnection::Postgresql(c) => c.run_pending_migrations(POSTGRES_MIGRATIONS),
+        DbConnection::Sqlite(c) => c.run_pending_migrations(SQLITE_MIGRATIONS),
+    }
+    .map_err(|e| DbSetupError::Migrations(e.to_string()))?;
+    Ok(applied.into_iter().map(|v| v.to_string()).collect())
+}
+
+pub fn backend_of(conn: &DbConnection) -> Backend {
+    match conn {
+        DbConnection::Postgresql(_) => Backend::Postgres,
+        DbConnection::Sqlite(_) => Backend::Sqlite,
+    }
+}
+
+/// Runs `f` in one write transaction and commits only if it returns `Ok`.
+///
+/// SQLite starts with `BEGIN IMMEDIATE`: a deferred transaction that reads
+/// first and writes later can fail with SQLITE_BUSY when another writer got
+/// there in between, and the busy timeout cannot help it. Taking the write
+/// lock up front makes writers queue on the busy timeout instead.
+pub fn write_transaction<T, E>(
+    conn: &mut DbConnection,
+    f: impl FnOnce(&mut DbConnection) -> Result<T, E>,
+) -> Result<T, E>
+where
+    E: From<diesel::result::Error>,
+{
+    match conn {
+        DbConnection::Sqlite(c) => {
+            AnsiTransactionManager::begin_transaction_sql(c, "BEGIN IMMEDIATE")?
+        }
+        DbConnection::Postgresql(c) => AnsiTransactionManager::begin_transaction(c)?,
+    }
+    let outcome = f(conn);
+    let finish = match (&outcome, &mut *conn) {
+        (Ok(_), DbConnection::Sqlite(c)) => AnsiTransactionManager::commit_transaction(c),
+        (Ok(_), DbConnection::Postgresql(c)) => AnsiTransactionManager::commit_transaction(c),
+        (Err(_), DbConnection::Sqlite(c)) => AnsiTransactionManager::rollback_transaction(c),
+        (Err(_), DbConnection::Postgresql(c)) => AnsiTransactionManager::rollback_transaction(c),
+    };
+    match (outcome, finish) {
+        (Ok(value), Ok(())) => Ok(value),
+        (Ok(_), Err(commit_error)) => {
+            // A failed COMMIT leaves the transaction open on some backends.
+            let _ = db_run!(conn, c => AnsiTransactionManager::rollback_transaction(c));
+            Err(commit_error.into())
+        }
+        (Err(e), _) => Err(e),
+    }
+}
+
+/// Readiness probe: one round trip.
+pub fn ping(conn: &mut DbConnection) -> Result<(), diesel::result::Error> {
+    db_run!(conn, c => c.batch_execute("SELECT 1"))
+}

@@ -1,0 +1,84 @@
+//! Table definitions shared by both backends. Written by hand to match
+//! `migrations/{sqlite,postgres}`; the schema tests run every migration on
+//! both engines and exercise every column.
+
+diesel::table! {
+    document_versions (id) {
+        id -> Text,
+        family -> Text,
+        version_number -> Integer,
+        status -> Text,
+        title_ja -> Text,
+        title_en -> Text,
+        body_ja -> Text,
+        body_en -> Text,
+        content_hash -> Text,
+        created_by -> Text,
+        created_at -> Timestamp,
+        effective_from -> Nullable<Timestamp>,
+        effective_to -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    document_scope_items (version_id, item_key) {
+        version_id -> Text,
+        item_key -> Text,
+        position -> Integer,
+        change_kind -> Text,
+        label_ja -> Text,
+        label_en -> Text,
+        text_ja -> Text,
+        text_en -> Text,
+    }
+}
+
+diesel::table! {
+    patients (pseudonym) {
+        pseudonym -> Text,
+        hospital_org -> Text,
+        majority_on -> Nullable<Date>,
+        deceased_on -> Nullable<Date>,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    consent_events (id) {
+        id -> Text,
+        patient_pseudonym -> Text,
+        family -> Text,
+        document_version_id -> Text,
+        kind -> Text,
+        signer_kind -> Text,
+        proxy_relationship -> Nullable<Text>,
+        explained_by -> Text,
+        signed_at -> Timestamp,
+        recorded_at -> Timestamp,
+        form_hash -> Text,
+        hospital_org -> Text,
+        recorded_by -> Text,
+        idempotency_key -> Text,
+        request_hash -> Text,
+    }
+}
+
+diesel::table! {
+    consent_event_items (event_id, item_key) {
+        event_id -> Text,
+        item_key -> Text,
+        decision -> Text,
+    }
+}
+
+diesel::joinable!(document_scope_items -> document_versions (version_id));
+diesel::joinable!(consent_event_items -> consent_events (event_id));
+diesel::joinable!(consent_events -> patients (patient_pseudonym));
+
+diesel::allow_tables_to_appear_in_same_query!(
+    document_versions,
+    document_scope_items,
+    patients,
+    consent_events,
+    consent_event_items,
+);

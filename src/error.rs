@@ -1,0 +1,317 @@
+//! The one error type of the HTTP API.
+//!
+//! When to use what:
+//! - domain code returns its own small error enums (or `FieldProblem` lists);
+//! - handlers turn them into an [`ApiError`] variant, which fixes the status
+//!   code and the stable `code` string clients can switch on;
+//! - anything unexpected (database down, a corrupt row) becomes
+//!   [`ApiError::Internal`]: the cause is logged with the request ID and the
+//!   client only sees `internal_error`.
+//!
+//! Bodies follow RFC 9457 (`application/problem+json`). The request-ID
+//! middleware adds `instance` and `request_id` on the way out.
+
+use crate::consent::document::FieldProblem;
+use actix_web::http::{header, StatusCode};
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+use std::fmt;
+use utoipa::ToSchema;
+
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+#[derive(Debug)]
+pub enum ApiError {
+    /// 422: the body parsed but a field is wrong. Names every offending field.
+    Validation(Vec<FieldProblem>),
+    /// 400: the body is not JSON, or not the JSON shape the endpoint takes.
+    MalformedJson(String),
+    /// 413
+    PayloadTooLarge { limit: usize },
+    /// 415
+    UnsupportedMediaType,
+    /// 400: a state-changing POST without an `Idempotency-Key` header.
+    IdempotencyKeyRequired,
+    /// 409: the key was used before with a different body.
+    IdempotencyKeyReused,
+    /// 401
+    MissingToken,
+    /// 401: malformed, badly signed, `alg=none`, HS*, wrong audience.
+    InvalidToken,
+    /// 401
+    TokenExpired,
+    /// 401: signed by a key or issuer this service does not trust.
+    UntrustedIssuer,
+    /// 401: the TLS client certificate belongs to another organization than
+    /// the token.
+    ClientCertificateMismatch,
+    /// 403: authenticated, but policy denies the action. Never used where the
+    /// refusal would reveal that a resource exists; see `NotFound`.
+    Forbidden,
+    /// 404: does not exist, or exists but the caller may not know it does.
+    NotFound,
+    /// 404: no such route.
+    RouteNotFound,
+    /// 405
+    MethodNotAllowed,
+    /// 422: the named document version does not exist.
+    UnknownDocumentVersion,
+    /// 422: the document version exists but is a draft or retired.
+    DocumentVersionNotActive { status: &'static str },
+    /// 409: published versions never change.
+    VersionImmutable,
+    /// 409: the version to create is not the next number of its family.
+    VersionConflict(String),
+    /// 409: a change or withdrawal for a patient with no active consent.
+    NoActiveConsent,
+    /// 503: the database is unreachable.
+    Unavailable,
+    /// 500: logged with the request ID, never shown.
+    Internal(String),
+}
+
+#[derive(Serialize, ToSchema, Debug)]
+pub struct Problem {
+    /// A URI naming the problem kind: `urn:genomegate:problem:<code>`.
+    #[serde(rename = "type")]
+    pub problem_type: String,
+    pub title: &'static str,
+    pub status: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// Stable machine-readable code.
+    pub code: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldError>,
+}
+
+#[derive(Serialize, ToSchema, Debug, Clone)]
+pub struct FieldError {
+    /// JSON path of the offending field, e.g. `decisions.recontact`.
+    pub field: String,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ApiError::Validation(vec![FieldProblem::new(field, message)])
+    }
+
+    pub fn internal(cause: impl fmt::Display) -> Self {
+        ApiError::Internal(cause.to_string())
+    }
+
+    /// (status, code, title): the one table from error to wire.
+    pub fn parts(&self) -> (StatusCode, &'static str, &'static str) {
+        use ApiError::*;
+        match self {
+            Validation(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation_failed",
+                "The request has invalid fields",
+            ),
+            MalformedJson(_) => (
+                StatusCode::BAD_REQUEST,
+                "malformed_json",
+                "The request body is not valid JSON for this endpoint",
+            ),
+            PayloadTooLarge { .. } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "The request body is too large",
+            ),
+            UnsupportedMediaType => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "Send application/json",
+            ),
+            IdempotencyKeyRequired => (
+                StatusCode::BAD_REQUEST,
+                "idempotency_key_required",
+                "An Idempotency-Key header is required",
+            ),
+            IdempotencyKeyReused => (
+                StatusCode::CONFLICT,
+                "idempotency_key_reused",
+                "This Idempotency-Key was already used with a different request",
+            ),
+            MissingToken => (
+                StatusCode::UNAUTHORIZED,
+                "missing_token",
+                "A bearer token is required",
+            ),
+            InvalidToken => (
+                StatusCode::UNAUTHORIZED,
+                "invalid_token",
+                "The bearer token is invalid",
+            ),
+            TokenExpired => (
+                StatusCode::UNAUTHORIZED,
+                "token_expired",
+                "The bearer token has expired",
+            ),
+            UntrustedIssuer => (
+                StatusCode::UNAUTHORIZED,
+                "untrusted_issuer",
+                "The bearer token comes from an issuer this service does not trust",
+            ),
+            ClientCertificateMismatch => (
+                StatusCode::UNAUTHORIZED,
+                "client_certificate_mismatch",
+                "The client certificate and the token name different organizations",
+            ),
+            Forbidden => (
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "Policy does not allow this action",
+            ),
+            NotFound => (StatusCode::NOT_FOUND, "not_found", "Not found"),
+            RouteNotFound => (StatusCode::NOT_FOUND, "route_not_found", "No such endpoint"),
+            MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "Method not allowed on this endpoint",
+            ),
+            UnknownDocumentVersion => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "unknown_document_version",
+                "No such consent document version",
+            ),
+            DocumentVersionNotActive { .. } => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "document_version_not_active",
+                "The consent document version is not in force",
+            ),
+            VersionImmutable => (
+                StatusCode::CONFLICT,
+                "version_immutable",
+                "A published document version cannot be changed",
+            ),
+            VersionConflict(_) => (
+                StatusCode::CONFLICT,
+                "version_conflict",
+                "That version number is not the next one of its family",
+            ),
+            NoActiveConsent => (
+                StatusCode::CONFLICT,
+                "no_active_consent",
+                "The patient has no active consent in this family",
+            ),
+            Unavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "service_unavailable",
+                "The service cannot reach its database",
+            ),
+            Internal(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                "Internal error",
+            ),
+        }
+    }
+
+    fn detail(&self) -> Option<String> {
+        use ApiError::*;
+        match self {
+            MalformedJson(d) => Some(d.clone()),
+            PayloadTooLarge { limit } => Some(format!("the limit is {limit} bytes")),
+            DocumentVersionNotActive { status } => Some(format!("the version is {status}")),
+            VersionConflict(d) => Some(d.clone()),
+            _ => None,
+        }
+    }
+
+    pub fn problem(&self, instance: Option<String>, request_id: Option<String>) -> Problem {
+        let (status, code, title) = self.parts();
+        let errors = match self {
+            ApiError::Validation(problems) => problems
+                .iter()
+                .map(|p| FieldError {
+                    field: p.field.clone(),
+                    message: p.message.clone(),
+                })
+                .collect(),
+            ApiError::UnknownDocumentVersion | ApiError::DocumentVersionNotActive { .. } => {
+                vec![FieldError {
+                    field: "document_version".into(),
+                    message: title.into(),
+                }]
+            }
+            _ => Vec::new(),
+        };
+        Problem {
+            problem_type: format!("urn:genomegate:problem:{code}"),
+            title,
+            status: status.as_u16(),
+            detail: self.detail(),
+            code,
+            instance,
+            request_id,
+            errors,
+        }
+    }
+
+    pub fn to_response(
+        &self,
+        instance: Option<String>,
+        request_id: Option<String>,
+    ) -> HttpResponse {
+        let problem = self.problem(instance, request_id);
+        let mut builder = HttpResponse::build(self.status_code());
+        builder.insert_header((header::CONTENT_TYPE, PROBLEM_JSON));
+        if matches!(
+            self,
+            ApiError::MissingToken
+                | ApiError::InvalidToken
+                | ApiError::TokenExpired
+                | ApiError::UntrustedIssuer
+        ) {
+            builder.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+        }
+        builder.body(serde_json::to_vec(&problem).unwrap_or_default())
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (_, code, title) = self.parts();
+        write!(f, "{code}: {title}")
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.parts().0
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        if let ApiError::Internal(cause) = self {
+            // Runs inside the request span, so the request ID is attached.
+            tracing::error!(cause = %cause, "internal error");
+        }
+        self.to_response(None, None)
+    }
+}
+
+impl From<diesel::result::Error> for ApiError {
+    fn from(e: diesel::result::Error) -> Self {
+        ApiError::Internal(format!("database: {e}"))
+    }
+}
+
+impl From<actix_web::error::BlockingError> for ApiError {
+    fn from(e: actix_web::error::BlockingError) -> Self {
+        ApiError::Internal(format!("blocking pool: {e}"))
+    }
+}
+
+impl From<diesel::r2d2::PoolError> for ApiError {
+    fn from(e: diesel::r2d2::PoolError) -> Self {
+        tracing::warn!(cause = %e, "database pool unavailable");
+        ApiError::Unavailable
+    }
+}

@@ -1,0 +1,18 @@
+//! GenomeGate: consent and genomic-data governance.
+//!
+//! The crate is laid out as rooms of a house. Domain rooms (`consent`,
+//! `pseudonym`) hold pure rules with no actix or diesel in them; infrastructure
+//! rooms (`db`, `auth`, `api`, `server`) adapt those rules to the outside world.
+
+pub mod api;
+pub mod auth;
+pub mod certs;
+pub mod clock;
+pub mod config;
+pub mod consent;
+pub mod db;
+pub mod error;
+pub mod keyfile;
+pub mod pseudonym;
+pub mod server;
+pub mod telemetry;

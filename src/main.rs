@@ -1,0 +1,161 @@
+//! The `genomegate` command.
+
+use clap::{Parser, Subcommand};
+use genomegate::clock::SystemClock;
+use genomegate::config::{Config, Mode};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(
+    name = "genomegate",
+    version,
+    about = "Consent and genomic-data governance service"
+)]
+struct Cli {
+    /// TOML configuration file. Environment variables GENOMEGATE__SECTION__KEY override it.
+    #[arg(long, short, env = "GENOMEGATE_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP(S) service (applies pending migrations first).
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Development only: sign a bearer token with the local development key.
+    Token {
+        /// Role(s): consent_admin, hospital_staff, auditor.
+        #[arg(long = "role", required = true)]
+        roles: Vec<String>,
+        /// Organization, e.g. hospital-a.
+        #[arg(long)]
+        org: String,
+        /// Subject (user ID).
+        #[arg(long, default_value = "dev-user")]
+        sub: String,
+        /// Lifetime in minutes.
+        #[arg(long, default_value_t = 60)]
+        ttl_minutes: i64,
+    },
+    /// Development only: create a CA, a localhost server certificate and a
+    /// hospital client certificate with openssl, in the development directory.
+    Certs {
+        /// Organization the client certificate speaks for.
+        #[arg(long, default_value = "hospital-a")]
+        hospital: String,
+        /// Only issue another client certificate from the existing CA.
+        #[arg(long)]
+        client_only: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(cli.config.as_deref(), std::env::vars()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("genomegate: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    genomegate::telemetry::init(&config.logging.format, &config.logging.level);
+    match run(cli.command, config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("genomegate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command, config: Config) -> Result<(), String> {
+    match command {
+        Command::Serve => serve(config),
+        Command::Migrate => {
+            use secrecy::ExposeSecret;
+            let pool = genomegate::db::connect(config.database.url.expose_secret(), 1)
+                .map_err(|e| e.to_string())?;
+            let mut conn = pool
+                .get()
+                .map_err(|e| format!("cannot connect to the database: {e}"))?;
+            let applied = genomegate::db::run_migrations(&mut conn).map_err(|e| e.to_string())?;
+            println!("applied {} migration(s)", applied.len());
+            for version in applied {
+                println!("  {version}");
+            }
+            Ok(())
+        }
+        Command::Token {
+            roles,
+            org,
+            sub,
+            ttl_minutes,
+        } => {
+            if config.mode == Mode::Production {
+                return Err(
+                    "`token` signs with the development key and is refused in production mode"
+                        .into(),
+                );
+            }
+            if !(1..=24 * 60).contains(&ttl_minutes) {
+                return Err("--ttl-minutes must be between 1 and 1440".into());
+            }
+            let signer = genomegate::auth::dev::load_or_create(&config.keys.dev_dir)?;
+            let token = signer.sign(
+                &config.auth.audience,
+                &sub,
+                &org,
+                &roles,
+                chrono::Utc::now(),
+                chrono::Duration::minutes(ttl_minutes),
+            )?;
+            println!("{token}");
+            Ok(())
+        }
+        Command::Certs {
+            hospital,
+            client_only,
+        } => {
+            if config.mode == Mode::Production {
+                return Err(
+                    "`certs` makes development certificates and is refused in production mode"
+                        .into(),
+                );
+            }
+            let dir = &config.keys.dev_dir;
+            let client = if client_only {
+                genomegate::certs::issue_client(dir, &hospital)?
+            } else {
+                genomegate::certs::generate_dev_set(dir, &hospital)?
+            };
+            println!("development certificates in {}", dir.display());
+            println!(
+                "  client certificate for {hospital}: {} (key {})",
+                client.cert.display(),
+                client.key.display()
+            );
+            Ok(())
+        }
+    }
+}
+
+fn serve(config: Config) -> Result<(), String> {
+    let system = actix_web::rt::System::new();
+    system.block_on(async move {
+        let state = genomegate::server::build_state(&config, Arc::new(SystemClock))?;
+        let bound = genomegate::server::bind(&config, state)?;
+        tracing::info!(
+            addr = %bound.addr,
+            tls = bound.tls,
+            mode = ?config.mode,
+            database = config.database_backend().map(|b| b.as_str()).unwrap_or("unknown"),
+            "genomegate listening"
+        );
+        bound.server.await.map_err(|e| e.to_string())
+    })
+}

@@ -1,0 +1,186 @@
+//! Assembling and starting the service: state, TLS, mutual TLS and the
+//! production-mode refusals.
+
+use crate::api::extract::ClientCertOrg;
+use crate::api::metrics::Metrics;
+use crate::api::state::AppState;
+use crate::auth::jwt::JwtVerifier;
+use crate::auth::policy::PolicyEngine;
+use crate::clock::SharedClock;
+use crate::config::{Config, Mode, DEV_ISSUER};
+use crate::consent::item_catalog::ItemCatalog;
+use crate::pseudonym::PseudonymKey;
+use crate::{certs, db, keyfile};
+use actix_web::{web, HttpServer};
+use openssl::ssl::{SslAcceptor, SslAcceptorBuilder, SslFiletype, SslMethod, SslVerifyMode};
+use openssl::x509::X509Name;
+use secrecy::ExposeSecret;
+use std::net::SocketAddr;
+
+pub const SCOPE_ITEMS_FILE: &str = "scope-items.toml";
+
+/// Builds everything the handlers need and runs pending migrations.
+/// Fails with a message naming the setting to fix.
+pub fn build_state(config: &Config, clock: SharedClock) -> Result<AppState, String> {
+    let backend = config
+        .database_backend()
+        .ok_or("database.url must start with sqlite:// or postgres://")?;
+    let pool = db::connect(
+        config.database.url.expose_secret(),
+        config.database.pool_size,
+    )
+    .map_err(|e| e.to_string())?;
+    {
+        let mut conn = pool
+            .get()
+            .map_err(|e| format!("cannot connect to the database: {e}"))?;
+        let applied = db::run_migrations(&mut conn).map_err(|e| e.to_string())?;
+        if !applied.is_empty() {
+            tracing::info!(count = applied.len(), "database migrations applied");
+        }
+    }
+
+    let mut verifier = JwtVerifier::from_issuers(
+        &config.auth.issuers,
+        config.auth.audience.clone(),
+        config.auth.leeway_seconds,
+    )?;
+    match config.mode {
+        Mode::Development if config.auth.issuers.is_empty() => {
+            let signer = crate::auth::dev::load_or_create(&config.keys.dev_dir)?;
+            verifier.trust_jwks(DEV_ISSUER, &signer.jwks_json())?;
+            tracing::warn!("development mode: trusting tokens from `genomegate token`");
+        }
+        Mode::Production => {
+            if verifier.kids().any(|k| k.starts_with("dev-")) {
+                return Err("production mode refuses development signing keys (kid `dev-…`) in the issuer JWKS".into());
+            }
+        }
+        Mode::Development => {}
+    }
+
+    let pseudonyms = load_pseudonym_key(config)?;
+    let policy = PolicyEngine::load(&config.policies.dir)?;
+    let catalog_path = config.policies.dir.join(SCOPE_ITEMS_FILE);
+    let catalog_src = std::fs::read_to_string(&catalog_path)
+        .map_err(|e| format!("cannot read {}: {e}", catalog_path.display()))?;
+    let catalog = ItemCatalog::from_toml(&catalog_src)
+        .map_err(|e| format!("{}: {e}", catalog_path.display()))?;
+
+    Ok(AppState {
+        pool,
+        backend,
+        verifier,
+        policy,
+        pseudonyms,
+        catalog,
+        clock,
+        public_base_url: config.public_base_url.trim_end_matches('/').to_owned(),
+        metrics: Metrics::default(),
+        body_limit: config.server.body_limit_bytes,
+    })
+}
+
+fn load_pseudonym_key(config: &Config) -> Result<PseudonymKey, String> {
+    let path = &config.keys.pseudonym_key_file;
+    if !path.exists() {
+        if config.mode == Mode::Production {
+            return Err(format!(
+                "pseudonym key file {} does not exist",
+                path.display()
+            ));
+        }
+        keyfile::create_development(
+            path,
+            "patient pseudonym HMAC key",
+            &keyfile::random_bytes(32)?,
+        )?;
+        tracing::warn!(path = %path.display(), "development mode: created a development pseudonym key");
+    }
+    let file = keyfile::read(path)?;
+    if file.is_development && config.mode == Mode::Production {
+        return Err(format!(
+            "production mode refuses the development key file {}",
+            path.display()
+        ));
+    }
+    PseudonymKey::from_bytes(file.material.expose_secret().to_vec())
+}
+
+/// The TLS acceptor: server certificate, and with `tls.client_ca` the CA
+/// whose client certificates identify hospital systems.
+pub fn tls_acceptor(config: &Config) -> Result<SslAcceptorBuilder, String> {
+    let tls = &config.tls;
+    let err = |what: &str, e: openssl::error::ErrorStack| format!("{what}: {e}");
+    let mut builder =
+        SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).map_err(|e| err("TLS", e))?;
+    builder
+        .set_private_key_file(&tls.key, SslFiletype::PEM)
+        .map_err(|e| err(&format!("tls.key {}", tls.key.display()), e))?;
+    builder
+        .set_certificate_chain_file(&tls.cert)
+        .map_err(|e| err(&format!("tls.cert {}", tls.cert.display()), e))?;
+    builder
+        .check_private_key()
+        .map_err(|e| err("tls.key does not match tls.cert", e))?;
+    if let Some(ca) = &tls.client_ca {
+        builder
+            .set_ca_file(ca)
+            .map_err(|e| err(&format!("tls.client_ca {}", ca.display()), e))?;
+        let names = X509Name::load_client_ca_file(ca)
+            .map_err(|e| err(&format!("tls.client_ca {}", ca.display()), e))?;
+        builder.set_client_ca_list(names);
+        let mut mode = SslVerifyMode::PEER;
+        if tls.require_client_cert {
+            mode |= SslVerifyMode::FAIL_IF_NO_PEER_CERT;
+        }
+        builder.set_verify(mode);
+    }
+    Ok(builder)
+}
+
+/// A bound, not yet running server.
+pub struct BoundServer {
+    pub addr: SocketAddr,
+    pub server: actix_web::dev::Server,
+    pub tls: bool,
+}
+
+/// Binds the configured address (port 0 picks a free one) with `state`.
+pub fn bind(config: &Config, state: AppState) -> Result<BoundServer, String> {
+    if config.mode == Mode::Development && config.tls.enabled && !config.tls.cert.exists() {
+        if certs::ensure_dev_set(&config.keys.dev_dir)? {
+            tracing::warn!(dir = %config.keys.dev_dir.display(), "development mode: created development certificates");
+        }
+    }
+    let state = web::Data::new(state);
+    let server = HttpServer::new(move || crate::api::app(state.clone()))
+        .on_connect(|conn, extensions| {
+            if let Some(tls) = conn.downcast_ref::<actix_tls::accept::openssl::TlsStream<actix_web::rt::net::TcpStream>>() {
+                let org = tls.ssl().peer_certificate().and_then(|c| certs::organization_of(&c));
+                extensions.insert(ClientCertOrg(org));
+            }
+        })
+        .shutdown_timeout(5);
+    let server = if config.server.workers > 0 {
+        server.workers(config.server.workers)
+    } else {
+        server
+    };
+    let server = if config.tls.enabled {
+        server.bind_openssl(config.server.bind, tls_acceptor(config)?)
+    } else {
+        server.bind(config.server.bind)
+    }
+    .map_err(|e| format!("cannot bind {}: {e}", config.server.bind))?;
+    let addr = server
+        .addrs()
+        .first()
+        .copied()
+        .ok_or("the server bound no address")?;
+    Ok(BoundServer {
+        addr,
+        server: server.run(),
+        tls: config.tls.enabled,
+    })
+}
