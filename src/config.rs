@@ -92,7 +92,7 @@ pub struct DatabaseConfig {
     pub pool_size: u32,
 }
 
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
     #[serde(default)]
@@ -204,6 +204,7 @@ fn unreachable_default<T>() -> T {
 }
 
 default_from_serde!(
+    AuthConfig,
     ServerConfig,
     TlsConfig,
     DatabaseConfig,
@@ -344,6 +345,10 @@ mod tests {
         assert_eq!(c.mode, Mode::Development);
         assert_eq!(c.database_backend(), Some(crate::db::Backend::Sqlite));
         assert!(c.tls.enabled);
+        // A missing table gets the same defaults as an empty one.
+        assert_eq!(c.auth.audience, "genomegate");
+        assert_eq!(c.auth.leeway_seconds, 30);
+        assert_eq!(c.server.body_limit_bytes, 256 * 1024);
     }
 
     #[test]

@@ -438,7 +438,7 @@ async fn record(
         + Send
         + 'static,
 ) -> Result<HttpResponse, ApiError> {
-    let now = state.clock.now();
+    let now = state.now();
     let (org, key, hash) = (
         pending.hospital_org.clone(),
         pending.idempotency_key.clone(),
@@ -608,7 +608,7 @@ pub async fn register_consent(
 ) -> Result<HttpResponse, ApiError> {
     let p = principal(&caller)?.clone();
     let body = body.into_inner();
-    let now = state.clock.now();
+    let now = state.now();
     let mut problems = Vec::new();
     let local_id = LocalPatientId::parse(&body.local_patient_id)
         .map_err(|m| problems.push(FieldProblem::new("local_patient_id", m)))
@@ -689,7 +689,7 @@ pub async fn change_consent(
         &body.explained_by,
         &body.signed_at,
         &body.form_hash,
-        state.clock.now(),
+        state.now(),
         &mut problems,
     );
     fail_on(problems)?;
@@ -762,7 +762,7 @@ pub async fn withdraw_consent(
         &body.explained_by,
         &body.signed_at,
         &body.form_hash,
-        state.clock.now(),
+        state.now(),
         &mut problems,
     );
     fail_on(problems)?;
@@ -828,7 +828,7 @@ pub async fn read_consent(
     let family = family_of(&path.family)?;
     let (pseudonym, patient) =
         patient_for(&state, &caller, Action::ConsentRead, &path.patient_ref).await?;
-    let as_of = parse_as_of(query.as_of.as_deref(), state.clock.now())?;
+    let as_of = parse_as_of(query.as_of.as_deref(), state.now())?;
     let key = pseudonym.as_str().to_owned();
     let (_, _, snap) = state
         .db(move |conn| snapshot(conn, &key, family, as_of))
@@ -915,7 +915,7 @@ pub async fn export_fhir(
     let family = family_of(&path.family)?;
     let (pseudonym, patient) =
         patient_for(&state, &caller, Action::ConsentRead, &path.patient_ref).await?;
-    let now = state.clock.now();
+    let now = state.now();
     let key = pseudonym.as_str().to_owned();
     let (events, _, snap) = state
         .db(move |conn| snapshot(conn, &key, family, now))
@@ -985,7 +985,7 @@ pub async fn update_patient_status(
         &path.patient_ref,
     )
     .await?;
-    let today = state.clock.now().date_naive();
+    let today = state.now().date_naive();
     if body.deceased_on.is_some_and(|d| d > today) {
         return Err(ApiError::field("deceased_on", "lies in the future"));
     }
@@ -1061,7 +1061,7 @@ pub async fn reconsent_tasks(
         Action::ReconsentList,
         &Resource::Hospital { org: &p.org },
     )?;
-    let now = state.clock.now();
+    let now = state.now();
     let org = p.org.clone();
     let (patients, mut events, history) = state
         .db(move |conn| {

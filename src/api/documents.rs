@@ -309,7 +309,7 @@ pub async fn create_draft(
         Caller::User(p) => p.subject.clone(),
         Caller::Anonymous => return Err(ApiError::MissingToken),
     };
-    let now = state.clock.now();
+    let now = state.now();
     let state2 = state.clone();
     let version = state
         .db(move |conn| {
@@ -405,7 +405,7 @@ pub async fn publish_version(
             status: "draft",
         },
     )?;
-    let now = state.clock.now();
+    let now = state.now();
     let state2 = state.clone();
     let version = state
         .db(move |conn| {

@@ -89,6 +89,13 @@ impl AppState {
         }
     }
 
+    /// Now, at the precision both databases store (microseconds), so a value
+    /// returned before and after a round trip through storage is identical.
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        use chrono::SubsecRound;
+        self.clock.now().trunc_subsecs(6)
+    }
+
     pub fn policy_uri(&self, version: crate::consent::DocumentVersionId) -> String {
         format!(
             "{}/v1/documents/{}/versions/{}",

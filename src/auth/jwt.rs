@@ -89,24 +89,25 @@ impl JwtVerifier {
                 .key_id
                 .clone()
                 .ok_or_else(|| format!("issuer {issuer}: every key needs a `kid`"))?;
-            let algorithm =
-                match &jwk.algorithm {
-                    AlgorithmParameters::OctetKeyPair(p) if p.curve == EllipticCurve::Ed25519 => {
-                        Algorithm::EdDSA
-                    }
-                    AlgorithmParameters::EllipticCurve(p) if p.curve == EllipticCurve::P256 => {
-                        Algorithm::ES256
-                    }
-                    AlgorithmParameters::RSA(_) => Algorithm::RS256,
-                    AlgorithmParameters::OctetKey(_) => {
-                        return Err(format!(
-                            "issuer {issuer}, key {kid}: symmetric (HS*) keys are not accepted"
-                        ))
-                    }
-                    _ => return Err(format!(
+            let algorithm = match &jwk.algorithm {
+                AlgorithmParameters::OctetKeyPair(p) if p.curve == EllipticCurve::Ed25519 => {
+                    Algorithm::EdDSA
+                }
+                AlgorithmParameters::EllipticCurve(p) if p.curve == EllipticCurve::P256 => {
+                    Algorithm::ES256
+                }
+                AlgorithmParameters::RSA(_) => Algorithm::RS256,
+                AlgorithmParameters::OctetKey(_) => {
+                    return Err(format!(
+                        "issuer {issuer}, key {kid}: symmetric (HS*) keys are not accepted"
+                    ))
+                }
+                _ => {
+                    return Err(format!(
                         "issuer {issuer}, key {kid}: only Ed25519, P-256 and RSA keys are accepted"
-                    )),
-                };
+                    ))
+                }
+            };
             if let Some(declared) = jwk.common.key_algorithm {
                 let matches = matches!(
                     (declared, algorithm),

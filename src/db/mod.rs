@@ -11,8 +11,8 @@ pub mod documents;
 pub mod schema;
 
 use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
-use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool, PooledConnection};
-use diesel::{PgConnection, SqliteConnection};
+use diesel::r2d2::{ManageConnection, Pool, PooledConnection};
+use diesel::{Connection, PgConnection, SqliteConnection};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 use std::time::Duration;
 
@@ -61,8 +61,8 @@ macro_rules! db_run {
     };
 }
 
-pub type DbPool = Pool<ConnectionManager<DbConnection>>;
-pub type PooledDb = PooledConnection<ConnectionManager<DbConnection>>;
+pub type DbPool = Pool<Manager>;
+pub type PooledDb = PooledConnection<Manager>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbSetupError {
@@ -76,25 +76,67 @@ pub enum DbSetupError {
     Migrations(String),
 }
 
-/// Per-connection set-up. SQLite: WAL so readers never block the writer, a
-/// busy timeout so writers queue instead of failing, and foreign keys on.
-#[derive(Debug, Clone, Copy)]
-struct ConnectionSetup;
+/// Opens connections of one backend, chosen from the URL scheme. (The
+/// derived `MultiConnection::establish` tries every backend in turn, so a
+/// PostgreSQL URL whose server is down could fall through to SQLite.)
+#[derive(Debug, Clone)]
+pub struct Manager {
+    backend: Backend,
+    target: String,
+}
 
-impl CustomizeConnection<DbConnection, diesel::r2d2::Error> for ConnectionSetup {
-    fn on_acquire(&self, conn: &mut DbConnection) -> Result<(), diesel::r2d2::Error> {
-        match conn {
-            DbConnection::Sqlite(c) => c
-                .batch_execute(
+impl Manager {
+    /// Opens one connection with the per-backend set-up applied. SQLite: WAL
+    /// so readers never block the writer, a busy timeout so writers queue
+    /// instead of failing, and foreign keys on.
+    pub fn open(&self) -> Result<DbConnection, diesel::r2d2::Error> {
+        match self.backend {
+            Backend::Postgres => PgConnection::establish(&self.target)
+                .map(DbConnection::Postgresql)
+                .map_err(diesel::r2d2::Error::ConnectionError),
+            Backend::Sqlite => {
+                let mut conn = SqliteConnection::establish(&self.target)
+                    .map_err(diesel::r2d2::Error::ConnectionError)?;
+                conn.batch_execute(
                     // busy_timeout first: switching to WAL takes a lock, and
                     // the pool opens several connections at once.
                     "PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; \
                      PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
                 )
-                .map_err(diesel::r2d2::Error::QueryError),
-            DbConnection::Postgresql(_) => Ok(()),
+                .map_err(diesel::r2d2::Error::QueryError)?;
+                Ok(DbConnection::Sqlite(conn))
+            }
         }
     }
+}
+
+impl ManageConnection for Manager {
+    type Connection = DbConnection;
+    type Error = diesel::r2d2::Error;
+
+    fn connect(&self) -> Result<DbConnection, Self::Error> {
+        self.open()
+    }
+
+    fn is_valid(&self, conn: &mut DbConnection) -> Result<(), Self::Error> {
+        ping(conn).map_err(diesel::r2d2::Error::QueryError)
+    }
+
+    fn has_broken(&self, _conn: &mut DbConnection) -> bool {
+        false
+    }
+}
+
+/// Opens a single connection for `url` (tools and tests).
+pub fn connect_one(url: &str) -> Result<DbConnection, DbSetupError> {
+    let backend = Backend::from_url(url).ok_or(DbSetupError::UnsupportedUrl)?;
+    let target = match backend {
+        Backend::Sqlite => url.trim_start_matches("sqlite://").to_owned(),
+        Backend::Postgres => url.to_owned(),
+    };
+    Manager { backend, target }
+        .open()
+        .map_err(|e| DbSetupError::Pool(e.to_string()))
 }
 
 /// Opens a pool for `url`. A `sqlite://` URL names a file path; its parent
@@ -117,8 +159,7 @@ pub fn connect(url: &str, pool_size: u32) -> Result<DbPool, DbSetupError> {
     Pool::builder()
         .max_size(pool_size)
         .connection_timeout(Duration::from_secs(10))
-        .connection_customizer(Box::new(ConnectionSetup))
-        .build(ConnectionManager::<DbConnection>::new(target))
+        .build(Manager { backend, target })
         .map_err(|e| DbSetupError::Pool(e.to_string()))
 }
 

@@ -1,0 +1,433 @@
+//! Test harness: starts the real service on port 0 over TLS against a fresh
+//! database — a SQLite file in a temp dir, or a new PostgreSQL database on
+//! the server named by `GENOMEGATE_TEST_PG_URL` — and drives it over HTTPS.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+pub mod fhir;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use diesel::{Connection, PgConnection, RunQueryDsl};
+use genomegate::auth::dev::Ed25519Signer;
+use genomegate::clock::SystemClock;
+use genomegate::config::{Config, IssuerConfig};
+use genomegate::db::DbConnection;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+pub const PG_ENV: &str = "GENOMEGATE_TEST_PG_URL";
+pub const ISSUER: &str = "https://idp.test.genomegate";
+pub const AUDIENCE: &str = "genomegate";
+pub const EDDSA_KID: &str = "test-eddsa";
+pub const ES256_KID: &str = "test-es256";
+pub const RS256_KID: &str = "test-rs256";
+pub const FORM_HASH: &str =
+    "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Generates `mod name { sqlite, postgres }` tests that call `name(backend)`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[actix_web::test]
+            async fn sqlite() {
+                super::$name(super::common::Backend::Sqlite).await
+            }
+            #[actix_web::test]
+            async fn postgres() {
+                super::$name(super::common::Backend::Postgres).await
+            }
+        }
+    )*};
+}
+
+/// Keys of the test issuer: one per accepted algorithm. RSA generation is
+/// slow, so the set is made once per test binary.
+pub struct IssuerKeys {
+    pub eddsa: Ed25519Signer,
+    pub es256_pem: Vec<u8>,
+    pub rs256_pem: Vec<u8>,
+    pub jwks: String,
+}
+
+pub fn issuer_keys() -> &'static IssuerKeys {
+    static KEYS: OnceLock<IssuerKeys> = OnceLock::new();
+    KEYS.get_or_init(|| {
+        let eddsa = Ed25519Signer::generate(EDDSA_KID.into(), ISSUER.into()).unwrap();
+        let group = openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1).unwrap();
+        let ec = openssl::ec::EcKey::generate(&group).unwrap();
+        let mut ctx = openssl::bn::BigNumContext::new().unwrap();
+        let (mut x, mut y) = (openssl::bn::BigNum::new().unwrap(), openssl::bn::BigNum::new().unwrap());
+        ec.public_key().affine_coordinates(&group, &mut x, &mut y, &mut ctx).unwrap();
+        let rsa = openssl::rsa::Rsa::generate(2048).unwrap();
+        let b64 = |b: Vec<u8>| URL_SAFE_NO_PAD.encode(b);
+        let eddsa_jwk: Value = serde_json::from_str::<Value>(&eddsa.jwks_json()).unwrap()["keys"][0].clone();
+        let jwks = json!({"keys": [
+            eddsa_jwk,
+            {"kty": "EC", "crv": "P-256", "alg": "ES256", "kid": ES256_KID,
+             "x": b64(x.to_vec_padded(32).unwrap()), "y": b64(y.to_vec_padded(32).unwrap())},
+            {"kty": "RSA", "alg": "RS256", "kid": RS256_KID, "n": b64(rsa.n().to_vec()), "e": b64(rsa.e().to_vec())},
+        ]})
+        .to_string();
+        IssuerKeys {
+            eddsa,
+            es256_pem: openssl::pkey::PKey::from_ec_key(ec).unwrap().private_key_to_pem_pkcs8().unwrap(),
+            rs256_pem: rsa.private_key_to_pem().unwrap(),
+            jwks,
+        }
+    })
+}
+
+pub struct TestApp {
+    pub backend: Backend,
+    pub base: String,
+    pub client: reqwest::Client,
+    pub dir: tempfile::TempDir,
+    pub config: Config,
+    db_url: String,
+    pg_drop: Option<(String, String)>,
+    handle: actix_web::dev::ServerHandle,
+}
+
+/// A fresh PostgreSQL database, or `None` (with a note) when the variable is
+/// unset.
+fn fresh_pg_database() -> Option<(String, String, String)> {
+    let Ok(admin_url) = std::env::var(PG_ENV) else {
+        eprintln!("skipped: {PG_ENV} is not set, PostgreSQL case not run");
+        return None;
+    };
+    let name = format!("gg_test_{}", uuid::Uuid::new_v4().simple());
+    let mut admin =
+        PgConnection::establish(&admin_url).unwrap_or_else(|e| panic!("{PG_ENV} unreachable: {e}"));
+    diesel::sql_query(format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .unwrap();
+    let (base, _) = admin_url.rsplit_once('/').expect("database URL has a path");
+    Some((format!("{base}/{name}"), admin_url, name))
+}
+
+pub struct Options {
+    pub client_ca: bool,
+    pub require_client_cert: bool,
+    pub client_cert_org: Option<&'static str>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            client_ca: false,
+            require_client_cert: false,
+            client_cert_org: None,
+        }
+    }
+}
+
+impl TestApp {
+    pub async fn spawn(backend: Backend) -> Option<TestApp> {
+        Self::spawn_with(backend, Options::default()).await
+    }
+
+    pub async fn spawn_with(backend: Backend, options: Options) -> Option<TestApp> {
+        let dir = tempfile::tempdir().unwrap();
+        let (db_url, pg_drop) = match backend {
+            Backend::Sqlite => (
+                format!("sqlite://{}", dir.path().join("genomegate.db").display()),
+                None,
+            ),
+            Backend::Postgres => {
+                let (url, admin, name) = fresh_pg_database()?;
+                (url, Some((admin, name)))
+            }
+        };
+        let certs_dir = dir.path().join("certs");
+        let client = genomegate::certs::generate_dev_set(
+            &certs_dir,
+            options.client_cert_org.unwrap_or("hospital-a"),
+        )
+        .unwrap();
+        let jwks_path = dir.path().join("issuer-jwks.json");
+        std::fs::write(&jwks_path, &issuer_keys().jwks).unwrap();
+        let policies = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+        let env: Vec<(String, String)> = [
+            ("GENOMEGATE__DATABASE__URL", db_url.clone()),
+            ("GENOMEGATE__DATABASE__POOL_SIZE", "8".into()),
+            ("GENOMEGATE__SERVER__BIND", "\"127.0.0.1:0\"".into()),
+            ("GENOMEGATE__SERVER__WORKERS", "2".into()),
+            ("GENOMEGATE__SERVER__BODY_LIMIT_BYTES", "65536".into()),
+            (
+                "GENOMEGATE__TLS__CERT",
+                certs_dir.join("server.pem").display().to_string(),
+            ),
+            (
+                "GENOMEGATE__TLS__KEY",
+                certs_dir.join("server.key").display().to_string(),
+            ),
+            (
+                "GENOMEGATE__KEYS__PSEUDONYM_KEY_FILE",
+                dir.path().join("keys/pseudonym.key").display().to_string(),
+            ),
+            ("GENOMEGATE__KEYS__DEV_DIR", certs_dir.display().to_string()),
+            ("GENOMEGATE__POLICIES__DIR", policies.display().to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        let mut config = Config::load(None, env).unwrap();
+        config.auth.issuers = vec![IssuerConfig {
+            issuer: ISSUER.into(),
+            jwks_file: jwks_path,
+        }];
+        if options.client_ca {
+            config.tls.client_ca = Some(certs_dir.join("ca.pem"));
+            config.tls.require_client_cert = options.require_client_cert;
+        }
+        let state = genomegate::server::build_state(&config, Arc::new(SystemClock)).unwrap();
+        let bound = genomegate::server::bind(&config, state).unwrap();
+        let handle = bound.server.handle();
+        actix_web::rt::spawn(bound.server);
+        let ca = reqwest::Certificate::from_pem(&std::fs::read(certs_dir.join("ca.pem")).unwrap())
+            .unwrap();
+        let mut builder = reqwest::Client::builder()
+            .add_root_certificate(ca)
+            .tls_built_in_root_certs(false);
+        if options.client_cert_org.is_some() {
+            let identity = reqwest::Identity::from_pkcs8_pem(
+                &std::fs::read(&client.cert).unwrap(),
+                &std::fs::read(&client.key).unwrap(),
+            )
+            .unwrap();
+            builder = builder.identity(identity);
+        }
+        Some(TestApp {
+            backend,
+            base: format!("https://localhost:{}", bound.addr.port()),
+            client: builder.build().unwrap(),
+            dir,
+            config,
+            db_url,
+            pg_drop,
+            handle,
+        })
+    }
+
+    pub fn certs_dir(&self) -> PathBuf {
+        self.dir.path().join("certs")
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// An EdDSA token from the trusted test issuer.
+    pub fn token(&self, roles: &[&str], org: &str) -> String {
+        token_for(roles, org, "user-1")
+    }
+
+    pub fn admin(&self) -> String {
+        self.token(&["consent_admin"], "governance")
+    }
+
+    pub fn staff(&self, org: &str) -> String {
+        self.token(&["hospital_staff"], org)
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
+        let mut req = self.client.get(self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        read(req.send().await.unwrap()).await
+    }
+
+    pub async fn send_json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        idempotency_key: Option<&str>,
+        body: &Value,
+    ) -> (u16, Value) {
+        let mut req = self.client.request(method, self.url(path)).json(body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(k) = idempotency_key {
+            req = req.header("Idempotency-Key", k);
+        }
+        read(req.send().await.unwrap()).await
+    }
+
+    pub async fn post(
+        &self,
+        path: &str,
+        token: &str,
+        idempotency_key: Option<&str>,
+        body: &Value,
+    ) -> (u16, Value) {
+        self.send_json(
+            reqwest::Method::POST,
+            path,
+            Some(token),
+            idempotency_key,
+            body,
+        )
+        .await
+    }
+
+    /// Drafts and publishes a version; returns its id.
+    pub async fn publish(&self, family: &str, draft: &Value) -> String {
+        let (status, body) = self
+            .post(
+                &format!("/v1/documents/{family}/versions"),
+                &self.admin(),
+                None,
+                draft,
+            )
+            .await;
+        assert_eq!(status, 201, "draft: {body}");
+        let number = body["number"].as_u64().unwrap();
+        let (status, body) = self
+            .post(
+                &format!("/v1/documents/{family}/versions/{number}/publish"),
+                &self.admin(),
+                None,
+                &json!({}),
+            )
+            .await;
+        assert_eq!(status, 200, "publish: {body}");
+        body["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Registers a grant; returns (status, body).
+    pub async fn grant(
+        &self,
+        org: &str,
+        local_id: &str,
+        version: &str,
+        decisions: Value,
+        key: &str,
+    ) -> (u16, Value) {
+        self.post(
+            "/v1/consents",
+            &self.staff(org),
+            Some(key),
+            &grant_body(local_id, version, decisions),
+        )
+        .await
+    }
+
+    /// A direct database connection, for asserting what was (not) written.
+    pub fn raw_db(&self) -> DbConnection {
+        genomegate::db::connect_one(&self.db_url).unwrap()
+    }
+
+    pub fn count(&self, table: &str) -> i64 {
+        #[derive(diesel::QueryableByName)]
+        struct Count {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        let mut conn = self.raw_db();
+        let rows: Vec<Count> = diesel::sql_query(format!("SELECT COUNT(*) AS n FROM {table}"))
+            .load(&mut conn)
+            .unwrap();
+        rows[0].n
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        drop(self.handle.stop(false));
+        if let Some((admin, name)) = self.pg_drop.take() {
+            if let Ok(mut conn) = PgConnection::establish(&admin) {
+                let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(&mut conn);
+            }
+        }
+    }
+}
+
+pub async fn read(resp: reqwest::Response) -> (u16, Value) {
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, body)
+}
+
+pub fn token_for(roles: &[&str], org: &str, sub: &str) -> String {
+    let roles: Vec<String> = roles.iter().map(|r| r.to_string()).collect();
+    issuer_keys()
+        .eddsa
+        .sign(
+            AUDIENCE,
+            sub,
+            org,
+            &roles,
+            chrono::Utc::now(),
+            chrono::Duration::minutes(10),
+        )
+        .unwrap()
+}
+
+pub fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+pub fn grant_body(local_id: &str, version: &str, decisions: Value) -> Value {
+    json!({
+        "local_patient_id": local_id,
+        "document_version": version,
+        "decisions": decisions,
+        "signer": {"kind": "patient"},
+        "explained_by": "nurse-1",
+        "signed_at": now_rfc3339(),
+        "form_hash": FORM_HASH,
+    })
+}
+
+pub fn item(key: &str, change: &str, text: &str) -> Value {
+    json!({"key": key, "change": change, "label_ja": format!("{key}（日本語）"), "label_en": key, "text_ja": format!("{text}（日本語）"), "text_en": text})
+}
+
+pub fn draft(items: Vec<Value>) -> Value {
+    json!({"title_ja": "統一同意説明文書", "title_en": "Unified consent document", "body_ja": "本文", "body_en": "Body", "items": items})
+}
+
+/// The four-item first version most tests start from.
+pub fn first_draft() -> Value {
+    draft(vec![
+        item("ccat_registration", "added", "Register with C-CAT"),
+        item("secondary_use_academic", "added", "Academic use"),
+        item("secondary_use_industry", "added", "Industry use"),
+        item("recontact", "added", "Recontact"),
+    ])
+}
+
+pub fn all_permit() -> Value {
+    json!({"ccat_registration": "permit", "secondary_use_academic": "permit", "secondary_use_industry": "permit", "recontact": "permit"})
+}
+
+/// Asserts an RFC 9457 problem with `code`.
+#[track_caller]
+pub fn assert_problem(status: u16, body: &Value, expected_status: u16, code: &str) {
+    assert_eq!(status, expected_status, "{body}");
+    assert_eq!(body["code"], code, "{body}");
+    assert_eq!(body["status"], expected_status, "{body}");
+    assert_eq!(
+        body["type"],
+        format!("urn:genomegate:problem:{code}"),
+        "{body}"
+    );
+    assert!(
+        body["request_id"].is_string(),
+        "problem names the request: {body}"
+    );
+}

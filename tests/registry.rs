@@ -1,0 +1,1003 @@
+//! End-to-end tests of the consent registry, each on SQLite and PostgreSQL.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+
+on_both_backends!(
+    document_lifecycle,
+    consent_round_trip_and_fhir,
+    idempotency_replays_and_refuses_reuse,
+    concurrent_retries_write_one_event,
+    bad_input_is_refused_and_writes_nothing,
+    other_hospitals_patients_are_invisible,
+    material_changes_need_reconsent_editorial_ones_do_not,
+    withdrawal_and_as_of_queries,
+    minors_and_deceased_patients,
+    auditors_are_read_only,
+    the_database_refuses_rewrites,
+);
+
+async fn document_lifecycle(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let staff = app.staff("hospital-a");
+    // Only the governance body drafts.
+    let (s, b) = app
+        .post(
+            "/v1/documents/cancer/versions",
+            &staff,
+            None,
+            &first_draft(),
+        )
+        .await;
+    assert_problem(s, &b, 403, "forbidden");
+    let (s, b) = app
+        .send_json(
+            reqwest::Method::POST,
+            "/v1/documents/cancer/versions",
+            None,
+            None,
+            &first_draft(),
+        )
+        .await;
+    assert_problem(s, &b, 401, "missing_token");
+
+    let (s, created) = app
+        .post(
+            "/v1/documents/cancer/versions",
+            &app.admin(),
+            None,
+            &first_draft(),
+        )
+        .await;
+    assert_eq!(s, 201, "{created}");
+    let draft_view = created;
+    assert_eq!(draft_view["id"], "cancer-v1");
+    assert_eq!(draft_view["status"], "draft");
+    assert!(draft_view["content_hash"]
+        .as_str()
+        .unwrap()
+        .starts_with("sha256:"));
+    assert_eq!(
+        draft_view["items"][2]["duo"]["when_denied"],
+        json!(["DUO:0000046"])
+    );
+
+    // Drafts are invisible to the public and to hospitals.
+    let (s, _) = app.get("/v1/documents/cancer/versions/1", None).await;
+    assert_eq!(s, 404);
+    let (s, _) = app
+        .get("/v1/documents/cancer/versions/1", Some(&staff))
+        .await;
+    assert_eq!(s, 404);
+    let (s, list) = app.get("/v1/documents", None).await;
+    assert_eq!((s, list["versions"].as_array().unwrap().len()), (200, 0));
+
+    // A second draft waits for the first.
+    let (s, b) = app
+        .post(
+            "/v1/documents/cancer/versions",
+            &app.admin(),
+            None,
+            &first_draft(),
+        )
+        .await;
+    assert_problem(s, &b, 409, "version_conflict");
+
+    let (s, published) = app
+        .post(
+            "/v1/documents/cancer/versions/1/publish",
+            &app.admin(),
+            None,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(s, 200, "{published}");
+    assert_eq!(published["status"], "active");
+    assert!(published["effective_from"].is_string());
+    assert_eq!(
+        published["content_hash"], draft_view["content_hash"],
+        "publishing does not change the content"
+    );
+
+    // Published: public, immutable.
+    let (s, public) = app.get("/v1/documents/cancer/versions/1", None).await;
+    assert_eq!((s, &public["title_ja"]), (200, &json!("統一同意説明文書")));
+    let (s, b) = app
+        .send_json(
+            reqwest::Method::PUT,
+            "/v1/documents/cancer/versions/1",
+            Some(&app.admin()),
+            None,
+            &first_draft(),
+        )
+        .await;
+    assert_problem(s, &b, 409, "version_immutable");
+    let (s, b) = app
+        .post(
+            "/v1/documents/cancer/versions/1/publish",
+            &app.admin(),
+            None,
+            &json!({}),
+        )
+        .await;
+    assert_problem(s, &b, 409, "version_immutable");
+
+    // v2 must declare every v1 item; "unchanged" must really be unchanged.
+    let disguised = draft(vec![
+        item("ccat_registration", "unchanged", "Register with C-CAT"),
+        item(
+            "secondary_use_academic",
+            "unchanged",
+            "Academic use, now including AI training",
+        ),
+        item("secondary_use_industry", "unchanged", "Industry use"),
+    ]);
+    let (s, b) = app
+        .post(
+            "/v1/documents/cancer/versions",
+            &app.admin(),
+            None,
+            &disguised,
+        )
+        .await;
+    assert_problem(s, &b, 422, "validation_failed");
+    let fields: Vec<&str> = b["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert!(fields.contains(&"items[1].change"), "{b}");
+    assert!(fields.contains(&"items"), "recontact undeclared: {b}");
+
+    let v2 = draft(vec![
+        item("ccat_registration", "unchanged", "Register with C-CAT"),
+        item("secondary_use_academic", "editorial", "Academic use."),
+        item(
+            "secondary_use_industry",
+            "material",
+            "Industry use including overseas affiliates",
+        ),
+        item("recontact", "removed", ""),
+    ]);
+    let (s, b) = app
+        .post("/v1/documents/cancer/versions", &app.admin(), None, &v2)
+        .await;
+    assert_eq!(s, 201, "{b}");
+    // Drafts can be edited until published.
+    let (s, b) = app
+        .send_json(
+            reqwest::Method::PUT,
+            "/v1/documents/cancer/versions/2",
+            Some(&app.admin()),
+            None,
+            &v2,
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let (s, _) = app
+        .post(
+            "/v1/documents/cancer/versions/2/publish",
+            &app.admin(),
+            None,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let (_, v1) = app.get("/v1/documents/cancer/versions/1", None).await;
+    assert_eq!(v1["status"], "retired");
+    assert!(v1["effective_to"].is_string());
+    let (_, list) = app.get("/v1/documents", None).await;
+    assert_eq!(list["versions"].as_array().unwrap().len(), 2);
+
+    // Unknown families and versions are plain 404s.
+    let (s, b) = app.get("/v1/documents/lung/versions/1", None).await;
+    assert_problem(s, &b, 404, "not_found");
+}
+
+async fn consent_round_trip_and_fhir(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let version = app.publish("cancer", &first_draft()).await;
+    let mut decisions = all_permit();
+    decisions["secondary_use_industry"] = json!("deny");
+    let mut body = grant_body("MRN-0001", &version, decisions);
+    body["signer"] = json!({"kind": "proxy", "relationship": "parent"});
+    let (s, event) = app
+        .post("/v1/consents", &app.staff("hospital-a"), Some("k-1"), &body)
+        .await;
+    assert_eq!(s, 201, "{event}");
+    let patient_ref = event["patient_ref"].as_str().unwrap().to_owned();
+    assert_eq!(patient_ref.len(), 64);
+    assert!(
+        !event.to_string().contains("MRN-0001"),
+        "the local ID never comes back"
+    );
+    assert_eq!(
+        (&event["kind"], &event["document_version"]),
+        (&json!("grant"), &json!("cancer-v1"))
+    );
+
+    let staff = app.staff("hospital-a");
+    let (s, consent) = app
+        .get(
+            &format!("/v1/patients/{patient_ref}/consents/cancer"),
+            Some(&staff),
+        )
+        .await;
+    assert_eq!(s, 200, "{consent}");
+    assert_eq!(consent["status"], "active");
+    assert_eq!(consent["version_in_force"], "cancer-v1");
+    let decision = |c: &Value, key: &str| {
+        c["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["key"] == key)
+            .unwrap()["decision"]
+            .clone()
+    };
+    assert_eq!(decision(&consent, "secondary_use_academic"), "permit");
+    assert_eq!(decision(&consent, "secondary_use_industry"), "deny");
+
+    let (s, lookup) = app
+        .post(
+            "/v1/patients/lookup",
+            &staff,
+            None,
+            &json!({"local_patient_id": "MRN-0001"}),
+        )
+        .await;
+    assert_eq!(
+        (s, lookup["patient_ref"].as_str()),
+        (200, Some(patient_ref.as_str()))
+    );
+    let (s, b) = app
+        .post(
+            "/v1/patients/lookup",
+            &staff,
+            None,
+            &json!({"local_patient_id": "MRN-9999"}),
+        )
+        .await;
+    assert_problem(s, &b, 404, "not_found");
+
+    let (s, events) = app
+        .get(
+            &format!("/v1/patients/{patient_ref}/consents/cancer/events"),
+            Some(&staff),
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(events["events"][0]["proxy_relationship"], "parent");
+    assert_eq!(events["events"][0]["form_hash"], FORM_HASH);
+
+    let resp = app
+        .client
+        .get(app.url(&format!("/v1/patients/{patient_ref}/consents/cancer/fhir")))
+        .bearer_auth(&staff)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["content-type"], "application/fhir+json");
+    let (_, fhir) = read(resp).await;
+    let errors = fhir::validate_r4_consent(&fhir);
+    assert!(errors.is_empty(), "{errors:#?}\n{fhir:#}");
+    assert_eq!(fhir["status"], "active");
+    assert_eq!(
+        fhir["policy"][0]["uri"],
+        "https://localhost:8443/v1/documents/cancer/versions/1"
+    );
+    let provisions = fhir["provision"]["provision"].as_array().unwrap();
+    assert_eq!(provisions.len(), 4, "one provision per item");
+    let industry = provisions
+        .iter()
+        .find(|p| p["code"][0]["coding"][0]["code"] == "secondary_use_industry")
+        .unwrap();
+    assert_eq!(industry["type"], "deny");
+    assert_eq!(industry["code"][0]["coding"][1]["code"], "DUO:0000046");
+    assert_eq!(fhir["performer"][0]["type"], "RelatedPerson");
+
+    // The validator itself rejects what R4 rejects.
+    let mut broken = fhir.clone();
+    broken["status"] = json!("withdrawn");
+    broken.as_object_mut().unwrap().remove("policy");
+    broken["provision"]["provision"][0]["type"] = json!("allow");
+    assert_eq!(
+        fhir::validate_r4_consent(&broken).len(),
+        3,
+        "{:?}",
+        fhir::validate_r4_consent(&broken)
+    );
+}
+
+async fn idempotency_replays_and_refuses_reuse(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let version = app.publish("cancer", &first_draft()).await;
+    let body = grant_body("MRN-1", &version, all_permit());
+    let staff = app.staff("hospital-a");
+    let (s1, first) = app
+        .post("/v1/consents", &staff, Some("same-key"), &body)
+        .await;
+    let resp = app
+        .client
+        .post(app.url("/v1/consents"))
+        .bearer_auth(&staff)
+        .header("Idempotency-Key", "same-key")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["idempotent-replayed"], "true");
+    let (s2, second) = read(resp).await;
+    assert_eq!((s1, s2), (201, 200));
+    assert_eq!(first, second, "a replay answers exactly like the original");
+
+    let mut changed = body.clone();
+    changed["decisions"]["recontact"] = json!("deny");
+    let (s, b) = app
+        .post("/v1/consents", &staff, Some("same-key"), &changed)
+        .await;
+    assert_problem(s, &b, 409, "idempotency_key_reused");
+    // The same key from another hospital is another key.
+    let (s, _) = app
+        .post(
+            "/v1/consents",
+            &app.staff("hospital-b"),
+            Some("same-key"),
+            &body,
+        )
+        .await;
+    assert_eq!(s, 201);
+    assert_eq!(app.count("consent_events"), 2);
+}
+
+async fn concurrent_retries_write_one_event(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let version = app.publish("cancer", &first_draft()).await;
+    let body = grant_body("MRN-RACE", &version, all_permit());
+    let staff = app.staff("hospital-a");
+    let requests = (0..12).map(|_| app.post("/v1/consents", &staff, Some("race-key"), &body));
+    let results = futures_util::future::join_all(requests).await;
+    let ids: std::collections::BTreeSet<String> = results
+        .iter()
+        .map(|(s, b)| {
+            assert!(*s == 201 || *s == 200, "{s} {b}");
+            b["event_id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(ids.len(), 1, "every retry names the same event");
+    assert_eq!(results.iter().filter(|(s, _)| *s == 201).count(), 1);
+    assert_eq!(app.count("consent_events"), 1);
+    assert_eq!(app.count("consent_event_items"), 4);
+}
+
+async fn bad_input_is_refused_and_writes_nothing(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let version = app.publish("cancer", &first_draft()).await;
+    let staff = app.staff("hospital-a");
+    let good = grant_body("MRN-2", &version, all_permit());
+
+    let (s, b) = app
+        .post(
+            "/v1/consents",
+            &staff,
+            Some("a"),
+            &grant_body("MRN-2", "cancer-v9", all_permit()),
+        )
+        .await;
+    assert_problem(s, &b, 422, "unknown_document_version");
+    assert_eq!(b["errors"][0]["field"], "document_version");
+
+    let mut missing = all_permit();
+    missing.as_object_mut().unwrap().remove("recontact");
+    missing["made_up"] = json!("permit");
+    let (s, b) = app
+        .post(
+            "/v1/consents",
+            &staff,
+            Some("b"),
+            &grant_body("MRN-2", &version, missing),
+        )
+        .await;
+    assert_problem(s, &b, 422, "validation_failed");
+    let fields: Vec<&str> = b["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["decisions.made_up", "decisions.recontact"], "{b}");
+
+    let mut bad = good.clone();
+    bad["signed_at"] = json!("2999-01-01T00:00:00Z");
+    bad["form_hash"] = json!("md5:abc");
+    bad["signer"] = json!({"kind": "proxy"});
+    bad["decisions"]["recontact"] = json!("maybe");
+    let (s, b) = app.post("/v1/consents", &staff, Some("c"), &bad).await;
+    assert_problem(s, &b, 422, "validation_failed");
+    let fields: Vec<&str> = b["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    for f in [
+        "signed_at",
+        "form_hash",
+        "signer.relationship",
+        "decisions.recontact",
+    ] {
+        assert!(fields.contains(&f), "{f} missing in {b}");
+    }
+
+    let (s, b) = app.post("/v1/consents", &staff, None, &good).await;
+    assert_problem(s, &b, 400, "idempotency_key_required");
+
+    let raw = |body: &'static str, content_type: &'static str| {
+        app.client
+            .post(app.url("/v1/consents"))
+            .bearer_auth(&staff)
+            .header("Idempotency-Key", "d")
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+    };
+    let (s, b) = read(
+        raw("{\"local_patient_id\": ", "application/json")
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_problem(s, &b, 400, "malformed_json");
+    let (s, b) = read(
+        raw("local_patient_id=1", "application/x-www-form-urlencoded")
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_problem(s, &b, 415, "unsupported_media_type");
+    let mut huge = good.clone();
+    huge["explained_by"] = json!("x".repeat(70_000));
+    let (s, b) = app.post("/v1/consents", &staff, Some("e"), &huge).await;
+    assert_problem(s, &b, 413, "payload_too_large");
+    let mut extra = good.clone();
+    extra["patient_name"] = json!("山田太郎");
+    let (s, b) = app.post("/v1/consents", &staff, Some("f"), &extra).await;
+    assert_problem(s, &b, 400, "malformed_json");
+
+    // A retired version is refused.
+    let v2 = draft(vec![
+        item("ccat_registration", "unchanged", "Register with C-CAT"),
+        item("secondary_use_academic", "unchanged", "Academic use"),
+        item("secondary_use_industry", "unchanged", "Industry use"),
+        item("recontact", "unchanged", "Recontact"),
+    ]);
+    app.publish("cancer", &v2).await;
+    let (s, b) = app.post("/v1/consents", &staff, Some("g"), &good).await;
+    assert_problem(s, &b, 422, "document_version_not_active");
+
+    assert_eq!(app.count("consent_events"), 0);
+    assert_eq!(app.count("consent_event_items"), 0);
+    assert_eq!(app.count("patients"), 0);
+}
+
+async fn other_hospitals_patients_are_invisible(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let version = app.publish("cancer", &first_draft()).await;
+    let (_, event) = app
+        .grant("hospital-a", "MRN-7", &version, all_permit(), "k")
+        .await;
+    let real = event["patient_ref"].as_str().unwrap().to_owned();
+    let made_up = "0".repeat(64);
+    let other = app.staff("hospital-b");
+    let mut answers = Vec::new();
+    for patient in [&real, &made_up] {
+        let (s, mut b) = app
+            .get(
+                &format!("/v1/patients/{patient}/consents/cancer"),
+                Some(&other),
+            )
+            .await;
+        b.as_object_mut().unwrap().remove("request_id");
+        b.as_object_mut().unwrap().remove("instance");
+        answers.push((s, b));
+        let body = json!({"signer": {"kind": "patient"}, "explained_by": "x", "signed_at": now_rfc3339(), "form_hash": FORM_HASH});
+        let (s, b) = app
+            .post(
+                &format!("/v1/patients/{patient}/consents/cancer/withdrawals"),
+                &other,
+                Some("w"),
+                &body,
+            )
+            .await;
+        assert_problem(s, &b, 404, "not_found");
+        let (s, b) = app
+            .get(
+                &format!("/v1/patients/{patient}/consents/cancer/fhir"),
+                Some(&other),
+            )
+            .await;
+        assert_problem(s, &b, 404, "not_found");
+    }
+    assert_eq!(
+        answers[0], answers[1],
+        "a real patient of another hospital looks exactly like no patient"
+    );
+    assert_eq!(answers[0].0, 404);
+    // The same local ID at hospital B is a different person.
+    let (s, _) = app
+        .post(
+            "/v1/patients/lookup",
+            &other,
+            None,
+            &json!({"local_patient_id": "MRN-7"}),
+        )
+        .await;
+    assert_eq!(s, 404);
+    assert_eq!(
+        app.count("consent_events"),
+        1,
+        "nothing written by the refused calls"
+    );
+}
+
+async fn material_changes_need_reconsent_editorial_ones_do_not(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let v1 = app.publish("cancer", &first_draft()).await;
+    let (_, event) = app
+        .grant("hospital-a", "MRN-3", &v1, all_permit(), "k1")
+        .await;
+    let patient = event["patient_ref"].as_str().unwrap().to_owned();
+    let (_, untouched) = app.grant("hospital-a", "MRN-4", &v1, json!({"ccat_registration": "permit", "secondary_use_academic": "permit", "secondary_use_industry": "deny", "recontact": "deny"}), "k2").await;
+    let before_v2 = now_rfc3339();
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let v2 = app
+        .publish(
+            "cancer",
+            &draft(vec![
+                item("ccat_registration", "unchanged", "Register with C-CAT"),
+                item(
+                    "secondary_use_academic",
+                    "editorial",
+                    "Academic research use.",
+                ),
+                item(
+                    "secondary_use_industry",
+                    "material",
+                    "Industry use, including overseas affiliates",
+                ),
+                item("recontact", "unchanged", "Recontact"),
+                item("specimen_banking", "added", "Bank specimens"),
+            ]),
+        )
+        .await;
+    let staff = app.staff("hospital-a");
+    let (_, now) = app
+        .get(
+            &format!("/v1/patients/{patient}/consents/cancer"),
+            Some(&staff),
+        )
+        .await;
+    let item = |c: &Value, key: &str| {
+        c["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["key"] == key)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(now["version_in_force"], "cancer-v2");
+    assert_eq!(item(&now, "secondary_use_academic")["decision"], "permit");
+    assert_eq!(
+        item(&now, "secondary_use_academic")["basis"]["reason"],
+        "carried_forward"
+    );
+    assert_eq!(item(&now, "secondary_use_industry")["decision"], "deny");
+    assert_eq!(
+        item(&now, "secondary_use_industry")["basis"]["reason"],
+        "needs_reconsent"
+    );
+    assert_eq!(
+        item(&now, "specimen_banking")["basis"]["reason"],
+        "not_asked"
+    );
+
+    let (_, past) = app
+        .get(
+            &format!(
+                "/v1/patients/{patient}/consents/cancer?as_of={}",
+                before_v2.replace('+', "%2B")
+            ),
+            Some(&staff),
+        )
+        .await;
+    assert_eq!(past["version_in_force"], "cancer-v1");
+    assert_eq!(item(&past, "secondary_use_industry")["decision"], "permit");
+
+    let (s, tasks) = app
+        .get("/v1/reconsent-tasks?family=cancer", Some(&staff))
+        .await;
+    assert_eq!(s, 200, "{tasks}");
+    let tasks = tasks["tasks"].as_array().unwrap();
+    let mine = tasks.iter().find(|t| t["patient_ref"] == patient).unwrap();
+    let keys: Vec<&str> = mine["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        keys,
+        ["secondary_use_industry", "specimen_banking"],
+        "only material and added items"
+    );
+    // A patient who denied industry use is asked only about the new item.
+    let theirs = tasks
+        .iter()
+        .find(|t| t["patient_ref"] == untouched["patient_ref"])
+        .unwrap();
+    assert_eq!(theirs["items"].as_array().unwrap().len(), 1);
+    let (_, other_hospital) = app
+        .get(
+            "/v1/reconsent-tasks?family=cancer",
+            Some(&app.staff("hospital-b")),
+        )
+        .await;
+    assert_eq!(other_hospital["tasks"], json!([]));
+
+    // Re-consent: just the two items, on v2.
+    let change = json!({"document_version": v2, "decisions": {"secondary_use_industry": "permit", "specimen_banking": "deny"},
+        "signer": {"kind": "patient"}, "explained_by": "nurse-2", "signed_at": now_rfc3339(), "form_hash": FORM_HASH});
+    let (s, b) = app
+        .post(
+            &format!("/v1/patients/{patient}/consents/cancer/changes"),
+            &staff,
+            Some("k3"),
+            &change,
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let (_, after) = app
+        .get(
+            &format!("/v1/patients/{patient}/consents/cancer"),
+            Some(&staff),
+        )
+        .await;
+    assert_eq!(item(&after, "secondary_use_industry")["decision"], "permit");
+    assert_eq!(
+        item(&after, "secondary_use_industry")["basis"]["reason"],
+        "consented"
+    );
+    let (_, tasks) = app
+        .get("/v1/reconsent-tasks?family=cancer", Some(&staff))
+        .await;
+    assert!(tasks["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|t| t["patient_ref"] != patient));
+
+    // Changing an item the version does not have is refused.
+    let mut bad = change.clone();
+    bad["decisions"] = json!({"international_transfer": "permit"});
+    let (s, b) = app
+        .post(
+            &format!("/v1/patients/{patient}/consents/cancer/changes"),
+            &staff,
+            Some("k4"),
+            &bad,
+        )
+        .await;
+    assert_problem(s, &b, 422, "validation_failed");
+    assert_eq!(b["errors"][0]["field"], "decisions.international_transfer");
+}
+
+async fn withdrawal_and_as_of_queries(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let v1 = app.publish("cancer", &first_draft()).await;
+    let (_, event) = app
+        .grant("hospital-a", "MRN-5", &v1, all_permit(), "k1")
+        .await;
+    let patient = event["patient_ref"].as_str().unwrap().to_owned();
+    let staff = app.staff("hospital-a");
+    let signature = || json!({"signer": {"kind": "patient"}, "explained_by": "nurse-1", "signed_at": now_rfc3339(), "form_hash": FORM_HASH});
+
+    let mut partial = signature();
+    partial["items"] = json!(["secondary_use_industry"]);
+    let (s, b) = app
+        .post(
+            &format!("/v1/patients/{patient}/consents/cancer/withdrawals"),
+            &staff,
+            Some("w1"),
+            &partial,
+        )
+        .await;
+    assert_eq!((s, &b["kind"]), (201, &json!("withdraw_items")), "{b}");
+    let between = now_rfc3339();
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let (s, b) = app
+        .post(
+            &format!("/v1/patients/{patient}/consents/cancer/withdrawals"),
+            &staff,
+            Some("w2"),
+            &signature(),
+        )
+        .await;
+    assert_eq!((s, &b["kind"]), (201, &json!("withdraw_all")), "{b}");
+
+    let (_, now) = app
+        .get(
+            &format!("/v1/patients/{patient}/consents/cancer"),
+            Some(&staff),
+        )
+        .await;
+    assert_eq!(now["status"], "withdrawn");
+    assert!(now["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|i| i["decision"] == "deny" && i["basis"]["reason"] == "withdrawn"));
+    let (_, then) = app
+        .get(
+            &format!(
+                "/v1/patients/{patient}/consents/cancer?as_of={}",
+                between.replace('+', "%2B")
+            ),
+            Some(&staff),
+        )
+        .await;
+    assert_eq!(then["status"], "active");
+    let industry = then["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["key"] == "secondary_use_industry")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (&industry["decision"], &industry["basis"]["reason"]),
+        (&json!("deny"), &json!("withdrawn"))
+    );
+    let (_, fhir) = app
+        .get(
+            &format!("/v1/patients/{patient}/consents/cancer/fhir"),
+            Some(&staff),
+        )
+        .await;
+    assert_eq!(fhir["status"], "inactive");
+
+    // Nothing left to change or withdraw.
+    let (s, b) = app
+        .post(
+            &format!("/v1/patients/{patient}/consents/cancer/withdrawals"),
+            &staff,
+            Some("w3"),
+            &signature(),
+        )
+        .await;
+    assert_problem(s, &b, 409, "no_active_consent");
+    let mut change = signature();
+    change["document_version"] = json!(v1);
+    change["decisions"] = json!({"recontact": "permit"});
+    let (s, b) = app
+        .post(
+            &format!("/v1/patients/{patient}/consents/cancer/changes"),
+            &staff,
+            Some("w4"),
+            &change,
+        )
+        .await;
+    assert_problem(s, &b, 409, "no_active_consent");
+    let (s, b) = app
+        .get(
+            &format!("/v1/patients/{patient}/consents/cancer?as_of=yesterday"),
+            Some(&staff),
+        )
+        .await;
+    assert_problem(s, &b, 422, "validation_failed");
+    assert_eq!(
+        app.count("consent_events"),
+        3,
+        "the refused calls wrote nothing"
+    );
+
+    // A new grant starts over.
+    let (s, _) = app
+        .grant("hospital-a", "MRN-5", &v1, all_permit(), "k9")
+        .await;
+    assert_eq!(s, 201);
+    let (_, again) = app
+        .get(
+            &format!("/v1/patients/{patient}/consents/cancer"),
+            Some(&staff),
+        )
+        .await;
+    assert_eq!(again["status"], "active");
+}
+
+async fn minors_and_deceased_patients(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let v1 = app.publish("rare_disease", &first_draft()).await;
+    let mut body = grant_body("CHILD-1", &v1, all_permit());
+    body["signer"] = json!({"kind": "proxy", "relationship": "parent"});
+    let staff = app.staff("hospital-a");
+    let (_, child) = app.post("/v1/consents", &staff, Some("c1"), &body).await;
+    let (_, adult) = app
+        .grant("hospital-a", "ADULT-1", &v1, all_permit(), "c2")
+        .await;
+    let yesterday = (chrono::Utc::now() - chrono::Duration::days(1))
+        .date_naive()
+        .to_string();
+    async fn status(app: &TestApp, token: &str, p: &Value, b: Value) -> (u16, Value) {
+        let path = format!("/v1/patients/{}/status", p["patient_ref"].as_str().unwrap());
+        app.send_json(reqwest::Method::PUT, &path, Some(token), None, &b)
+            .await
+    }
+    let (s, b) = status(
+        &app,
+        &staff,
+        &child,
+        json!({"majority_on": yesterday, "deceased_on": null}),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    let (_, tasks) = app
+        .get("/v1/reconsent-tasks?family=rare_disease", Some(&staff))
+        .await;
+    let tasks = tasks["tasks"].as_array().unwrap().clone();
+    assert_eq!(tasks.len(), 1, "{tasks:?}");
+    assert_eq!(
+        (&tasks[0]["patient_ref"], &tasks[0]["reason"]),
+        (&child["patient_ref"], &json!("reached_majority"))
+    );
+
+    let (s, b) = status(
+        &app,
+        &staff,
+        &adult,
+        json!({"majority_on": null, "deceased_on": "2999-01-01"}),
+    )
+    .await;
+    assert_problem(s, &b, 422, "validation_failed");
+    let (s, _) = status(
+        &app,
+        &staff,
+        &child,
+        json!({"majority_on": yesterday, "deceased_on": yesterday}),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let (_, tasks) = app
+        .get("/v1/reconsent-tasks?family=rare_disease", Some(&staff))
+        .await;
+    assert_eq!(
+        tasks["tasks"],
+        json!([]),
+        "the deceased are never asked again"
+    );
+    let (_, consent) = app
+        .get(
+            &format!(
+                "/v1/patients/{}/consents/rare_disease",
+                child["patient_ref"].as_str().unwrap()
+            ),
+            Some(&staff),
+        )
+        .await;
+    assert_eq!(consent["patient"]["deceased_on"], json!(yesterday));
+}
+
+async fn auditors_are_read_only(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let v1 = app.publish("cancer", &first_draft()).await;
+    let (_, event) = app
+        .grant("hospital-a", "MRN-8", &v1, all_permit(), "k")
+        .await;
+    let patient = event["patient_ref"].as_str().unwrap();
+    let auditor = app.token(&["auditor"], "audit-office");
+    let (s, _) = app
+        .get(
+            &format!("/v1/patients/{patient}/consents/cancer"),
+            Some(&auditor),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let body = json!({"signer": {"kind": "patient"}, "explained_by": "x", "signed_at": now_rfc3339(), "form_hash": FORM_HASH});
+    let (s, b) = app
+        .post(
+            &format!("/v1/patients/{patient}/consents/cancer/withdrawals"),
+            &auditor,
+            Some("a"),
+            &body,
+        )
+        .await;
+    assert_problem(s, &b, 403, "forbidden");
+    let (s, b) = app
+        .post(
+            "/v1/consents",
+            &auditor,
+            Some("b"),
+            &grant_body("MRN-9", &v1, all_permit()),
+        )
+        .await;
+    assert_problem(s, &b, 403, "forbidden");
+    let (s, b) = app
+        .post(
+            "/v1/documents/cancer/versions",
+            &auditor,
+            None,
+            &first_draft(),
+        )
+        .await;
+    assert_problem(s, &b, 403, "forbidden");
+    let (s, b) = app
+        .get("/v1/reconsent-tasks?family=cancer", Some(&auditor))
+        .await;
+    assert_problem(s, &b, 403, "forbidden");
+    // A token without any known role gets nothing.
+    let nobody = app.token(&["researcher"], "hospital-a");
+    let (s, _) = app
+        .get(
+            &format!("/v1/patients/{patient}/consents/cancer"),
+            Some(&nobody),
+        )
+        .await;
+    assert_eq!(s, 404);
+    assert_eq!(app.count("consent_events"), 1);
+}
+
+async fn the_database_refuses_rewrites(backend: Backend) {
+    use diesel::RunQueryDsl;
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let v1 = app.publish("cancer", &first_draft()).await;
+    app.grant("hospital-a", "MRN-10", &v1, all_permit(), "k")
+        .await;
+    let mut conn = app.raw_db();
+    for sql in [
+        "UPDATE consent_events SET explained_by = 'someone else'",
+        "DELETE FROM consent_events",
+        "UPDATE consent_event_items SET decision = 'deny'",
+        "DELETE FROM consent_event_items",
+        "UPDATE document_versions SET body_en = 'rewritten' WHERE id = 'cancer-v1'",
+        "DELETE FROM document_versions WHERE id = 'cancer-v1'",
+        "UPDATE document_scope_items SET text_en = 'rewritten' WHERE version_id = 'cancer-v1'",
+        "INSERT INTO document_scope_items VALUES ('cancer-v1', 'specimen_banking', 9, 'added', 'a', 'b', 'c', 'd')",
+    ] {
+        let err = diesel::sql_query(sql).execute(&mut conn).expect_err(sql);
+        assert!(err.to_string().contains("genomegate"), "{sql}: {err}");
+    }
+    if backend == Backend::Postgres {
+        let err = diesel::sql_query("TRUNCATE consent_event_items, consent_events CASCADE")
+            .execute(&mut conn)
+            .unwrap_err();
+        assert!(err.to_string().contains("append-only"), "{err}");
+    }
+    assert_eq!(app.count("consent_events"), 1);
+}
