@@ -200,6 +200,14 @@ pub fn derive_consent(
             event_id: event.id.clone(),
             withdrawn,
         };
+        // Changes and partial withdrawals only mean something while a grant
+        // is active: without one they cannot revive a consent. The write
+        // side refuses them (409); derivation ignores them all the same.
+        if matches!(event.kind, EventKind::Amend | EventKind::WithdrawItems)
+            && status != ConsentStatus::Active
+        {
+            continue;
+        }
         match event.kind {
             EventKind::Grant => {
                 recorded.clear();

@@ -53,6 +53,9 @@ macro_rules! on_both_backends {
 /// slow, so the set is made once per test binary.
 pub struct IssuerKeys {
     pub eddsa: Ed25519Signer,
+    /// The EdDSA private key, so attack tests can sign with the right key
+    /// but the wrong claims.
+    pub eddsa_pkcs8: Vec<u8>,
     pub es256_pem: Vec<u8>,
     pub rs256_pem: Vec<u8>,
     pub jwks: String,
@@ -61,7 +64,9 @@ pub struct IssuerKeys {
 pub fn issuer_keys() -> &'static IssuerKeys {
     static KEYS: OnceLock<IssuerKeys> = OnceLock::new();
     KEYS.get_or_init(|| {
-        let eddsa = Ed25519Signer::generate(EDDSA_KID.into(), ISSUER.into()).unwrap();
+        let rng = ring::rand::SystemRandom::new();
+        let eddsa_pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).unwrap().as_ref().to_vec();
+        let eddsa = Ed25519Signer::from_pkcs8(eddsa_pkcs8.clone(), EDDSA_KID.into(), ISSUER.into()).unwrap();
         let group = openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1).unwrap();
         let ec = openssl::ec::EcKey::generate(&group).unwrap();
         let mut ctx = openssl::bn::BigNumContext::new().unwrap();
@@ -79,6 +84,7 @@ pub fn issuer_keys() -> &'static IssuerKeys {
         .to_string();
         IssuerKeys {
             eddsa,
+            eddsa_pkcs8,
             es256_pem: openssl::pkey::PKey::from_ec_key(ec).unwrap().private_key_to_pem_pkcs8().unwrap(),
             rs256_pem: rsa.private_key_to_pem().unwrap(),
             jwks,
@@ -90,6 +96,8 @@ pub struct TestApp {
     pub backend: Backend,
     pub base: String,
     pub client: reqwest::Client,
+    /// A client without a TLS client certificate (the governance body's).
+    pub plain_client: reqwest::Client,
     pub dir: tempfile::TempDir,
     pub config: Config,
     db_url: String,
@@ -195,9 +203,13 @@ impl TestApp {
         actix_web::rt::spawn(bound.server);
         let ca = reqwest::Certificate::from_pem(&std::fs::read(certs_dir.join("ca.pem")).unwrap())
             .unwrap();
-        let mut builder = reqwest::Client::builder()
-            .add_root_certificate(ca)
-            .tls_built_in_root_certs(false);
+        let builder = || {
+            reqwest::Client::builder()
+                .add_root_certificate(ca.clone())
+                .tls_built_in_root_certs(false)
+        };
+        let plain_client = builder().build().unwrap();
+        let mut builder = builder();
         if options.client_cert_org.is_some() {
             let identity = reqwest::Identity::from_pkcs8_pem(
                 &std::fs::read(&client.cert).unwrap(),
@@ -210,6 +222,7 @@ impl TestApp {
             backend,
             base: format!("https://localhost:{}", bound.addr.port()),
             client: builder.build().unwrap(),
+            plain_client,
             dir,
             config,
             db_url,
@@ -282,26 +295,25 @@ impl TestApp {
         .await
     }
 
-    /// Drafts and publishes a version; returns its id.
+    /// Drafts and publishes a version as the governance body, over a
+    /// connection without a hospital client certificate; returns its id.
     pub async fn publish(&self, family: &str, draft: &Value) -> String {
-        let (status, body) = self
-            .post(
-                &format!("/v1/documents/{family}/versions"),
-                &self.admin(),
-                None,
-                draft,
-            )
-            .await;
+        let admin = |path: String, body: Value| {
+            let req = self
+                .plain_client
+                .post(self.url(&path))
+                .bearer_auth(self.admin())
+                .json(&body);
+            async move { read(req.send().await.unwrap()).await }
+        };
+        let (status, body) = admin(format!("/v1/documents/{family}/versions"), draft.clone()).await;
         assert_eq!(status, 201, "draft: {body}");
         let number = body["number"].as_u64().unwrap();
-        let (status, body) = self
-            .post(
-                &format!("/v1/documents/{family}/versions/{number}/publish"),
-                &self.admin(),
-                None,
-                &json!({}),
-            )
-            .await;
+        let (status, body) = admin(
+            format!("/v1/documents/{family}/versions/{number}/publish"),
+            json!({}),
+        )
+        .await;
         assert_eq!(status, 200, "publish: {body}");
         body["id"].as_str().unwrap().to_owned()
     }

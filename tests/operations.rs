@@ -1,0 +1,504 @@
+//! Operations: health, readiness, metrics, the OpenAPI document, the command
+//! line, production-mode refusals and what the logs may never contain.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+on_both_backends!(health_readiness_and_metrics, openapi_matches_the_routes);
+
+async fn health_readiness_and_metrics(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let (s, b) = app.get("/healthz", None).await;
+    assert_eq!((s, b), (200, json!({"status": "ok"})));
+    let (s, b) = app.get("/readyz", None).await;
+    let expected = if backend == Backend::Sqlite {
+        "sqlite"
+    } else {
+        "postgres"
+    };
+    assert_eq!(
+        (s, b),
+        (200, json!({"status": "ready", "database": expected}))
+    );
+
+    let version = app.publish("cancer", &first_draft()).await;
+    let (_, event) = app
+        .grant("hospital-a", "MRN-METRICS", &version, all_permit(), "m")
+        .await;
+    let patient = event["patient_ref"].as_str().unwrap();
+    app.get(
+        &format!("/v1/patients/{patient}/consents/cancer"),
+        Some(&app.staff("hospital-a")),
+    )
+    .await;
+    let resp = app
+        .client
+        .get(app.url("/nowhere"))
+        .header("x-request-id", "hospital-trace-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.headers()["x-request-id"],
+        "hospital-trace-42",
+        "a caller's request ID is kept"
+    );
+    let (s, b) = read(resp).await;
+    assert_eq!(
+        (s, b["code"].as_str(), b["request_id"].as_str()),
+        (404, Some("route_not_found"), Some("hospital-trace-42"))
+    );
+
+    let resp = app.client.get(app.url("/metrics")).send().await.unwrap();
+    assert!(resp.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    let text = resp.text().await.unwrap();
+    assert!(text.contains(r#"genomegate_http_requests_total{method="GET",route="/v1/patients/{patient_ref}/consents/{family}",status="200"} 1"#), "{text}");
+    assert!(
+        text.contains(r#"genomegate_consent_events_total{kind="grant"} 1"#),
+        "{text}"
+    );
+    assert!(text.contains("genomegate_http_request_duration_seconds_bucket"));
+    assert!(text.contains("genomegate_db_pool_connections"));
+    assert!(
+        !text.contains(patient),
+        "identifiers never become metric labels"
+    );
+}
+
+/// Every `#[get("…")]`-style route attribute in `src/api`, as (METHOD, path).
+fn routes_in_source() -> BTreeSet<(String, String)> {
+    let mut routes = BTreeSet::new();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/api");
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        for line in text.lines() {
+            let line = line.trim();
+            for method in ["get", "post", "put", "patch", "delete"] {
+                if let Some(rest) = line.strip_prefix(&format!("#[{method}(\"")) {
+                    let path = rest.split('"').next().unwrap();
+                    routes.insert((method.to_uppercase(), path.to_owned()));
+                }
+            }
+        }
+    }
+    routes
+}
+
+async fn openapi_matches_the_routes(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let (s, spec) = app.get("/openapi.json", None).await;
+    assert_eq!(s, 200);
+    assert!(
+        spec["openapi"].as_str().unwrap().starts_with("3.1"),
+        "OpenAPI 3.1: {}",
+        spec["openapi"]
+    );
+    let mut documented = BTreeSet::new();
+    for (path, item) in spec["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            documented.insert((method.to_uppercase(), path.clone()));
+        }
+    }
+    // Direction 1: every route handler is documented.
+    assert_eq!(
+        documented,
+        routes_in_source(),
+        "the spec and the route attributes differ"
+    );
+    // Direction 2: every documented operation is really served.
+    for (method, path) in &documented {
+        let concrete = path
+            .replace("{family}", "cancer")
+            .replace("{number}", "1")
+            .replace("{patient_ref}", &"0".repeat(64));
+        let req = app
+            .client
+            .request(method.parse().unwrap(), app.url(&concrete))
+            .header("content-type", "application/json")
+            .body("{}");
+        let (s, b) = read(req.send().await.unwrap()).await;
+        assert!(
+            s != 405 && b["code"] != "route_not_found",
+            "{method} {path} is documented but not served: {s} {b}"
+        );
+    }
+    // Every error response is documented as a problem document.
+    let problem = &spec["components"]["schemas"]["Problem"];
+    assert!(problem["properties"]["code"].is_object(), "{problem}");
+    assert_eq!(
+        spec["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+}
+
+// ---- The real binary -------------------------------------------------------
+
+fn binary() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_genomegate"));
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    cmd
+}
+
+/// A config file in `dir` for the binary; `extra` is appended verbatim.
+fn write_config(dir: &Path, mode: &str, extra: &str) -> std::path::PathBuf {
+    let policies = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+    let text = format!(
+        r#"mode = "{mode}"
+[server]
+bind = "127.0.0.1:0"
+workers = 1
+[database]
+url = "sqlite://{db}"
+[tls]
+cert = "{certs}/server.pem"
+key = "{certs}/server.key"
+[keys]
+pseudonym_key_file = "{dir}/keys/pseudonym.key"
+dev_dir = "{certs}"
+[policies]
+dir = "{policies}"
+{extra}
+"#,
+        db = dir.join("gg.db").display(),
+        certs = dir.join("certs").display(),
+        dir = dir.display(),
+        policies = policies.display(),
+    );
+    let path = dir.join(format!("{mode}.toml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn command_line_certs_migrate_and_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "development", "");
+    let out = binary()
+        .args([
+            "--config",
+            config.to_str().unwrap(),
+            "certs",
+            "--hospital",
+            "hospital-x",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for file in [
+        "ca.pem",
+        "ca.key",
+        "server.pem",
+        "server.key",
+        "client-hospital-x.pem",
+        "client-hospital-x.key",
+    ] {
+        assert!(dir.path().join("certs").join(file).exists(), "{file}");
+    }
+    let again = binary()
+        .args(["--config", config.to_str().unwrap(), "certs"])
+        .output()
+        .unwrap();
+    assert!(
+        !again.status.success(),
+        "certs never overwrites an existing CA"
+    );
+
+    let out = binary()
+        .args(["--config", config.to_str().unwrap(), "migrate"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("applied 1 migration"),
+        "{out:?}"
+    );
+    let out = binary()
+        .args(["--config", config.to_str().unwrap(), "migrate"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("applied 0 migration"),
+        "{out:?}"
+    );
+
+    let out = binary()
+        .args([
+            "--config",
+            config.to_str().unwrap(),
+            "token",
+            "--role",
+            "hospital_staff",
+            "--org",
+            "hospital-x",
+        ])
+        .output()
+        .unwrap();
+    let token = String::from_utf8(out.stdout).unwrap();
+    let header = jsonwebtoken::decode_header(token.trim()).unwrap();
+    assert_eq!(header.alg, jsonwebtoken::Algorithm::EdDSA);
+    assert!(header.kid.unwrap().starts_with("dev-"));
+    let jwks = std::fs::read_to_string(dir.path().join("certs/dev-jwks.json")).unwrap();
+    let mut verifier = genomegate::auth::jwt::JwtVerifier::new("genomegate".into(), 0);
+    verifier
+        .trust_jwks(genomegate::config::DEV_ISSUER, &jwks)
+        .unwrap();
+    let principal = verifier.verify(token.trim()).unwrap();
+    assert_eq!(principal.org, "hospital-x");
+}
+
+#[test]
+fn production_mode_refuses_unsafe_setups() {
+    let dir = tempfile::tempdir().unwrap();
+    genomegate::certs::generate_dev_set(&dir.path().join("certs"), "hospital-a").unwrap();
+    let real_jwks = dir.path().join("issuer.json");
+    std::fs::write(&real_jwks, &issuer_keys().jwks).unwrap();
+    let dev_signer = genomegate::auth::dev::load_or_create(&dir.path().join("certs")).unwrap();
+    let dev_jwks = dir.path().join("dev.json");
+    std::fs::write(&dev_jwks, dev_signer.jwks_json()).unwrap();
+    let issuer = |name: &str, file: &Path| {
+        format!(
+            "[[auth.issuers]]\nissuer = \"{name}\"\njwks_file = \"{}\"\n",
+            file.display()
+        )
+    };
+    let real_key = dir.path().join("real-pseudonym.key");
+    std::fs::write(&real_key, format!("{}\n", base64_key())).unwrap();
+    let dev_key = dir.path().join("dev-pseudonym.key");
+    genomegate::keyfile::create_development(&dev_key, "test", &[7; 32]).unwrap();
+    let key_override = |path: &Path| {
+        (
+            "GENOMEGATE__KEYS__PSEUDONYM_KEY_FILE",
+            path.display().to_string(),
+        )
+    };
+
+    let cases: Vec<(&str, String, Vec<(&str, String)>, &str)> = vec![
+        (
+            "no TLS",
+            issuer(ISSUER, &real_jwks),
+            vec![("GENOMEGATE__TLS__ENABLED", "false".into())],
+            "without TLS",
+        ),
+        ("no issuer", String::new(), vec![], "auth.issuers"),
+        (
+            "development issuer",
+            issuer("genomegate-dev", &real_jwks),
+            vec![],
+            "development token issuer",
+        ),
+        (
+            "development signing key",
+            issuer(ISSUER, &dev_jwks),
+            vec![key_override(&real_key)],
+            "development signing keys",
+        ),
+        (
+            "development pseudonym key",
+            issuer(ISSUER, &real_jwks),
+            vec![key_override(&dev_key)],
+            "development key file",
+        ),
+        (
+            "missing pseudonym key",
+            issuer(ISSUER, &real_jwks),
+            vec![],
+            "does not exist",
+        ),
+    ];
+    for (name, extra, env, message) in cases {
+        let config = write_config(dir.path(), "production", &extra);
+        let out = binary()
+            .args(["--config", config.to_str().unwrap(), "serve"])
+            .envs(env)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "{name}: production must refuse to start"
+        );
+        assert!(
+            stderr.contains(message),
+            "{name}: expected `{message}` in {stderr}"
+        );
+    }
+    let config = write_config(dir.path(), "production", &issuer(ISSUER, &real_jwks));
+    let out = binary()
+        .args([
+            "--config",
+            config.to_str().unwrap(),
+            "token",
+            "--role",
+            "auditor",
+            "--org",
+            "x",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("refused in production"));
+}
+
+fn base64_key() -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(genomegate::keyfile::random_bytes(32).unwrap())
+}
+
+/// Runs the real service, sends it identifying data, and reads every log
+/// line it wrote: no local patient ID, pseudonym or consent text may appear.
+#[actix_web::test]
+async fn logs_never_contain_identifiers_or_consent_contents() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        "development",
+        "[logging]\nlevel = \"debug\"\nformat = \"json\"",
+    );
+    let mut child = binary()
+        .args(["--config", config.to_str().unwrap(), "serve"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let mut seen = Vec::new();
+    let addr = loop {
+        let line = lines_rx
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("the service logs its address");
+        seen.push(line.clone());
+        let v: Value = serde_json::from_str(&line).unwrap_or_default();
+        if v["message"] == "genomegate listening" {
+            break v["addr"].as_str().unwrap().to_owned();
+        }
+    };
+    let token = |role: &str, org: &str| {
+        let out = binary()
+            .args([
+                "--config",
+                config.to_str().unwrap(),
+                "token",
+                "--role",
+                role,
+                "--org",
+                org,
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let ca =
+        reqwest::Certificate::from_pem(&std::fs::read(dir.path().join("certs/ca.pem")).unwrap())
+            .unwrap();
+    let client = reqwest::Client::builder()
+        .add_root_certificate(ca)
+        .build()
+        .unwrap();
+    let base = format!("https://localhost:{}", addr.rsplit(':').next().unwrap());
+    let secret_text = "SECRET-CONSENT-WORDING-7731";
+    let admin = token("consent_admin", "governance");
+    let mut doc = first_draft();
+    doc["items"][0]["text_en"] = json!(secret_text);
+    let r = client
+        .post(format!("{base}/v1/documents/cancer/versions"))
+        .bearer_auth(&admin)
+        .json(&doc)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = client
+        .post(format!("{base}/v1/documents/cancer/versions/1/publish"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let staff = token("hospital_staff", "hospital-a");
+    let local_id = "MRN-LEAK-CHECK-4242";
+    let r = client
+        .post(format!("{base}/v1/consents"))
+        .bearer_auth(&staff)
+        .header("Idempotency-Key", "leak-1")
+        .json(&grant_body(local_id, "cancer-v1", all_permit()))
+        .send()
+        .await
+        .unwrap();
+    let (s, event) = read(r).await;
+    assert_eq!(s, 201, "{event}");
+    let patient = event["patient_ref"].as_str().unwrap().to_owned();
+    for path in ["", "/fhir", "/events"] {
+        let r = client
+            .get(format!(
+                "{base}/v1/patients/{patient}/consents/cancer{path}"
+            ))
+            .bearer_auth(&staff)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    // Errors, too, must not echo what they were sent.
+    let mut bad = grant_body(local_id, "cancer-v1", all_permit());
+    bad["signed_at"] = json!("not a time");
+    client
+        .post(format!("{base}/v1/consents"))
+        .bearer_auth(&staff)
+        .header("Idempotency-Key", "leak-2")
+        .json(&bad)
+        .send()
+        .await
+        .unwrap();
+    client
+        .post(format!("{base}/v1/consents"))
+        .bearer_auth(&staff)
+        .header("Idempotency-Key", "leak-3")
+        .header("content-type", "application/json")
+        .body(format!("{{\"local_patient_id\": \"{local_id}\""))
+        .send()
+        .await
+        .unwrap();
+
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    seen.extend(lines_rx.try_iter());
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    let all = format!("{}\n{stderr}", seen.join("\n"));
+    assert!(
+        all.contains("consent event recorded"),
+        "the logs were captured: {all}"
+    );
+    for forbidden in [local_id, patient.as_str(), secret_text, "nurse-1"] {
+        assert!(
+            !all.contains(forbidden),
+            "`{forbidden}` leaked into the logs:\n{all}"
+        );
+    }
+}
