@@ -111,7 +111,7 @@ fn run(command: Command, config: Config) -> Result<(), String> {
                 &sub,
                 &org,
                 &roles,
-                chrono::Utc::now(),
+                genomegate::clock::Clock::now(&SystemClock),
                 chrono::Duration::minutes(ttl_minutes),
             )?;
             println!("{token}");

@@ -68,6 +68,7 @@ pub fn build_state(config: &Config, clock: SharedClock) -> Result<AppState, Stri
         .map_err(|e| format!("{}: {e}", catalog_path.display()))?;
 
     Ok(AppState {
+        versions: Default::default(),
         pool,
         backend,
         verifier,
@@ -148,10 +149,10 @@ pub struct BoundServer {
 
 /// Binds the configured address (port 0 picks a free one) with `state`.
 pub fn bind(config: &Config, state: AppState) -> Result<BoundServer, String> {
-    if config.mode == Mode::Development && config.tls.enabled && !config.tls.cert.exists() {
-        if certs::ensure_dev_set(&config.keys.dev_dir)? {
-            tracing::warn!(dir = %config.keys.dev_dir.display(), "development mode: created development certificates");
-        }
+    let wants_dev_certs =
+        config.mode == Mode::Development && config.tls.enabled && !config.tls.cert.exists();
+    if wants_dev_certs && certs::ensure_dev_set(&config.keys.dev_dir)? {
+        tracing::warn!(dir = %config.keys.dev_dir.display(), "development mode: created development certificates");
     }
     let state = web::Data::new(state);
     let server = HttpServer::new(move || crate::api::app(state.clone()))

@@ -5,7 +5,12 @@
 //! random version histories and event sequences the two must agree, and the
 //! "as of" answers must be stable under later events and input order.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::disallowed_methods
+)]
 
 use chrono::{DateTime, Utc};
 use genomegate::consent::document::PublishedVersion;

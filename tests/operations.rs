@@ -1,7 +1,12 @@
 //! Operations: health, readiness, metrics, the OpenAPI document, the command
 //! line, production-mode refusals and what the logs may never contain.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::disallowed_methods
+)]
 
 mod common;
 
@@ -291,7 +296,8 @@ fn production_mode_refuses_unsafe_setups() {
         )
     };
 
-    let cases: Vec<(&str, String, Vec<(&str, String)>, &str)> = vec![
+    type Case<'a> = (&'a str, String, Vec<(&'a str, String)>, &'a str);
+    let cases: Vec<Case> = vec![
         (
             "no TLS",
             issuer(ISSUER, &real_jwks),

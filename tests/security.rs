@@ -1,7 +1,12 @@
 //! Attacks, by name. Each asserts the exact refusal and that nothing was
 //! written. Every case runs on SQLite and PostgreSQL.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::disallowed_methods
+)]
 
 mod common;
 

@@ -315,10 +315,14 @@ fn parse_decisions(
 
 /// The version named by a request, which must be the one in force.
 fn active_version(
+    state: &AppState,
     conn: &mut DbConnection,
     id: DocumentVersionId,
 ) -> Result<DocumentVersion, ApiError> {
-    let version = documents::find(conn, id)?.ok_or(ApiError::UnknownDocumentVersion)?;
+    let version = state
+        .versions
+        .load(conn, id)?
+        .ok_or(ApiError::UnknownDocumentVersion)?;
     match version.status {
         DocumentStatus::Active => Ok(version),
         other => Err(ApiError::DocumentVersionNotActive {
@@ -640,8 +644,9 @@ pub async fn register_consent(
         signature,
         decisions,
     };
+    let shared = state.clone();
     record(&state, pending, move |conn, pending, _| {
-        let version = active_version(conn, version_id)?;
+        let version = active_version(&shared, conn, version_id)?;
         check_items(
             &version,
             pending.decisions.iter().map(|(k, _)| k),
@@ -706,8 +711,9 @@ pub async fn change_consent(
         signature,
         decisions,
     };
+    let shared = state.clone();
     record(&state, pending, move |conn, pending, _| {
-        let version = active_version(conn, version_id)?;
+        let version = active_version(&shared, conn, version_id)?;
         check_items(
             &version,
             pending.decisions.iter().map(|(k, _)| k),

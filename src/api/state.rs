@@ -11,7 +11,58 @@ use crate::error::ApiError;
 use crate::pseudonym::PseudonymKey;
 use actix_web::web;
 
+/// Published versions never change their content, so it is read once per
+/// process; only status and period are read each time (another instance
+/// may have retired the version).
+#[derive(Default)]
+pub struct PublishedVersions(
+    std::sync::RwLock<
+        std::collections::HashMap<
+            crate::consent::DocumentVersionId,
+            std::sync::Arc<crate::consent::DocumentVersion>,
+        >,
+    >,
+);
+
+impl PublishedVersions {
+    /// The version named `id` with its current status, or `None`.
+    pub fn load(
+        &self,
+        conn: &mut DbConnection,
+        id: crate::consent::DocumentVersionId,
+    ) -> Result<Option<crate::consent::DocumentVersion>, ApiError> {
+        use crate::consent::DocumentStatus;
+        use crate::db::documents;
+        let Some((status, from, to)) = documents::lifecycle(conn, id)? else {
+            return Ok(None);
+        };
+        if status == DocumentStatus::Draft {
+            return Ok(documents::find(conn, id)?);
+        }
+        let cached = self.0.read().ok().and_then(|m| m.get(&id).cloned());
+        let content = match cached {
+            Some(v) => v,
+            None => {
+                let Some(v) = documents::find(conn, id)? else {
+                    return Ok(None);
+                };
+                let v = std::sync::Arc::new(v);
+                if let Ok(mut m) = self.0.write() {
+                    m.insert(id, v.clone());
+                }
+                v
+            }
+        };
+        let mut version = (*content).clone();
+        version.status = status;
+        version.effective_from = from;
+        version.effective_to = to;
+        Ok(Some(version))
+    }
+}
+
 pub struct AppState {
+    pub versions: PublishedVersions,
     pub pool: DbPool,
     pub backend: Backend,
     pub verifier: JwtVerifier,

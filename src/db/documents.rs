@@ -271,3 +271,25 @@ pub fn history(
     }
     Ok(VersionHistory::new(by_number.into_values().collect()))
 }
+
+/// Status and effective period of one version: the part of a published
+/// version that can still change.
+pub fn lifecycle(
+    conn: &mut DbConnection,
+    id: DocumentVersionId,
+) -> Result<Option<(DocumentStatus, Option<DateTime<Utc>>, Option<DateTime<Utc>>)>, DieselError> {
+    let key = id.to_string();
+    let row: Option<(String, Option<NaiveDateTime>, Option<NaiveDateTime>)> = db_run!(conn, c => versions::table
+        .find(&key)
+        .select((versions::status, versions::effective_from, versions::effective_to))
+        .first(c)
+        .optional()?);
+    row.map(|(status, from, to)| {
+        Ok((
+            DocumentStatus::parse(&status).ok_or_else(|| corrupt("status"))?,
+            from.map(utc),
+            to.map(utc),
+        ))
+    })
+    .transpose()
+}

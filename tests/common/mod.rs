@@ -2,7 +2,13 @@
 //! database — a SQLite file in a temp dir, or a new PostgreSQL database on
 //! the server named by `GENOMEGATE_TEST_PG_URL` — and drives it over HTTPS.
 
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::disallowed_methods
+)]
 
 pub mod fhir;
 
@@ -122,20 +128,11 @@ fn fresh_pg_database() -> Option<(String, String, String)> {
     Some((format!("{base}/{name}"), admin_url, name))
 }
 
+#[derive(Default)]
 pub struct Options {
     pub client_ca: bool,
     pub require_client_cert: bool,
     pub client_cert_org: Option<&'static str>,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Self {
-            client_ca: false,
-            require_client_cert: false,
-            client_cert_org: None,
-        }
-    }
 }
 
 impl TestApp {
