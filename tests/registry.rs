@@ -328,7 +328,10 @@ async fn idempotency_replays_and_refuses_reuse(backend: Backend) {
         return;
     };
     let version = app.publish("cancer", &first_draft()).await;
-    let body = grant_body("MRN-1", &version, all_permit());
+    let mut body = grant_body("MRN-1", &version, all_permit());
+    // Nanosecond input: the answer must not depend on storage precision.
+    body["signed_at"] =
+        json!(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true));
     let staff = app.staff("hospital-a");
     let (s1, first) = app
         .post("/v1/consents", &staff, Some("same-key"), &body)

@@ -22,7 +22,7 @@ use crate::db::{documents, write_transaction, DbConnection};
 use crate::error::{ApiError, Problem};
 use crate::pseudonym::{LocalPatientId, PatientPseudonym};
 use actix_web::{get, post, put, web, HttpResponse};
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, NaiveDate, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use utoipa::{IntoParams, ToSchema};
@@ -260,7 +260,9 @@ fn parse_signature(
             problems.push(FieldProblem::new("signed_at", "lies in the future"));
             None
         }
-        Ok(t) => Some(t.with_timezone(&Utc)),
+        // Stored at microsecond precision on both backends; truncate now so
+        // the first answer and every replay agree.
+        Ok(t) => Some(t.with_timezone(&Utc).trunc_subsecs(6)),
         Err(_) => {
             problems.push(FieldProblem::new(
                 "signed_at",
