@@ -33,10 +33,10 @@ impl PublishedVersions {
     ) -> Result<Option<crate::consent::DocumentVersion>, ApiError> {
         use crate::consent::DocumentStatus;
         use crate::db::documents;
-        let Some((status, from, to)) = documents::lifecycle(conn, id)? else {
+        let Some(lifecycle) = documents::lifecycle(conn, id)? else {
             return Ok(None);
         };
-        if status == DocumentStatus::Draft {
+        if lifecycle.status == DocumentStatus::Draft {
             return Ok(documents::find(conn, id)?);
         }
         let cached = self.0.read().ok().and_then(|m| m.get(&id).cloned());
@@ -54,9 +54,9 @@ impl PublishedVersions {
             }
         };
         let mut version = (*content).clone();
-        version.status = status;
-        version.effective_from = from;
-        version.effective_to = to;
+        version.status = lifecycle.status;
+        version.effective_from = lifecycle.effective_from;
+        version.effective_to = lifecycle.effective_to;
         Ok(Some(version))
     }
 }

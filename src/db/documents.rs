@@ -272,12 +272,19 @@ pub fn history(
     Ok(VersionHistory::new(by_number.into_values().collect()))
 }
 
-/// Status and effective period of one version: the part of a published
-/// version that can still change.
+/// The part of a published version that can still change.
+#[derive(Debug, Clone, Copy)]
+pub struct Lifecycle {
+    pub status: DocumentStatus,
+    pub effective_from: Option<DateTime<Utc>>,
+    pub effective_to: Option<DateTime<Utc>>,
+}
+
+/// Status and effective period of one version.
 pub fn lifecycle(
     conn: &mut DbConnection,
     id: DocumentVersionId,
-) -> Result<Option<(DocumentStatus, Option<DateTime<Utc>>, Option<DateTime<Utc>>)>, DieselError> {
+) -> Result<Option<Lifecycle>, DieselError> {
     let key = id.to_string();
     let row: Option<(String, Option<NaiveDateTime>, Option<NaiveDateTime>)> = db_run!(conn, c => versions::table
         .find(&key)
@@ -285,11 +292,11 @@ pub fn lifecycle(
         .first(c)
         .optional()?);
     row.map(|(status, from, to)| {
-        Ok((
-            DocumentStatus::parse(&status).ok_or_else(|| corrupt("status"))?,
-            from.map(utc),
-            to.map(utc),
-        ))
+        Ok(Lifecycle {
+            status: DocumentStatus::parse(&status).ok_or_else(|| corrupt("status"))?,
+            effective_from: from.map(utc),
+            effective_to: to.map(utc),
+        })
     })
     .transpose()
 }
