@@ -108,8 +108,8 @@ fn run(db_url: &str, dir: &std::path::Path, seconds: u64, clients: usize) {
             certs.join("server.key").display().to_string(),
         ),
         (
-            "GENOMEGATE__KEYS__PSEUDONYM_KEY_FILE",
-            dir.join("pseudonym.key").display().to_string(),
+            "GENOMEGATE__KEYS__FILE",
+            dir.join("keys.toml").display().to_string(),
         ),
         ("GENOMEGATE__KEYS__DEV_DIR", certs.display().to_string()),
         (

@@ -115,9 +115,10 @@ pub struct IssuerConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeysConfig {
-    /// File holding the pseudonym HMAC key (base64, at least 32 bytes).
-    #[serde(default = "default_pseudonym_key_file")]
-    pub pseudonym_key_file: PathBuf,
+    /// The versioned key file (patient, sample, project and vault keys);
+    /// see `genomegate keys`.
+    #[serde(default = "default_key_file")]
+    pub file: PathBuf,
     /// Development material (certificates, JWT signing key) lives here.
     #[serde(default = "default_dev_dir")]
     pub dev_dir: PathBuf,
@@ -171,8 +172,8 @@ fn default_audience() -> String {
 fn default_leeway() -> u64 {
     30
 }
-fn default_pseudonym_key_file() -> PathBuf {
-    "data/keys/pseudonym.key".into()
+fn default_key_file() -> PathBuf {
+    "data/keys/genomegate-keys.toml".into()
 }
 fn default_dev_dir() -> PathBuf {
     "certs".into()

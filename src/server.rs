@@ -9,8 +9,8 @@ use crate::auth::policy::PolicyEngine;
 use crate::clock::SharedClock;
 use crate::config::{Config, Mode, DEV_ISSUER};
 use crate::consent::item_catalog::ItemCatalog;
-use crate::pseudonym::PseudonymKey;
-use crate::{certs, db, keyfile};
+use crate::pseudonym::keyring::Keyring;
+use crate::{certs, db};
 use actix_web::{web, HttpServer};
 use openssl::ssl::{SslAcceptor, SslAcceptorBuilder, SslFiletype, SslMethod, SslVerifyMode};
 use openssl::x509::X509Name;
@@ -59,7 +59,7 @@ pub fn build_state(config: &Config, clock: SharedClock) -> Result<AppState, Stri
         Mode::Development => {}
     }
 
-    let pseudonyms = load_pseudonym_key(config)?;
+    let keys = load_keyring(config, clock.now())?;
     let policy = PolicyEngine::load(&config.policies.dir)?;
     let catalog_path = config.policies.dir.join(SCOPE_ITEMS_FILE);
     let catalog_src = std::fs::read_to_string(&catalog_path)
@@ -73,7 +73,7 @@ pub fn build_state(config: &Config, clock: SharedClock) -> Result<AppState, Stri
         backend,
         verifier,
         policy,
-        pseudonyms,
+        keys,
         catalog,
         clock,
         public_base_url: config.public_base_url.trim_end_matches('/').to_owned(),
@@ -82,30 +82,26 @@ pub fn build_state(config: &Config, clock: SharedClock) -> Result<AppState, Stri
     })
 }
 
-fn load_pseudonym_key(config: &Config) -> Result<PseudonymKey, String> {
-    let path = &config.keys.pseudonym_key_file;
+fn load_keyring(config: &Config, now: chrono::DateTime<chrono::Utc>) -> Result<Keyring, String> {
+    let path = &config.keys.file;
     if !path.exists() {
         if config.mode == Mode::Production {
             return Err(format!(
-                "pseudonym key file {} does not exist",
+                "key file {} does not exist; create it with `genomegate keys init`",
                 path.display()
             ));
         }
-        keyfile::create_development(
-            path,
-            "patient pseudonym HMAC key",
-            &keyfile::random_bytes(32)?,
-        )?;
-        tracing::warn!(path = %path.display(), "development mode: created a development pseudonym key");
+        Keyring::create_file(path, true, now)?;
+        tracing::warn!(path = %path.display(), "development mode: created a development key file");
     }
-    let file = keyfile::read(path)?;
-    if file.is_development && config.mode == Mode::Production {
+    let keyring = Keyring::load(path)?;
+    if keyring.is_development && config.mode == Mode::Production {
         return Err(format!(
             "production mode refuses the development key file {}",
             path.display()
         ));
     }
-    PseudonymKey::from_bytes(file.material.expose_secret().to_vec())
+    Ok(keyring)
 }
 
 /// The TLS acceptor: server certificate, and with `tls.client_ca` the CA

@@ -174,7 +174,7 @@ url = "sqlite://{db}"
 cert = "{certs}/server.pem"
 key = "{certs}/server.key"
 [keys]
-pseudonym_key_file = "{dir}/keys/pseudonym.key"
+file = "{dir}/keys/genomegate-keys.toml"
 dev_dir = "{certs}"
 [policies]
 dir = "{policies}"
@@ -285,16 +285,12 @@ fn production_mode_refuses_unsafe_setups() {
             file.display()
         )
     };
-    let real_key = dir.path().join("real-pseudonym.key");
-    std::fs::write(&real_key, format!("{}\n", base64_key())).unwrap();
-    let dev_key = dir.path().join("dev-pseudonym.key");
-    genomegate::keyfile::create_development(&dev_key, "test", &[7; 32]).unwrap();
-    let key_override = |path: &Path| {
-        (
-            "GENOMEGATE__KEYS__PSEUDONYM_KEY_FILE",
-            path.display().to_string(),
-        )
-    };
+    let now = chrono::Utc::now();
+    let real_key = dir.path().join("real-keys.toml");
+    genomegate::pseudonym::keyring::Keyring::create_file(&real_key, false, now).unwrap();
+    let dev_key = dir.path().join("dev-keys.toml");
+    genomegate::pseudonym::keyring::Keyring::create_file(&dev_key, true, now).unwrap();
+    let key_override = |path: &Path| ("GENOMEGATE__KEYS__FILE", path.display().to_string());
 
     type Case<'a> = (&'a str, String, Vec<(&'a str, String)>, &'a str);
     let cases: Vec<Case> = vec![
@@ -318,13 +314,13 @@ fn production_mode_refuses_unsafe_setups() {
             "development signing keys",
         ),
         (
-            "development pseudonym key",
+            "development key file",
             issuer(ISSUER, &real_jwks),
             vec![key_override(&dev_key)],
             "development key file",
         ),
         (
-            "missing pseudonym key",
+            "missing key file",
             issuer(ISSUER, &real_jwks),
             vec![],
             "does not exist",
@@ -362,11 +358,6 @@ fn production_mode_refuses_unsafe_setups() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("refused in production"));
-}
-
-fn base64_key() -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD.encode(genomegate::keyfile::random_bytes(32).unwrap())
 }
 
 /// Runs the real service, sends it identifying data, and reads every log

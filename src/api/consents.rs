@@ -634,7 +634,7 @@ pub async fn register_consent(
     else {
         return Err(ApiError::internal("validated fields missing"));
     };
-    let pseudonym = state.pseudonyms.patient(&p.org, &local_id);
+    let pseudonym = state.keys.patient(&p.org, &local_id);
     state.authorize_patient(&caller, Action::ConsentRegister, pseudonym.as_str(), &p.org)?;
     let pending = PendingEvent {
         kind: EventKind::Grant,
@@ -962,7 +962,7 @@ pub async fn lookup_patient(
     let p = principal(&caller)?.clone();
     let local = LocalPatientId::parse(&body.local_patient_id)
         .map_err(|m| ApiError::field("local_patient_id", m))?;
-    let pseudonym = state.pseudonyms.patient(&p.org, &local);
+    let pseudonym = state.keys.patient(&p.org, &local);
     state.authorize_patient(&caller, Action::PatientLookup, pseudonym.as_str(), &p.org)?;
     let key = pseudonym.as_str().to_owned();
     state

@@ -8,7 +8,7 @@ use crate::clock::SharedClock;
 use crate::consent::item_catalog::ItemCatalog;
 use crate::db::{Backend, DbConnection, DbPool};
 use crate::error::ApiError;
-use crate::pseudonym::PseudonymKey;
+use crate::pseudonym::keyring::Keyring;
 use actix_web::web;
 
 /// Published versions never change their content, so it is read once per
@@ -67,7 +67,7 @@ pub struct AppState {
     pub backend: Backend,
     pub verifier: JwtVerifier,
     pub policy: PolicyEngine,
-    pub pseudonyms: PseudonymKey,
+    pub keys: Keyring,
     pub catalog: ItemCatalog,
     pub clock: SharedClock,
     /// Base of canonical URIs, without a trailing slash.

@@ -3,10 +3,25 @@
 //! be recomputed from a guessed ID, which is what makes it a pseudonym rather
 //! than a hash.
 
+pub mod genome_id;
+pub mod keyring;
+pub mod vault;
+
+use keyring::{DomainKey, KeyDomain, Keyring};
 use ring::hmac;
-use secrecy::{ExposeSecret, SecretSlice};
 use serde::Serialize;
 use std::fmt;
+
+/// HMAC-SHA256 over length-prefixed parts, so ("ab","c") and ("a","bc")
+/// never collide. Every keyed identifier in GenomeGate is derived here.
+pub(crate) fn keyed_digest(key: &hmac::Key, parts: &[&[u8]]) -> hmac::Tag {
+    let mut ctx = hmac::Context::with_key(key);
+    for part in parts {
+        ctx.update(&(part.len() as u64).to_be_bytes());
+        ctx.update(part);
+    }
+    ctx.sign()
+}
 
 /// Domain separation: a pseudonym for one purpose can never equal one for
 /// another purpose even under the same key.
@@ -58,60 +73,55 @@ impl LocalPatientId {
     }
 }
 
+impl LocalPatientId {
+    /// The plain local ID. Only for handing it back to the patient's own
+    /// hospital after an approved recontact; never log or store it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
 impl fmt::Debug for LocalPatientId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("LocalPatientId(<redacted>)")
     }
 }
 
-/// The secret key behind patient pseudonyms.
-pub struct PseudonymKey {
-    key: hmac::Key,
-    material: SecretSlice<u8>,
-}
-
-impl PseudonymKey {
-    pub const MIN_LEN: usize = 32;
-
-    pub fn from_bytes(bytes: Vec<u8>) -> Result<Self, String> {
-        if bytes.len() < Self::MIN_LEN {
-            return Err(format!(
-                "pseudonym key must be at least {} bytes",
-                Self::MIN_LEN
-            ));
-        }
-        Ok(Self {
-            key: hmac::Key::new(hmac::HMAC_SHA256, &bytes),
-            material: SecretSlice::from(bytes),
-        })
-    }
-
-    /// The pseudonym of a hospital's patient. The hospital is part of the
-    /// input: local IDs are only unique within one hospital.
-    pub fn patient(&self, hospital_org: &str, local_id: &LocalPatientId) -> PatientPseudonym {
-        let mut ctx = hmac::Context::with_key(&self.key);
-        for part in [
+/// The pseudonym of a hospital's patient under one patient key. The
+/// hospital is part of the input: local IDs are only unique within one
+/// hospital.
+pub fn patient_pseudonym(
+    key: &DomainKey,
+    hospital_org: &str,
+    local_id: &LocalPatientId,
+) -> PatientPseudonym {
+    let tag = keyed_digest(
+        &key.hmac,
+        &[
             PATIENT_DOMAIN,
             hospital_org.as_bytes(),
             local_id.0.as_bytes(),
-        ] {
-            // Length-prefix every part so ("ab","c") and ("a","bc") differ.
-            ctx.update(&(part.len() as u64).to_be_bytes());
-            ctx.update(part);
-        }
-        PatientPseudonym(hex::encode(ctx.sign().as_ref()))
-    }
-
-    /// Key material, for equality checks against known development keys.
-    pub fn fingerprint(&self) -> String {
-        let digest = ring::digest::digest(&ring::digest::SHA256, self.material.expose_secret());
-        hex::encode(&digest.as_ref()[..8])
-    }
+        ],
+    );
+    PatientPseudonym(hex::encode(tag.as_ref()))
 }
 
-impl fmt::Debug for PseudonymKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("PseudonymKey(<redacted>)")
+impl Keyring {
+    /// The pseudonym a new patient gets: under the current patient key.
+    pub fn patient(&self, hospital_org: &str, local_id: &LocalPatientId) -> PatientPseudonym {
+        patient_pseudonym(self.current(KeyDomain::Patient), hospital_org, local_id)
+    }
+
+    /// Every pseudonym the patient may already have, newest key first; an
+    /// existing patient keeps the pseudonym it was first given.
+    pub fn patient_candidates(
+        &self,
+        hospital_org: &str,
+        local_id: &LocalPatientId,
+    ) -> Vec<PatientPseudonym> {
+        self.newest_first(KeyDomain::Patient)
+            .map(|k| patient_pseudonym(k, hospital_org, local_id))
+            .collect()
     }
 }
 
@@ -119,10 +129,21 @@ impl fmt::Debug for PseudonymKey {
 mod tests {
     use super::*;
 
+    fn keyring(seed: u8) -> Keyring {
+        let now = chrono::DateTime::<chrono::Utc>::from_timestamp(0, 0).unwrap();
+        Keyring::from_secrets(
+            KeyDomain::ALL
+                .iter()
+                .map(|d| (*d, 1, now, vec![seed; 32]))
+                .collect(),
+            true,
+        )
+        .unwrap()
+    }
+
     #[test]
     fn pseudonyms_are_stable_keyed_and_hospital_scoped() {
-        let k1 = PseudonymKey::from_bytes(vec![7; 32]).unwrap();
-        let k2 = PseudonymKey::from_bytes(vec![8; 32]).unwrap();
+        let (k1, k2) = (keyring(7), keyring(8));
         let id = LocalPatientId::parse("MRN-0001").unwrap();
         let a = k1.patient("hospital-a", &id);
         assert_eq!(
@@ -133,11 +154,11 @@ mod tests {
         assert_ne!(a, k2.patient("hospital-a", &id));
         assert!(PatientPseudonym::parse(a.as_str()).is_some());
         assert!(!format!("{id:?} {k1:?}").contains("MRN"));
+        assert_eq!(k1.patient_candidates("hospital-a", &id), vec![a]);
     }
 
     #[test]
-    fn short_keys_and_bad_ids_are_refused() {
-        assert!(PseudonymKey::from_bytes(vec![1; 31]).is_err());
+    fn bad_ids_are_refused() {
         assert!(LocalPatientId::parse("  ").is_err());
         assert!(LocalPatientId::parse("a\nb").is_err());
         assert!(PatientPseudonym::parse("ABC").is_none());

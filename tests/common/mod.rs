@@ -176,8 +176,11 @@ impl TestApp {
                 certs_dir.join("server.key").display().to_string(),
             ),
             (
-                "GENOMEGATE__KEYS__PSEUDONYM_KEY_FILE",
-                dir.path().join("keys/pseudonym.key").display().to_string(),
+                "GENOMEGATE__KEYS__FILE",
+                dir.path()
+                    .join("keys/genomegate-keys.toml")
+                    .display()
+                    .to_string(),
             ),
             ("GENOMEGATE__KEYS__DEV_DIR", certs_dir.display().to_string()),
             ("GENOMEGATE__POLICIES__DIR", policies.display().to_string()),

@@ -1,0 +1,342 @@
+//! The versioned key file: one secret per (domain, version).
+//!
+//! ```toml
+//! [[key]]
+//! domain = "sample"        # patient | sample | project | vault
+//! version = 2
+//! created_at = "2026-11-21T06:00:00Z"
+//! secret = "base64…"        # 32 random bytes
+//! ```
+//!
+//! The file is mode 0600 and rewritten atomically on rotation. Rotation adds
+//! a version; old versions stay, so identifiers issued under them still
+//! resolve. Development files carry the development marker and production
+//! mode refuses them.
+
+use crate::config::DEV_KEY_MARKER;
+use crate::keyfile;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use ring::{aead, hmac};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyDomain {
+    /// Patient pseudonyms from hospital-local IDs.
+    Patient,
+    /// Genome sample identifiers.
+    Sample,
+    /// Per-project identifiers of samples and patients.
+    Project,
+    /// AES-256-GCM sealing of hospital-local IDs (identity vault).
+    Vault,
+}
+
+impl KeyDomain {
+    pub const ALL: [KeyDomain; 4] = [
+        KeyDomain::Patient,
+        KeyDomain::Sample,
+        KeyDomain::Project,
+        KeyDomain::Vault,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyDomain::Patient => "patient",
+            KeyDomain::Sample => "sample",
+            KeyDomain::Project => "project",
+            KeyDomain::Vault => "vault",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        KeyDomain::ALL.into_iter().find(|d| d.as_str() == raw)
+    }
+}
+
+const KEY_BYTES: usize = 32;
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyRecord {
+    domain: KeyDomain,
+    version: u32,
+    created_at: DateTime<Utc>,
+    secret: String,
+}
+
+#[derive(Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct KeyFileDoc {
+    #[serde(default)]
+    key: Vec<KeyRecord>,
+}
+
+/// One usable key. The raw bytes are not kept: only ring's key schedules.
+pub struct DomainKey {
+    pub version: u32,
+    pub created_at: DateTime<Utc>,
+    pub(super) hmac: hmac::Key,
+    pub(super) aead: aead::LessSafeKey,
+    fingerprint: String,
+}
+
+impl DomainKey {
+    fn new(version: u32, created_at: DateTime<Utc>, secret: &[u8]) -> Result<Self, String> {
+        if secret.len() != KEY_BYTES {
+            return Err(format!("keys are {KEY_BYTES} bytes"));
+        }
+        let aead_key = aead::UnboundKey::new(&aead::AES_256_GCM, secret)
+            .map_err(|_| "invalid AES-256 key".to_owned())?;
+        let digest = ring::digest::digest(&ring::digest::SHA256, secret);
+        Ok(Self {
+            version,
+            created_at,
+            hmac: hmac::Key::new(hmac::HMAC_SHA256, secret),
+            aead: aead::LessSafeKey::new(aead_key),
+            fingerprint: hex::encode(&digest.as_ref()[..6]),
+        })
+    }
+
+    /// A non-secret name for the key, for listings.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+}
+
+impl fmt::Debug for DomainKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DomainKey(v{}, <redacted>)", self.version)
+    }
+}
+
+/// Every key of every domain, newest version last within a domain.
+pub struct Keyring {
+    keys: BTreeMap<KeyDomain, Vec<DomainKey>>,
+    pub is_development: bool,
+}
+
+impl fmt::Debug for Keyring {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let versions: Vec<String> = self
+            .keys
+            .iter()
+            .map(|(d, ks)| format!("{}:{}", d.as_str(), ks.len()))
+            .collect();
+        write!(f, "Keyring({}, <redacted>)", versions.join(","))
+    }
+}
+
+impl Keyring {
+    /// Builds a keyring from raw secrets; every domain needs at least one.
+    pub fn from_secrets(
+        secrets: Vec<(KeyDomain, u32, DateTime<Utc>, Vec<u8>)>,
+        is_development: bool,
+    ) -> Result<Self, String> {
+        let mut keys: BTreeMap<KeyDomain, Vec<DomainKey>> = BTreeMap::new();
+        for (domain, version, created_at, secret) in secrets {
+            let entry = keys.entry(domain).or_default();
+            if entry.iter().any(|k| k.version == version) {
+                return Err(format!(
+                    "{} key version {version} appears twice",
+                    domain.as_str()
+                ));
+            }
+            entry.push(
+                DomainKey::new(version, created_at, &secret)
+                    .map_err(|e| format!("{} v{version}: {e}", domain.as_str()))?,
+            );
+        }
+        for domain in KeyDomain::ALL {
+            match keys.get_mut(&domain) {
+                Some(list) => list.sort_by_key(|k| k.version),
+                None => return Err(format!("the key file has no `{}` key", domain.as_str())),
+            }
+        }
+        Ok(Self {
+            keys,
+            is_development,
+        })
+    }
+
+    /// Fresh random keys, version 1 of every domain (tests, benchmarks).
+    pub fn generate(now: DateTime<Utc>) -> Result<Self, String> {
+        let secrets = KeyDomain::ALL
+            .into_iter()
+            .map(|d| Ok((d, 1, now, keyfile::random_bytes(KEY_BYTES)?)))
+            .collect::<Result<Vec<_>, String>>()?;
+        Self::from_secrets(secrets, true)
+    }
+
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read key file {}: {e}", path.display()))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(path)
+                .map(|m| m.permissions().mode() & 0o077)
+                .unwrap_or(0);
+            if mode != 0 {
+                return Err(format!(
+                    "key file {} is readable by others; chmod 600 it",
+                    path.display()
+                ));
+            }
+        }
+        let doc: KeyFileDoc =
+            toml::from_str(&text).map_err(|e| format!("key file {}: {e}", path.display()))?;
+        let secrets = doc
+            .key
+            .into_iter()
+            .map(|r| {
+                let bytes = STANDARD
+                    .decode(r.secret.trim())
+                    .map_err(|_| format!("key file {}: a secret is not base64", path.display()))?;
+                Ok((r.domain, r.version, r.created_at, bytes))
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        Self::from_secrets(secrets, text.contains(DEV_KEY_MARKER))
+    }
+
+    /// Creates a key file with version 1 of every domain. Never overwrites.
+    pub fn create_file(path: &Path, development: bool, now: DateTime<Utc>) -> Result<(), String> {
+        let mut doc = KeyFileDoc::default();
+        for domain in KeyDomain::ALL {
+            doc.key.push(KeyRecord {
+                domain,
+                version: 1,
+                created_at: now,
+                secret: STANDARD.encode(keyfile::random_bytes(KEY_BYTES)?),
+            });
+        }
+        keyfile::write_private(path, render(&doc, development)?.as_bytes())
+    }
+
+    /// Adds the next version of `domain` and returns it. The file is
+    /// replaced atomically (write, then rename), keeping mode 0600.
+    pub fn rotate_file(path: &Path, domain: KeyDomain, now: DateTime<Utc>) -> Result<u32, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read key file {}: {e}", path.display()))?;
+        let development = text.contains(DEV_KEY_MARKER);
+        let mut doc: KeyFileDoc =
+            toml::from_str(&text).map_err(|e| format!("key file {}: {e}", path.display()))?;
+        let next = doc
+            .key
+            .iter()
+            .filter(|k| k.domain == domain)
+            .map(|k| k.version)
+            .max()
+            .unwrap_or(0)
+            + 1;
+        doc.key.push(KeyRecord {
+            domain,
+            version: next,
+            created_at: now,
+            secret: STANDARD.encode(keyfile::random_bytes(KEY_BYTES)?),
+        });
+        let staging = path.with_extension("rotating");
+        let _ = std::fs::remove_file(&staging);
+        keyfile::write_private(&staging, render(&doc, development)?.as_bytes())?;
+        std::fs::rename(&staging, path)
+            .map_err(|e| format!("cannot replace {}: {e}", path.display()))?;
+        Ok(next)
+    }
+
+    /// The key new identifiers are issued under.
+    pub fn current(&self, domain: KeyDomain) -> &DomainKey {
+        // `from_secrets` guarantees every domain has a key.
+        &self.keys[&domain][self.keys[&domain].len() - 1]
+    }
+
+    pub fn version(&self, domain: KeyDomain, version: u32) -> Option<&DomainKey> {
+        self.keys
+            .get(&domain)?
+            .iter()
+            .find(|k| k.version == version)
+    }
+
+    /// Every key of a domain, newest first: the order in which to try them
+    /// when resolving an identifier that may predate a rotation.
+    pub fn newest_first(&self, domain: KeyDomain) -> impl Iterator<Item = &DomainKey> {
+        self.keys
+            .get(&domain)
+            .into_iter()
+            .flat_map(|k| k.iter().rev())
+    }
+}
+
+fn render(doc: &KeyFileDoc, development: bool) -> Result<String, String> {
+    let body = toml::to_string(doc).map_err(|e| e.to_string())?;
+    let header = if development {
+        format!(
+            "# {DEV_KEY_MARKER}: GenomeGate keys for local development. Never use in production.\n"
+        )
+    } else {
+        "# GenomeGate keys. Keep mode 0600; back up before rotating.\n".to_owned()
+    };
+    Ok(format!("{header}{body}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_rotate_and_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.toml");
+        let now = DateTime::<Utc>::from_timestamp(1_700_000_000, 0).unwrap();
+        Keyring::create_file(&path, true, now).unwrap();
+        assert!(
+            Keyring::create_file(&path, true, now).is_err(),
+            "never overwrites"
+        );
+        let before = Keyring::load(&path).unwrap();
+        assert!(before.is_development);
+        assert_eq!(
+            Keyring::rotate_file(&path, KeyDomain::Sample, now).unwrap(),
+            2
+        );
+        let after = Keyring::load(&path).unwrap();
+        assert_eq!(after.current(KeyDomain::Sample).version, 2);
+        assert_eq!(after.current(KeyDomain::Patient).version, 1);
+        assert_eq!(
+            after.version(KeyDomain::Sample, 1).unwrap().fingerprint(),
+            before.current(KeyDomain::Sample).fingerprint(),
+            "old versions survive rotation"
+        );
+        assert_eq!(
+            after
+                .newest_first(KeyDomain::Sample)
+                .map(|k| k.version)
+                .collect::<Vec<_>>(),
+            [2, 1]
+        );
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(!format!("{after:?}").contains(&text[text.find("secret").unwrap() + 10..][..20]));
+    }
+
+    #[test]
+    fn readable_key_files_and_missing_domains_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.toml");
+        let now = DateTime::<Utc>::from_timestamp(1_700_000_000, 0).unwrap();
+        Keyring::create_file(&path, false, now).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+            assert!(Keyring::load(&path).unwrap_err().contains("chmod 600"));
+        }
+        let partial = vec![(KeyDomain::Patient, 1, now, vec![1; 32])];
+        assert!(Keyring::from_secrets(partial, false)
+            .unwrap_err()
+            .contains("sample"));
+    }
+}
