@@ -64,6 +64,30 @@ pub enum ApiError {
     VersionConflict(String),
     /// 409: a change or withdrawal for a patient with no active consent.
     NoActiveConsent,
+    /// 422: a genome or project identifier is malformed or its check
+    /// character does not match (a typo or two swapped characters).
+    InvalidGenomeId { field: String },
+    /// 422: no such patient at the named hospital (or not one the caller
+    /// may address).
+    UnknownPatient { field: &'static str },
+    /// 409: an object of that name (or URI) exists with another checksum.
+    ObjectChecksumConflict,
+    /// 409: the URI already names another registered object.
+    ObjectUriInUse,
+    /// 409: the sample is already registered with different details.
+    SampleConflict,
+    /// 409: the patient's current consent does not permit recontact.
+    RecontactNotPermitted,
+    /// 403: researchers ask for recontact through a review committee.
+    RecontactRequiresCommittee,
+    /// 409: the same person cannot approve twice, nor approve their own request.
+    DuplicateApprover(&'static str),
+    /// 409: unsealing needs two approvals first.
+    InsufficientApprovals,
+    /// 409: the request is rejected or already unsealed.
+    RecontactClosed { state: String },
+    /// 500: a sealed identity failed authentication (tampering). Logged.
+    VaultIntegrity,
     /// 503: the database is unreachable.
     Unavailable,
     /// 500: logged with the request ID, never shown.
@@ -201,6 +225,17 @@ impl ApiError {
                 "no_active_consent",
                 "The patient has no active consent in this family",
             ),
+            InvalidGenomeId { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_genome_id", "The identifier is malformed or its check character does not match"),
+            UnknownPatient { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "unknown_patient", "No such patient at that hospital"),
+            ObjectChecksumConflict => (StatusCode::CONFLICT, "object_checksum_conflict", "This object is already registered with a different checksum; register a corrected version instead"),
+            ObjectUriInUse => (StatusCode::CONFLICT, "object_uri_in_use", "This URI already names another registered object"),
+            SampleConflict => (StatusCode::CONFLICT, "sample_conflict", "This sample is already registered with different details"),
+            RecontactNotPermitted => (StatusCode::CONFLICT, "recontact_not_permitted", "The patient's current consent does not permit recontact"),
+            RecontactRequiresCommittee => (StatusCode::FORBIDDEN, "recontact_requires_committee", "Researchers request recontact through a data-use review committee"),
+            DuplicateApprover(_) => (StatusCode::CONFLICT, "duplicate_approver", "Recontact needs two different approvers"),
+            InsufficientApprovals => (StatusCode::CONFLICT, "insufficient_approvals", "Recontact needs two approvals before the identity is released"),
+            RecontactClosed { .. } => (StatusCode::CONFLICT, "recontact_closed", "This recontact request is closed"),
+            VaultIntegrity => (StatusCode::INTERNAL_SERVER_ERROR, "vault_integrity_failure", "The sealed identity failed its integrity check"),
             Unavailable => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "service_unavailable",
@@ -221,6 +256,8 @@ impl ApiError {
             PayloadTooLarge { limit } => Some(format!("the limit is {limit} bytes")),
             DocumentVersionNotActive { status } => Some(format!("the version is {status}")),
             VersionConflict(d) => Some(d.clone()),
+            DuplicateApprover(d) => Some((*d).to_owned()),
+            RecontactClosed { state } => Some(format!("the request is {state}")),
             _ => None,
         }
     }
@@ -241,6 +278,14 @@ impl ApiError {
                     message: title.into(),
                 }]
             }
+            ApiError::InvalidGenomeId { field } => vec![FieldError {
+                field: field.clone(),
+                message: title.into(),
+            }],
+            ApiError::UnknownPatient { field } => vec![FieldError {
+                field: (*field).into(),
+                message: title.into(),
+            }],
             _ => Vec::new(),
         };
         Problem {
@@ -289,9 +334,13 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        if let ApiError::Internal(cause) = self {
+        match self {
             // Runs inside the request span, so the request ID is attached.
-            tracing::error!(cause = %cause, "internal error");
+            ApiError::Internal(cause) => tracing::error!(cause = %cause, "internal error"),
+            ApiError::VaultIntegrity => {
+                tracing::error!("identity vault record failed authentication: possible tampering")
+            }
+            _ => {}
         }
         self.to_response(None, None)
     }

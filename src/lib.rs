@@ -12,6 +12,7 @@ pub mod config;
 pub mod consent;
 pub mod db;
 pub mod error;
+pub mod genome;
 pub mod keyfile;
 pub mod pseudonym;
 pub mod server;

@@ -42,6 +42,11 @@ enum Command {
         #[arg(long, default_value_t = 60)]
         ttl_minutes: i64,
     },
+    /// Create, rotate or list the versioned keys (patient, sample, project, vault).
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
     /// Development only: create a CA, a localhost server certificate and a
     /// hospital client certificate with openssl, in the development directory.
     Certs {
@@ -52,6 +57,21 @@ enum Command {
         #[arg(long)]
         client_only: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum KeysAction {
+    /// Create the key file with version 1 of every domain (refuses to overwrite).
+    Init,
+    /// Add the next version of one domain's key. New identifiers use it;
+    /// identifiers issued under older versions still resolve.
+    Rotate {
+        /// patient, sample, project or vault
+        #[arg(long)]
+        domain: String,
+    },
+    /// List domains, versions and fingerprints (never the keys).
+    List,
 }
 
 fn main() -> ExitCode {
@@ -115,6 +135,44 @@ fn run(command: Command, config: Config) -> Result<(), String> {
                 chrono::Duration::minutes(ttl_minutes),
             )?;
             println!("{token}");
+            Ok(())
+        }
+        Command::Keys { action } => {
+            use genomegate::pseudonym::keyring::{KeyDomain, Keyring};
+            let path = &config.keys.file;
+            let now = genomegate::clock::Clock::now(&SystemClock);
+            match action {
+                KeysAction::Init => {
+                    Keyring::create_file(path, config.mode == Mode::Development, now)?;
+                    println!("created {} (mode 0600)", path.display());
+                }
+                KeysAction::Rotate { domain } => {
+                    let domain = KeyDomain::parse(&domain)
+                        .ok_or("--domain must be patient, sample, project or vault")?;
+                    let version = Keyring::rotate_file(path, domain, now)?;
+                    println!(
+                        "{} key is now version {version}; older versions still resolve",
+                        domain.as_str()
+                    );
+                }
+                KeysAction::List => {
+                    let keyring = Keyring::load(path)?;
+                    for domain in KeyDomain::ALL {
+                        for key in keyring.newest_first(domain) {
+                            println!(
+                                "{:<8} v{:<3} created {}  fingerprint {}",
+                                domain.as_str(),
+                                key.version,
+                                key.created_at.to_rfc3339(),
+                                key.fingerprint()
+                            );
+                        }
+                    }
+                    if keyring.is_development {
+                        println!("(development keys: production mode refuses this file)");
+                    }
+                }
+            }
             Ok(())
         }
         Command::Certs {

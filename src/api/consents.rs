@@ -20,6 +20,7 @@ use crate::consent::{
 use crate::db::consents::{self as store, EventRow, StoredEvent};
 use crate::db::{documents, write_transaction, DbConnection};
 use crate::error::{ApiError, Problem};
+use crate::pseudonym::keyring::KeyDomain;
 use crate::pseudonym::{LocalPatientId, PatientPseudonym};
 use actix_web::{get, post, put, web, HttpResponse};
 use chrono::{DateTime, NaiveDate, SubsecRound, Utc};
@@ -195,8 +196,29 @@ pub struct LookupRequest {
 }
 
 #[derive(Serialize, ToSchema)]
+pub struct ConsentSummary {
+    #[schema(value_type = String)]
+    pub family: DocumentFamily,
+    #[schema(value_type = String)]
+    pub status: ConsentStatus,
+    pub version_in_force: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SampleSummary {
+    pub genome_id: String,
+    pub kind: String,
+    pub assay: String,
+    pub registered_at: DateTime<Utc>,
+}
+
+/// A hospital's view of one of its patients, found by local ID.
+#[derive(Serialize, ToSchema)]
 pub struct LookupResponse {
     pub patient_ref: String,
+    /// One entry per family with any consent event.
+    pub consents: Vec<ConsentSummary>,
+    pub samples: Vec<SampleSummary>,
 }
 
 #[derive(Deserialize, Serialize, ToSchema)]
@@ -375,7 +397,7 @@ fn fail_on(problems: Vec<FieldProblem>) -> Result<(), ApiError> {
     }
 }
 
-fn principal(caller: &Caller) -> Result<&Principal, ApiError> {
+pub(crate) fn principal(caller: &Caller) -> Result<&Principal, ApiError> {
     match caller {
         Caller::User(p) => Ok(p),
         Caller::Anonymous => Err(ApiError::MissingToken),
@@ -385,7 +407,7 @@ fn principal(caller: &Caller) -> Result<&Principal, ApiError> {
 /// A canonical fingerprint of a request for idempotency. The hospital-local
 /// ID is replaced by the keyed pseudonym first: an unkeyed hash of a
 /// guessable medical record number would be reversible.
-fn request_fingerprint(
+pub(crate) fn request_fingerprint(
     action: &str,
     pseudonym: &PatientPseudonym,
     body: &impl Serialize,
@@ -424,6 +446,8 @@ enum Recorded {
 /// An event ready to store, minus the checks that need the database.
 struct PendingEvent {
     kind: EventKind,
+    /// The local ID sealed for the identity vault (grants only).
+    sealed: Option<crate::pseudonym::vault::Sealed>,
     pseudonym: PatientPseudonym,
     hospital_org: String,
     recorded_by: String,
@@ -475,6 +499,15 @@ async fn record(
                     &pending.hospital_org,
                     now,
                 )?;
+                if let Some(sealed) = &pending.sealed {
+                    crate::db::samples::seal_identity(
+                        conn,
+                        pending.pseudonym.as_str(),
+                        &pending.hospital_org,
+                        sealed,
+                        now,
+                    )?;
+                }
                 let row = EventRow {
                     id: uuid::Uuid::new_v4().to_string(),
                     patient_pseudonym: pending.pseudonym.as_str().to_owned(),
@@ -548,7 +581,7 @@ async fn patient_for(
         .db(move |conn| Ok(store::find_patient(conn, &key)?))
         .await?;
     let row = row.ok_or(ApiError::NotFound)?;
-    state.authorize_patient(caller, action, pseudonym.as_str(), &row.hospital_org)?;
+    state.authorize_patient(caller, action, pseudonym.as_str(), &row.hospital_org, &[])?;
     Ok((pseudonym, row))
 }
 
@@ -557,7 +590,7 @@ fn family_of(raw: &str) -> Result<DocumentFamily, ApiError> {
 }
 
 /// Events, history and the snapshot at `at`, read in one connection.
-fn snapshot(
+pub(crate) fn snapshot(
     conn: &mut DbConnection,
     pseudonym: &str,
     family: DocumentFamily,
@@ -634,10 +667,27 @@ pub async fn register_consent(
     else {
         return Err(ApiError::internal("validated fields missing"));
     };
-    let pseudonym = state.keys.patient(&p.org, &local_id);
-    state.authorize_patient(&caller, Action::ConsentRegister, pseudonym.as_str(), &p.org)?;
+    let pseudonym = if state.keys.newest_first(KeyDomain::Patient).count() > 1 {
+        known_pseudonym(&state, &p.org, &local_id)
+            .await?
+            .unwrap_or_else(|| state.keys.patient(&p.org, &local_id))
+    } else {
+        state.keys.patient(&p.org, &local_id)
+    };
+    state.authorize_patient(
+        &caller,
+        Action::ConsentRegister,
+        pseudonym.as_str(),
+        &p.org,
+        &[],
+    )?;
+    let sealed = state
+        .keys
+        .seal(&p.org, &pseudonym, &local_id)
+        .map_err(ApiError::internal)?;
     let pending = PendingEvent {
         kind: EventKind::Grant,
+        sealed: Some(sealed),
         request_hash: request_fingerprint("grant", &pseudonym, &body)?,
         pseudonym,
         hospital_org: p.org.clone(),
@@ -705,6 +755,7 @@ pub async fn change_consent(
     };
     let pending = PendingEvent {
         kind: EventKind::Amend,
+        sealed: None,
         request_hash: request_fingerprint("change", &pseudonym, &(&family, &body))?,
         pseudonym,
         hospital_org: patient.hospital_org,
@@ -786,6 +837,7 @@ pub async fn withdraw_consent(
     };
     let pending = PendingEvent {
         kind,
+        sealed: None,
         request_hash: request_fingerprint("withdraw", &pseudonym, &(&family, &body))?,
         pseudonym,
         hospital_org: patient.hospital_org,
@@ -949,8 +1001,8 @@ pub async fn export_fhir(
         .json(resource))
 }
 
-/// Finds the `patient_ref` of one of the caller's hospital's patients by the
-/// hospital-local ID (sent in the body, never in a URL).
+/// Finds one of the caller's hospital's patients by the hospital-local ID
+/// (sent in the body, never in a URL): its `patient_ref`, consents and samples.
 #[utoipa::path(tag = "consents", request_body = LookupRequest,
     responses((status = 200, body = LookupResponse), (status = 404, body = Problem, content_type = "application/problem+json")))]
 #[post("/v1/patients/lookup")]
@@ -962,16 +1014,75 @@ pub async fn lookup_patient(
     let p = principal(&caller)?.clone();
     let local = LocalPatientId::parse(&body.local_patient_id)
         .map_err(|m| ApiError::field("local_patient_id", m))?;
-    let pseudonym = state.keys.patient(&p.org, &local);
-    state.authorize_patient(&caller, Action::PatientLookup, pseudonym.as_str(), &p.org)?;
-    let key = pseudonym.as_str().to_owned();
-    state
-        .db(move |conn| Ok(store::find_patient(conn, &key)?))
+    state.authorize(
+        &caller,
+        Action::PatientLookup,
+        &Resource::Patient {
+            pseudonym: "-",
+            hospital: &p.org,
+            centers: &[],
+        },
+    )?;
+    let pseudonym = known_pseudonym(&state, &p.org, &local)
         .await?
         .ok_or(ApiError::NotFound)?;
+    let key = pseudonym.as_str().to_owned();
+    let now = state.now();
+    let (consents, samples) = state
+        .db(move |conn| {
+            let mut consents = Vec::new();
+            for family in DocumentFamily::ALL {
+                let (events, _, snap) = snapshot(conn, &key, family, now)?;
+                if !events.is_empty() {
+                    consents.push(ConsentSummary {
+                        family,
+                        status: snap.status,
+                        version_in_force: snap
+                            .version_in_force
+                            .map(|n| DocumentVersionId::new(family, n).to_string()),
+                    });
+                }
+            }
+            let samples = crate::db::samples::for_patient(conn, &key)?
+                .into_iter()
+                .map(|s| SampleSummary {
+                    registered_at: crate::db::samples::registered_at(&s),
+                    genome_id: s.genome_id,
+                    kind: s.kind,
+                    assay: s.assay,
+                })
+                .collect();
+            Ok((consents, samples))
+        })
+        .await?;
     Ok(web::Json(LookupResponse {
         patient_ref: pseudonym.to_string(),
+        consents,
+        samples,
     }))
+}
+
+/// The existing patient a local ID names at `org`, under whichever patient
+/// key version it was first registered (keys rotate; patients keep theirs).
+async fn known_pseudonym(
+    state: &web::Data<AppState>,
+    org: &str,
+    local: &LocalPatientId,
+) -> Result<Option<PatientPseudonym>, ApiError> {
+    let candidates = state.keys.patient_candidates(org, local);
+    let org = org.to_owned();
+    state
+        .db(move |conn| {
+            for candidate in candidates {
+                if store::find_patient(conn, candidate.as_str())?
+                    .is_some_and(|row| row.hospital_org == org)
+                {
+                    return Ok(Some(candidate));
+                }
+            }
+            Ok(None)
+        })
+        .await
 }
 
 /// Records that a patient is a minor (the day they come of age) or deceased.

@@ -8,6 +8,7 @@ pub mod extract;
 pub mod health;
 pub mod metrics;
 pub mod middleware;
+pub mod samples;
 pub mod state;
 
 use crate::error::{ApiError, FieldError, Problem};
@@ -31,7 +32,9 @@ use utoipa_actix_web::AppExt;
     tags(
         (name = "operations", description = "Health, readiness, metrics, this document"),
         (name = "documents", description = "Versioned unified consent documents (統一同意説明文書)"),
-        (name = "consents", description = "Per-patient e-consent registered by hospitals")
+        (name = "consents", description = "Per-patient e-consent registered by hospitals"),
+        (name = "samples", description = "Genome samples and data-object references under pseudonymous genome IDs"),
+        (name = "recontact", description = "Recontact requests under dual control")
     )
 )]
 pub struct ApiDoc;
@@ -88,6 +91,13 @@ pub fn app(
         .service(consents::withdraw_consent)
         .service(consents::update_patient_status)
         .service(consents::reconsent_tasks)
+        .service(samples::register_sample)
+        .service(samples::get_sample)
+        .service(samples::correct_object)
+        .service(samples::patient_samples)
+        .service(samples::authorize_center)
+        .service(samples::list_centers)
+        .service(samples::revoke_center)
         .split_for_parts();
     let spec_json = spec.to_json().unwrap_or_else(|_| "{}".to_owned());
     app.app_data(state)

@@ -110,30 +110,37 @@ impl AppState {
         }
     }
 
-    /// The enforcement point for a patient. A caller that may not even read
+    /// The enforcement point for a patient. A caller that may not even see
     /// the patient gets the same 404 as for a patient that does not exist,
-    /// so it cannot probe which pseudonyms are registered.
+    /// so it cannot probe which pseudonyms are registered. `centers` are the
+    /// sequencing centres the patient's hospital has authorised.
     pub fn authorize_patient(
         &self,
         caller: &Caller,
         action: Action,
         pseudonym: &str,
         hospital: &str,
+        centers: &[String],
     ) -> Result<(), ApiError> {
         let resource = Resource::Patient {
             pseudonym,
             hospital,
+            centers,
         };
         if matches!(caller, Caller::Anonymous) {
             return Err(ApiError::MissingToken);
         }
         if self.policy.is_allowed(caller, action, &resource) {
-            Ok(())
-        } else if action != Action::ConsentRead
-            && self
-                .policy
-                .is_allowed(caller, Action::ConsentRead, &resource)
-        {
+            return Ok(());
+        }
+        let visible = [
+            Action::ConsentRead,
+            Action::SampleRead,
+            Action::RecontactRead,
+        ]
+        .into_iter()
+        .any(|read| self.policy.is_allowed(caller, read, &resource));
+        if visible {
             Err(ApiError::Forbidden)
         } else {
             Err(ApiError::NotFound)

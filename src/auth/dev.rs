@@ -36,6 +36,8 @@ pub struct TokenClaims<'a> {
     pub roles: &'a [String],
     pub iat: i64,
     pub exp: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub patient_ref: Option<&'a str>,
 }
 
 impl Ed25519Signer {
@@ -79,8 +81,6 @@ impl Ed25519Signer {
         now: DateTime<Utc>,
         ttl: chrono::Duration,
     ) -> Result<String, String> {
-        let mut header = Header::new(Algorithm::EdDSA);
-        header.kid = Some(self.kid.clone());
         let claims = TokenClaims {
             iss: &self.issuer,
             aud: audience,
@@ -89,9 +89,17 @@ impl Ed25519Signer {
             roles,
             iat: now.timestamp(),
             exp: (now + ttl).timestamp(),
+            patient_ref: None,
         };
+        self.sign_claims(&claims)
+    }
+
+    /// Signs explicit claims (patient tokens carry `patient_ref`).
+    pub fn sign_claims(&self, claims: &TokenClaims<'_>) -> Result<String, String> {
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(self.kid.clone());
         let key = EncodingKey::from_ed_der(self.pkcs8.expose_secret());
-        encode(&header, &claims, &key).map_err(|e| format!("signing failed: {e}"))
+        encode(&header, claims, &key).map_err(|e| format!("signing failed: {e}"))
     }
 }
 

@@ -50,6 +50,8 @@ struct Claims {
     org: String,
     #[serde(default)]
     roles: Vec<String>,
+    #[serde(default)]
+    patient_ref: Option<String>,
 }
 
 impl JwtVerifier {
@@ -177,6 +179,7 @@ impl JwtVerifier {
             subject: claims.sub,
             org: claims.org,
             roles: claims.roles.iter().filter_map(|r| Role::parse(r)).collect(),
+            patient_ref: claims.patient_ref.filter(|r| sane(r)),
         })
     }
 }

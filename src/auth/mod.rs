@@ -17,6 +17,17 @@ pub enum Role {
     HospitalStaff,
     /// Read-only oversight.
     Auditor,
+    /// A sequencing centre, registering samples for hospitals that
+    /// authorised it.
+    SequencingCenter,
+    /// A member of a data-use review committee (利活用審査委員会).
+    ReviewCommittee,
+    /// A governance officer: one of the two approvers of a recontact.
+    Governance,
+    /// A researcher. Acts only through committees and agreements.
+    Researcher,
+    /// A patient, bound to their own pseudonym.
+    Patient,
 }
 
 impl Role {
@@ -25,6 +36,11 @@ impl Role {
             "consent_admin" => Some(Role::ConsentAdmin),
             "hospital_staff" => Some(Role::HospitalStaff),
             "auditor" => Some(Role::Auditor),
+            "sequencing_center" => Some(Role::SequencingCenter),
+            "review_committee" => Some(Role::ReviewCommittee),
+            "governance" => Some(Role::Governance),
+            "researcher" => Some(Role::Researcher),
+            "patient" => Some(Role::Patient),
             _ => None,
         }
     }
@@ -33,6 +49,11 @@ impl Role {
             Role::ConsentAdmin => "consent_admin",
             Role::HospitalStaff => "hospital_staff",
             Role::Auditor => "auditor",
+            Role::SequencingCenter => "sequencing_center",
+            Role::ReviewCommittee => "review_committee",
+            Role::Governance => "governance",
+            Role::Researcher => "researcher",
+            Role::Patient => "patient",
         }
     }
 }
@@ -43,6 +64,14 @@ pub struct Principal {
     pub subject: String,
     pub org: String,
     pub roles: Vec<Role>,
+    /// For patient tokens: the pseudonym the token is bound to.
+    pub patient_ref: Option<String>,
+}
+
+impl Principal {
+    pub fn has(&self, role: Role) -> bool {
+        self.roles.contains(&role)
+    }
 }
 
 /// Who is calling: a verified token holder, or nobody.

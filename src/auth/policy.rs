@@ -30,10 +30,18 @@ pub enum Action {
     PatientLookup,
     PatientUpdateStatus,
     ReconsentList,
+    SampleRegister,
+    SampleCorrect,
+    SampleRead,
+    SequencingAuthorize,
+    RecontactOpen,
+    RecontactApprove,
+    RecontactUnseal,
+    RecontactRead,
 }
 
 impl Action {
-    pub const ALL: [Action; 12] = [
+    pub const ALL: [Action; 20] = [
         Action::DocumentReadPublished,
         Action::DocumentReadDraft,
         Action::DocumentCreate,
@@ -46,6 +54,14 @@ impl Action {
         Action::PatientLookup,
         Action::PatientUpdateStatus,
         Action::ReconsentList,
+        Action::SampleRegister,
+        Action::SampleCorrect,
+        Action::SampleRead,
+        Action::SequencingAuthorize,
+        Action::RecontactOpen,
+        Action::RecontactApprove,
+        Action::RecontactUnseal,
+        Action::RecontactRead,
     ];
 
     pub fn cedar_id(self) -> &'static str {
@@ -62,6 +78,14 @@ impl Action {
             Action::PatientLookup => "patient.lookup",
             Action::PatientUpdateStatus => "patient.update_status",
             Action::ReconsentList => "reconsent.list",
+            Action::SampleRegister => "sample.register",
+            Action::SampleCorrect => "sample.correct",
+            Action::SampleRead => "sample.read",
+            Action::SequencingAuthorize => "sequencing.authorize",
+            Action::RecontactOpen => "recontact.open",
+            Action::RecontactApprove => "recontact.approve",
+            Action::RecontactUnseal => "recontact.unseal",
+            Action::RecontactRead => "recontact.read",
         }
     }
 }
@@ -76,6 +100,8 @@ pub enum Resource<'a> {
     Patient {
         pseudonym: &'a str,
         hospital: &'a str,
+        /// Sequencing centres the patient's hospital has authorised.
+        centers: &'a [String],
     },
     Hospital {
         org: &'a str,
@@ -196,9 +222,8 @@ impl PolicyEngine {
             Caller::Anonymous => {
                 Entity::new_no_attrs(uid("GenomeGate::Anonymous", "anonymous")?, HashSet::new())
             }
-            Caller::User(p) => Entity::new(
-                uid("GenomeGate::User", &p.subject)?,
-                HashMap::from([
+            Caller::User(p) => {
+                let mut attrs = HashMap::from([
                     (
                         "org".to_owned(),
                         RestrictedExpression::new_string(p.org.clone()),
@@ -211,10 +236,16 @@ impl PolicyEngine {
                                 .map(|r| RestrictedExpression::new_string(r.as_str().to_owned())),
                         ),
                     ),
-                ]),
-                HashSet::new(),
-            )
-            .map_err(|e| e.to_string())?,
+                ]);
+                if let Some(patient_ref) = &p.patient_ref {
+                    attrs.insert(
+                        "patient_ref".to_owned(),
+                        RestrictedExpression::new_string(patient_ref.clone()),
+                    );
+                }
+                Entity::new(uid("GenomeGate::User", &p.subject)?, attrs, HashSet::new())
+                    .map_err(|e| e.to_string())?
+            }
         };
         let string_attr =
             |k: &str, v: &str| (k.to_owned(), RestrictedExpression::new_string(v.to_owned()));
@@ -227,9 +258,21 @@ impl PolicyEngine {
             Resource::Patient {
                 pseudonym,
                 hospital,
+                centers,
             } => Entity::new(
                 uid("GenomeGate::Patient", pseudonym)?,
-                HashMap::from([string_attr("hospital", hospital)]),
+                HashMap::from([
+                    string_attr("pseudonym", pseudonym),
+                    string_attr("hospital", hospital),
+                    (
+                        "sequencing_centers".to_owned(),
+                        RestrictedExpression::new_set(
+                            centers
+                                .iter()
+                                .map(|c| RestrictedExpression::new_string(c.clone())),
+                        ),
+                    ),
+                ]),
                 HashSet::new(),
             ),
             Resource::Hospital { org } => Entity::new(
@@ -277,6 +320,7 @@ mod tests {
             subject: "u1".into(),
             org: org.into(),
             roles: roles.to_vec(),
+            patient_ref: None,
         })
     }
 
@@ -286,6 +330,7 @@ mod tests {
         let patient = Resource::Patient {
             pseudonym: "p",
             hospital: "hosp-a",
+            centers: &[],
         };
         assert!(e.is_allowed(
             &user("hosp-a", &[Role::HospitalStaff]),

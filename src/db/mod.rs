@@ -8,6 +8,8 @@
 
 pub mod consents;
 pub mod documents;
+pub mod recontact;
+pub mod samples;
 pub mod schema;
 
 use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};

@@ -71,6 +71,90 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    sequencing_authorizations (hospital_org, center_org) {
+        hospital_org -> Text,
+        center_org -> Text,
+        granted_by -> Text,
+        granted_at -> Timestamp,
+        revoked_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    genome_samples (genome_id) {
+        genome_id -> Text,
+        key_version -> Integer,
+        patient_pseudonym -> Text,
+        hospital_org -> Text,
+        registered_by_org -> Text,
+        registered_by -> Text,
+        kind -> Text,
+        assay -> Text,
+        test_order_ref -> Nullable<Text>,
+        ccat_report_id -> Nullable<Text>,
+        tumour_category -> Nullable<Text>,
+        request_hash -> Text,
+        registered_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    genome_data_objects (genome_id, name, version) {
+        genome_id -> Text,
+        name -> Text,
+        version -> Integer,
+        uri -> Text,
+        size_bytes -> BigInt,
+        sha256 -> Text,
+        format -> Text,
+        legal_class -> Text,
+        correction_reason -> Nullable<Text>,
+        registered_by -> Text,
+        registered_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    identity_vault (patient_pseudonym) {
+        patient_pseudonym -> Text,
+        hospital_org -> Text,
+        key_version -> Integer,
+        nonce -> Binary,
+        ciphertext -> Binary,
+        sealed_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    recontact_requests (id) {
+        id -> Text,
+        patient_pseudonym -> Text,
+        hospital_org -> Text,
+        family -> Text,
+        genome_id -> Text,
+        reason -> Text,
+        on_behalf_of -> Nullable<Text>,
+        state -> Text,
+        opened_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    recontact_steps (request_id, seq) {
+        request_id -> Text,
+        seq -> Integer,
+        step -> Text,
+        actor -> Text,
+        actor_org -> Text,
+        note -> Nullable<Text>,
+        at -> Timestamp,
+    }
+}
+
+diesel::joinable!(genome_data_objects -> genome_samples (genome_id));
+diesel::joinable!(genome_samples -> patients (patient_pseudonym));
+diesel::joinable!(recontact_steps -> recontact_requests (request_id));
 diesel::joinable!(document_scope_items -> document_versions (version_id));
 diesel::joinable!(consent_event_items -> consent_events (event_id));
 diesel::joinable!(consent_events -> patients (patient_pseudonym));
@@ -81,4 +165,10 @@ diesel::allow_tables_to_appear_in_same_query!(
     patients,
     consent_events,
     consent_event_items,
+    sequencing_authorizations,
+    genome_samples,
+    genome_data_objects,
+    identity_vault,
+    recontact_requests,
+    recontact_steps,
 );
