@@ -451,7 +451,8 @@ struct PendingEvent {
     pseudonym: PatientPseudonym,
     hospital_org: String,
     recorded_by: String,
-    idempotency_key: String,
+    /// Keyed hashes of the `Idempotency-Key`; the first is stored.
+    idempotency_tags: Vec<String>,
     request_hash: String,
     signature: Signature,
     decisions: Vec<(ScopeItemKey, Decision)>,
@@ -471,7 +472,7 @@ async fn record(
     let now = state.now();
     let (org, key, hash) = (
         pending.hospital_org.clone(),
-        pending.idempotency_key.clone(),
+        pending.idempotency_tags.clone(),
         pending.request_hash.clone(),
     );
     let outcome = state
@@ -480,7 +481,7 @@ async fn record(
                 if let Some(existing) = store::find_by_idempotency_key(
                     conn,
                     &pending.hospital_org,
-                    &pending.idempotency_key,
+                    &pending.idempotency_tags,
                 )? {
                     return replay(existing, &pending.request_hash);
                 }
@@ -522,7 +523,11 @@ async fn record(
                     form_hash: pending.signature.form_hash.clone(),
                     hospital_org: pending.hospital_org.clone(),
                     recorded_by: pending.recorded_by.clone(),
-                    idempotency_key: pending.idempotency_key.clone(),
+                    idempotency_key: pending
+                        .idempotency_tags
+                        .first()
+                        .cloned()
+                        .unwrap_or_default(),
                     request_hash: pending.request_hash.clone(),
                 };
                 store::insert_event(conn, &row, &pending.decisions)?;
@@ -692,7 +697,7 @@ pub async fn register_consent(
         pseudonym,
         hospital_org: p.org.clone(),
         recorded_by: p.subject.clone(),
-        idempotency_key: idempotency.0,
+        idempotency_tags: state.keys.idempotency_tags(&p.org, &idempotency.0),
         signature,
         decisions,
     };
@@ -760,7 +765,7 @@ pub async fn change_consent(
         pseudonym,
         hospital_org: patient.hospital_org,
         recorded_by: p.subject,
-        idempotency_key: idempotency.0,
+        idempotency_tags: state.keys.idempotency_tags(&p.org, &idempotency.0),
         signature,
         decisions,
     };
@@ -842,7 +847,7 @@ pub async fn withdraw_consent(
         pseudonym,
         hospital_org: patient.hospital_org,
         recorded_by: p.subject,
-        idempotency_key: idempotency.0,
+        idempotency_tags: state.keys.idempotency_tags(&p.org, &idempotency.0),
         signature,
         decisions,
     };

@@ -8,6 +8,7 @@ pub mod extract;
 pub mod health;
 pub mod metrics;
 pub mod middleware;
+pub mod recontact;
 pub mod samples;
 pub mod state;
 
@@ -98,6 +99,12 @@ pub fn app(
         .service(samples::authorize_center)
         .service(samples::list_centers)
         .service(samples::revoke_center)
+        .service(recontact::open_request)
+        .service(recontact::list_requests)
+        .service(recontact::get_request)
+        .service(recontact::approve)
+        .service(recontact::reject)
+        .service(recontact::unseal)
         .split_for_parts();
     let spec_json = spec.to_json().unwrap_or_else(|_| "{}".to_owned());
     app.app_data(state)

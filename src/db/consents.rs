@@ -106,14 +106,16 @@ pub fn set_patient_status(
 }
 
 /// The event an idempotency key already produced, if any.
+/// `tags` are the keyed hashes of the client's key under every key
+/// version (see `Keyring::idempotency_tags`).
 pub fn find_by_idempotency_key(
     conn: &mut DbConnection,
     hospital_org: &str,
-    key: &str,
+    tags: &[String],
 ) -> Result<Option<EventRow>, DieselError> {
     db_run!(conn, c => events::table
         .filter(events::hospital_org.eq(hospital_org))
-        .filter(events::idempotency_key.eq(key))
+        .filter(events::idempotency_key.eq_any(tags))
         .select(EventRow::as_select())
         .first(c)
         .optional())

@@ -26,6 +26,7 @@ pub(crate) fn keyed_digest(key: &hmac::Key, parts: &[&[u8]]) -> hmac::Tag {
 /// Domain separation: a pseudonym for one purpose can never equal one for
 /// another purpose even under the same key.
 const PATIENT_DOMAIN: &[u8] = b"genomegate/patient-pseudonym/v1";
+const IDEMPOTENCY_DOMAIN: &[u8] = b"genomegate/idempotency-key/v1";
 
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
@@ -110,6 +111,23 @@ impl Keyring {
     /// The pseudonym a new patient gets: under the current patient key.
     pub fn patient(&self, hospital_org: &str, local_id: &LocalPatientId) -> PatientPseudonym {
         patient_pseudonym(self.current(KeyDomain::Patient), hospital_org, local_id)
+    }
+
+    /// What is stored of a client's `Idempotency-Key`: a keyed hash, newest
+    /// key first. Integrators build keys from record numbers; the plain key
+    /// must never reach storage.
+    pub fn idempotency_tags(&self, hospital_org: &str, key: &str) -> Vec<String> {
+        self.newest_first(KeyDomain::Patient)
+            .map(|k| {
+                hex::encode(
+                    keyed_digest(
+                        &k.hmac,
+                        &[IDEMPOTENCY_DOMAIN, hospital_org.as_bytes(), key.as_bytes()],
+                    )
+                    .as_ref(),
+                )
+            })
+            .collect()
     }
 
     /// Every pseudonym the patient may already have, newest key first; an

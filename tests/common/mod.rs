@@ -355,6 +355,80 @@ impl TestApp {
     }
 }
 
+impl TestApp {
+    /// Stops the server and starts a new one on the same database, keys and
+    /// certificates (after a key rotation, say).
+    pub async fn restart(&mut self) {
+        self.handle.stop(true).await;
+        let state = genomegate::server::build_state(&self.config, Arc::new(SystemClock)).unwrap();
+        let bound = genomegate::server::bind(&self.config, state).unwrap();
+        self.handle = bound.server.handle();
+        actix_web::rt::spawn(bound.server);
+        self.base = format!("https://localhost:{}", bound.addr.port());
+    }
+
+    /// A patient token bound to `patient_ref`.
+    pub fn patient_token(&self, patient_ref: &str) -> String {
+        let roles = vec!["patient".to_owned()];
+        let now = chrono::Utc::now();
+        let claims = genomegate::auth::dev::TokenClaims {
+            iss: ISSUER,
+            aud: AUDIENCE,
+            sub: "patient-app-user",
+            org: "patient-portal",
+            roles: &roles,
+            iat: now.timestamp(),
+            exp: now.timestamp() + 600,
+            patient_ref: Some(patient_ref),
+        };
+        issuer_keys().eddsa.sign_claims(&claims).unwrap()
+    }
+
+    /// Registers a consent (all permit) for `local_id` at `org`; returns the patient_ref.
+    pub async fn consented_patient(&self, org: &str, local_id: &str, version: &str) -> String {
+        let (s, b) = self
+            .grant(
+                org,
+                local_id,
+                version,
+                all_permit(),
+                &format!("grant-{org}-{local_id}"),
+            )
+            .await;
+        assert!(s == 201 || s == 200, "{b}");
+        b["patient_ref"].as_str().unwrap().to_owned()
+    }
+
+    /// Registers a sample as hospital staff of `org`; returns (status, body).
+    pub async fn register_sample(&self, token: &str, body: &Value) -> (u16, Value) {
+        self.send_json(
+            reqwest::Method::POST,
+            "/v1/samples",
+            Some(token),
+            None,
+            body,
+        )
+        .await
+    }
+}
+
+/// A WGS germline sample with a CRAM and a VCF, objects named after `tag`.
+pub fn sample_body(local_id: &str, sample_ref: &str, tag: &str) -> Value {
+    json!({
+        "local_patient_id": local_id,
+        "sample_ref": sample_ref,
+        "kind": "germline",
+        "assay": "wgs",
+        "test_order_ref": "ORDER-1",
+        "objects": [
+            {"name": "germline.cram", "uri": format!("s3://genome-store/{tag}/germline.cram"), "size_bytes": 35_000_000_000i64,
+             "sha256": "a".repeat(64), "format": "cram"},
+            {"name": "germline.vcf", "uri": format!("s3://genome-store/{tag}/germline.vcf.gz"), "size_bytes": 120_000_000,
+             "sha256": "b".repeat(64), "format": "vcf"},
+        ],
+    })
+}
+
 impl Drop for TestApp {
     fn drop(&mut self) {
         drop(self.handle.stop(false));
