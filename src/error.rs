@@ -90,6 +90,10 @@ pub enum ApiError {
     VaultIntegrity,
     /// 503: the database is unreachable.
     Unavailable,
+    /// 500 unless a handler recognises it: a unique constraint refused a
+    /// write (a retried or racing request). Handlers that rely on the
+    /// database to detect duplicates match on this.
+    UniqueViolation(String),
     /// 500: logged with the request ID, never shown.
     Internal(String),
 }
@@ -241,7 +245,7 @@ impl ApiError {
                 "service_unavailable",
                 "The service cannot reach its database",
             ),
-            Internal(_) => (
+            Internal(_) | UniqueViolation(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal_error",
                 "Internal error",
@@ -336,7 +340,9 @@ impl ResponseError for ApiError {
     fn error_response(&self) -> HttpResponse {
         match self {
             // Runs inside the request span, so the request ID is attached.
-            ApiError::Internal(cause) => tracing::error!(cause = %cause, "internal error"),
+            ApiError::Internal(cause) | ApiError::UniqueViolation(cause) => {
+                tracing::error!(cause = %cause, "internal error")
+            }
             ApiError::VaultIntegrity => {
                 tracing::error!("identity vault record failed authentication: possible tampering")
             }
@@ -348,7 +354,13 @@ impl ResponseError for ApiError {
 
 impl From<diesel::result::Error> for ApiError {
     fn from(e: diesel::result::Error) -> Self {
-        ApiError::Internal(format!("database: {e}"))
+        use diesel::result::{DatabaseErrorKind, Error};
+        match e {
+            Error::DatabaseError(DatabaseErrorKind::UniqueViolation, info) => {
+                ApiError::UniqueViolation(format!("database: {}", info.message()))
+            }
+            other => ApiError::Internal(format!("database: {other}")),
+        }
     }
 }
 

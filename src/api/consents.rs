@@ -478,37 +478,30 @@ async fn record(
     let outcome = state
         .db(move |conn| {
             let attempt = write_transaction(conn, |conn| {
-                if let Some(existing) = store::find_by_idempotency_key(
-                    conn,
-                    &pending.hospital_org,
-                    &pending.idempotency_tags,
-                )? {
-                    return replay(existing, &pending.request_hash);
-                }
-                let version = prepare(conn, &pending, now)?;
-                if let Some(from) = version.effective_from {
-                    if pending.signature.signed_at < from {
-                        return Err(ApiError::field(
+                // Checks first. A request refused here may still be a retry
+                // of one that succeeded (its version since retired, its
+                // consent since withdrawn): then the original answer wins.
+                let checked =
+                    prepare(conn, &pending, now).and_then(|version| match version.effective_from {
+                        Some(from) if pending.signature.signed_at < from => Err(ApiError::field(
                             "signed_at",
                             format!("{} was not yet in force at this time", version.id),
-                        ));
+                        )),
+                        _ => Ok(version),
+                    });
+                let version = match checked {
+                    Ok(version) => version,
+                    Err(refusal) => {
+                        return match store::find_by_idempotency_key(
+                            conn,
+                            &pending.hospital_org,
+                            &pending.idempotency_tags,
+                        )? {
+                            Some(existing) => replay(existing, &pending.request_hash),
+                            None => Err(refusal),
+                        }
                     }
-                }
-                store::ensure_patient(
-                    conn,
-                    pending.pseudonym.as_str(),
-                    &pending.hospital_org,
-                    now,
-                )?;
-                if let Some(sealed) = &pending.sealed {
-                    crate::db::samples::seal_identity(
-                        conn,
-                        pending.pseudonym.as_str(),
-                        &pending.hospital_org,
-                        sealed,
-                        now,
-                    )?;
-                }
+                };
                 let row = EventRow {
                     id: uuid::Uuid::new_v4().to_string(),
                     patient_pseudonym: pending.pseudonym.as_str().to_owned(),
@@ -530,15 +523,16 @@ async fn record(
                         .unwrap_or_default(),
                     request_hash: pending.request_hash.clone(),
                 };
-                store::insert_event(conn, &row, &pending.decisions)?;
+                // A retry is caught by the unique (hospital, key) constraint
+                // below and answered from the stored event; no pre-check
+                // round trip on the common path.
+                store::record_event(conn, &row, &pending.decisions, pending.sealed.as_ref(), now)?;
                 Ok(Recorded::Created(row))
             });
             match attempt {
-                // Two retries raced past the check; the loser reads the
-                // winner's event back instead of failing.
-                Err(ApiError::Internal(cause))
-                    if cause.contains("UNIQUE") || cause.contains("duplicate key") =>
-                {
+                // The key was used before (or two retries raced): answer
+                // from the stored event.
+                Err(ApiError::UniqueViolation(cause)) => {
                     let existing = store::find_by_idempotency_key(conn, &org, &key)?
                         .ok_or(ApiError::Internal(cause))?;
                     replay(existing, &hash)

@@ -335,14 +335,9 @@ async fn decide(
         .map_err(|e| match e {
             // Two approvals by one person racing each other: the database's
             // unique index decides.
-            ApiError::Internal(cause)
-                if cause.contains("recontact_one_approval_per_person")
-                    || cause.contains("UNIQUE constraint failed: recontact_steps") =>
-            {
-                ApiError::DuplicateApprover(
-                    "you already approved this request; a second person must",
-                )
-            }
+            ApiError::UniqueViolation(_) => ApiError::DuplicateApprover(
+                "you already approved this request; a second person must",
+            ),
             other => other,
         })?;
     tracing::info!(request_id = %request.id, state = %request.state, "recontact decision recorded");

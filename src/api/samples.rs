@@ -458,9 +458,12 @@ pub async fn register_sample(
     };
     let now = state.now();
     let shared = state.clone();
+    let body_objects = body.objects.clone();
     let outcome = state
         .db(move |conn| {
-            write_transaction(conn, |conn| {
+            let mut known: Option<(Vec<String>, String)> = None;
+            let context = &mut known;
+            let attempt = write_transaction(conn, |conn| {
                 let centers = store::authorized_centers(conn, &hospital)?;
                 // May this caller register for this hospital at all? Asked
                 // before looking the patient up, so a refusal says nothing
@@ -510,35 +513,12 @@ pub async fn register_sample(
                     .newest_first(KeyDomain::Sample)
                     .map(|k| sample_id(k, &hospital, &body.sample_ref).to_string())
                     .collect();
-                if let Some(existing) = store::find_any(conn, &candidates)? {
-                    let objects =
-                        store::objects_of(conn, std::slice::from_ref(&existing.genome_id))?;
-                    for o in &body.objects {
-                        if objects
-                            .iter()
-                            .any(|e| e.name == o.name && !e.sha256.eq_ignore_ascii_case(&o.sha256))
-                        {
-                            return Err(ApiError::ObjectChecksumConflict);
-                        }
-                    }
-                    return if existing.request_hash == request_hash {
-                        Ok(Registered::Replayed(existing, objects))
-                    } else {
-                        Err(ApiError::SampleConflict)
-                    };
-                }
-                let uris: Vec<String> = body.objects.iter().map(|o| o.uri.clone()).collect();
-                let taken = store::objects_by_uri(conn, &uris)?;
-                if let Some(t) = taken.first() {
-                    let same_bytes = body
-                        .objects
-                        .iter()
-                        .any(|o| o.uri == t.uri && o.sha256.eq_ignore_ascii_case(&t.sha256));
-                    return Err(if same_bytes {
-                        ApiError::ObjectUriInUse
-                    } else {
-                        ApiError::ObjectChecksumConflict
-                    });
+                *context = Some((candidates.clone(), request_hash.clone()));
+                // Under an older key the sample has another ID, which no
+                // constraint would catch: look for it. A collision under the
+                // current key is caught by the primary key below.
+                if let Some(existing) = store::find_any(conn, &candidates[1..])? {
+                    return settle_existing(conn, existing, &body.objects, &request_hash);
                 }
                 let key = shared.keys.current(KeyDomain::Sample);
                 let genome_id = sample_id(key, &hospital, &body.sample_ref).to_string();
@@ -580,7 +560,21 @@ pub async fn register_sample(
                     .collect();
                 store::insert_sample(conn, &sample, &rows)?;
                 Ok(Registered::Created(sample, rows))
-            })
+            });
+            match attempt {
+                // The genome ID or an object URI exists already: a repeat, a
+                // conflicting repeat, or a URI claimed by another sample.
+                Err(ApiError::UniqueViolation(cause)) => {
+                    let Some((candidates, request_hash)) = known else {
+                        return Err(ApiError::Internal(cause));
+                    };
+                    if let Some(existing) = store::find_any(conn, &candidates)? {
+                        return settle_existing(conn, existing, &body_objects, &request_hash);
+                    }
+                    Err(uri_conflict(conn, &body_objects)?.unwrap_or(ApiError::Internal(cause)))
+                }
+                other => other,
+            }
         })
         .await?;
     match outcome {
@@ -592,6 +586,49 @@ pub async fn register_sample(
             .insert_header(("Idempotent-Replayed", "true"))
             .json(sample_view(&sample, &objects))),
     }
+}
+
+/// The answer to registering a sample that exists: the same registration
+/// again is replayed; an object with another checksum, or other details,
+/// is a conflict.
+fn settle_existing(
+    conn: &mut DbConnection,
+    existing: SampleRow,
+    requested: &[ObjectInput],
+    request_hash: &str,
+) -> Result<Registered, ApiError> {
+    let objects = store::objects_of(conn, std::slice::from_ref(&existing.genome_id))?;
+    if requested.iter().any(|o| {
+        objects
+            .iter()
+            .any(|e| e.name == o.name && !e.sha256.eq_ignore_ascii_case(&o.sha256))
+    }) {
+        return Err(ApiError::ObjectChecksumConflict);
+    }
+    if existing.request_hash == request_hash {
+        Ok(Registered::Replayed(existing, objects))
+    } else {
+        Err(ApiError::SampleConflict)
+    }
+}
+
+/// Why a new sample's objects could not be stored, if a URI is taken.
+fn uri_conflict(
+    conn: &mut DbConnection,
+    requested: &[ObjectInput],
+) -> Result<Option<ApiError>, ApiError> {
+    let uris: Vec<String> = requested.iter().map(|o| o.uri.clone()).collect();
+    let taken = store::objects_by_uri(conn, &uris)?;
+    Ok(taken.first().map(|t| {
+        let same_bytes = requested
+            .iter()
+            .any(|o| o.uri == t.uri && o.sha256.eq_ignore_ascii_case(&t.sha256));
+        if same_bytes {
+            ApiError::ObjectUriInUse
+        } else {
+            ApiError::ObjectChecksumConflict
+        }
+    }))
 }
 
 /// Loads a sample and checks `action` on its patient; an invisible sample

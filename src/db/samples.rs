@@ -152,16 +152,78 @@ pub fn objects_by_uri(
         .load(c))
 }
 
+/// Stores a sample with its objects: one data-modifying CTE on PostgreSQL,
+/// plain statements on SQLite. A duplicate genome ID or object URI fails
+/// the unique constraints and nothing is written.
 pub fn insert_sample(
     conn: &mut DbConnection,
     sample: &SampleRow,
     objects_rows: &[ObjectRow],
 ) -> Result<(), DieselError> {
-    db_run!(conn, c => {
-        diesel::insert_into(samples::table).values(sample).execute(c)?;
-        diesel::insert_into(objects::table).values(objects_rows).execute(c)?;
-        Ok(())
-    })
+    use diesel::sql_types::{BigInt, Integer, Nullable, Text, Timestamp};
+    let DbConnection::Postgresql(c) = conn else {
+        return db_run!(conn, c => {
+            diesel::insert_into(samples::table).values(sample).execute(c)?;
+            diesel::insert_into(objects::table).values(objects_rows).execute(c)?;
+            Ok(())
+        });
+    };
+    let values: Vec<String> = (0..objects_rows.len())
+        .map(|i| {
+            let p = 14 + 10 * i;
+            format!(
+                "($1, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                p,
+                p + 1,
+                p + 2,
+                p + 3,
+                p + 4,
+                p + 5,
+                p + 6,
+                p + 7,
+                p + 8,
+                p + 9
+            )
+        })
+        .collect();
+    let sql = format!(
+        "WITH s AS (INSERT INTO genome_samples (genome_id, key_version, patient_pseudonym, hospital_org, registered_by_org, \
+         registered_by, kind, assay, test_order_ref, ccat_report_id, tumour_category, request_hash, registered_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)) \
+         INSERT INTO genome_data_objects (genome_id, name, version, uri, size_bytes, sha256, format, legal_class, \
+         correction_reason, registered_by, registered_at) VALUES {}",
+        values.join(", ")
+    );
+    let mut query = diesel::sql_query(sql)
+        .into_boxed::<diesel::pg::Pg>()
+        .bind::<Text, _>(&sample.genome_id)
+        .bind::<Integer, _>(sample.key_version)
+        .bind::<Text, _>(&sample.patient_pseudonym)
+        .bind::<Text, _>(&sample.hospital_org)
+        .bind::<Text, _>(&sample.registered_by_org)
+        .bind::<Text, _>(&sample.registered_by)
+        .bind::<Text, _>(&sample.kind)
+        .bind::<Text, _>(&sample.assay)
+        .bind::<Nullable<Text>, _>(&sample.test_order_ref)
+        .bind::<Nullable<Text>, _>(&sample.ccat_report_id)
+        .bind::<Nullable<Text>, _>(&sample.tumour_category)
+        .bind::<Text, _>(&sample.request_hash)
+        .bind::<Timestamp, _>(sample.registered_at);
+    for o in objects_rows {
+        query = query
+            .bind::<Text, _>(&o.name)
+            .bind::<Integer, _>(o.version)
+            .bind::<Text, _>(&o.uri)
+            .bind::<BigInt, _>(o.size_bytes)
+            .bind::<Text, _>(&o.sha256)
+            .bind::<Text, _>(&o.format)
+            .bind::<Text, _>(&o.legal_class)
+            .bind::<Nullable<Text>, _>(&o.correction_reason)
+            .bind::<Text, _>(&o.registered_by)
+            .bind::<Timestamp, _>(o.registered_at);
+    }
+    query.execute(c)?;
+    Ok(())
 }
 
 pub fn insert_object(conn: &mut DbConnection, object: &ObjectRow) -> Result<(), DieselError> {

@@ -1,0 +1,308 @@
+//! Shared machinery for the load benchmarks: a fresh PostgreSQL database,
+//! the real service in-process over loopback HTTPS, a timed phase of
+//! concurrent HTTPS clients, a timed phase of raw diesel writers, and the
+//! figures both print.
+
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::disallowed_methods
+)]
+
+use diesel::{Connection, PgConnection, RunQueryDsl};
+use genomegate::clock::SystemClock;
+use genomegate::config::Config;
+use genomegate::db::DbPool;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+pub struct Stats {
+    pub count: usize,
+    pub per_second: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+pub fn summarize(mut latencies: Vec<Duration>, elapsed: Duration) -> Stats {
+    latencies.sort();
+    let pick = |q: f64| {
+        latencies
+            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
+            .map(|d| d.as_secs_f64() * 1000.0)
+            .unwrap_or(0.0)
+    };
+    Stats {
+        count: latencies.len(),
+        per_second: latencies.len() as f64 / elapsed.as_secs_f64(),
+        p50_ms: pick(0.50),
+        p99_ms: pick(0.99),
+    }
+}
+
+/// A running service on a fresh PostgreSQL database, dropped at the end.
+pub struct Bench {
+    pub base: String,
+    pub db_url: String,
+    pub client: reqwest::Client,
+    pub runtime: tokio::runtime::Runtime,
+    pub seconds: u64,
+    pub clients: usize,
+    signer: genomegate::auth::dev::Ed25519Signer,
+    /// One sequence across all phases, so no request ever repeats another's
+    /// idempotency key or sample reference.
+    sequence: Arc<AtomicU64>,
+    admin_url: String,
+    db_name: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Bench {
+    pub fn start() -> Self {
+        let admin_url = std::env::var("GENOMEGATE_BENCH_PG_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let db_name = format!("gg_bench_{}", uuid::Uuid::new_v4().simple());
+        let mut admin = PgConnection::establish(&admin_url).expect("PostgreSQL reachable");
+        diesel::sql_query(format!("CREATE DATABASE {db_name}"))
+            .execute(&mut admin)
+            .unwrap();
+        let db_url = format!("{}/{db_name}", admin_url.rsplit_once('/').unwrap().0);
+        let dir = tempfile::tempdir().unwrap();
+        let certs = dir.path().join("certs");
+        genomegate::certs::generate_dev_set(&certs, "hospital-a").unwrap();
+        let env: Vec<(String, String)> = [
+            ("GENOMEGATE__DATABASE__URL", db_url.clone()),
+            ("GENOMEGATE__DATABASE__POOL_SIZE", "32".into()),
+            ("GENOMEGATE__SERVER__BIND", "\"127.0.0.1:0\"".into()),
+            (
+                "GENOMEGATE__TLS__CERT",
+                certs.join("server.pem").display().to_string(),
+            ),
+            (
+                "GENOMEGATE__TLS__KEY",
+                certs.join("server.key").display().to_string(),
+            ),
+            (
+                "GENOMEGATE__KEYS__FILE",
+                dir.path().join("keys.toml").display().to_string(),
+            ),
+            ("GENOMEGATE__KEYS__DEV_DIR", certs.display().to_string()),
+            (
+                "GENOMEGATE__POLICIES__DIR",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/policies").into(),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        let config = Config::load(None, env).unwrap();
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            actix_web::rt::System::new().block_on(async move {
+                let state =
+                    genomegate::server::build_state(&config, Arc::new(SystemClock)).unwrap();
+                let bound = genomegate::server::bind(&config, state).unwrap();
+                addr_tx.send(bound.addr).unwrap();
+                bound.server.await.unwrap();
+            })
+        });
+        let addr = addr_rx.recv().unwrap();
+        let clients: usize = env_or("BENCH_CLIENTS", 32);
+        let ca =
+            reqwest::Certificate::from_pem(&std::fs::read(certs.join("ca.pem")).unwrap()).unwrap();
+        Bench {
+            base: format!("https://localhost:{}", addr.port()),
+            db_url,
+            client: reqwest::Client::builder()
+                .add_root_certificate(ca)
+                .pool_max_idle_per_host(clients)
+                .build()
+                .unwrap(),
+            runtime: tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap(),
+            seconds: env_or("BENCH_SECONDS", 15),
+            clients,
+            signer: genomegate::auth::dev::load_or_create(&certs).unwrap(),
+            sequence: Arc::new(AtomicU64::new(0)),
+            admin_url,
+            db_name,
+            _dir: dir,
+        }
+    }
+
+    pub fn token(&self, roles: &[&str], org: &str) -> String {
+        let roles: Vec<String> = roles.iter().map(|r| r.to_string()).collect();
+        self.signer
+            .sign(
+                "genomegate",
+                "bench",
+                org,
+                &roles,
+                chrono::Utc::now(),
+                chrono::Duration::hours(2),
+            )
+            .unwrap()
+    }
+
+    /// POSTs `body` to `path` and asserts `expected`.
+    pub fn setup_post(
+        &self,
+        path: &str,
+        token: &str,
+        body: &serde_json::Value,
+        expected: u16,
+    ) -> serde_json::Value {
+        self.runtime.block_on(async {
+            let r = self
+                .client
+                .post(format!("{}{path}", self.base))
+                .bearer_auth(token)
+                .json(body)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            let body: serde_json::Value = r.json().await.unwrap_or_default();
+            assert_eq!(status, expected, "{path}: {body}");
+            body
+        })
+    }
+
+    /// Runs `clients` concurrent clients for `measure`, each calling
+    /// `request(n)` with a global sequence number; a request counts when it
+    /// returns true. Returns the figures and the number of failures.
+    pub fn http_phase<F, Fut>(&self, measure: Duration, request: F) -> (Stats, u64)
+    where
+        F: Fn(u64) -> Fut + Clone + Send + 'static,
+        Fut: Future<Output = bool> + Send,
+    {
+        let counter = self.sequence.clone();
+        let errors = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let started = Instant::now();
+        let latencies = self.runtime.block_on(async {
+            let mut tasks = Vec::new();
+            for _ in 0..self.clients {
+                let (request, counter, errors, stop) = (
+                    request.clone(),
+                    counter.clone(),
+                    errors.clone(),
+                    stop.clone(),
+                );
+                tasks.push(tokio::spawn(async move {
+                    let mut latencies = Vec::new();
+                    while !stop.load(Ordering::Relaxed) {
+                        let n = counter.fetch_add(1, Ordering::Relaxed);
+                        let t = Instant::now();
+                        if request(n).await {
+                            latencies.push(t.elapsed());
+                        } else {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    latencies
+                }));
+            }
+            tokio::time::sleep(measure).await;
+            stop.store(true, Ordering::Relaxed);
+            let mut all = Vec::new();
+            for t in tasks {
+                all.extend(t.await.unwrap());
+            }
+            all
+        });
+        (
+            summarize(latencies, started.elapsed()),
+            errors.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Runs `clients` threads for the configured duration, each calling
+    /// `write(conn, n)` in one transaction per call, straight through diesel.
+    pub fn raw_phase<F>(&self, write: F) -> Stats
+    where
+        F: Fn(&mut genomegate::db::DbConnection, u64) -> Result<(), diesel::result::Error>
+            + Clone
+            + Send
+            + 'static,
+    {
+        let pool: DbPool = genomegate::db::connect(&self.db_url, self.clients as u32).unwrap();
+        let counter = self.sequence.clone();
+        let stop = Arc::new(AtomicBool::new(false));
+        let started = Instant::now();
+        let workers: Vec<_> = (0..self.clients)
+            .map(|_| {
+                let (pool, write, counter, stop) =
+                    (pool.clone(), write.clone(), counter.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    let mut conn = pool.get().unwrap();
+                    let mut latencies = Vec::new();
+                    while !stop.load(Ordering::Relaxed) {
+                        let n = counter.fetch_add(1, Ordering::Relaxed);
+                        let t = Instant::now();
+                        genomegate::db::write_transaction(&mut conn, |c| write(c, n)).unwrap();
+                        latencies.push(t.elapsed());
+                    }
+                    latencies
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_secs(self.seconds));
+        stop.store(true, Ordering::Relaxed);
+        let latencies: Vec<Duration> = workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect();
+        summarize(latencies, started.elapsed())
+    }
+
+    pub fn report(
+        &self,
+        title: &str,
+        what: &str,
+        service: &Stats,
+        errors: u64,
+        raw: &Stats,
+        targets: &str,
+    ) {
+        println!(
+            "{title}: PostgreSQL, {} clients, {} s per phase",
+            self.clients, self.seconds
+        );
+        println!("  service ({what}): {:>8.0}/s  p50 {:>6.2} ms  p99 {:>6.2} ms  ({} ok, {errors} errors)", service.per_second, service.p50_ms, service.p99_ms, service.count);
+        println!(
+            "  raw diesel (same rows, 1 tx each): {:>8.0}/s  p50 {:>6.2} ms  p99 {:>6.2} ms",
+            raw.per_second, raw.p50_ms, raw.p99_ms
+        );
+        println!(
+            "  ratio service/raw: {:.2}",
+            service.per_second / raw.per_second
+        );
+        println!("  targets: {targets}");
+    }
+}
+
+impl Drop for Bench {
+    fn drop(&mut self) {
+        if let Ok(mut admin) = PgConnection::establish(&self.admin_url) {
+            let _ = diesel::sql_query(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.db_name
+            ))
+            .execute(&mut admin);
+        }
+    }
+}
