@@ -41,6 +41,9 @@ enum Command {
         /// Lifetime in minutes.
         #[arg(long, default_value_t = 60)]
         ttl_minutes: i64,
+        /// For `--role patient`: the patient_ref the token is bound to.
+        #[arg(long)]
+        patient_ref: Option<String>,
     },
     /// Create, rotate or list the versioned keys (patient, sample, project, vault).
     Keys {
@@ -115,6 +118,7 @@ fn run(command: Command, config: Config) -> Result<(), String> {
             org,
             sub,
             ttl_minutes,
+            patient_ref,
         } => {
             if config.mode == Mode::Production {
                 return Err(
@@ -126,15 +130,18 @@ fn run(command: Command, config: Config) -> Result<(), String> {
                 return Err("--ttl-minutes must be between 1 and 1440".into());
             }
             let signer = genomegate::auth::dev::load_or_create(&config.keys.dev_dir)?;
-            let token = signer.sign(
-                &config.auth.audience,
-                &sub,
-                &org,
-                &roles,
-                genomegate::clock::Clock::now(&SystemClock),
-                chrono::Duration::minutes(ttl_minutes),
-            )?;
-            println!("{token}");
+            let now = genomegate::clock::Clock::now(&SystemClock);
+            let claims = genomegate::auth::dev::TokenClaims {
+                iss: &signer.issuer,
+                aud: &config.auth.audience,
+                sub: &sub,
+                org: &org,
+                roles: &roles,
+                iat: now.timestamp(),
+                exp: (now + chrono::Duration::minutes(ttl_minutes)).timestamp(),
+                patient_ref: patient_ref.as_deref(),
+            };
+            println!("{}", signer.sign_claims(&claims)?);
             Ok(())
         }
         Command::Keys { action } => {

@@ -499,3 +499,51 @@ async fn logs_never_contain_identifiers_or_consent_contents() {
         );
     }
 }
+
+#[test]
+fn keys_command_creates_rotates_and_lists_without_revealing() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "development", "");
+    let run = |args: &[&str]| {
+        let out = binary()
+            .args(["--config", config.to_str().unwrap(), "keys"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    run(&["init"]);
+    let again = binary()
+        .args(["--config", config.to_str().unwrap(), "keys", "init"])
+        .output()
+        .unwrap();
+    assert!(!again.status.success(), "init never overwrites");
+    assert!(run(&["rotate", "--domain", "vault"]).contains("vault key is now version 2"));
+    let listing = run(&["list"]);
+    assert_eq!(
+        listing.lines().filter(|l| l.starts_with("vault")).count(),
+        2,
+        "{listing}"
+    );
+    let file = std::fs::read_to_string(dir.path().join("keys/genomegate-keys.toml")).unwrap();
+    let secret_line = file.lines().find(|l| l.starts_with("secret")).unwrap();
+    let secret = secret_line.split('"').nth(1).unwrap();
+    assert!(!listing.contains(secret), "secrets never printed");
+    let bad = binary()
+        .args([
+            "--config",
+            config.to_str().unwrap(),
+            "keys",
+            "rotate",
+            "--domain",
+            "everything",
+        ])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+}
