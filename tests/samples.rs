@@ -524,6 +524,18 @@ async fn recontact_setup(app: &TestApp) -> (String, String) {
     (patient, sample["genome_id"].as_str().unwrap().to_owned())
 }
 
+/// Opens a recontact request for `genome_id` as the review committee.
+async fn open_recontact(app: &TestApp, genome_id: &str) -> (u16, Value) {
+    let committee = common::token_for(&["review_committee"], "committee", "chair-1");
+    app.post(
+        "/v1/recontact-requests",
+        &committee,
+        None,
+        &open_body(genome_id),
+    )
+    .await
+}
+
 fn open_body(genome_id: &str) -> Value {
     json!({"genome_id": genome_id, "family": "cancer", "reason": "A pathogenic BRCA2 variant was reclassified; the study asks to offer counselling.", "on_behalf_of": "study-BRCA-2026"})
 }
@@ -533,15 +545,7 @@ async fn recontact_needs_two_different_approvers(backend: Backend) {
         return;
     };
     let (_, genome_id) = recontact_setup(&app).await;
-    let committee = common::token_for(&["review_committee"], "committee", "chair-1");
-    let (s, request) = app
-        .post(
-            "/v1/recontact-requests",
-            &committee,
-            None,
-            &open_body(&genome_id),
-        )
-        .await;
+    let (s, request) = open_recontact(&app, &genome_id).await;
     assert_eq!(s, 201, "{request}");
     assert_eq!(request["state"], "pending");
     let id = request["id"].as_str().unwrap().to_owned();
@@ -758,15 +762,7 @@ async fn tampered_vault_is_detected(backend: Backend) {
         return;
     };
     let (_, genome_id) = recontact_setup(&app).await;
-    let committee = common::token_for(&["review_committee"], "committee", "chair-1");
-    let (_, request) = app
-        .post(
-            "/v1/recontact-requests",
-            &committee,
-            None,
-            &open_body(&genome_id),
-        )
-        .await;
+    let (_, request) = open_recontact(&app, &genome_id).await;
     let id = request["id"].as_str().unwrap().to_owned();
     for officer in ["officer-a", "officer-b"] {
         let token = common::token_for(&["governance"], "governance-body", officer);
