@@ -1009,3 +1009,92 @@ async fn the_database_refuses_rewrites(backend: Backend) {
     }
     assert_eq!(app.count("consent_events"), 1);
 }
+
+/// The one-statement grant writes patient, sealed identity, event and items
+/// together, or nothing at all. PostgreSQL only: SQLite never takes it.
+#[actix_web::test]
+async fn one_statement_grant_is_all_or_nothing() {
+    use genomegate::consent::{Decision, ScopeItemKey};
+    use genomegate::db::consents::{grant_in_one_statement, EventRow};
+    use genomegate::pseudonym::vault::Sealed;
+    let Some(app) = TestApp::spawn(Backend::Postgres).await else {
+        return;
+    };
+    let version = app.publish("cancer", &first_draft()).await;
+    let now = chrono::Utc::now().naive_utc();
+    let row = |id: &str, version: &str, key: &str, signed_at: chrono::NaiveDateTime| EventRow {
+        id: id.into(),
+        patient_pseudonym: format!("{:064x}", id.len()),
+        family: "cancer".into(),
+        document_version_id: version.into(),
+        kind: "grant".into(),
+        signer_kind: "patient".into(),
+        proxy_relationship: None,
+        explained_by: "nurse".into(),
+        signed_at,
+        recorded_at: now,
+        form_hash: FORM_HASH.into(),
+        hospital_org: "hospital-a".into(),
+        recorded_by: "nurse".into(),
+        idempotency_key: key.into(),
+        request_hash: "h".into(),
+    };
+    let decisions: Vec<(ScopeItemKey, Decision)> = [
+        "ccat_registration",
+        "secondary_use_academic",
+        "secondary_use_industry",
+        "recontact",
+    ]
+    .iter()
+    .map(|k| (ScopeItemKey::parse(k).unwrap(), Decision::Permit))
+    .collect();
+    let sealed = Sealed {
+        key_version: 1,
+        nonce: vec![1; 12],
+        ciphertext: vec![2; 20],
+    };
+    let mut conn = app.raw_db();
+    let counts = |app: &TestApp| {
+        [
+            "patients",
+            "identity_vault",
+            "consent_events",
+            "consent_event_items",
+        ]
+        .map(|t| app.count(t))
+    };
+
+    assert!(grant_in_one_statement(
+        &mut conn,
+        &row("e1", &version, "k1", now),
+        &decisions,
+        &sealed
+    )
+    .unwrap());
+    assert_eq!(counts(&app), [1, 1, 1, 4]);
+    // Unknown version, and a signature before the version came into force: nothing written.
+    assert!(!grant_in_one_statement(
+        &mut conn,
+        &row("e22", "cancer-v9", "k2", now),
+        &decisions,
+        &sealed
+    )
+    .unwrap());
+    let long_ago = now - chrono::Duration::days(365);
+    assert!(!grant_in_one_statement(
+        &mut conn,
+        &row("e333", &version, "k3", long_ago),
+        &decisions,
+        &sealed
+    )
+    .unwrap());
+    // A reused idempotency key fails the constraint: nothing written.
+    assert!(grant_in_one_statement(
+        &mut conn,
+        &row("e4444", &version, "k1", now),
+        &decisions,
+        &sealed
+    )
+    .is_err());
+    assert_eq!(counts(&app), [1, 1, 1, 4]);
+}

@@ -502,27 +502,7 @@ async fn record(
                         }
                     }
                 };
-                let row = EventRow {
-                    id: uuid::Uuid::new_v4().to_string(),
-                    patient_pseudonym: pending.pseudonym.as_str().to_owned(),
-                    family: version.id.family.as_str().to_owned(),
-                    document_version_id: version.id.to_string(),
-                    kind: pending.kind.as_str().to_owned(),
-                    signer_kind: pending.signature.signer_kind.to_owned(),
-                    proxy_relationship: pending.signature.relationship.clone(),
-                    explained_by: pending.signature.explained_by.clone(),
-                    signed_at: pending.signature.signed_at.naive_utc(),
-                    recorded_at: now.naive_utc(),
-                    form_hash: pending.signature.form_hash.clone(),
-                    hospital_org: pending.hospital_org.clone(),
-                    recorded_by: pending.recorded_by.clone(),
-                    idempotency_key: pending
-                        .idempotency_tags
-                        .first()
-                        .cloned()
-                        .unwrap_or_default(),
-                    request_hash: pending.request_hash.clone(),
-                };
+                let row = event_row(&pending, version.id, now);
                 // A retry is caught by the unique (hospital, key) constraint
                 // below and answered from the stored event; no pre-check
                 // round trip on the common path.
@@ -542,19 +522,88 @@ async fn record(
         })
         .await?;
     match outcome {
-        Recorded::Created(row) => {
-            state.metrics.consent_event_recorded(
-                EventKind::parse(&row.kind)
-                    .map(EventKind::as_str)
-                    .unwrap_or("unknown"),
-            );
-            tracing::info!(event_id = %row.id, kind = %row.kind, version = %row.document_version_id, "consent event recorded");
-            Ok(HttpResponse::Created().json(event_response(&row)?))
-        }
+        Recorded::Created(row) => created(state, &row),
         Recorded::Replayed(row) => Ok(HttpResponse::Ok()
             .insert_header(("Idempotent-Replayed", "true"))
             .json(event_response(&row)?)),
     }
+}
+
+/// The stored form of a pending event on `version`.
+fn event_row(pending: &PendingEvent, version: DocumentVersionId, now: DateTime<Utc>) -> EventRow {
+    EventRow {
+        id: uuid::Uuid::new_v4().to_string(),
+        patient_pseudonym: pending.pseudonym.as_str().to_owned(),
+        family: version.family.as_str().to_owned(),
+        document_version_id: version.to_string(),
+        kind: pending.kind.as_str().to_owned(),
+        signer_kind: pending.signature.signer_kind.to_owned(),
+        proxy_relationship: pending.signature.relationship.clone(),
+        explained_by: pending.signature.explained_by.clone(),
+        signed_at: pending.signature.signed_at.naive_utc(),
+        recorded_at: now.naive_utc(),
+        form_hash: pending.signature.form_hash.clone(),
+        hospital_org: pending.hospital_org.clone(),
+        recorded_by: pending.recorded_by.clone(),
+        idempotency_key: pending
+            .idempotency_tags
+            .first()
+            .cloned()
+            .unwrap_or_default(),
+        request_hash: pending.request_hash.clone(),
+    }
+}
+
+fn created(state: &AppState, row: &EventRow) -> Result<HttpResponse, ApiError> {
+    state.metrics.consent_event_recorded(
+        EventKind::parse(&row.kind)
+            .map(EventKind::as_str)
+            .unwrap_or("unknown"),
+    );
+    tracing::info!(event_id = %row.id, kind = %row.kind, version = %row.document_version_id, "consent event recorded");
+    Ok(HttpResponse::Created().json(event_response(row)?))
+}
+
+/// A grant on PostgreSQL in one statement (see
+/// `db::consents::grant_in_one_statement`). `None` means: take the general
+/// path, which also explains every refusal and replays retries.
+async fn grant_fast_path(
+    state: &web::Data<AppState>,
+    pending: &PendingEvent,
+    version: DocumentVersionId,
+) -> Result<Option<EventRow>, ApiError> {
+    let Some(sealed) = pending.sealed.clone() else {
+        return Ok(None);
+    };
+    if state.backend != crate::db::Backend::Postgres {
+        return Ok(None);
+    }
+    let row = event_row(pending, version, state.now());
+    let decisions = pending.decisions.clone();
+    let shared = state.clone();
+    state
+        .db(move |conn| {
+            let Some(content) = shared.versions.content(conn, version)? else {
+                return Ok(None);
+            };
+            if check_items(
+                &content,
+                decisions.iter().map(|(k, _)| k),
+                true,
+                "decisions",
+            )
+            .is_err()
+            {
+                return Ok(None);
+            }
+            Ok(
+                match store::grant_in_one_statement(conn, &row, &decisions, &sealed) {
+                    Ok(true) => Some(row),
+                    Ok(false) | Err(_) => None,
+                },
+            )
+        })
+        .await
 }
 
 fn replay(existing: EventRow, request_hash: &str) -> Result<Recorded, ApiError> {
@@ -695,6 +744,9 @@ pub async fn register_consent(
         signature,
         decisions,
     };
+    if let Some(row) = grant_fast_path(&state, &pending, version_id).await? {
+        return created(&state, &row);
+    }
     let shared = state.clone();
     record(&state, pending, move |conn, pending, _| {
         let version = active_version(&shared, conn, version_id)?;

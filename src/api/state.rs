@@ -25,6 +25,20 @@ pub struct PublishedVersions(
 );
 
 impl PublishedVersions {
+    /// The content of version `id` as last seen, without reading its
+    /// current status: for callers whose own SQL checks the status. Reads
+    /// (and caches) it on first use.
+    pub fn content(
+        &self,
+        conn: &mut DbConnection,
+        id: crate::consent::DocumentVersionId,
+    ) -> Result<Option<std::sync::Arc<crate::consent::DocumentVersion>>, ApiError> {
+        if let Some(v) = self.0.read().ok().and_then(|m| m.get(&id).cloned()) {
+            return Ok(Some(v));
+        }
+        Ok(self.load(conn, id)?.map(std::sync::Arc::new))
+    }
+
     /// The version named `id` with its current status, or `None`.
     pub fn load(
         &self,

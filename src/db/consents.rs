@@ -338,3 +338,69 @@ pub fn record_event(
     query.execute(c)?;
     Ok(())
 }
+
+/// The common case of a grant on PostgreSQL as one self-committing
+/// statement: only if the version is active and was in force when signed,
+/// the patient (with its sealed identity), the event and its items are
+/// written together; otherwise nothing is. Returns whether it wrote.
+///
+/// A `false` or an error is not an answer: the caller falls back to the
+/// general path, which says precisely why (and replays retries).
+pub fn grant_in_one_statement(
+    conn: &mut DbConnection,
+    row: &EventRow,
+    decisions: &[(ScopeItemKey, Decision)],
+    sealed: &crate::pseudonym::vault::Sealed,
+) -> Result<bool, DieselError> {
+    use diesel::sql_types::{Binary, Integer, Nullable, Text, Timestamp};
+    let DbConnection::Postgresql(c) = conn else {
+        return Ok(false);
+    };
+    if decisions.is_empty() {
+        return Ok(false);
+    }
+    let values: Vec<String> = (0..decisions.len())
+        .map(|i| format!("(${}, ${})", 19 + 2 * i, 20 + 2 * i))
+        .collect();
+    let sql = format!(
+        "WITH ok AS (SELECT 1 FROM document_versions WHERE id = $4 AND status = 'active' AND effective_from <= $9), \
+         p AS (INSERT INTO patients (pseudonym, hospital_org, created_at) SELECT $2, $12, $10 WHERE EXISTS (SELECT 1 FROM ok) \
+               ON CONFLICT (pseudonym) DO NOTHING RETURNING pseudonym), \
+         v AS (INSERT INTO identity_vault (patient_pseudonym, hospital_org, key_version, nonce, ciphertext, sealed_at) \
+               SELECT pseudonym, $12, $16, $17, $18, $10 FROM p), \
+         e AS (INSERT INTO consent_events (id, patient_pseudonym, family, document_version_id, kind, signer_kind, \
+               proxy_relationship, explained_by, signed_at, recorded_at, form_hash, hospital_org, recorded_by, \
+               idempotency_key, request_hash) \
+               SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15 WHERE EXISTS (SELECT 1 FROM ok) \
+               RETURNING id) \
+         INSERT INTO consent_event_items (event_id, item_key, decision) \
+         SELECT e.id, x.k, x.d FROM e, (VALUES {}) AS x(k, d)",
+        values.join(", ")
+    );
+    let mut query = diesel::sql_query(sql)
+        .into_boxed::<diesel::pg::Pg>()
+        .bind::<Text, _>(&row.id)
+        .bind::<Text, _>(&row.patient_pseudonym)
+        .bind::<Text, _>(&row.family)
+        .bind::<Text, _>(&row.document_version_id)
+        .bind::<Text, _>(&row.kind)
+        .bind::<Text, _>(&row.signer_kind)
+        .bind::<Nullable<Text>, _>(&row.proxy_relationship)
+        .bind::<Text, _>(&row.explained_by)
+        .bind::<Timestamp, _>(row.signed_at)
+        .bind::<Timestamp, _>(row.recorded_at)
+        .bind::<Text, _>(&row.form_hash)
+        .bind::<Text, _>(&row.hospital_org)
+        .bind::<Text, _>(&row.recorded_by)
+        .bind::<Text, _>(&row.idempotency_key)
+        .bind::<Text, _>(&row.request_hash)
+        .bind::<Integer, _>(i32::try_from(sealed.key_version).unwrap_or(i32::MAX))
+        .bind::<Binary, _>(&sealed.nonce)
+        .bind::<Binary, _>(&sealed.ciphertext);
+    for (key, decision) in decisions {
+        query = query
+            .bind::<Text, _>(key.as_str())
+            .bind::<Text, _>(decision.as_str());
+    }
+    Ok(query.execute(c)? == decisions.len())
+}
