@@ -14,6 +14,7 @@ pub mod db;
 pub mod error;
 pub mod genome;
 pub mod keyfile;
+pub mod ledger;
 pub mod pseudonym;
 pub mod server;
 pub mod telemetry;
