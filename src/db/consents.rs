@@ -246,6 +246,35 @@ pub fn patients_of_hospital(
         .load(c))
 }
 
+/// The event columns in the order [`with_event_binds`] binds them.
+const EVENT_COLUMNS: &str = "id, patient_pseudonym, family, document_version_id, kind, signer_kind, proxy_relationship, \
+     explained_by, signed_at, recorded_at, form_hash, hospital_org, recorded_by, idempotency_key, request_hash";
+
+type PgQuery<'a> =
+    diesel::query_builder::BoxedSqlQuery<'a, diesel::pg::Pg, diesel::query_builder::SqlQuery>;
+
+/// `sql` with the event's fifteen columns bound as `$1` … `$15`.
+fn with_event_binds(sql: String, row: &EventRow) -> PgQuery<'_> {
+    use diesel::sql_types::{Nullable, Text, Timestamp};
+    diesel::sql_query(sql)
+        .into_boxed::<diesel::pg::Pg>()
+        .bind::<Text, _>(&row.id)
+        .bind::<Text, _>(&row.patient_pseudonym)
+        .bind::<Text, _>(&row.family)
+        .bind::<Text, _>(&row.document_version_id)
+        .bind::<Text, _>(&row.kind)
+        .bind::<Text, _>(&row.signer_kind)
+        .bind::<Nullable<Text>, _>(&row.proxy_relationship)
+        .bind::<Text, _>(&row.explained_by)
+        .bind::<Timestamp, _>(row.signed_at)
+        .bind::<Timestamp, _>(row.recorded_at)
+        .bind::<Text, _>(&row.form_hash)
+        .bind::<Text, _>(&row.hospital_org)
+        .bind::<Text, _>(&row.recorded_by)
+        .bind::<Text, _>(&row.idempotency_key)
+        .bind::<Text, _>(&row.request_hash)
+}
+
 /// Stores a consent event with its item decisions, registering the patient
 /// (and sealing its identity into the vault) on first sight.
 ///
@@ -259,7 +288,7 @@ pub fn record_event(
     sealed: Option<&crate::pseudonym::vault::Sealed>,
     now: DateTime<Utc>,
 ) -> Result<(), DieselError> {
-    use diesel::sql_types::{Binary, Integer, Nullable, Text, Timestamp};
+    use diesel::sql_types::{Binary, Integer, Text, Timestamp};
     let DbConnection::Postgresql(c) = conn else {
         ensure_patient(conn, &row.patient_pseudonym, &row.hospital_org, now)?;
         if let Some(sealed) = sealed {
@@ -302,10 +331,8 @@ pub fn record_event(
                 .execute(c)?;
         }
     }
-    let mut sql = String::from(
-        "INSERT INTO consent_events (id, patient_pseudonym, family, document_version_id, kind, signer_kind, \
-         proxy_relationship, explained_by, signed_at, recorded_at, form_hash, hospital_org, recorded_by, \
-         idempotency_key, request_hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+    let mut sql = format!(
+        "INSERT INTO consent_events ({EVENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
     );
     if !decisions.is_empty() {
         let values: Vec<String> = (0..decisions.len())
@@ -313,23 +340,7 @@ pub fn record_event(
             .collect();
         sql = format!("WITH e AS ({sql}) INSERT INTO consent_event_items (event_id, item_key, decision) VALUES {}", values.join(", "));
     }
-    let mut query = diesel::sql_query(sql)
-        .into_boxed::<diesel::pg::Pg>()
-        .bind::<Text, _>(&row.id)
-        .bind::<Text, _>(&row.patient_pseudonym)
-        .bind::<Text, _>(&row.family)
-        .bind::<Text, _>(&row.document_version_id)
-        .bind::<Text, _>(&row.kind)
-        .bind::<Text, _>(&row.signer_kind)
-        .bind::<Nullable<Text>, _>(&row.proxy_relationship)
-        .bind::<Text, _>(&row.explained_by)
-        .bind::<Timestamp, _>(row.signed_at)
-        .bind::<Timestamp, _>(row.recorded_at)
-        .bind::<Text, _>(&row.form_hash)
-        .bind::<Text, _>(&row.hospital_org)
-        .bind::<Text, _>(&row.recorded_by)
-        .bind::<Text, _>(&row.idempotency_key)
-        .bind::<Text, _>(&row.request_hash);
+    let mut query = with_event_binds(sql, row);
     for (key, decision) in decisions {
         query = query
             .bind::<Text, _>(key.as_str())
@@ -352,7 +363,7 @@ pub fn grant_in_one_statement(
     decisions: &[(ScopeItemKey, Decision)],
     sealed: &crate::pseudonym::vault::Sealed,
 ) -> Result<bool, DieselError> {
-    use diesel::sql_types::{Binary, Integer, Nullable, Text, Timestamp};
+    use diesel::sql_types::{Binary, Integer, Text};
     let DbConnection::Postgresql(c) = conn else {
         return Ok(false);
     };
@@ -368,32 +379,14 @@ pub fn grant_in_one_statement(
                ON CONFLICT (pseudonym) DO NOTHING RETURNING pseudonym), \
          v AS (INSERT INTO identity_vault (patient_pseudonym, hospital_org, key_version, nonce, ciphertext, sealed_at) \
                SELECT pseudonym, $12, $16, $17, $18, $10 FROM p), \
-         e AS (INSERT INTO consent_events (id, patient_pseudonym, family, document_version_id, kind, signer_kind, \
-               proxy_relationship, explained_by, signed_at, recorded_at, form_hash, hospital_org, recorded_by, \
-               idempotency_key, request_hash) \
+         e AS (INSERT INTO consent_events ({EVENT_COLUMNS}) \
                SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15 WHERE EXISTS (SELECT 1 FROM ok) \
                RETURNING id) \
          INSERT INTO consent_event_items (event_id, item_key, decision) \
          SELECT e.id, x.k, x.d FROM e, (VALUES {}) AS x(k, d)",
         values.join(", ")
     );
-    let mut query = diesel::sql_query(sql)
-        .into_boxed::<diesel::pg::Pg>()
-        .bind::<Text, _>(&row.id)
-        .bind::<Text, _>(&row.patient_pseudonym)
-        .bind::<Text, _>(&row.family)
-        .bind::<Text, _>(&row.document_version_id)
-        .bind::<Text, _>(&row.kind)
-        .bind::<Text, _>(&row.signer_kind)
-        .bind::<Nullable<Text>, _>(&row.proxy_relationship)
-        .bind::<Text, _>(&row.explained_by)
-        .bind::<Timestamp, _>(row.signed_at)
-        .bind::<Timestamp, _>(row.recorded_at)
-        .bind::<Text, _>(&row.form_hash)
-        .bind::<Text, _>(&row.hospital_org)
-        .bind::<Text, _>(&row.recorded_by)
-        .bind::<Text, _>(&row.idempotency_key)
-        .bind::<Text, _>(&row.request_hash)
+    let mut query = with_event_binds(sql, row)
         .bind::<Integer, _>(i32::try_from(sealed.key_version).unwrap_or(i32::MAX))
         .bind::<Binary, _>(&sealed.nonce)
         .bind::<Binary, _>(&sealed.ciphertext);
