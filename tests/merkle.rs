@@ -272,3 +272,47 @@ proptest! {
         prop_assert!(verify_consistency(old as u64, n as u64, &tree.root(old as u64).unwrap(), &root, &c).is_ok());
     }
 }
+
+// ---- The append frontier ----
+
+use genomegate::ledger::merkle::Frontier;
+
+#[test]
+fn frontier_appends_match_the_node_store_and_resume_from_stored_nodes() {
+    let mut frontier = Frontier::default();
+    let mut store = NodeStore::new();
+    let mut stored: std::collections::HashMap<(u32, u64), Hash> = Default::default();
+    for i in 0..2_000u64 {
+        let leaf = leaf_hash(&i.to_be_bytes());
+        store.push(leaf);
+        for node in frontier.push(leaf) {
+            assert!(
+                stored.insert((node.level, node.index), node.hash).is_none(),
+                "node ({}, {}) made twice",
+                node.level,
+                node.index
+            );
+        }
+        let size = i + 1;
+        assert_eq!(frontier.root(), store.root(size).unwrap(), "root at {size}");
+        // A fresh frontier from at most log2(n) stored nodes carries on identically.
+        let needed = Frontier::needed(size);
+        assert!(needed.len() <= 64 - size.leading_zeros() as usize);
+        let nodes: Vec<Hash> = needed.iter().map(|k| stored[k]).collect();
+        assert_eq!(Frontier::resume(size, &nodes).unwrap(), frontier);
+    }
+    assert_eq!(Frontier::default().root(), empty_root());
+    assert_eq!(hex::encode(store_of_known().root()), ROOT_8);
+    assert!(
+        Frontier::resume(5, &[]).is_none(),
+        "missing nodes are refused"
+    );
+}
+
+fn store_of_known() -> Frontier {
+    let mut f = Frontier::default();
+    for leaf in leaves() {
+        f.push(leaf);
+    }
+    f
+}

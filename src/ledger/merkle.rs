@@ -291,3 +291,95 @@ pub fn verify_consistency(
         Err(ProofError::RootMismatch)
     }
 }
+
+/// The right edge of a tree: at each level, the last complete node if it
+/// still waits for a right sibling. That is all an append needs, so the
+/// database loads at most log₂ n stored nodes per append batch, never the
+/// whole tree.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Frontier {
+    size: u64,
+    /// `waiting[h]`: node `(size >> h) - 1` at level h, when `(size >> h)` is odd.
+    waiting: Vec<Option<Hash>>,
+}
+
+/// A node an append completed: store it at (level, index).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NewNode {
+    pub level: u32,
+    pub index: u64,
+    pub hash: Hash,
+}
+
+impl Frontier {
+    /// The stored nodes (level, index) needed to resume appending at `size`.
+    pub fn needed(size: u64) -> Vec<(u32, u64)> {
+        (0..64u32)
+            .filter(|h| (size >> h) & 1 == 1)
+            .map(|h| (h, (size >> h) - 1))
+            .collect()
+    }
+
+    /// Resumes from the nodes [`Frontier::needed`] named, in that order.
+    pub fn resume(size: u64, nodes: &[Hash]) -> Option<Self> {
+        let needed = Self::needed(size);
+        if needed.len() != nodes.len() {
+            return None;
+        }
+        let mut waiting = vec![None; needed.last().map_or(0, |(h, _)| *h as usize + 1)];
+        for ((level, _), hash) in needed.iter().zip(nodes) {
+            waiting[*level as usize] = Some(*hash);
+        }
+        Some(Self { size, waiting })
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Appends a leaf hash; returns every node it completes, the leaf first.
+    pub fn push(&mut self, leaf: Hash) -> Vec<NewNode> {
+        let mut made = vec![NewNode {
+            level: 0,
+            index: self.size,
+            hash: leaf,
+        }];
+        let mut hash = leaf;
+        let mut level = 0usize;
+        loop {
+            if self.waiting.len() == level {
+                self.waiting.push(None);
+            }
+            match self.waiting[level].take() {
+                Some(left) => {
+                    hash = node_hash(&left, &hash);
+                    let index = self.size >> (level + 1);
+                    level += 1;
+                    made.push(NewNode {
+                        level: level as u32,
+                        index,
+                        hash,
+                    });
+                }
+                None => {
+                    self.waiting[level] = Some(hash);
+                    break;
+                }
+            }
+        }
+        self.size += 1;
+        made
+    }
+
+    /// The root of the tree so far.
+    pub fn root(&self) -> Hash {
+        let mut acc: Option<Hash> = None;
+        for hash in self.waiting.iter().flatten() {
+            acc = Some(match acc {
+                None => *hash,
+                Some(right) => node_hash(hash, &right),
+            });
+        }
+        acc.unwrap_or_else(empty_root)
+    }
+}
