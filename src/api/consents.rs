@@ -12,7 +12,6 @@ use crate::auth::policy::{Action, Resource};
 use crate::auth::{Caller, Principal};
 use crate::consent::document::FieldProblem;
 use crate::consent::fhir::{export_consent, FhirConsentContext};
-use crate::consent::state::sort_events;
 use crate::consent::{
     derive_consent, ConsentSnapshot, ConsentStatus, Decision, DocumentFamily, DocumentStatus,
     DocumentVersion, DocumentVersionId, EventKind, ItemBasis, ScopeItemKey, VersionHistory,
@@ -644,17 +643,11 @@ pub(crate) fn snapshot(
     family: DocumentFamily,
     at: DateTime<Utc>,
 ) -> Result<(Vec<StoredEvent>, VersionHistory, ConsentSnapshot), ApiError> {
-    let mut events = store::events_for_patient(conn, pseudonym, family)?;
+    // Storage returns events in the order they took effect.
+    let events = store::events_for_patient(conn, pseudonym, family)?;
     let history = documents::history(conn, family)?;
     let domain: Vec<_> = events.iter().map(|e| e.event.clone()).collect();
     let snap = derive_consent(&domain, &history, at);
-    events.sort_by(|a, b| {
-        (a.event.signed_at, a.event.recorded_at, &a.event.id).cmp(&(
-            b.event.signed_at,
-            b.event.recorded_at,
-            &b.event.id,
-        ))
-    });
     Ok((events, history, snap))
 }
 
@@ -982,12 +975,9 @@ pub async fn list_events(
     let (pseudonym, _) =
         patient_for(&state, &caller, Action::ConsentRead, &path.patient_ref).await?;
     let key = pseudonym.as_str().to_owned();
-    let mut events = state
+    let events = state
         .db(move |conn| Ok(store::events_for_patient(conn, &key, family)?))
         .await?;
-    let mut domain: Vec<_> = events.iter().map(|e| e.event.clone()).collect();
-    sort_events(&mut domain);
-    events.sort_by_key(|e| domain.iter().position(|d| d.id == e.event.id));
     Ok(web::Json(EventList {
         events: events
             .into_iter()

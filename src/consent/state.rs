@@ -171,14 +171,6 @@ struct Recorded {
     withdrawn: bool,
 }
 
-/// Orders events the way they took effect: by signature, then registration,
-/// then id so the order is total and derivation deterministic.
-pub fn sort_events(events: &mut [ConsentEvent]) {
-    events.sort_by(|a, b| {
-        (a.signed_at, a.recorded_at, &a.id).cmp(&(b.signed_at, b.recorded_at, &b.id))
-    });
-}
-
 /// The consent in force at `as_of`.
 pub fn derive_consent(
     events: &[ConsentEvent],
