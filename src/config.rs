@@ -48,6 +48,70 @@ pub struct Config {
     pub policies: PoliciesConfig,
     #[serde(default)]
     pub logging: LoggingConfig,
+    #[serde(default)]
+    pub log: AccessLogConfig,
+    #[serde(default)]
+    pub notify: NotifyConfig,
+    #[serde(default)]
+    pub patients: PatientsConfig,
+}
+
+/// The tamper-evident access log.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessLogConfig {
+    /// The checkpoint origin line: names this log to verifiers. No spaces
+    /// or `+`.
+    #[serde(default = "default_log_origin")]
+    pub origin: String,
+    /// Most entries one integration (one checkpoint) takes.
+    #[serde(default = "default_integrate_batch")]
+    pub integrate_batch: usize,
+    /// Least time between two integrations. Each signs a checkpoint, so
+    /// this bounds checkpoints per second; it adds at most this much to
+    /// notification latency.
+    #[serde(default = "default_integrate_interval_ms")]
+    pub integrate_interval_ms: u64,
+}
+
+/// Webhook delivery.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyConfig {
+    /// Attempts before a delivery is dead-lettered.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: i32,
+    /// First retry delay; doubles with each attempt.
+    #[serde(default = "default_backoff_ms")]
+    pub backoff_ms: u64,
+    /// Longest retry delay.
+    #[serde(default = "default_backoff_max_ms")]
+    pub backoff_max_ms: u64,
+    /// How long a dispatcher owns a delivery it claimed. A dispatcher that
+    /// dies mid-batch releases its claims when this runs out.
+    #[serde(default = "default_lease_ms")]
+    pub lease_ms: u64,
+    #[serde(default = "default_webhook_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Allow `http://` webhook URLs (development and tests only; production
+    /// refuses them).
+    #[serde(default)]
+    pub allow_http: bool,
+}
+
+/// Patient enrollment and patient tokens.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatientsConfig {
+    /// Lifetime of an enrollment code.
+    #[serde(default = "default_enrollment_ttl_hours")]
+    pub enrollment_ttl_hours: i64,
+    /// Lifetime of a patient access token.
+    #[serde(default = "default_patient_token_ttl")]
+    pub token_ttl_seconds: i64,
+    /// Enrollment and sign-in attempts allowed per client address per minute.
+    #[serde(default = "default_attempts_per_minute")]
+    pub attempts_per_minute: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -187,6 +251,39 @@ fn default_log_format() -> String {
 fn default_log_level() -> String {
     "info".into()
 }
+fn default_log_origin() -> String {
+    "genomegate.local/access-log".into()
+}
+fn default_integrate_batch() -> usize {
+    100_000
+}
+fn default_integrate_interval_ms() -> u64 {
+    5
+}
+fn default_max_attempts() -> i32 {
+    8
+}
+fn default_backoff_ms() -> u64 {
+    1_000
+}
+fn default_backoff_max_ms() -> u64 {
+    3_600_000
+}
+fn default_lease_ms() -> u64 {
+    30_000
+}
+fn default_webhook_timeout_ms() -> u64 {
+    10_000
+}
+fn default_enrollment_ttl_hours() -> i64 {
+    24 * 30
+}
+fn default_patient_token_ttl() -> i64 {
+    900
+}
+fn default_attempts_per_minute() -> u32 {
+    10
+}
 
 macro_rules! default_from_serde {
     ($($t:ty),*) => {$(
@@ -211,7 +308,10 @@ default_from_serde!(
     DatabaseConfig,
     KeysConfig,
     PoliciesConfig,
-    LoggingConfig
+    LoggingConfig,
+    AccessLogConfig,
+    NotifyConfig,
+    PatientsConfig
 );
 
 impl Default for Config {
@@ -287,7 +387,16 @@ impl Config {
         if !matches!(self.logging.format.as_str(), "json" | "pretty") {
             return invalid("logging.format must be `json` or `pretty`");
         }
+        if self.log.origin.is_empty() || self.log.origin.contains([' ', '+', '\n']) {
+            return invalid("log.origin must be non-empty without spaces or `+`");
+        }
+        if self.log.integrate_batch == 0 || self.notify.max_attempts < 1 {
+            return invalid("log.integrate_batch and notify.max_attempts must be at least 1");
+        }
         if self.mode == Mode::Production {
+            if self.notify.allow_http {
+                return invalid("production mode refuses plain-http webhooks (notify.allow_http)");
+            }
             if !self.tls.enabled {
                 return invalid(
                     "production mode refuses to start without TLS (tls.enabled = false)",

@@ -88,6 +88,15 @@ pub enum ApiError {
     RecontactClosed { state: String },
     /// 500: a sealed identity failed authentication (tampering). Logged.
     VaultIntegrity,
+    /// 400: the enrollment code is wrong, expired or already used (one
+    /// answer for all three, so codes cannot be probed).
+    EnrollmentCodeInvalid,
+    /// 401: unknown patient account or wrong secret.
+    InvalidCredentials,
+    /// 429: too many attempts from this client; retry after a minute.
+    RateLimited,
+    /// 422: a proof was asked for sizes or an index the log does not have.
+    ProofUnavailable,
     /// 503: the database is unreachable.
     Unavailable,
     /// 500 unless a handler recognises it: a unique constraint refused a
@@ -240,6 +249,10 @@ impl ApiError {
             InsufficientApprovals => (StatusCode::CONFLICT, "insufficient_approvals", "Recontact needs two approvals before the identity is released"),
             RecontactClosed { .. } => (StatusCode::CONFLICT, "recontact_closed", "This recontact request is closed"),
             VaultIntegrity => (StatusCode::INTERNAL_SERVER_ERROR, "vault_integrity_failure", "The sealed identity failed its integrity check"),
+            EnrollmentCodeInvalid => (StatusCode::BAD_REQUEST, "enrollment_code_invalid", "The enrollment code is wrong, expired or already used"),
+            InvalidCredentials => (StatusCode::UNAUTHORIZED, "invalid_credentials", "Unknown account or wrong secret"),
+            RateLimited => (StatusCode::TOO_MANY_REQUESTS, "rate_limited", "Too many attempts; wait a minute"),
+            ProofUnavailable => (StatusCode::UNPROCESSABLE_ENTITY, "proof_unavailable", "The log has no such index or tree size"),
             Unavailable => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "service_unavailable",

@@ -15,6 +15,8 @@ pub mod error;
 pub mod genome;
 pub mod keyfile;
 pub mod ledger;
+pub mod notify;
 pub mod pseudonym;
 pub mod server;
 pub mod telemetry;
+pub mod workers;

@@ -45,7 +45,16 @@ enum Command {
         #[arg(long)]
         patient_ref: Option<String>,
     },
-    /// Create, rotate or list the versioned keys (patient, sample, project, vault).
+    /// Check the access log: recompute the Merkle tree from every entry,
+    /// compare every stored node and checkpoint, and report the first bad
+    /// index. Exits 1 when anything disagrees.
+    VerifyLog {
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create, rotate or list the versioned keys (patient, sample, project,
+    /// vault, checkpoint, token).
     Keys {
         #[command(subcommand)]
         action: KeysAction,
@@ -69,7 +78,7 @@ enum KeysAction {
     /// Add the next version of one domain's key. New identifiers use it;
     /// identifiers issued under older versions still resolve.
     Rotate {
-        /// patient, sample, project or vault
+        /// patient, sample, project, vault, checkpoint or token
         #[arg(long)]
         domain: String,
     },
@@ -99,6 +108,7 @@ fn main() -> ExitCode {
 fn run(command: Command, config: Config) -> Result<(), String> {
     match command {
         Command::Serve => serve(config),
+        Command::VerifyLog { json } => verify_log(&config, json),
         Command::Migrate => {
             use secrecy::ExposeSecret;
             let pool = genomegate::db::connect(config.database.url.expose_secret(), 1)
@@ -129,7 +139,20 @@ fn run(command: Command, config: Config) -> Result<(), String> {
             if !(1..=24 * 60).contains(&ttl_minutes) {
                 return Err("--ttl-minutes must be between 1 and 1440".into());
             }
-            let signer = genomegate::auth::dev::load_or_create(&config.keys.dev_dir)?;
+            // Patient tokens come only from the service's own token key, the
+            // one enrollment uses; every other role from the development key.
+            let signer = if patient_ref.is_some() {
+                if roles != ["patient"] {
+                    return Err("--patient-ref goes with --role patient alone".into());
+                }
+                let keys = genomegate::pseudonym::keyring::Keyring::load(&config.keys.file)?;
+                genomegate::server::patient_token_signer(
+                    keys.current(genomegate::pseudonym::keyring::KeyDomain::Token),
+                    config.public_base_url.trim_end_matches('/'),
+                )?
+            } else {
+                genomegate::auth::dev::load_or_create(&config.keys.dev_dir)?
+            };
             let now = genomegate::clock::Clock::now(&SystemClock);
             let claims = genomegate::auth::dev::TokenClaims {
                 iss: &signer.issuer,
@@ -154,8 +177,9 @@ fn run(command: Command, config: Config) -> Result<(), String> {
                     println!("created {} (mode 0600)", path.display());
                 }
                 KeysAction::Rotate { domain } => {
-                    let domain = KeyDomain::parse(&domain)
-                        .ok_or("--domain must be patient, sample, project or vault")?;
+                    let domain = KeyDomain::parse(&domain).ok_or(
+                        "--domain must be patient, sample, project, vault, checkpoint or token",
+                    )?;
                     let version = Keyring::rotate_file(path, domain, now)?;
                     println!(
                         "{} key is now version {version}; older versions still resolve",
@@ -206,6 +230,43 @@ fn run(command: Command, config: Config) -> Result<(), String> {
             );
             Ok(())
         }
+    }
+}
+
+fn verify_log(config: &Config, json: bool) -> Result<(), String> {
+    use secrecy::ExposeSecret;
+    let keys = genomegate::pseudonym::keyring::Keyring::load(&config.keys.file)?;
+    let (_, verifier_keys) = genomegate::workers::checkpoint_keys(&keys, &config.log.origin)?;
+    let mut conn = genomegate::db::connect_one(config.database.url.expose_secret())
+        .map_err(|e| e.to_string())?;
+    let started = std::time::Instant::now();
+    let report = genomegate::db::ledger::verify(&mut conn, &config.log.origin, &verifier_keys)
+        .map_err(|e| format!("cannot read the log: {e}"))?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
+        );
+    } else {
+        println!(
+            "{} entries, {} checkpoints checked in {:.2?}",
+            report.size,
+            report.checkpoints_checked,
+            started.elapsed()
+        );
+        match report.first_bad_index {
+            None => println!("the log is intact"),
+            Some(index) => {
+                println!("FIRST BAD INDEX: {index}");
+                for f in &report.findings {
+                    println!("  index {}: {}", f.index, f.problem);
+                }
+            }
+        }
+    }
+    match report.first_bad_index {
+        None => Ok(()),
+        Some(index) => Err(format!("the log does not verify; first bad index {index}")),
     }
 }
 

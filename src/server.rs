@@ -59,7 +59,18 @@ pub fn build_state(config: &Config, clock: SharedClock) -> Result<AppState, Stri
         Mode::Development => {}
     }
 
-    let keys = load_keyring(config, clock.now())?;
+    let keys = std::sync::Arc::new(load_keyring(config, clock.now())?);
+    let patient_issuer = config.public_base_url.trim_end_matches('/').to_owned();
+    let mut patient_tokens = None;
+    for key in keys.newest_first(crate::pseudonym::keyring::KeyDomain::Token) {
+        let signer = patient_token_signer(key, &patient_issuer)?;
+        verifier.trust_jwks(&patient_issuer, &signer.jwks_json())?;
+        patient_tokens.get_or_insert(signer);
+    }
+    let patient_tokens = patient_tokens.ok_or("the key file has no token key")?;
+    verifier.set_patient_issuer(&patient_issuer);
+    let (log, workers) =
+        crate::workers::start(config, pool.clone(), backend, clock.clone(), keys.clone())?;
     let policy = PolicyEngine::load(&config.policies.dir)?;
     let catalog_path = config.policies.dir.join(SCOPE_ITEMS_FILE);
     let catalog_src = std::fs::read_to_string(&catalog_path)
@@ -79,7 +90,28 @@ pub fn build_state(config: &Config, clock: SharedClock) -> Result<AppState, Stri
         public_base_url: config.public_base_url.trim_end_matches('/').to_owned(),
         metrics: Metrics::default(),
         body_limit: config.server.body_limit_bytes,
+        log,
+        patient_tokens,
+        patients: config.patients.clone(),
+        allow_http_webhooks: config.notify.allow_http,
+        limiter: crate::api::ratelimit::RateLimiter::new(config.patients.attempts_per_minute),
+        workers,
     })
+}
+
+/// The signer of patient tokens under one token-key version.
+pub fn patient_token_signer(
+    key: &crate::pseudonym::keyring::DomainKey,
+    issuer: &str,
+) -> Result<crate::auth::dev::Ed25519Signer, String> {
+    let pkcs8 = key
+        .ed25519_pkcs8()
+        .ok_or("the token key is not an Ed25519 seed")?;
+    crate::auth::dev::Ed25519Signer::from_pkcs8(
+        pkcs8.to_vec(),
+        format!("genomegate-patient-v{}", key.version),
+        issuer.to_owned(),
+    )
 }
 
 fn load_keyring(config: &Config, now: chrono::DateTime<chrono::Utc>) -> Result<Keyring, String> {

@@ -348,7 +348,17 @@ async fn idempotency_replays_and_refuses_reuse(backend: Backend) {
     assert_eq!(resp.headers()["idempotent-replayed"], "true");
     let (s2, second) = read(resp).await;
     assert_eq!((s1, s2), (201, 200));
-    assert_eq!(first, second, "a replay answers exactly like the original");
+    let mut original = first.clone();
+    let code = original
+        .as_object_mut()
+        .unwrap()
+        .remove("enrollment_code")
+        .expect("a registration hands out an enrollment code");
+    assert_eq!(code["code"].as_str().unwrap().len(), 24);
+    assert_eq!(
+        original, second,
+        "a replay answers like the original, minus the one-time code"
+    );
 
     let mut changed = body.clone();
     changed["decisions"]["recontact"] = json!("deny");
@@ -1054,12 +1064,38 @@ async fn one_statement_grant_is_all_or_nothing() {
         ciphertext: vec![2; 20],
     };
     let mut conn = app.raw_db();
+    let entry = genomegate::ledger::entry::LogEntry {
+        format: 1,
+        at: chrono::Utc::now(),
+        actor: genomegate::ledger::entry::Actor {
+            org: "hospital-a".into(),
+            role: "hospital_staff".into(),
+            user: "nurse".into(),
+        },
+        action: genomegate::ledger::entry::LogAction::ConsentRegister,
+        purpose: genomegate::ledger::entry::Purpose::ConsentManagement,
+        legal_basis: genomegate::ledger::entry::LegalBasis::Consent {
+            version: version.clone(),
+            items: vec![],
+        },
+        patient: format!("{:064x}", 2),
+        scope: genomegate::ledger::entry::DataScope::ConsentRecord {
+            family: "cancer".into(),
+        },
+    };
+    let extras = |code: &'static str| genomegate::db::consents::GrantExtras {
+        entry: &entry,
+        code_hash: code,
+        code_expires_at: now,
+    };
     let counts = |app: &TestApp| {
         [
             "patients",
             "identity_vault",
             "consent_events",
             "consent_event_items",
+            "access_log_entries",
+            "enrollment_codes",
         ]
         .map(|t| app.count(t))
     };
@@ -1068,16 +1104,18 @@ async fn one_statement_grant_is_all_or_nothing() {
         &mut conn,
         &row("e1", &version, "k1", now),
         &decisions,
-        &sealed
+        &sealed,
+        &extras("c1")
     )
     .unwrap());
-    assert_eq!(counts(&app), [1, 1, 1, 4]);
+    assert_eq!(counts(&app), [1, 1, 1, 4, 1, 1]);
     // Unknown version, and a signature before the version came into force: nothing written.
     assert!(!grant_in_one_statement(
         &mut conn,
         &row("e22", "cancer-v9", "k2", now),
         &decisions,
-        &sealed
+        &sealed,
+        &extras("c2")
     )
     .unwrap());
     let long_ago = now - chrono::Duration::days(365);
@@ -1085,7 +1123,8 @@ async fn one_statement_grant_is_all_or_nothing() {
         &mut conn,
         &row("e333", &version, "k3", long_ago),
         &decisions,
-        &sealed
+        &sealed,
+        &extras("c3")
     )
     .unwrap());
     // A reused idempotency key fails the constraint: nothing written.
@@ -1093,8 +1132,9 @@ async fn one_statement_grant_is_all_or_nothing() {
         &mut conn,
         &row("e4444", &version, "k1", now),
         &decisions,
-        &sealed
+        &sealed,
+        &extras("c4")
     )
     .is_err());
-    assert_eq!(counts(&app), [1, 1, 1, 4]);
+    assert_eq!(counts(&app), [1, 1, 1, 4, 1, 1]);
 }

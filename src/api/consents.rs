@@ -6,6 +6,7 @@
 //! the same body gets the original answer back, and a retry with another body
 //! gets 409.
 
+use super::access;
 use super::extract::IdempotencyKey;
 use super::state::AppState;
 use crate::auth::policy::{Action, Resource};
@@ -17,8 +18,9 @@ use crate::consent::{
     DocumentVersion, DocumentVersionId, EventKind, ItemBasis, ScopeItemKey, VersionHistory,
 };
 use crate::db::consents::{self as store, EventRow, StoredEvent};
-use crate::db::{documents, write_transaction, DbConnection};
+use crate::db::{documents, ledger, write_transaction, DbConnection};
 use crate::error::{ApiError, Problem};
+use crate::ledger::entry::{DataScope, LegalBasis, LogAction, LogEntry, Purpose};
 use crate::pseudonym::keyring::KeyDomain;
 use crate::pseudonym::{LocalPatientId, PatientPseudonym};
 use actix_web::{get, post, put, web, HttpResponse};
@@ -112,6 +114,12 @@ pub struct EventResponse {
     pub document_version: String,
     pub signed_at: DateTime<Utc>,
     pub recorded_at: DateTime<Utc>,
+    /// Registration only, first answer only: the one-time code the hospital
+    /// hands to the patient (printed or as a QR code) to open their portal
+    /// account. Never stored in readable form; a replay does not repeat it
+    /// (issue a new one with `POST /v1/patients/{patient_ref}/enrollment-codes`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enrollment_code: Option<super::portal::IssuedCode>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -434,12 +442,49 @@ fn event_response(row: &EventRow) -> Result<EventResponse, ApiError> {
         document_version: row.document_version_id.clone(),
         signed_at: crate::db::documents::utc(row.signed_at),
         recorded_at: crate::db::documents::utc(row.recorded_at),
+        enrollment_code: None,
     })
 }
 
 enum Recorded {
-    Created(EventRow),
+    Created(EventRow, Option<super::portal::IssuedCode>),
     Replayed(EventRow),
+}
+
+/// The access-log entry of a consent event: the hospital recorded the
+/// patient's own decision on `version`.
+fn consent_entry(
+    pending: &PendingEvent,
+    version: DocumentVersionId,
+    now: DateTime<Utc>,
+) -> LogEntry {
+    let action = match pending.kind {
+        EventKind::Grant => LogAction::ConsentRegister,
+        EventKind::Amend => LogAction::ConsentChange,
+        EventKind::WithdrawAll | EventKind::WithdrawItems => LogAction::ConsentWithdraw,
+    };
+    access::entry_by(
+        &pending.hospital_org,
+        crate::auth::Role::HospitalStaff.as_str(),
+        &pending.recorded_by,
+        pending.pseudonym.as_str(),
+        access::Access {
+            action,
+            purpose: Purpose::ConsentManagement,
+            basis: LegalBasis::Consent {
+                version: version.to_string(),
+                items: pending
+                    .decisions
+                    .iter()
+                    .map(|(k, _)| k.to_string())
+                    .collect(),
+            },
+            scope: DataScope::ConsentRecord {
+                family: version.family.as_str().to_owned(),
+            },
+        },
+        now,
+    )
 }
 
 /// An event ready to store, minus the checks that need the database.
@@ -474,6 +519,8 @@ async fn record(
         pending.idempotency_tags.clone(),
         pending.request_hash.clone(),
     );
+    let shared_keys = state.keys.clone();
+    let shared_patients = state.patients.clone();
     let outcome = state
         .db(move |conn| {
             let attempt = write_transaction(conn, |conn| {
@@ -506,7 +553,19 @@ async fn record(
                 // below and answered from the stored event; no pre-check
                 // round trip on the common path.
                 store::record_event(conn, &row, &pending.decisions, pending.sealed.as_ref(), now)?;
-                Ok(Recorded::Created(row))
+                ledger::append(conn, &[consent_entry(&pending, version.id, now)])?;
+                let code = match pending.kind {
+                    EventKind::Grant => Some(super::portal::issue_code(
+                        &shared_keys,
+                        &shared_patients,
+                        conn,
+                        pending.pseudonym.as_str(),
+                        &pending.recorded_by,
+                        now,
+                    )?),
+                    _ => None,
+                };
+                Ok(Recorded::Created(row, code))
             });
             match attempt {
                 // The key was used before (or two retries raced): answer
@@ -521,7 +580,10 @@ async fn record(
         })
         .await?;
     match outcome {
-        Recorded::Created(row) => created(state, &row),
+        Recorded::Created(row, code) => {
+            state.log.entries_committed();
+            created(state, &row, code)
+        }
         Recorded::Replayed(row) => Ok(HttpResponse::Ok()
             .insert_header(("Idempotent-Replayed", "true"))
             .json(event_response(&row)?)),
@@ -553,14 +615,20 @@ fn event_row(pending: &PendingEvent, version: DocumentVersionId, now: DateTime<U
     }
 }
 
-fn created(state: &AppState, row: &EventRow) -> Result<HttpResponse, ApiError> {
+fn created(
+    state: &AppState,
+    row: &EventRow,
+    code: Option<super::portal::IssuedCode>,
+) -> Result<HttpResponse, ApiError> {
     state.metrics.consent_event_recorded(
         EventKind::parse(&row.kind)
             .map(EventKind::as_str)
             .unwrap_or("unknown"),
     );
     tracing::info!(event_id = %row.id, kind = %row.kind, version = %row.document_version_id, "consent event recorded");
-    Ok(HttpResponse::Created().json(event_response(row)?))
+    let mut response = event_response(row)?;
+    response.enrollment_code = code;
+    Ok(HttpResponse::Created().json(response))
 }
 
 /// A grant on PostgreSQL in one statement (see
@@ -570,14 +638,17 @@ async fn grant_fast_path(
     state: &web::Data<AppState>,
     pending: &PendingEvent,
     version: DocumentVersionId,
-) -> Result<Option<EventRow>, ApiError> {
+) -> Result<Option<(EventRow, super::portal::IssuedCode)>, ApiError> {
     let Some(sealed) = pending.sealed.clone() else {
         return Ok(None);
     };
     if state.backend != crate::db::Backend::Postgres {
         return Ok(None);
     }
-    let row = event_row(pending, version, state.now());
+    let now = state.now();
+    let row = event_row(pending, version, now);
+    let entry = consent_entry(pending, version, now);
+    let code = super::portal::new_code(&state.keys, &state.patients, now)?;
     let decisions = pending.decisions.clone();
     let shared = state.clone();
     state
@@ -595,9 +666,14 @@ async fn grant_fast_path(
             {
                 return Ok(None);
             }
+            let extras = store::GrantExtras {
+                entry: &entry,
+                code_hash: &code.hash,
+                code_expires_at: code.issued.expires_at.naive_utc(),
+            };
             Ok(
-                match store::grant_in_one_statement(conn, &row, &decisions, &sealed) {
-                    Ok(true) => Some(row),
+                match store::grant_in_one_statement(conn, &row, &decisions, &sealed, &extras) {
+                    Ok(true) => Some((row, code.issued)),
                     Ok(false) | Err(_) => None,
                 },
             )
@@ -630,6 +706,26 @@ async fn patient_for(
     let row = row.ok_or(ApiError::NotFound)?;
     state.authorize_patient(caller, action, pseudonym.as_str(), &row.hospital_org, &[])?;
     Ok((pseudonym, row))
+}
+
+/// The log entry of a read of one consent record.
+fn read_entry(
+    caller: &Caller,
+    hospital: &str,
+    pseudonym: &PatientPseudonym,
+    family: DocumentFamily,
+    now: DateTime<Utc>,
+) -> Result<LogEntry, ApiError> {
+    Ok(access::read(
+        principal(caller)?,
+        hospital,
+        pseudonym.as_str(),
+        LogAction::ConsentRead,
+        DataScope::ConsentRecord {
+            family: family.as_str().to_owned(),
+        },
+        now,
+    ))
 }
 
 fn family_of(raw: &str) -> Result<DocumentFamily, ApiError> {
@@ -737,8 +833,9 @@ pub async fn register_consent(
         signature,
         decisions,
     };
-    if let Some(row) = grant_fast_path(&state, &pending, version_id).await? {
-        return created(&state, &row);
+    if let Some((row, code)) = grant_fast_path(&state, &pending, version_id).await? {
+        state.log.entries_committed();
+        return created(&state, &row, Some(code));
     }
     let shared = state.clone();
     record(&state, pending, move |conn, pending, _| {
@@ -932,10 +1029,16 @@ pub async fn read_consent(
     let family = family_of(&path.family)?;
     let (pseudonym, patient) =
         patient_for(&state, &caller, Action::ConsentRead, &path.patient_ref).await?;
-    let as_of = parse_as_of(query.as_of.as_deref(), state.now())?;
+    let now = state.now();
+    let as_of = parse_as_of(query.as_of.as_deref(), now)?;
+    let entry = read_entry(&caller, &patient.hospital_org, &pseudonym, family, now)?;
     let key = pseudonym.as_str().to_owned();
     let (_, _, snap) = state
-        .db(move |conn| snapshot(conn, &key, family, as_of))
+        .db_logged(move |conn| {
+            let read = snapshot(conn, &key, family, as_of)?;
+            ledger::append(conn, &[entry])?;
+            Ok(read)
+        })
         .await?;
     Ok(web::Json(ConsentView {
         patient_ref: pseudonym.to_string(),
@@ -972,11 +1075,22 @@ pub async fn list_events(
     path: web::Path<ConsentPath>,
 ) -> Result<web::Json<EventList>, ApiError> {
     let family = family_of(&path.family)?;
-    let (pseudonym, _) =
+    let (pseudonym, patient) =
         patient_for(&state, &caller, Action::ConsentRead, &path.patient_ref).await?;
+    let entry = read_entry(
+        &caller,
+        &patient.hospital_org,
+        &pseudonym,
+        family,
+        state.now(),
+    )?;
     let key = pseudonym.as_str().to_owned();
     let events = state
-        .db(move |conn| Ok(store::events_for_patient(conn, &key, family)?))
+        .db_logged(move |conn| {
+            let events = store::events_for_patient(conn, &key, family)?;
+            ledger::append(conn, &[entry])?;
+            Ok(events)
+        })
         .await?;
     Ok(web::Json(EventList {
         events: events
@@ -1017,9 +1131,14 @@ pub async fn export_fhir(
     let (pseudonym, patient) =
         patient_for(&state, &caller, Action::ConsentRead, &path.patient_ref).await?;
     let now = state.now();
+    let entry = read_entry(&caller, &patient.hospital_org, &pseudonym, family, now)?;
     let key = pseudonym.as_str().to_owned();
     let (events, _, snap) = state
-        .db(move |conn| snapshot(conn, &key, family, now))
+        .db_logged(move |conn| {
+            let read = snapshot(conn, &key, family, now)?;
+            ledger::append(conn, &[entry])?;
+            Ok(read)
+        })
         .await?;
     // The latest event in force says who signed and when.
     let latest = events
@@ -1069,8 +1188,17 @@ pub async fn lookup_patient(
         .ok_or(ApiError::NotFound)?;
     let key = pseudonym.as_str().to_owned();
     let now = state.now();
+    let entry = access::read(
+        &p,
+        &p.org,
+        pseudonym.as_str(),
+        LogAction::PatientLookup,
+        DataScope::PatientSummary,
+        now,
+    );
     let (consents, samples) = state
-        .db(move |conn| {
+        .db_logged(move |conn| {
+            ledger::append(conn, &[entry])?;
             let mut consents = Vec::new();
             for family in DocumentFamily::ALL {
                 let (events, _, snap) = snapshot(conn, &key, family, now)?;

@@ -82,6 +82,24 @@ impl FromRequest for IdempotencyKey {
     }
 }
 
+/// The client's network address (the TCP peer; a proxy in front must be
+/// trusted to be the only client, or rate limits apply to it as a whole).
+#[derive(Debug, Clone)]
+pub struct PeerAddress(pub String);
+
+impl FromRequest for PeerAddress {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let ip = req
+            .peer_addr()
+            .map(|a| a.ip().to_string())
+            .unwrap_or_else(|| "unknown".into());
+        ready(Ok(PeerAddress(ip)))
+    }
+}
+
 pub fn json_config(limit: usize) -> web::JsonConfig {
     web::JsonConfig::default()
         .limit(limit)

@@ -2,12 +2,16 @@
 //! only wires them together and generates the OpenAPI document from the same
 //! registrations, so routes and spec cannot drift apart unnoticed.
 
+pub mod access;
 pub mod consents;
 pub mod documents;
 pub mod extract;
 pub mod health;
+pub mod log;
 pub mod metrics;
 pub mod middleware;
+pub mod portal;
+pub mod ratelimit;
 pub mod recontact;
 pub mod samples;
 pub mod state;
@@ -35,7 +39,10 @@ use utoipa_actix_web::AppExt;
         (name = "documents", description = "Versioned unified consent documents (統一同意説明文書)"),
         (name = "consents", description = "Per-patient e-consent registered by hospitals"),
         (name = "samples", description = "Genome samples and data-object references under pseudonymous genome IDs"),
-        (name = "recontact", description = "Recontact requests under dual control")
+        (name = "recontact", description = "Recontact requests under dual control"),
+        (name = "log", description = "The tamper-evident access log: signed checkpoints, inclusion and consistency proofs, auditors' queries"),
+        (name = "patients", description = "Hospital-side patient enrollment codes and patient-app webhooks"),
+        (name = "portal", description = "The patient portal: enrollment, access log, consent, live notifications, preferences, webhooks")
     )
 )]
 pub struct ApiDoc;
@@ -105,6 +112,25 @@ pub fn app(
         .service(recontact::approve)
         .service(recontact::reject)
         .service(recontact::unseal)
+        .service(log::checkpoint)
+        .service(log::keys)
+        .service(log::inclusion)
+        .service(log::consistency)
+        .service(log::audit_log)
+        .service(portal::issue_enrollment_code)
+        .service(portal::enroll)
+        .service(portal::sign_in)
+        .service(portal::my_access_log)
+        .service(portal::my_consents)
+        .service(portal::my_notifications)
+        .service(portal::my_preferences)
+        .service(portal::set_my_preferences)
+        .service(portal::add_my_webhook)
+        .service(portal::my_webhooks)
+        .service(portal::remove_my_webhook)
+        .service(portal::my_webhook_deliveries)
+        .service(portal::add_hospital_webhook)
+        .service(portal::hospital_webhook_deliveries)
         .split_for_parts();
     let spec_json = spec.to_json().unwrap_or_else(|_| "{}".to_owned());
     app.app_data(state)

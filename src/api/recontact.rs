@@ -12,8 +12,9 @@ use crate::auth::policy::Action;
 use crate::auth::{Caller, Role};
 use crate::consent::{DocumentFamily, ScopeItemKey};
 use crate::db::recontact::{self as store, RequestRow, StepRow};
-use crate::db::{consents as patients, samples, write_transaction, DbConnection};
+use crate::db::{consents as patients, ledger, samples, write_transaction, DbConnection};
 use crate::error::{ApiError, Problem};
+use crate::ledger::entry::{DataScope, LegalBasis, LogAction, Purpose};
 use crate::pseudonym::PatientPseudonym;
 use actix_web::{get, post, web, HttpResponse};
 use chrono::{DateTime, Utc};
@@ -92,6 +93,43 @@ pub struct RequestPath {
 pub struct StateQuery {
     /// `pending` (default), `approved`, `rejected` or `unsealed`.
     pub state: Option<String>,
+}
+
+/// The log entry of a recontact step. Unsealing touches the sealed
+/// identity; every other step the sample it concerns.
+fn step_entry(
+    p: &crate::auth::Principal,
+    request: &RequestRow,
+    action: LogAction,
+    now: chrono::DateTime<chrono::Utc>,
+) -> crate::ledger::entry::LogEntry {
+    let role = if p.has(Role::HospitalStaff) && p.org == request.hospital_org {
+        Role::HospitalStaff
+    } else if p.has(Role::Governance) {
+        Role::Governance
+    } else {
+        Role::ReviewCommittee
+    };
+    let scope = match action {
+        LogAction::RecontactUnseal => DataScope::Identity,
+        _ => DataScope::Sample {
+            genome_id: request.genome_id.clone(),
+        },
+    };
+    super::access::entry(
+        p,
+        role,
+        &request.patient_pseudonym,
+        super::access::Access {
+            action,
+            purpose: Purpose::Recontact,
+            basis: LegalBasis::RecontactApproval {
+                request: request.id.clone(),
+            },
+            scope,
+        },
+        now,
+    )
 }
 
 fn view(request: RequestRow, steps: Vec<StepRow>) -> RecontactView {
@@ -229,11 +267,16 @@ pub async fn open_request(
                 };
                 store::insert_request(conn, &request)?;
                 store::append_step(conn, &request.id, "opened", &p.subject, &p.org, None, now)?;
+                ledger::append(
+                    conn,
+                    &[step_entry(&p, &request, LogAction::RecontactOpen, now)],
+                )?;
                 let steps = store::steps_of(conn, &request.id)?;
                 Ok((request, steps))
             })
         })
         .await?;
+    state.log.entries_committed();
     tracing::info!(request_id = %request.id, "recontact request opened");
     Ok(HttpResponse::Created().json(view(request, steps)))
 }
@@ -320,6 +363,12 @@ async fn decide(
                     note.as_deref(),
                     now,
                 )?;
+                let action = if approving {
+                    LogAction::RecontactApprove
+                } else {
+                    LogAction::RecontactReject
+                };
+                ledger::append(conn, &[step_entry(&p, &request, action, now)])?;
                 let approvals =
                     steps.iter().filter(|s| s.step == "approved").count() + usize::from(approving);
                 if !approving {
@@ -340,6 +389,7 @@ async fn decide(
             ),
             other => other,
         })?;
+    state.log.entries_committed();
     tracing::info!(request_id = %request.id, state = %request.state, "recontact decision recorded");
     Ok(web::Json(view(request, steps)))
 }
@@ -391,6 +441,10 @@ pub async fn unseal(
                     .open(&sealed_for, &pseudonym, &sealed)
                     .map_err(|_| ApiError::VaultIntegrity)?;
                 store::append_step(conn, &id, "unsealed", &p.subject, &p.org, None, now)?;
+                ledger::append(
+                    conn,
+                    &[step_entry(&p, &request, LogAction::RecontactUnseal, now)],
+                )?;
                 if !store::transition(conn, &id, "approved", "unsealed")? {
                     return Err(ApiError::RecontactClosed {
                         state: "unsealed".into(),
@@ -405,6 +459,7 @@ pub async fn unseal(
             })
         })
         .await?;
+    state.log.entries_committed();
     tracing::info!(request_id = %released.request_id, "recontact identity released to the patient's hospital");
     Ok(web::Json(released))
 }

@@ -81,13 +81,22 @@ pub struct AppState {
     pub backend: Backend,
     pub verifier: JwtVerifier,
     pub policy: PolicyEngine,
-    pub keys: Keyring,
+    pub keys: std::sync::Arc<Keyring>,
     pub catalog: ItemCatalog,
     pub clock: SharedClock,
     /// Base of canonical URIs, without a trailing slash.
     pub public_base_url: String,
     pub metrics: Metrics,
     pub body_limit: usize,
+    /// The access log's signer, keys and live-stream hub.
+    pub log: std::sync::Arc<crate::workers::LogRuntime>,
+    /// Signs patient tokens; the only issuer trusted for the `patient` role.
+    pub patient_tokens: crate::auth::dev::Ed25519Signer,
+    pub patients: crate::config::PatientsConfig,
+    pub allow_http_webhooks: bool,
+    pub limiter: super::ratelimit::RateLimiter,
+    /// Stops the background workers when the state goes away.
+    pub workers: crate::workers::Workers,
 }
 
 impl AppState {
@@ -104,6 +113,21 @@ impl AppState {
             work(&mut conn)
         })
         .await?
+    }
+
+    /// One write transaction that appends access-log entries: the action,
+    /// its entries and their outbox rows commit together or not at all.
+    /// Wakes the integrator once committed.
+    pub async fn db_logged<T, F>(&self, work: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut DbConnection) -> Result<T, ApiError> + Send + 'static,
+    {
+        let value = self
+            .db(move |conn| crate::db::write_transaction(conn, work))
+            .await?;
+        self.log.entries_committed();
+        Ok(value)
     }
 
     /// The enforcement point for everything that is not a patient.

@@ -31,6 +31,9 @@ struct TrustedKey {
 
 pub struct JwtVerifier {
     keys: HashMap<String, TrustedKey>,
+    /// The only issuer whose tokens may carry the `patient` role: the
+    /// service itself, after enrollment.
+    patient_issuer: Option<String>,
     audience: String,
     leeway_seconds: u64,
 }
@@ -58,6 +61,7 @@ impl JwtVerifier {
     pub fn new(audience: String, leeway_seconds: u64) -> Self {
         Self {
             keys: HashMap::new(),
+            patient_issuer: None,
             audience,
             leeway_seconds,
         }
@@ -142,6 +146,16 @@ impl JwtVerifier {
         Ok(())
     }
 
+    /// Names the service's own issuer: the only source of patient tokens,
+    /// and a source of nothing else.
+    pub fn set_patient_issuer(&mut self, issuer: &str) {
+        self.patient_issuer = Some(issuer.to_owned());
+    }
+
+    pub fn audience(&self) -> &str {
+        &self.audience
+    }
+
     pub fn kids(&self) -> impl Iterator<Item = &str> {
         self.keys.keys().map(String::as_str)
     }
@@ -175,11 +189,22 @@ impl JwtVerifier {
         if !sane(&claims.sub) || !sane(&claims.org) {
             return Err(TokenError::Invalid);
         }
+        let from_patient_issuer = self.patient_issuer.as_deref() == Some(trusted.issuer.as_str());
+        // Patient tokens come from the service's own issuer only, and that
+        // issuer grants nothing but the patient role.
+        let roles: Vec<Role> = claims
+            .roles
+            .iter()
+            .filter_map(|r| Role::parse(r))
+            .filter(|r| (*r == Role::Patient) == from_patient_issuer)
+            .collect();
         Ok(Principal {
             subject: claims.sub,
             org: claims.org,
-            roles: claims.roles.iter().filter_map(|r| Role::parse(r)).collect(),
-            patient_ref: claims.patient_ref.filter(|r| sane(r)),
+            patient_ref: claims
+                .patient_ref
+                .filter(|r| from_patient_issuer && sane(r)),
+            roles,
         })
     }
 }

@@ -38,10 +38,14 @@ pub enum Action {
     RecontactApprove,
     RecontactUnseal,
     RecontactRead,
+    LogAudit,
+    PortalUse,
+    EnrollmentIssue,
+    WebhookManageHospital,
 }
 
 impl Action {
-    pub const ALL: [Action; 20] = [
+    pub const ALL: [Action; 24] = [
         Action::DocumentReadPublished,
         Action::DocumentReadDraft,
         Action::DocumentCreate,
@@ -62,6 +66,10 @@ impl Action {
         Action::RecontactApprove,
         Action::RecontactUnseal,
         Action::RecontactRead,
+        Action::LogAudit,
+        Action::PortalUse,
+        Action::EnrollmentIssue,
+        Action::WebhookManageHospital,
     ];
 
     pub fn cedar_id(self) -> &'static str {
@@ -86,6 +94,10 @@ impl Action {
             Action::RecontactApprove => "recontact.approve",
             Action::RecontactUnseal => "recontact.unseal",
             Action::RecontactRead => "recontact.read",
+            Action::LogAudit => "log.audit",
+            Action::PortalUse => "portal.use",
+            Action::EnrollmentIssue => "enrollment.issue",
+            Action::WebhookManageHospital => "webhook.manage_hospital",
         }
     }
 }
@@ -106,6 +118,8 @@ pub enum Resource<'a> {
     Hospital {
         org: &'a str,
     },
+    /// The access log as a whole.
+    AccessLog,
 }
 
 pub struct PolicyEngine {
@@ -275,6 +289,10 @@ impl PolicyEngine {
                 ]),
                 HashSet::new(),
             ),
+            Resource::AccessLog => Ok(Entity::new_no_attrs(
+                uid("GenomeGate::AccessLog", "access-log")?,
+                HashSet::new(),
+            )),
             Resource::Hospital { org } => Entity::new(
                 uid("GenomeGate::Hospital", org)?,
                 HashMap::from([string_attr("org", org)]),

@@ -362,8 +362,9 @@ pub fn grant_in_one_statement(
     row: &EventRow,
     decisions: &[(ScopeItemKey, Decision)],
     sealed: &crate::pseudonym::vault::Sealed,
+    extras: &GrantExtras<'_>,
 ) -> Result<bool, DieselError> {
-    use diesel::sql_types::{Binary, Integer, Text};
+    use diesel::sql_types::{Binary, Integer, Text, Timestamp};
     let DbConnection::Postgresql(c) = conn else {
         return Ok(false);
     };
@@ -373,6 +374,8 @@ pub fn grant_in_one_statement(
     let values: Vec<String> = (0..decisions.len())
         .map(|i| format!("(${}, ${})", 19 + 2 * i, 20 + 2 * i))
         .collect();
+    let entry_at = 19 + 2 * decisions.len();
+    let (code_at, expires_at) = (entry_at + 6, entry_at + 7);
     let sql = format!(
         "WITH ok AS (SELECT 1 FROM document_versions WHERE id = $4 AND status = 'active' AND effective_from <= $9), \
          p AS (INSERT INTO patients (pseudonym, hospital_org, created_at) SELECT $2, $12, $10 WHERE EXISTS (SELECT 1 FROM ok) \
@@ -381,9 +384,13 @@ pub fn grant_in_one_statement(
                SELECT pseudonym, $12, $16, $17, $18, $10 FROM p), \
          e AS (INSERT INTO consent_events ({EVENT_COLUMNS}) \
                SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15 WHERE EXISTS (SELECT 1 FROM ok) \
-               RETURNING id) \
+               RETURNING id), \
+         {}, \
+         c AS (INSERT INTO enrollment_codes (code_hash, patient_pseudonym, issued_by, issued_at, expires_at) \
+               SELECT ${code_at}, $2, $13, $10, ${expires_at} FROM e) \
          INSERT INTO consent_event_items (event_id, item_key, decision) \
          SELECT e.id, x.k, x.d FROM e, (VALUES {}) AS x(k, d)",
+        super::ledger::append_cte("l", entry_at, "e"),
         values.join(", ")
     );
     let mut query = with_event_binds(sql, row)
@@ -395,5 +402,23 @@ pub fn grant_in_one_statement(
             .bind::<Text, _>(key.as_str())
             .bind::<Text, _>(decision.as_str());
     }
+    let entry = extras.entry;
+    let query = query
+        .bind::<Binary, _>(entry.to_bytes())
+        .bind::<Timestamp, _>(entry.at.naive_utc())
+        .bind::<Text, _>(&entry.patient)
+        .bind::<Text, _>(&entry.actor.org)
+        .bind::<Text, _>(&entry.actor.user)
+        .bind::<Text, _>(entry.action.as_str())
+        .bind::<Text, _>(extras.code_hash)
+        .bind::<Timestamp, _>(extras.code_expires_at);
     Ok(query.execute(c)? == decisions.len())
+}
+
+/// What a fast-path grant writes besides the consent: its access-log entry
+/// (with outbox row) and the patient's enrollment code.
+pub struct GrantExtras<'a> {
+    pub entry: &'a crate::ledger::entry::LogEntry,
+    pub code_hash: &'a str,
+    pub code_expires_at: NaiveDateTime,
 }

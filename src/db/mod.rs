@@ -8,6 +8,9 @@
 
 pub mod consents;
 pub mod documents;
+pub mod ledger;
+pub mod notify;
+pub mod portal;
 pub mod recontact;
 pub mod samples;
 pub mod schema;

@@ -152,12 +152,115 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    access_log_entries (seq) {
+        seq -> BigInt,
+        entry -> Binary,
+        recorded_at -> Timestamp,
+        patient_pseudonym -> Text,
+        actor_org -> Text,
+        actor_user -> Text,
+        action -> Text,
+    }
+}
+
+diesel::table! {
+    access_log_leaves (idx) {
+        idx -> BigInt,
+        seq -> BigInt,
+    }
+}
+
+diesel::table! {
+    access_log_nodes (level, idx) {
+        level -> SmallInt,
+        idx -> BigInt,
+        hash -> Binary,
+    }
+}
+
+diesel::table! {
+    access_log_checkpoints (size) {
+        size -> BigInt,
+        root -> Binary,
+        note -> Text,
+        signed_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    notification_outbox (seq) {
+        seq -> BigInt,
+        patient_pseudonym -> Text,
+    }
+}
+
+diesel::table! {
+    notification_endpoints (id) {
+        id -> Text,
+        kind -> Text,
+        patient_pseudonym -> Nullable<Text>,
+        hospital_org -> Nullable<Text>,
+        target -> Text,
+        key_version -> Nullable<Integer>,
+        nonce -> Nullable<Binary>,
+        ciphertext -> Nullable<Binary>,
+        created_at -> Timestamp,
+        disabled_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    notification_deliveries (endpoint_id, idx) {
+        endpoint_id -> Text,
+        idx -> BigInt,
+        state -> Text,
+        attempts -> Integer,
+        next_attempt_at -> Timestamp,
+        last_error -> Nullable<Text>,
+        delivered_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    enrollment_codes (code_hash) {
+        code_hash -> Text,
+        patient_pseudonym -> Text,
+        issued_by -> Text,
+        issued_at -> Timestamp,
+        expires_at -> Timestamp,
+        used_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    patient_accounts (id) {
+        id -> Text,
+        patient_pseudonym -> Text,
+        secret_hash -> Text,
+        created_at -> Timestamp,
+        revoked_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    patient_preferences (patient_pseudonym) {
+        patient_pseudonym -> Text,
+        language -> Text,
+        hospital_app -> Bool,
+        updated_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(genome_data_objects -> genome_samples (genome_id));
 diesel::joinable!(genome_samples -> patients (patient_pseudonym));
 diesel::joinable!(recontact_steps -> recontact_requests (request_id));
 diesel::joinable!(document_scope_items -> document_versions (version_id));
 diesel::joinable!(consent_event_items -> consent_events (event_id));
 diesel::joinable!(consent_events -> patients (patient_pseudonym));
+diesel::joinable!(access_log_leaves -> access_log_entries (seq));
+diesel::joinable!(patient_preferences -> patients (patient_pseudonym));
+diesel::joinable!(notification_deliveries -> notification_endpoints (endpoint_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     document_versions,
@@ -171,4 +274,14 @@ diesel::allow_tables_to_appear_in_same_query!(
     identity_vault,
     recontact_requests,
     recontact_steps,
+    access_log_entries,
+    access_log_leaves,
+    access_log_nodes,
+    access_log_checkpoints,
+    notification_outbox,
+    notification_endpoints,
+    notification_deliveries,
+    enrollment_codes,
+    patient_accounts,
+    patient_preferences,
 );

@@ -80,90 +80,141 @@ impl NodeStore {
         index
     }
 
-    /// MTH(D[start:end]) from stored perfect subtrees.
-    fn range_hash(&self, start: u64, end: u64) -> Hash {
-        if end == start {
-            return empty_root();
-        }
-        // Split [start, end) into aligned perfect subtrees, left to right,
-        // then fold right to left as the RFC's recursion would.
-        let mut parts = Vec::new();
-        let mut at = start;
-        while at < end {
-            let mut height = if at == 0 { 63 } else { at.trailing_zeros() };
-            while (1u64 << height.min(63)) > end - at {
-                height -= 1;
-            }
-            parts.push(self.levels[height as usize][(at >> height) as usize]);
-            at += 1 << height;
-        }
-        let mut acc = parts.pop().unwrap_or_else(empty_root);
-        while let Some(left) = parts.pop() {
-            acc = node_hash(&left, &acc);
-        }
-        acc
+    fn stored(&self) -> impl FnMut(u32, u64) -> Hash + '_ {
+        |level, index| self.levels[level as usize][index as usize]
     }
 
     /// The root of the first `size` leaves.
     pub fn root(&self, size: u64) -> Option<Hash> {
-        (size <= self.size()).then(|| self.range_hash(0, size))
+        (size <= self.size()).then(|| root_from(size, &mut self.stored()))
     }
 
     /// The audit path of leaf `index` in the tree of `size` leaves.
     pub fn inclusion_proof(&self, index: u64, size: u64) -> Option<Vec<Hash>> {
-        if index >= size || size > self.size() {
-            return None;
-        }
-        let mut proof = Vec::new();
-        self.path(index, 0, size, &mut proof);
-        Some(proof)
+        (index < size && size <= self.size())
+            .then(|| inclusion_proof_from(index, size, &mut self.stored()))
     }
 
-    fn path(&self, m: u64, start: u64, end: u64, out: &mut Vec<Hash>) {
+    /// The proof that the tree of `old` leaves is a prefix of the tree of
+    /// `new` leaves.
+    pub fn consistency_proof(&self, old: u64, new: u64) -> Option<Vec<Hash>> {
+        (old <= new && new <= self.size())
+            .then(|| consistency_proof_from(old, new, &mut self.stored()))
+    }
+}
+
+/// MTH(D[start:end]) from stored perfect subtrees: `node(level, index)`
+/// is the hash of leaves `[index·2^level, (index+1)·2^level)`.
+fn range_hash(start: u64, end: u64, node: &mut dyn FnMut(u32, u64) -> Hash) -> Hash {
+    if end == start {
+        return empty_root();
+    }
+    // Split [start, end) into aligned perfect subtrees, left to right,
+    // then fold right to left as the RFC's recursion would.
+    let mut parts = Vec::new();
+    let mut at = start;
+    while at < end {
+        let mut height = if at == 0 { 63 } else { at.trailing_zeros() };
+        while (1u64 << height.min(63)) > end - at {
+            height -= 1;
+        }
+        parts.push(node(height, at >> height));
+        at += 1 << height;
+    }
+    let mut acc = parts.pop().unwrap_or_else(empty_root);
+    while let Some(left) = parts.pop() {
+        acc = node_hash(&left, &acc);
+    }
+    acc
+}
+
+/// The root of the first `size` leaves, from stored nodes.
+pub fn root_from(size: u64, node: &mut dyn FnMut(u32, u64) -> Hash) -> Hash {
+    range_hash(0, size, node)
+}
+
+/// The audit path of leaf `index` (< `size`) from stored nodes.
+pub fn inclusion_proof_from(
+    index: u64,
+    size: u64,
+    node: &mut dyn FnMut(u32, u64) -> Hash,
+) -> Vec<Hash> {
+    fn path(
+        m: u64,
+        start: u64,
+        end: u64,
+        node: &mut dyn FnMut(u32, u64) -> Hash,
+        out: &mut Vec<Hash>,
+    ) {
         let n = end - start;
         if n <= 1 {
             return;
         }
         let k = split_point(n);
         if m < k {
-            self.path(m, start, start + k, out);
-            out.push(self.range_hash(start + k, end));
+            path(m, start, start + k, node, out);
+            out.push(range_hash(start + k, end, node));
         } else {
-            self.path(m - k, start + k, end, out);
-            out.push(self.range_hash(start, start + k));
+            path(m - k, start + k, end, node, out);
+            out.push(range_hash(start, start + k, node));
         }
     }
-
-    /// The proof that the tree of `old` leaves is a prefix of the tree of
-    /// `new` leaves.
-    pub fn consistency_proof(&self, old: u64, new: u64) -> Option<Vec<Hash>> {
-        if old > new || new > self.size() {
-            return None;
-        }
-        let mut proof = Vec::new();
-        if old > 0 && old < new {
-            self.subproof(old, 0, new, true, &mut proof);
-        }
-        Some(proof)
+    let mut proof = Vec::new();
+    if index < size {
+        path(index, 0, size, node, &mut proof);
     }
+    proof
+}
 
-    fn subproof(&self, m: u64, start: u64, end: u64, whole: bool, out: &mut Vec<Hash>) {
+/// The consistency proof between sizes `old` ≤ `new` from stored nodes.
+pub fn consistency_proof_from(
+    old: u64,
+    new: u64,
+    node: &mut dyn FnMut(u32, u64) -> Hash,
+) -> Vec<Hash> {
+    fn subproof(
+        m: u64,
+        start: u64,
+        end: u64,
+        whole: bool,
+        node: &mut dyn FnMut(u32, u64) -> Hash,
+        out: &mut Vec<Hash>,
+    ) {
         let n = end - start;
         if m == n {
             if !whole {
-                out.push(self.range_hash(start, end));
+                out.push(range_hash(start, end, node));
             }
             return;
         }
         let k = split_point(n);
         if m <= k {
-            self.subproof(m, start, start + k, whole, out);
-            out.push(self.range_hash(start + k, end));
+            subproof(m, start, start + k, whole, node, out);
+            out.push(range_hash(start + k, end, node));
         } else {
-            self.subproof(m - k, start + k, end, false, out);
-            out.push(self.range_hash(start, start + k));
+            subproof(m - k, start + k, end, false, node, out);
+            out.push(range_hash(start, start + k, node));
         }
     }
+    let mut proof = Vec::new();
+    if old > 0 && old < new {
+        subproof(old, 0, new, true, node, &mut proof);
+    }
+    proof
+}
+
+/// The stored nodes `(level, index)` a computation over stored nodes reads,
+/// found by running it once against a recorder. Lets storage fetch them
+/// all in one query before the real run.
+pub fn nodes_read_by(run: impl FnOnce(&mut dyn FnMut(u32, u64) -> Hash)) -> Vec<(u32, u64)> {
+    let mut seen = Vec::new();
+    run(&mut |level, index| {
+        seen.push((level, index));
+        [0u8; 32]
+    });
+    seen.sort_unstable();
+    seen.dedup();
+    seen
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

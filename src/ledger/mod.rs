@@ -1,7 +1,10 @@
-//! The tamper-evident access log (issue #4). Built so far, as pure code:
-//! the RFC 6962/9162 Merkle tree with its proofs, the O(log n) append
-//! frontier, and C2SP signed-note checkpoints. Storage, appends from every
-//! action, notification and the API follow.
+//! The tamper-evident access log (issue #4), as pure code: entries and
+//! their plain-language explanations, the RFC 6962/9162 Merkle tree with
+//! its proofs and O(log n) append frontier, C2SP signed-note checkpoints,
+//! the whole-log checker behind `genomegate verify-log`, and screening.
+//! Storage is in `db::ledger`; background work in `workers`.
 
 pub mod checkpoint;
+pub mod entry;
 pub mod merkle;
+pub mod verify;

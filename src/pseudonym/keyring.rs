@@ -35,14 +35,20 @@ pub enum KeyDomain {
     Project,
     /// AES-256-GCM sealing of hospital-local IDs (identity vault).
     Vault,
+    /// Ed25519 seed signing access-log checkpoints.
+    Checkpoint,
+    /// Ed25519 seed signing the service's own tokens (patients).
+    Token,
 }
 
 impl KeyDomain {
-    pub const ALL: [KeyDomain; 4] = [
+    pub const ALL: [KeyDomain; 6] = [
         KeyDomain::Patient,
         KeyDomain::Sample,
         KeyDomain::Project,
         KeyDomain::Vault,
+        KeyDomain::Checkpoint,
+        KeyDomain::Token,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -51,7 +57,14 @@ impl KeyDomain {
             KeyDomain::Sample => "sample",
             KeyDomain::Project => "project",
             KeyDomain::Vault => "vault",
+            KeyDomain::Checkpoint => "checkpoint",
+            KeyDomain::Token => "token",
         }
+    }
+
+    /// Domains whose secret is an Ed25519 seed rather than a MAC key.
+    pub fn signs(self) -> bool {
+        matches!(self, KeyDomain::Checkpoint | KeyDomain::Token)
     }
 
     pub fn parse(raw: &str) -> Option<Self> {
@@ -83,11 +96,19 @@ pub struct DomainKey {
     pub created_at: DateTime<Utc>,
     pub(super) hmac: hmac::Key,
     pub(super) aead: aead::LessSafeKey,
+    /// For signing domains: the seed as an Ed25519 PKCS#8 document, the form
+    /// ring and jsonwebtoken load.
+    ed25519_pkcs8: Option<Vec<u8>>,
     fingerprint: String,
 }
 
 impl DomainKey {
-    fn new(version: u32, created_at: DateTime<Utc>, secret: &[u8]) -> Result<Self, String> {
+    fn new(
+        domain: KeyDomain,
+        version: u32,
+        created_at: DateTime<Utc>,
+        secret: &[u8],
+    ) -> Result<Self, String> {
         if secret.len() != KEY_BYTES {
             return Err(format!("keys are {KEY_BYTES} bytes"));
         }
@@ -99,8 +120,14 @@ impl DomainKey {
             created_at,
             hmac: hmac::Key::new(hmac::HMAC_SHA256, secret),
             aead: aead::LessSafeKey::new(aead_key),
+            ed25519_pkcs8: domain.signs().then(|| ed25519_pkcs8_from_seed(secret)),
             fingerprint: hex::encode(&digest.as_ref()[..6]),
         })
+    }
+
+    /// The Ed25519 private key of a signing domain, as PKCS#8 v1.
+    pub fn ed25519_pkcs8(&self) -> Option<&[u8]> {
+        self.ed25519_pkcs8.as_deref()
     }
 
     /// A non-secret name for the key, for listings.
@@ -148,14 +175,19 @@ impl Keyring {
                 ));
             }
             entry.push(
-                DomainKey::new(version, created_at, &secret)
+                DomainKey::new(domain, version, created_at, &secret)
                     .map_err(|e| format!("{} v{version}: {e}", domain.as_str()))?,
             );
         }
         for domain in KeyDomain::ALL {
             match keys.get_mut(&domain) {
                 Some(list) => list.sort_by_key(|k| k.version),
-                None => return Err(format!("the key file has no `{}` key", domain.as_str())),
+                None => {
+                    return Err(format!(
+                        "the key file has no `{0}` key; add one with `genomegate keys rotate --domain {0}`",
+                        domain.as_str()
+                    ))
+                }
             }
         }
         Ok(Self {
@@ -271,6 +303,17 @@ impl Keyring {
     }
 }
 
+/// RFC 8410 PKCS#8 v1 wrapping of a 32-byte Ed25519 seed.
+fn ed25519_pkcs8_from_seed(seed: &[u8]) -> Vec<u8> {
+    const PREFIX: [u8; 16] = [
+        0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04,
+        0x20,
+    ];
+    let mut der = PREFIX.to_vec();
+    der.extend_from_slice(seed);
+    der
+}
+
 fn render(doc: &KeyFileDoc, development: bool) -> Result<String, String> {
     let body = toml::to_string(doc).map_err(|e| e.to_string())?;
     let header = if development {
@@ -320,6 +363,17 @@ mod tests {
         );
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(!format!("{after:?}").contains(&text[text.find("secret").unwrap() + 10..][..20]));
+    }
+
+    #[test]
+    fn signing_domains_yield_ed25519_keys_ring_accepts() {
+        let now = DateTime::<Utc>::from_timestamp(1_700_000_000, 0).unwrap();
+        let ring = Keyring::generate(now).unwrap();
+        for domain in [KeyDomain::Checkpoint, KeyDomain::Token] {
+            let pkcs8 = ring.current(domain).ed25519_pkcs8().unwrap();
+            ring::signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(pkcs8).unwrap();
+        }
+        assert!(ring.current(KeyDomain::Patient).ed25519_pkcs8().is_none());
     }
 
     #[test]

@@ -117,14 +117,20 @@ impl Keyring {
     /// key first. Integrators build keys from record numbers; the plain key
     /// must never reach storage.
     pub fn idempotency_tags(&self, hospital_org: &str, key: &str) -> Vec<String> {
+        self.secret_tags(IDEMPOTENCY_DOMAIN, hospital_org, key)
+    }
+
+    /// Keyed hashes of a one-time secret (enrollment code) under every
+    /// patient-key version, newest first: what is stored instead of it.
+    pub fn enrollment_code_tags(&self, code: &str) -> Vec<String> {
+        self.secret_tags(b"genomegate/enrollment-code/v1", "", code)
+    }
+
+    fn secret_tags(&self, domain: &[u8], scope: &str, secret: &str) -> Vec<String> {
         self.newest_first(KeyDomain::Patient)
             .map(|k| {
                 hex::encode(
-                    keyed_digest(
-                        &k.hmac,
-                        &[IDEMPOTENCY_DOMAIN, hospital_org.as_bytes(), key.as_bytes()],
-                    )
-                    .as_ref(),
+                    keyed_digest(&k.hmac, &[domain, scope.as_bytes(), secret.as_bytes()]).as_ref(),
                 )
             })
             .collect()

@@ -37,23 +37,10 @@ impl Keyring {
         pseudonym: &PatientPseudonym,
         local_id: &LocalPatientId,
     ) -> Result<Sealed, VaultError> {
-        let key = self.current(KeyDomain::Vault);
-        let mut nonce = [0u8; NONCE_LEN];
-        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce)
-            .map_err(|_| VaultError::Random)?;
-        let mut buffer = local_id.0.as_bytes().to_vec();
-        key.aead
-            .seal_in_place_append_tag(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(associated_data(hospital_org, pseudonym)),
-                &mut buffer,
-            )
-            .map_err(|_| VaultError::Random)?;
-        Ok(Sealed {
-            key_version: key.version,
-            nonce: nonce.to_vec(),
-            ciphertext: buffer,
-        })
+        self.seal_bytes(
+            &associated_data(hospital_org, pseudonym),
+            local_id.0.as_bytes(),
+        )
     }
 
     /// Opens a sealed ID; only the hospital and pseudonym it was sealed for
@@ -64,6 +51,34 @@ impl Keyring {
         pseudonym: &PatientPseudonym,
         sealed: &Sealed,
     ) -> Result<LocalPatientId, VaultError> {
+        let plain = self.open_bytes(&associated_data(hospital_org, pseudonym), sealed)?;
+        let text = std::str::from_utf8(&plain).map_err(|_| VaultError::Tampered)?;
+        LocalPatientId::parse(text).map_err(|_| VaultError::Tampered)
+    }
+
+    /// Seals any secret under the current vault key, bound to `aad` (say,
+    /// the row it belongs to).
+    pub fn seal_bytes(&self, aad: &[u8], plain: &[u8]) -> Result<Sealed, VaultError> {
+        let key = self.current(KeyDomain::Vault);
+        let mut nonce = [0u8; NONCE_LEN];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce)
+            .map_err(|_| VaultError::Random)?;
+        let mut buffer = plain.to_vec();
+        key.aead
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(aad),
+                &mut buffer,
+            )
+            .map_err(|_| VaultError::Random)?;
+        Ok(Sealed {
+            key_version: key.version,
+            nonce: nonce.to_vec(),
+            ciphertext: buffer,
+        })
+    }
+
+    pub fn open_bytes(&self, aad: &[u8], sealed: &Sealed) -> Result<Vec<u8>, VaultError> {
         let key = self
             .version(KeyDomain::Vault, sealed.key_version)
             .ok_or(VaultError::UnknownKey)?;
@@ -77,12 +92,11 @@ impl Keyring {
             .aead
             .open_in_place(
                 Nonce::assume_unique_for_key(nonce),
-                Aad::from(associated_data(hospital_org, pseudonym)),
+                Aad::from(aad),
                 &mut buffer,
             )
             .map_err(|_| VaultError::Tampered)?;
-        let text = std::str::from_utf8(plain).map_err(|_| VaultError::Tampered)?;
-        LocalPatientId::parse(text).map_err(|_| VaultError::Tampered)
+        Ok(plain.to_vec())
     }
 }
 

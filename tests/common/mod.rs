@@ -184,6 +184,10 @@ impl TestApp {
             ),
             ("GENOMEGATE__KEYS__DEV_DIR", certs_dir.display().to_string()),
             ("GENOMEGATE__POLICIES__DIR", policies.display().to_string()),
+            // Local webhook receivers speak plain HTTP; retries are quick.
+            ("GENOMEGATE__NOTIFY__ALLOW_HTTP", "true".into()),
+            ("GENOMEGATE__NOTIFY__BACKOFF_MS", "50".into()),
+            ("GENOMEGATE__NOTIFY__MAX_ATTEMPTS", "3".into()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
@@ -368,20 +372,21 @@ impl TestApp {
     }
 
     /// A patient token bound to `patient_ref`.
+    /// A patient token as enrollment issues it: signed with the service's
+    /// own token key, the only issuer trusted for the patient role.
     pub fn patient_token(&self, patient_ref: &str) -> String {
-        let roles = vec!["patient".to_owned()];
-        let now = chrono::Utc::now();
-        let claims = genomegate::auth::dev::TokenClaims {
-            iss: ISSUER,
-            aud: AUDIENCE,
-            sub: "patient-app-user",
-            org: "patient-portal",
-            roles: &roles,
-            iat: now.timestamp(),
-            exp: now.timestamp() + 600,
-            patient_ref: Some(patient_ref),
-        };
-        issuer_keys().eddsa.sign_claims(&claims).unwrap()
+        let keys = genomegate::pseudonym::keyring::Keyring::load(&self.config.keys.file).unwrap();
+        let signer = genomegate::server::patient_token_signer(
+            keys.current(genomegate::pseudonym::keyring::KeyDomain::Token),
+            self.config.public_base_url.trim_end_matches('/'),
+        )
+        .unwrap();
+        sign_patient(&signer, &signer.issuer.clone(), patient_ref)
+    }
+
+    /// A patient token from the ordinary trusted issuer: must not work.
+    pub fn foreign_patient_token(&self, patient_ref: &str) -> String {
+        sign_patient(&issuer_keys().eddsa, ISSUER, patient_ref)
     }
 
     /// Registers a consent (all permit) for `local_id` at `org`; returns the patient_ref.
@@ -427,6 +432,26 @@ pub fn sample_body(local_id: &str, sample_ref: &str, tag: &str) -> Value {
              "sha256": "b".repeat(64), "format": "vcf"},
         ],
     })
+}
+
+fn sign_patient(
+    signer: &genomegate::auth::dev::Ed25519Signer,
+    issuer: &str,
+    patient_ref: &str,
+) -> String {
+    let roles = vec!["patient".to_owned()];
+    let now = chrono::Utc::now();
+    let claims = genomegate::auth::dev::TokenClaims {
+        iss: issuer,
+        aud: AUDIENCE,
+        sub: "patient-app-user",
+        org: "patient-portal",
+        roles: &roles,
+        iat: now.timestamp(),
+        exp: now.timestamp() + 600,
+        patient_ref: Some(patient_ref),
+    };
+    signer.sign_claims(&claims).unwrap()
 }
 
 impl Drop for TestApp {

@@ -1,0 +1,10 @@
+DROP TABLE patient_preferences;
+DROP TABLE patient_accounts;
+DROP TABLE enrollment_codes;
+DROP TABLE notification_deliveries;
+DROP TABLE notification_endpoints;
+DROP TABLE notification_outbox;
+DROP TABLE access_log_checkpoints;
+DROP TABLE access_log_nodes;
+DROP TABLE access_log_leaves;
+DROP TABLE access_log_entries;

@@ -1,0 +1,715 @@
+//! Storage of the access log: entries (with their outbox rows), the tree's
+//! leaves and nodes, signed checkpoints and notification deliveries.
+//!
+//! Two steps, as in Trillian and other transparency logs:
+//! - [`append`] runs inside the transaction of the action being logged. It
+//!   only inserts, so concurrent actions never wait on one another.
+//! - [`integrate`] gives queued entries their tree indices, stores the
+//!   nodes they complete (O(log n) reads per batch through
+//!   [`Frontier`]), signs a checkpoint and queues webhook and NATS
+//!   deliveries, all in one transaction that holds the log's lock.
+
+use super::documents::utc;
+use super::schema::{
+    access_log_checkpoints as checkpoints, access_log_entries as entries,
+    access_log_leaves as leaves, access_log_nodes as nodes, notification_deliveries as deliveries,
+    notification_endpoints as endpoints, notification_outbox as outbox, patient_preferences,
+    patients,
+};
+use super::{write_transaction, DbConnection};
+use crate::db_run;
+use crate::ledger::checkpoint::{Checkpoint, NoteSigner};
+use crate::ledger::entry::LogEntry;
+use crate::ledger::merkle::{self, leaf_hash, Frontier, Hash};
+use chrono::{DateTime, NaiveDateTime, Utc};
+use diesel::prelude::*;
+use diesel::result::Error as DieselError;
+use std::collections::{BTreeSet, HashMap};
+
+/// Rows per multi-row INSERT: below SQLite's bind-parameter limit for every
+/// table here.
+const CHUNK: usize = 4_000;
+
+/// The advisory lock key that serializes integration on PostgreSQL
+/// ("gglog" in ASCII).
+const INTEGRATION_LOCK: i64 = 0x67_67_6c_6f_67;
+
+/// The PostgreSQL channel an integration announces its new tree size on.
+pub const LOG_CHANNEL: &str = "genomegate_log";
+
+#[derive(Queryable, Selectable, Insertable, Debug, Clone)]
+#[diesel(table_name = entries)]
+#[diesel(check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
+pub struct EntryRow {
+    pub seq: i64,
+    pub entry: Vec<u8>,
+    pub recorded_at: NaiveDateTime,
+    pub patient_pseudonym: String,
+    pub actor_org: String,
+    pub actor_user: String,
+    pub action: String,
+}
+
+impl EntryRow {
+    /// Whether the indexed columns say what the entry bytes say.
+    pub fn columns_match(&self, entry: &LogEntry) -> bool {
+        self.recorded_at == entry.at.naive_utc()
+            && self.patient_pseudonym == entry.patient
+            && self.actor_org == entry.actor.org
+            && self.actor_user == entry.actor.user
+            && self.action == entry.action.as_str()
+    }
+}
+
+fn corrupt(what: &str) -> DieselError {
+    DieselError::DeserializationError(format!("corrupt {what} in the access log").into())
+}
+
+fn to_hash(bytes: &[u8]) -> Result<Hash, DieselError> {
+    bytes.try_into().map_err(|_| corrupt("node hash"))
+}
+
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// Appends entries with their outbox rows, in the caller's transaction.
+pub fn append(conn: &mut DbConnection, batch: &[LogEntry]) -> Result<(), DieselError> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    match conn {
+        DbConnection::Postgresql(c) => {
+            use diesel::sql_types::{Array, Binary, Text, Timestamp};
+            // One statement per batch, whatever its size: arrays travel as
+            // six parameters and unnest into rows.
+            let mut bytes = Vec::with_capacity(batch.len());
+            let mut at = Vec::with_capacity(batch.len());
+            let (mut patient, mut org, mut user, mut action) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            for e in batch {
+                bytes.push(e.to_bytes());
+                at.push(e.at.naive_utc());
+                patient.push(e.patient.as_str());
+                org.push(e.actor.org.as_str());
+                user.push(e.actor.user.as_str());
+                action.push(e.action.as_str());
+            }
+            diesel::sql_query(
+                "WITH e AS (INSERT INTO access_log_entries \
+                   (entry, recorded_at, patient_pseudonym, actor_org, actor_user, action) \
+                   SELECT * FROM unnest($1::bytea[], $2::timestamp[], $3::text[], $4::text[], $5::text[], $6::text[]) \
+                   RETURNING seq, patient_pseudonym) \
+                 INSERT INTO notification_outbox (seq, patient_pseudonym) SELECT seq, patient_pseudonym FROM e",
+            )
+            .bind::<Array<Binary>, _>(bytes)
+            .bind::<Array<Timestamp>, _>(at)
+            .bind::<Array<Text>, _>(patient)
+            .bind::<Array<Text>, _>(org)
+            .bind::<Array<Text>, _>(user)
+            .bind::<Array<Text>, _>(action)
+            .execute(c)?;
+            Ok(())
+        }
+        DbConnection::Sqlite(c) => {
+            for e in batch {
+                diesel::insert_into(entries::table)
+                    .values((
+                        entries::entry.eq(e.to_bytes()),
+                        entries::recorded_at.eq(e.at.naive_utc()),
+                        entries::patient_pseudonym.eq(&e.patient),
+                        entries::actor_org.eq(&e.actor.org),
+                        entries::actor_user.eq(&e.actor.user),
+                        entries::action.eq(e.action.as_str()),
+                    ))
+                    .execute(c)?;
+                let seq: i64 = diesel::select(diesel::dsl::sql::<diesel::sql_types::BigInt>(
+                    "last_insert_rowid()",
+                ))
+                .get_result(c)?;
+                diesel::insert_into(outbox::table)
+                    .values((
+                        outbox::seq.eq(seq),
+                        outbox::patient_pseudonym.eq(&e.patient),
+                    ))
+                    .execute(c)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The SQL that appends one entry inside a larger PostgreSQL statement, as
+/// two CTEs named `{name}` (the entry) and `{name}_o` (its outbox row).
+/// Parameters `$first` … `$first+5` are the entry's bytes, time, patient,
+/// org, user and action; `guard` is a CTE that must have produced a row
+/// (the action itself) for the entry to be written.
+pub fn append_cte(name: &str, first: usize, guard: &str) -> String {
+    let p = |i: usize| format!("${}", first + i);
+    format!(
+        "{name} AS (INSERT INTO access_log_entries (entry, recorded_at, patient_pseudonym, actor_org, actor_user, action) \
+           SELECT {}, {}, {}, {}, {}, {} WHERE EXISTS (SELECT 1 FROM {guard}) RETURNING seq, patient_pseudonym), \
+         {name}_o AS (INSERT INTO notification_outbox (seq, patient_pseudonym) SELECT seq, patient_pseudonym FROM {name})",
+        p(0), p(1), p(2), p(3), p(4), p(5)
+    )
+}
+
+/// What one integration did.
+#[derive(Debug, Clone)]
+pub struct Integrated {
+    /// The tree grew from `from` leaves to `to`.
+    pub from: u64,
+    pub to: u64,
+    pub root: Hash,
+    /// The signed checkpoint of size `to`.
+    pub note: String,
+}
+
+/// The log's current size (the next index).
+pub fn size(conn: &mut DbConnection) -> Result<u64, DieselError> {
+    let max: Option<i64> =
+        db_run!(conn, c => leaves::table.select(diesel::dsl::max(leaves::idx)).first(c))?;
+    Ok(max.map_or(0, |m| m as u64 + 1))
+}
+
+/// Loads stored nodes by coordinate.
+pub fn nodes_at(
+    conn: &mut DbConnection,
+    wanted: &[(u32, u64)],
+) -> Result<HashMap<(u32, u64), Hash>, DieselError> {
+    let mut found = HashMap::with_capacity(wanted.len());
+    // Group by level: one `idx IN (…)` per level.
+    let mut by_level: HashMap<u32, Vec<i64>> = HashMap::new();
+    for (level, index) in wanted {
+        by_level.entry(*level).or_default().push(to_i64(*index));
+    }
+    if by_level.is_empty() {
+        return Ok(found);
+    }
+    let rows: Vec<(i16, i64, Vec<u8>)> = db_run!(conn, c => {
+        let mut query = nodes::table.into_boxed();
+        for (level, indices) in &by_level {
+            query = query.or_filter(
+                nodes::level.eq(*level as i16).and(nodes::idx.eq_any(indices.clone())),
+            );
+        }
+        query.select((nodes::level, nodes::idx, nodes::hash)).load(c)
+    })?;
+    for (level, index, hash) in rows {
+        found.insert((level as u32, index as u64), to_hash(&hash)?);
+    }
+    Ok(found)
+}
+
+/// Runs a computation over stored nodes: finds which nodes it reads, loads
+/// them in one query, then runs it for real.
+fn with_stored_nodes<T>(
+    conn: &mut DbConnection,
+    run: impl Fn(&mut dyn FnMut(u32, u64) -> Hash) -> T,
+) -> Result<T, DieselError> {
+    let wanted = merkle::nodes_read_by(|node| {
+        run(node);
+    });
+    let found = nodes_at(conn, &wanted)?;
+    let mut missing = false;
+    let value = run(&mut |level, index| match found.get(&(level, index)) {
+        Some(hash) => *hash,
+        None => {
+            missing = true;
+            [0; 32]
+        }
+    });
+    if missing {
+        return Err(corrupt("tree (a stored node is missing)"));
+    }
+    Ok(value)
+}
+
+pub fn inclusion_proof(
+    conn: &mut DbConnection,
+    index: u64,
+    size: u64,
+) -> Result<Vec<Hash>, DieselError> {
+    with_stored_nodes(conn, |node| merkle::inclusion_proof_from(index, size, node))
+}
+
+pub fn consistency_proof(
+    conn: &mut DbConnection,
+    old: u64,
+    new: u64,
+) -> Result<Vec<Hash>, DieselError> {
+    with_stored_nodes(conn, |node| merkle::consistency_proof_from(old, new, node))
+}
+
+/// Inclusion proofs for many leaves at one tree size, from one node query.
+pub fn inclusion_proofs(
+    conn: &mut DbConnection,
+    indices: &[u64],
+    size: u64,
+) -> Result<Vec<Vec<Hash>>, DieselError> {
+    with_stored_nodes(conn, |node| {
+        indices
+            .iter()
+            .map(|i| merkle::inclusion_proof_from(*i, size, node))
+            .collect()
+    })
+}
+
+#[derive(Queryable, Selectable, Debug, Clone)]
+#[diesel(table_name = checkpoints)]
+pub struct CheckpointRow {
+    pub size: i64,
+    pub root: Vec<u8>,
+    pub note: String,
+    pub signed_at: NaiveDateTime,
+}
+
+pub fn latest_checkpoint(conn: &mut DbConnection) -> Result<Option<CheckpointRow>, DieselError> {
+    db_run!(conn, c => checkpoints::table
+        .order(checkpoints::size.desc())
+        .select(CheckpointRow::as_select())
+        .first(c)
+        .optional())
+}
+
+pub fn checkpoint_at(
+    conn: &mut DbConnection,
+    size: u64,
+) -> Result<Option<CheckpointRow>, DieselError> {
+    db_run!(conn, c => checkpoints::table
+        .find(to_i64(size))
+        .select(CheckpointRow::as_select())
+        .first(c)
+        .optional())
+}
+
+/// Every stored checkpoint, smallest first (verification).
+pub fn all_checkpoints(conn: &mut DbConnection) -> Result<Vec<CheckpointRow>, DieselError> {
+    db_run!(conn, c => checkpoints::table
+        .order(checkpoints::size)
+        .select(CheckpointRow::as_select())
+        .load(c))
+}
+
+/// Endpoints that should hear about a patient's entries: the patient's own
+/// webhooks, their hospital's patient-app webhooks unless the patient
+/// turned those off, and any NATS subject.
+/// An endpoint's id and owner: a patient, a hospital, or neither (NATS).
+type EndpointTarget = (String, Option<String>, Option<String>);
+
+fn endpoints_for(
+    conn: &mut DbConnection,
+    patients_in_batch: &BTreeSet<&str>,
+) -> Result<Vec<EndpointTarget>, DieselError> {
+    let list: Vec<&str> = patients_in_batch.iter().copied().collect();
+    db_run!(conn, c => {
+        let mut found: Vec<EndpointTarget> = endpoints::table
+            .filter(endpoints::disabled_at.is_null())
+            .filter(endpoints::kind.eq("nats"))
+            .select((endpoints::id, endpoints::patient_pseudonym, endpoints::hospital_org))
+            .load(c)?;
+        for chunk in list.chunks(CHUNK) {
+            found.extend(
+                endpoints::table
+                    .filter(endpoints::disabled_at.is_null())
+                    .filter(endpoints::patient_pseudonym.eq_any(chunk))
+                    .select((endpoints::id, endpoints::patient_pseudonym, endpoints::hospital_org))
+                    .load::<EndpointTarget>(c)?,
+            );
+            let hospitals: Vec<String> = patients::table
+                .filter(patients::pseudonym.eq_any(chunk))
+                .select(patients::hospital_org)
+                .distinct()
+                .load(c)?;
+            if !hospitals.is_empty() {
+                found.extend(
+                    endpoints::table
+                        .filter(endpoints::disabled_at.is_null())
+                        .filter(endpoints::hospital_org.eq_any(&hospitals))
+                        .select((endpoints::id, endpoints::patient_pseudonym, endpoints::hospital_org))
+                        .load::<EndpointTarget>(c)?,
+                );
+            }
+        }
+        Ok::<_, DieselError>(found)
+    })
+}
+
+/// For each patient in the batch: their hospital and whether they accept
+/// notifications through the hospital's app (default yes).
+fn hospital_app_routes(
+    conn: &mut DbConnection,
+    patients_in_batch: &BTreeSet<&str>,
+) -> Result<HashMap<String, (String, bool)>, DieselError> {
+    let list: Vec<&str> = patients_in_batch.iter().copied().collect();
+    let mut routes = HashMap::new();
+    for chunk in list.chunks(CHUNK) {
+        let rows: Vec<(String, String, Option<bool>)> = db_run!(conn, c => patients::table
+            .left_join(patient_preferences::table)
+            .filter(patients::pseudonym.eq_any(chunk))
+            .select((patients::pseudonym, patients::hospital_org, patient_preferences::hospital_app.nullable()))
+            .load(c))?;
+        for (pseudonym, hospital, app) in rows {
+            routes.insert(pseudonym, (hospital, app.unwrap_or(true)));
+        }
+    }
+    Ok(routes)
+}
+
+/// Integrates up to `max` queued entries. `None` when nothing was queued.
+pub fn integrate(
+    conn: &mut DbConnection,
+    signer: &NoteSigner,
+    origin: &str,
+    now: DateTime<Utc>,
+    max: usize,
+) -> Result<Option<Integrated>, DieselError> {
+    write_transaction(conn, |conn| {
+        if let DbConnection::Postgresql(c) = conn {
+            diesel::sql_query(format!("SELECT pg_advisory_xact_lock({INTEGRATION_LOCK})"))
+                .execute(c)?;
+        }
+        let queued: Vec<(i64, String, Vec<u8>)> = db_run!(conn, c => outbox::table
+            .inner_join(entries::table.on(entries::seq.eq(outbox::seq)))
+            .order(outbox::seq)
+            .limit(max as i64)
+            .select((outbox::seq, outbox::patient_pseudonym, entries::entry))
+            .load(c))?;
+        if queued.is_empty() {
+            return Ok(None);
+        }
+        let from = size(conn)?;
+        let needed = Frontier::needed(from);
+        let stored = nodes_at(conn, &needed)?;
+        let resume_nodes = needed
+            .iter()
+            .map(|k| stored.get(k).copied())
+            .collect::<Option<Vec<Hash>>>()
+            .ok_or_else(|| corrupt("tree (a frontier node is missing)"))?;
+        let mut frontier =
+            Frontier::resume(from, &resume_nodes).ok_or_else(|| corrupt("tree frontier"))?;
+        let mut leaf_rows = Vec::with_capacity(queued.len());
+        let mut node_rows = Vec::with_capacity(queued.len() * 2);
+        for (seq, _, bytes) in &queued {
+            leaf_rows.push((
+                leaves::idx.eq(to_i64(frontier.size())),
+                leaves::seq.eq(*seq),
+            ));
+            for made in frontier.push(leaf_hash(bytes)) {
+                node_rows.push((
+                    nodes::level.eq(made.level as i16),
+                    nodes::idx.eq(to_i64(made.index)),
+                    nodes::hash.eq(made.hash.to_vec()),
+                ));
+            }
+        }
+        let to = frontier.size();
+        let root = frontier.root();
+        let seqs: Vec<i64> = queued.iter().map(|(s, _, _)| *s).collect();
+        db_run!(conn, c => {
+            for chunk in leaf_rows.chunks(CHUNK) {
+                diesel::insert_into(leaves::table).values(chunk).execute(c)?;
+            }
+            for chunk in node_rows.chunks(CHUNK) {
+                diesel::insert_into(nodes::table).values(chunk).execute(c)?;
+            }
+            for chunk in seqs.chunks(CHUNK) {
+                diesel::delete(outbox::table.filter(outbox::seq.eq_any(chunk))).execute(c)?;
+            }
+            Ok::<_, DieselError>(())
+        })?;
+        let note = signer.sign(&Checkpoint {
+            origin: origin.to_owned(),
+            size: to,
+            root,
+        });
+        db_run!(conn, c => diesel::insert_into(checkpoints::table)
+            .values((
+                checkpoints::size.eq(to_i64(to)),
+                checkpoints::root.eq(root.to_vec()),
+                checkpoints::note.eq(&note),
+                checkpoints::signed_at.eq(now.naive_utc()),
+            ))
+            .execute(c))?;
+        queue_deliveries(conn, &queued, from, now)?;
+        if let DbConnection::Postgresql(c) = conn {
+            diesel::sql_query(format!("SELECT pg_notify('{LOG_CHANNEL}', '{to}')")).execute(c)?;
+        }
+        Ok(Some(Integrated {
+            from,
+            to,
+            root,
+            note,
+        }))
+    })
+}
+
+/// One pending delivery per (endpoint, entry) for the entries just
+/// integrated at indices `from..`.
+fn queue_deliveries(
+    conn: &mut DbConnection,
+    queued: &[(i64, String, Vec<u8>)],
+    from: u64,
+    now: DateTime<Utc>,
+) -> Result<(), DieselError> {
+    let in_batch: BTreeSet<&str> = queued.iter().map(|(_, p, _)| p.as_str()).collect();
+    let targets = endpoints_for(conn, &in_batch)?;
+    if targets.is_empty() {
+        return Ok(());
+    }
+    let routes = hospital_app_routes(conn, &in_batch)?;
+    let mut rows = Vec::new();
+    for (offset, (_, patient, _)) in queued.iter().enumerate() {
+        let idx = to_i64(from + offset as u64);
+        for (id, endpoint_patient, endpoint_hospital) in &targets {
+            let wanted = match (endpoint_patient, endpoint_hospital) {
+                (Some(p), _) => p == patient,
+                (None, Some(h)) => routes
+                    .get(patient)
+                    .is_some_and(|(hospital, app)| hospital == h && *app),
+                (None, None) => true,
+            };
+            if wanted {
+                rows.push((
+                    deliveries::endpoint_id.eq(id.clone()),
+                    deliveries::idx.eq(idx),
+                    deliveries::state.eq("pending"),
+                    deliveries::attempts.eq(0),
+                    deliveries::next_attempt_at.eq(now.naive_utc()),
+                ));
+            }
+        }
+    }
+    db_run!(conn, c => {
+        for chunk in rows.chunks(CHUNK) {
+            diesel::insert_into(deliveries::table).values(chunk).execute(c)?;
+        }
+        Ok::<_, DieselError>(())
+    })
+}
+
+/// An integrated entry with its tree index.
+#[derive(Debug, Clone)]
+pub struct IndexedEntry {
+    pub idx: u64,
+    pub row: EntryRow,
+}
+
+/// Integrated entries with indices in `[from, to)`, in tree order.
+pub fn entries_between(
+    conn: &mut DbConnection,
+    from: u64,
+    to: u64,
+) -> Result<Vec<IndexedEntry>, DieselError> {
+    let rows: Vec<(i64, EntryRow)> = db_run!(conn, c => leaves::table
+        .inner_join(entries::table)
+        .filter(leaves::idx.ge(to_i64(from)))
+        .filter(leaves::idx.lt(to_i64(to)))
+        .order(leaves::idx)
+        .select((leaves::idx, EntryRow::as_select()))
+        .load(c))?;
+    Ok(rows
+        .into_iter()
+        .map(|(idx, row)| IndexedEntry {
+            idx: idx as u64,
+            row,
+        })
+        .collect())
+}
+
+/// Integrated entries at the given indices.
+pub fn entries_at(
+    conn: &mut DbConnection,
+    indices: &[u64],
+) -> Result<Vec<IndexedEntry>, DieselError> {
+    let wanted: Vec<i64> = indices.iter().map(|i| to_i64(*i)).collect();
+    let mut out = Vec::new();
+    for chunk in wanted.chunks(CHUNK) {
+        let rows: Vec<(i64, EntryRow)> = db_run!(conn, c => leaves::table
+            .inner_join(entries::table)
+            .filter(leaves::idx.eq_any(chunk))
+            .order(leaves::idx)
+            .select((leaves::idx, EntryRow::as_select()))
+            .load(c))?;
+        out.extend(rows.into_iter().map(|(idx, row)| IndexedEntry {
+            idx: idx as u64,
+            row,
+        }));
+    }
+    Ok(out)
+}
+
+/// A patient's entries, newest first, before arrival number `before`.
+/// Entries still waiting for integration have no index yet.
+pub fn patient_entries(
+    conn: &mut DbConnection,
+    pseudonym: &str,
+    before: Option<i64>,
+    limit: i64,
+) -> Result<Vec<(EntryRow, Option<u64>)>, DieselError> {
+    let rows: Vec<(EntryRow, Option<i64>)> = db_run!(conn, c => entries::table
+        .left_join(leaves::table)
+        .filter(entries::patient_pseudonym.eq(pseudonym))
+        .filter(entries::seq.lt(before.unwrap_or(i64::MAX)))
+        .order(entries::seq.desc())
+        .limit(limit)
+        .select((EntryRow::as_select(), leaves::idx.nullable()))
+        .load(c))?;
+    Ok(rows
+        .into_iter()
+        .map(|(row, idx)| (row, idx.map(|i| i as u64)))
+        .collect())
+}
+
+/// The auditor's filters; all optional, combined with AND.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub org: Option<String>,
+    pub user: Option<String>,
+    pub action: Option<String>,
+    pub from: Option<NaiveDateTime>,
+    pub to: Option<NaiveDateTime>,
+}
+
+/// Entries matching `filter`, newest first, before arrival number `before`.
+pub fn audit_entries(
+    conn: &mut DbConnection,
+    filter: &AuditFilter,
+    before: Option<i64>,
+    limit: i64,
+) -> Result<Vec<(EntryRow, Option<u64>)>, DieselError> {
+    let rows: Vec<(EntryRow, Option<i64>)> = db_run!(conn, c => {
+        let mut query = entries::table
+            .left_join(leaves::table)
+            .filter(entries::seq.lt(before.unwrap_or(i64::MAX)))
+            .into_boxed();
+        if let Some(org) = &filter.org {
+            query = query.filter(entries::actor_org.eq(org.clone()));
+        }
+        if let Some(user) = &filter.user {
+            query = query.filter(entries::actor_user.eq(user.clone()));
+        }
+        if let Some(action) = &filter.action {
+            query = query.filter(entries::action.eq(action.clone()));
+        }
+        if let Some(from) = filter.from {
+            query = query.filter(entries::recorded_at.ge(from));
+        }
+        if let Some(to) = filter.to {
+            query = query.filter(entries::recorded_at.lt(to));
+        }
+        query
+            .order(entries::seq.desc())
+            .limit(limit)
+            .select((EntryRow::as_select(), leaves::idx.nullable()))
+            .load(c)
+    })?;
+    Ok(rows
+        .into_iter()
+        .map(|(row, idx)| (row, idx.map(|i| i as u64)))
+        .collect())
+}
+
+/// Every entry recorded in `[from, to)`, oldest first (screening).
+pub fn entries_recorded_between(
+    conn: &mut DbConnection,
+    from: NaiveDateTime,
+    to: NaiveDateTime,
+) -> Result<Vec<EntryRow>, DieselError> {
+    db_run!(conn, c => entries::table
+        .filter(entries::recorded_at.ge(from))
+        .filter(entries::recorded_at.lt(to))
+        .order(entries::seq)
+        .select(EntryRow::as_select())
+        .load(c))
+}
+
+pub fn signed_at(row: &CheckpointRow) -> DateTime<Utc> {
+    utc(row.signed_at)
+}
+
+/// Rows per page when verification streams the log.
+const VERIFY_PAGE: i64 = 50_000;
+
+/// Checks the whole stored log (see `ledger::verify`): streams leaves with
+/// their entries in index order, every stored node and every checkpoint.
+pub fn verify(
+    conn: &mut DbConnection,
+    origin: &str,
+    verifier_keys: &[String],
+) -> Result<crate::ledger::verify::Report, DieselError> {
+    use crate::ledger::verify::{Leaf, LogChecker, StoredCheckpoint};
+    let checkpoints = all_checkpoints(conn)?
+        .into_iter()
+        .map(|c| StoredCheckpoint {
+            size: c.size as u64,
+            root: c.root,
+            note: c.note,
+        })
+        .collect();
+    let mut stored: Vec<Vec<Option<Hash>>> = Vec::new();
+    let mut after: (i16, i64) = (-1, -1);
+    loop {
+        let page: Vec<(i16, i64, Vec<u8>)> = db_run!(conn, c => nodes::table
+            .filter(
+                nodes::level
+                    .gt(after.0)
+                    .or(nodes::level.eq(after.0).and(nodes::idx.gt(after.1))),
+            )
+            .order((nodes::level, nodes::idx))
+            .limit(VERIFY_PAGE)
+            .select((nodes::level, nodes::idx, nodes::hash))
+            .load(c))?;
+        let Some(last) = page.last() else { break };
+        after = (last.0, last.1);
+        for (level, idx, hash) in page {
+            let (level, idx) = (level as usize, idx as usize);
+            if stored.len() <= level {
+                stored.resize(level + 1, Vec::new());
+            }
+            let row = &mut stored[level];
+            if row.len() <= idx {
+                row.resize(idx + 1, None);
+            }
+            // A malformed hash is as good as a wrong one.
+            row[idx] = Some(hash.as_slice().try_into().unwrap_or([0xff; 32]));
+        }
+    }
+    let mut checker = LogChecker::new(origin, stored, checkpoints, verifier_keys);
+    let end = size(conn)?;
+    let mut next = 0u64;
+    while next < end {
+        let upto = (next + VERIFY_PAGE as u64).min(end);
+        let page: Vec<(i64, Option<EntryRow>)> = db_run!(conn, c => leaves::table
+            .left_join(entries::table)
+            .filter(leaves::idx.ge(to_i64(next)))
+            .filter(leaves::idx.lt(to_i64(upto)))
+            .order(leaves::idx)
+            .select((leaves::idx, Option::<EntryRow>::as_select()))
+            .load(c))?;
+        for (idx, row) in page {
+            while next < idx as u64 {
+                checker.leaf(Leaf::Missing);
+                next += 1;
+            }
+            match &row {
+                Some(row) => {
+                    let columns_match = LogEntry::from_bytes(&row.entry)
+                        .map(|e| row.columns_match(&e))
+                        .unwrap_or(false);
+                    checker.leaf(Leaf::Present {
+                        bytes: &row.entry,
+                        columns_match,
+                    });
+                }
+                None => checker.leaf(Leaf::Missing),
+            }
+            next += 1;
+        }
+        while next < upto {
+            checker.leaf(Leaf::Missing);
+            next += 1;
+        }
+    }
+    Ok(checker.finish())
+}

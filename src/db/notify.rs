@@ -1,0 +1,243 @@
+//! Notification endpoints (webhooks, NATS) and per-endpoint delivery state.
+
+use super::schema::{notification_deliveries as deliveries, notification_endpoints as endpoints};
+use super::{write_transaction, DbConnection};
+use crate::db_run;
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+use diesel::result::Error as DieselError;
+
+#[derive(Queryable, Selectable, Insertable, Debug, Clone)]
+#[diesel(table_name = endpoints)]
+pub struct EndpointRow {
+    pub id: String,
+    pub kind: String,
+    pub patient_pseudonym: Option<String>,
+    pub hospital_org: Option<String>,
+    pub target: String,
+    pub key_version: Option<i32>,
+    pub nonce: Option<Vec<u8>>,
+    pub ciphertext: Option<Vec<u8>>,
+    pub created_at: NaiveDateTime,
+    pub disabled_at: Option<NaiveDateTime>,
+}
+
+pub fn insert_endpoint(conn: &mut DbConnection, row: &EndpointRow) -> Result<(), DieselError> {
+    db_run!(conn, c => diesel::insert_into(endpoints::table).values(row).execute(c))?;
+    Ok(())
+}
+
+pub fn find_endpoint(
+    conn: &mut DbConnection,
+    id: &str,
+) -> Result<Option<EndpointRow>, DieselError> {
+    db_run!(conn, c => endpoints::table
+        .find(id)
+        .select(EndpointRow::as_select())
+        .first(c)
+        .optional())
+}
+
+/// Active endpoints owned by a patient or by a hospital.
+pub fn endpoints_owned_by(
+    conn: &mut DbConnection,
+    patient: Option<&str>,
+    hospital: Option<&str>,
+) -> Result<Vec<EndpointRow>, DieselError> {
+    db_run!(conn, c => {
+        let mut query = endpoints::table
+            .filter(endpoints::disabled_at.is_null())
+            .into_boxed();
+        query = match (patient, hospital) {
+            (Some(p), _) => query.filter(endpoints::patient_pseudonym.eq(p.to_owned())),
+            (None, Some(h)) => query
+                .filter(endpoints::hospital_org.eq(h.to_owned()))
+                .filter(endpoints::patient_pseudonym.is_null()),
+            (None, None) => return Ok(Vec::new()),
+        };
+        query.order(endpoints::created_at).select(EndpointRow::as_select()).load(c)
+    })
+}
+
+pub fn disable_endpoint(
+    conn: &mut DbConnection,
+    id: &str,
+    now: NaiveDateTime,
+) -> Result<bool, DieselError> {
+    let n = db_run!(conn, c => diesel::update(endpoints::table.find(id))
+        .filter(endpoints::disabled_at.is_null())
+        .set(endpoints::disabled_at.eq(now))
+        .execute(c))?;
+    Ok(n == 1)
+}
+
+/// A delivery a dispatcher holds until its lease runs out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    pub endpoint_id: String,
+    pub idx: i64,
+    pub attempts: i32,
+}
+
+/// Claims up to `limit` due deliveries until `lease_until`. Another
+/// dispatcher skips them; if this one dies, they fall due again when the
+/// lease ends.
+pub fn claim_due(
+    conn: &mut DbConnection,
+    now: NaiveDateTime,
+    lease_until: NaiveDateTime,
+    limit: i64,
+) -> Result<Vec<Claim>, DieselError> {
+    use diesel::sql_types::{BigInt, Integer, Text, Timestamp};
+    #[derive(QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = Text)]
+        endpoint_id: String,
+        #[diesel(sql_type = BigInt)]
+        idx: i64,
+        #[diesel(sql_type = Integer)]
+        attempts: i32,
+    }
+    let rows: Vec<Row> = match conn {
+        DbConnection::Postgresql(c) => diesel::sql_query(
+            "UPDATE notification_deliveries d SET next_attempt_at = $1 \
+             FROM (SELECT endpoint_id, idx FROM notification_deliveries \
+                   WHERE state = 'pending' AND next_attempt_at <= $2 \
+                   ORDER BY next_attempt_at, idx LIMIT $3 FOR UPDATE SKIP LOCKED) due \
+             WHERE d.endpoint_id = due.endpoint_id AND d.idx = due.idx \
+             RETURNING d.endpoint_id, d.idx, d.attempts",
+        )
+        .bind::<Timestamp, _>(lease_until)
+        .bind::<Timestamp, _>(now)
+        .bind::<BigInt, _>(limit)
+        .load(c)?,
+        DbConnection::Sqlite(_) => write_transaction(conn, |conn| {
+            let DbConnection::Sqlite(c) = conn else {
+                return Ok(Vec::new());
+            };
+            let due: Vec<(String, i64, i32)> = deliveries::table
+                .filter(deliveries::state.eq("pending"))
+                .filter(deliveries::next_attempt_at.le(now))
+                .order((deliveries::next_attempt_at, deliveries::idx))
+                .limit(limit)
+                .select((
+                    deliveries::endpoint_id,
+                    deliveries::idx,
+                    deliveries::attempts,
+                ))
+                .load(c)?;
+            for (endpoint, idx, _) in &due {
+                diesel::update(deliveries::table.find((endpoint, idx)))
+                    .set(deliveries::next_attempt_at.eq(lease_until))
+                    .execute(c)?;
+            }
+            Ok::<_, DieselError>(
+                due.into_iter()
+                    .map(|(endpoint_id, idx, attempts)| Row {
+                        endpoint_id,
+                        idx,
+                        attempts,
+                    })
+                    .collect(),
+            )
+        })?,
+    };
+    let mut claims: Vec<Claim> = rows
+        .into_iter()
+        .map(|r| Claim {
+            endpoint_id: r.endpoint_id,
+            idx: r.idx,
+            attempts: r.attempts,
+        })
+        .collect();
+    claims.sort_by(|a, b| (a.idx, &a.endpoint_id).cmp(&(b.idx, &b.endpoint_id)));
+    Ok(claims)
+}
+
+pub fn mark_delivered(
+    conn: &mut DbConnection,
+    claim: &Claim,
+    now: NaiveDateTime,
+) -> Result<(), DieselError> {
+    db_run!(conn, c => diesel::update(deliveries::table.find((&claim.endpoint_id, claim.idx)))
+        .set((
+            deliveries::state.eq("delivered"),
+            deliveries::attempts.eq(claim.attempts + 1),
+            deliveries::delivered_at.eq(Some(now)),
+            deliveries::last_error.eq(None::<String>),
+        ))
+        .execute(c))?;
+    Ok(())
+}
+
+/// Records a failed attempt: retried at `retry_at`, or dead-lettered when
+/// that is `None`.
+pub fn mark_failed(
+    conn: &mut DbConnection,
+    claim: &Claim,
+    error: &str,
+    retry_at: Option<NaiveDateTime>,
+) -> Result<(), DieselError> {
+    let state = if retry_at.is_some() {
+        "pending"
+    } else {
+        "dead"
+    };
+    let mut error = error.to_owned();
+    error.truncate(300);
+    db_run!(conn, c => {
+        let target = deliveries::table.find((&claim.endpoint_id, claim.idx));
+        match retry_at {
+            Some(at) => diesel::update(target)
+                .set((
+                    deliveries::state.eq(state),
+                    deliveries::attempts.eq(claim.attempts + 1),
+                    deliveries::last_error.eq(Some(&error)),
+                    deliveries::next_attempt_at.eq(at),
+                ))
+                .execute(c),
+            None => diesel::update(target)
+                .set((
+                    deliveries::state.eq(state),
+                    deliveries::attempts.eq(claim.attempts + 1),
+                    deliveries::last_error.eq(Some(&error)),
+                ))
+                .execute(c),
+        }
+    })?;
+    Ok(())
+}
+
+#[derive(Queryable, Selectable, Debug, Clone)]
+#[diesel(table_name = deliveries)]
+pub struct DeliveryRow {
+    pub endpoint_id: String,
+    pub idx: i64,
+    pub state: String,
+    pub attempts: i32,
+    pub next_attempt_at: NaiveDateTime,
+    pub last_error: Option<String>,
+    pub delivered_at: Option<NaiveDateTime>,
+}
+
+/// An endpoint's deliveries, newest first; optionally one state only.
+pub fn deliveries_of(
+    conn: &mut DbConnection,
+    endpoint_id: &str,
+    state: Option<&str>,
+    limit: i64,
+) -> Result<Vec<DeliveryRow>, DieselError> {
+    db_run!(conn, c => {
+        let mut query = deliveries::table
+            .filter(deliveries::endpoint_id.eq(endpoint_id.to_owned()))
+            .into_boxed();
+        if let Some(state) = state {
+            query = query.filter(deliveries::state.eq(state.to_owned()));
+        }
+        query
+            .order(deliveries::idx.desc())
+            .limit(limit)
+            .select(DeliveryRow::as_select())
+            .load(c)
+    })
+}

@@ -1,0 +1,147 @@
+//! Background work behind the access log, one thread each:
+//! - the integrator gives queued entries their tree index and signs a
+//!   checkpoint;
+//! - the announcer turns new tree sizes into live-stream frames (fed by the
+//!   integrator on SQLite, by PostgreSQL LISTEN/NOTIFY across instances);
+//! - the dispatcher delivers webhooks with retries and dead-lettering.
+//!
+//! Every instance runs all of them. Integration is serialized by a
+//! database lock and deliveries are claimed with leases, so any number of
+//! instances share the work.
+
+pub mod announcer;
+pub mod dispatcher;
+pub mod integrator;
+
+use crate::clock::SharedClock;
+use crate::config::Config;
+use crate::db::{Backend, DbPool};
+use crate::ledger::checkpoint::NoteSigner;
+use crate::notify::hub::Hub;
+use crate::pseudonym::keyring::{KeyDomain, Keyring};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What handlers and workers share about the log.
+pub struct LogRuntime {
+    pub origin: String,
+    pub signer: NoteSigner,
+    /// Verifier keys of every checkpoint key version, newest first.
+    pub verifier_keys: Vec<String>,
+    pub hub: Arc<Hub>,
+    wake_integrator: SyncSender<()>,
+    wake_dispatcher: SyncSender<()>,
+}
+
+impl LogRuntime {
+    /// Call after committing a transaction that appended entries.
+    pub fn entries_committed(&self) {
+        let _ = self.wake_integrator.try_send(());
+    }
+
+    pub fn deliveries_queued(&self) {
+        let _ = self.wake_dispatcher.try_send(());
+    }
+}
+
+/// The checkpoint signer and verifier keys of every version.
+pub fn checkpoint_keys(keys: &Keyring, origin: &str) -> Result<(NoteSigner, Vec<String>), String> {
+    let signer_of = |k: &crate::pseudonym::keyring::DomainKey| {
+        let pkcs8 = k
+            .ed25519_pkcs8()
+            .ok_or("the checkpoint key is not an Ed25519 seed")?;
+        NoteSigner::from_pkcs8(origin, pkcs8).map_err(|e| format!("checkpoint key: {e}"))
+    };
+    let signer = signer_of(keys.current(KeyDomain::Checkpoint))?;
+    let verifier_keys = keys
+        .newest_first(KeyDomain::Checkpoint)
+        .map(|k| signer_of(k).map(|s| s.verifier_key()))
+        .collect::<Result<Vec<_>, String>>()?;
+    Ok((signer, verifier_keys))
+}
+
+/// Stops the workers when dropped (with the last handle on the state).
+pub struct Workers {
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Everything a worker thread needs.
+#[derive(Clone)]
+pub(crate) struct WorkerContext {
+    pub pool: DbPool,
+    pub clock: SharedClock,
+    pub log: Arc<LogRuntime>,
+    pub keys: Arc<Keyring>,
+    pub config: Arc<Config>,
+    pub stop: Arc<AtomicBool>,
+}
+
+impl WorkerContext {
+    pub fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+}
+
+/// Waits for a wake-up or the timeout; folds queued wake-ups into one.
+pub(crate) fn nap(wake: &Receiver<()>, timeout: Duration) {
+    let _ = wake.recv_timeout(timeout);
+    while wake.try_recv().is_ok() {}
+}
+
+/// Builds the log runtime and starts the workers.
+pub fn start(
+    config: &Config,
+    pool: DbPool,
+    backend: Backend,
+    clock: SharedClock,
+    keys: Arc<Keyring>,
+) -> Result<(Arc<LogRuntime>, Workers), String> {
+    let (signer, verifier_keys) = checkpoint_keys(&keys, &config.log.origin)?;
+    let (wake_integrator, integrator_rx) = sync_channel(1);
+    let (wake_dispatcher, dispatcher_rx) = sync_channel(1);
+    let log = Arc::new(LogRuntime {
+        origin: config.log.origin.clone(),
+        signer,
+        verifier_keys,
+        hub: Arc::new(Hub::default()),
+        wake_integrator,
+        wake_dispatcher,
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let ctx = WorkerContext {
+        pool,
+        clock,
+        log: log.clone(),
+        keys,
+        config: Arc::new(config.clone()),
+        stop: stop.clone(),
+    };
+    let (sizes_tx, sizes_rx) = std::sync::mpsc::channel();
+    let announce_locally = match backend {
+        Backend::Sqlite => Some(sizes_tx),
+        Backend::Postgres => {
+            announcer::spawn_listener(ctx.clone(), sizes_tx)?;
+            None
+        }
+    };
+    integrator::spawn(ctx.clone(), integrator_rx, announce_locally)?;
+    announcer::spawn(ctx.clone(), sizes_rx)?;
+    dispatcher::spawn(ctx, dispatcher_rx)?;
+    Ok((log, Workers { stop }))
+}
+
+pub(crate) fn spawn_named(name: &str, body: impl FnOnce() + Send + 'static) -> Result<(), String> {
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(body)
+        .map(|_| ())
+        .map_err(|e| format!("cannot start the {name} thread: {e}"))
+}
