@@ -340,6 +340,9 @@ pub struct AccessView {
     pub index: Option<u64>,
     #[schema(value_type = Object)]
     pub entry: LogEntry,
+    /// The exact logged bytes, base64: with an inclusion proof from
+    /// `/v1/log/proofs/inclusion`, a receipt anyone can check.
+    pub entry_bytes: String,
     #[schema(value_type = Object)]
     pub explanation: Explanation,
 }
@@ -377,6 +380,10 @@ pub(crate) fn page_of(
         last_seq = Some(row.seq);
         entries.push(AccessView {
             index,
+            entry_bytes: base64::Engine::encode(
+                &base64::engine::general_purpose::STANDARD,
+                &row.entry,
+            ),
             explanation: explain(&entry, lang),
             entry,
         });

@@ -340,6 +340,30 @@ impl TestApp {
         .await
     }
 
+    /// Another service instance on the same database (its own workers,
+    /// pool and port); stops when dropped.
+    pub fn another_instance(&self) -> Instance {
+        let state = genomegate::server::build_state(&self.config, Arc::new(SystemClock)).unwrap();
+        let bound = genomegate::server::bind(&self.config, state).unwrap();
+        let handle = bound.server.handle();
+        actix_web::rt::spawn(bound.server);
+        Instance {
+            base: format!("https://localhost:{}", bound.addr.port()),
+            handle,
+        }
+    }
+
+    /// Waits until every logged entry is in the tree; returns the size.
+    pub async fn wait_integrated(&self) -> i64 {
+        for _ in 0..500 {
+            if self.count("notification_outbox") == 0 {
+                return self.count("access_log_leaves");
+            }
+            actix_web::rt::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("entries were not integrated within 5 s");
+    }
+
     /// A direct database connection, for asserting what was (not) written.
     pub fn raw_db(&self) -> DbConnection {
         genomegate::db::connect_one(&self.db_url).unwrap()
@@ -432,6 +456,17 @@ pub fn sample_body(local_id: &str, sample_ref: &str, tag: &str) -> Value {
              "sha256": "b".repeat(64), "format": "vcf"},
         ],
     })
+}
+
+pub struct Instance {
+    pub base: String,
+    handle: actix_web::dev::ServerHandle,
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        drop(self.handle.stop(false));
+    }
 }
 
 fn sign_patient(

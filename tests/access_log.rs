@@ -1,0 +1,783 @@
+//! The tamper-evident access log and notification of the person (issue #4):
+//! entries written with each action, receipts that verify, the patient
+//! portal, live streams, webhooks, verify-log against tampering, and
+//! concurrent appends from several instances.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::disallowed_methods
+)]
+
+mod common;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use common::*;
+use diesel::RunQueryDsl;
+use genomegate::ledger::checkpoint;
+use genomegate::ledger::merkle::{leaf_hash, verify_inclusion, Hash};
+use serde_json::{json, Value};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+on_both_backends!(
+    actions_are_logged_and_patients_see_only_their_own_entries,
+    live_stream_delivers_a_verifiable_receipt,
+    webhooks_are_signed_retried_and_dead_lettered,
+    verify_log_finds_edits_deletions_reorders_and_forged_checkpoints,
+    enrollment_codes_are_single_use_and_rate_limited,
+);
+
+/// Registers a consented patient; returns (patient_ref, enrollment code).
+async fn enrolled_patient(app: &TestApp, local: &str) -> (String, String) {
+    #[derive(diesel::QueryableByName)]
+    struct Active {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        id: String,
+    }
+    let mut conn = app.raw_db();
+    let active: Vec<Active> = genomegate::db_run!(&mut conn, c => diesel::sql_query(
+        "SELECT id FROM document_versions WHERE status = 'active'"
+    ).load(c).unwrap());
+    let version = match active.into_iter().next() {
+        Some(v) => v.id,
+        None => app.publish("cancer", &first_draft()).await,
+    };
+    let (s, body) = app
+        .grant(
+            "hospital-a",
+            local,
+            &version,
+            all_permit(),
+            &format!("k-{local}"),
+        )
+        .await;
+    assert_eq!(s, 201, "{body}");
+    (
+        body["patient_ref"].as_str().unwrap().to_owned(),
+        body["enrollment_code"]["code"].as_str().unwrap().to_owned(),
+    )
+}
+
+async fn enroll(app: &TestApp, code: &str) -> Value {
+    let (s, body) = read(
+        app.plain_client
+            .post(app.url("/v1/portal/enroll"))
+            .json(&json!({ "code": code }))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 201, "{body}");
+    body
+}
+
+/// Checks a receipt: the checkpoint is signed by the log's key and the
+/// entry bytes are included at `index` under its root.
+async fn assert_receipt(app: &TestApp, n: &Value) {
+    let keys = app.get("/v1/log/keys", None).await.1;
+    let key = keys["verifier_keys"][0].as_str().unwrap();
+    let cp = checkpoint::open(n["checkpoint"].as_str().unwrap(), key).expect("signed checkpoint");
+    let bytes = STANDARD.decode(n["entry_bytes"].as_str().unwrap()).unwrap();
+    let proof: Vec<Hash> = n["inclusion_proof"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            STANDARD
+                .decode(h.as_str().unwrap())
+                .unwrap()
+                .try_into()
+                .unwrap()
+        })
+        .collect();
+    let index = n["index"].as_u64().unwrap();
+    assert_eq!(cp.size, n["tree_size"].as_u64().unwrap());
+    verify_inclusion(&leaf_hash(&bytes), index, cp.size, &proof, &cp.root)
+        .expect("inclusion proof verifies");
+}
+
+async fn actions_are_logged_and_patients_see_only_their_own_entries(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let (alice, alice_code) = enrolled_patient(&app, "MRN-ALICE").await;
+    let (bob, _) = enrolled_patient(&app, "MRN-BOB").await;
+    let staff = app.staff("hospital-a");
+    let (s, _) = app
+        .get(
+            &format!("/v1/patients/{alice}/consents/cancer"),
+            Some(&staff),
+        )
+        .await;
+    assert_eq!(s, 200);
+    // A refused request writes nothing, its log entry included.
+    let before = app.count("access_log_entries");
+    let (s, _) = app
+        .get(
+            &format!("/v1/patients/{alice}/consents/cancer"),
+            Some(&app.staff("hospital-b")),
+        )
+        .await;
+    assert_eq!(s, 404);
+    assert_eq!(app.count("access_log_entries"), before);
+    assert_eq!(before, 3, "two registrations and one read");
+    app.wait_integrated().await;
+
+    let session = enroll(&app, &alice_code).await;
+    let token = session["access_token"].as_str().unwrap();
+    let (s, page) = app.get("/v1/portal/access-log?lang=en", Some(token)).await;
+    assert_eq!(s, 200, "{page}");
+    let entries = page["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{page}");
+    assert!(entries
+        .iter()
+        .all(|e| e["entry"]["patient"] == alice.as_str()));
+    assert_eq!(
+        entries[0]["entry"]["action"], "consent_read",
+        "newest first"
+    );
+    assert_eq!(entries[1]["entry"]["action"], "consent_register");
+    assert_eq!(entries[0]["entry"]["actor"]["org"], "hospital-a");
+    assert!(entries[0]["explanation"]["summary"]
+        .as_str()
+        .unwrap()
+        .contains("read your cancer consent record"));
+    let (_, ja) = app
+        .get("/v1/portal/access-log?lang=ja&limit=1", Some(token))
+        .await;
+    assert!(ja["entries"][0]["explanation"]["summary"]
+        .as_str()
+        .unwrap()
+        .contains("閲覧"));
+    let older = ja["next_before"].as_i64().expect("a second page");
+    let (_, page2) = app
+        .get(
+            &format!("/v1/portal/access-log?limit=1&before={older}"),
+            Some(token),
+        )
+        .await;
+    assert_eq!(page2["entries"][0]["entry"]["action"], "consent_register");
+    assert!(page2["next_before"].is_null());
+
+    // Every entry has a receipt that verifies against a signed checkpoint.
+    let index = entries[0]["index"].as_u64().unwrap();
+    let (s, proof) = app
+        .get(&format!("/v1/log/proofs/inclusion?index={index}"), None)
+        .await;
+    assert_eq!(s, 200, "{proof}");
+    let receipt = json!({
+        "index": index,
+        "tree_size": proof["tree_size"],
+        "checkpoint": proof["checkpoint"],
+        "inclusion_proof": proof["proof"],
+        "entry_bytes": entries[0]["entry_bytes"],
+    });
+    assert_receipt(&app, &receipt).await;
+
+    let (s, consents) = app.get("/v1/portal/consents", Some(token)).await;
+    assert_eq!(
+        (s, consents["consents"][0]["status"].as_str()),
+        (200, Some("active"))
+    );
+
+    // Bob's token sees Bob only; patient tokens from another issuer see nothing.
+    let bob_token = app.patient_token(&bob);
+    let (_, bob_page) = app.get("/v1/portal/access-log", Some(&bob_token)).await;
+    let bob_entries = bob_page["entries"].as_array().unwrap();
+    assert_eq!(bob_entries.len(), 1);
+    assert!(bob_entries
+        .iter()
+        .all(|e| e["entry"]["patient"] == bob.as_str()));
+    let (s, _) = app
+        .get(
+            "/v1/portal/access-log",
+            Some(&app.foreign_patient_token(&alice)),
+        )
+        .await;
+    assert_eq!(
+        s, 403,
+        "only the service's own issuer grants the patient role"
+    );
+    let (s, _) = app.get("/v1/portal/access-log", Some(&staff)).await;
+    assert_eq!(s, 403);
+
+    // Auditors query by organization and action; others may not.
+    let auditor = app.token(&["auditor"], "oversight");
+    let (s, audit) = app
+        .get(
+            "/v1/audit/log?org=hospital-a&action=consent_read",
+            Some(&auditor),
+        )
+        .await;
+    assert_eq!(s, 200, "{audit}");
+    assert_eq!(audit["entries"].as_array().unwrap().len(), 1);
+    let (s, _) = app.get("/v1/audit/log", Some(&staff)).await;
+    assert_eq!(s, 403);
+    let (s, body) = app
+        .get("/v1/audit/log?action=teleport", Some(&auditor))
+        .await;
+    assert_eq!((s, body["code"].as_str()), (422, Some("validation_failed")));
+
+    // Preferences round-trip and are validated.
+    let (s, _) = app
+        .send_json(
+            reqwest::Method::PUT,
+            "/v1/portal/preferences",
+            Some(token),
+            None,
+            &json!({"language": "en", "hospital_app": false}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let (_, prefs) = app.get("/v1/portal/preferences", Some(token)).await;
+    assert_eq!(prefs, json!({"language": "en", "hospital_app": false}));
+    let (s, _) = app
+        .send_json(
+            reqwest::Method::PUT,
+            "/v1/portal/preferences",
+            Some(token),
+            None,
+            &json!({"language": "fr", "hospital_app": true}),
+        )
+        .await;
+    assert_eq!(s, 422);
+}
+
+async fn live_stream_delivers_a_verifiable_receipt(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let (alice, _) = enrolled_patient(&app, "MRN-STREAM").await;
+    app.wait_integrated().await;
+    // On PostgreSQL the stream is opened on a second instance: the entry is
+    // written through the first, and LISTEN/NOTIFY carries it across.
+    let other = (backend == Backend::Postgres).then(|| app.another_instance());
+    let base = other.as_ref().map_or(app.base.clone(), |i| i.base.clone());
+    let mut stream = app
+        .client
+        .get(format!("{base}/v1/portal/notifications"))
+        .bearer_auth(app.patient_token(&alice))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    assert_eq!(stream.headers()["content-type"], "text/event-stream");
+    let mut seen = String::new();
+    while !seen.contains(": connected") {
+        seen.push_str(&String::from_utf8_lossy(
+            &stream.chunk().await.unwrap().unwrap(),
+        ));
+    }
+    let (s, _) = app
+        .get(
+            &format!("/v1/patients/{alice}/consents/cancer"),
+            Some(&app.staff("hospital-a")),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let frame = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Some(start) = seen.find("event: access\ndata: ") {
+                if let Some(end) = seen[start..].find("\n\n") {
+                    return seen[start + 20..start + end].to_owned();
+                }
+            }
+            let chunk = stream.chunk().await.unwrap().unwrap();
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    })
+    .await
+    .expect("a notification within 10 s");
+    let n: Value = serde_json::from_str(&frame).unwrap();
+    assert_eq!(n["entry"]["action"], "consent_read");
+    assert_eq!(n["entry"]["patient"], alice.as_str());
+    assert!(n["explanation"]["ja"]["summary"]
+        .as_str()
+        .unwrap()
+        .contains("hospital-a"));
+    assert_receipt(&app, &n).await;
+}
+
+/// One request as received: path kind, `webhook-id`, "timestamp signature", body.
+type Request = (String, String, String, Vec<u8>);
+
+#[derive(Clone, Default)]
+struct Received(Arc<Mutex<Vec<Request>>>);
+
+/// A real local HTTP receiver: `/ok` answers 200, `/flaky` 500 on the first
+/// request then 200, `/down` always 503.
+async fn webhook_receiver() -> (String, Received, actix_web::dev::ServerHandle) {
+    use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+    let received = Received::default();
+    let flaky_calls = Arc::new(Mutex::new(0));
+    let r = received.clone();
+    let server = HttpServer::new(move || {
+        let r = r.clone();
+        let flaky_calls = flaky_calls.clone();
+        App::new().route(
+            "/{kind}",
+            web::post().to(move |req: HttpRequest, body: web::Bytes| {
+                let r = r.clone();
+                let flaky_calls = flaky_calls.clone();
+                async move {
+                    let h = |n: &str| {
+                        req.headers()
+                            .get(n)
+                            .map(|v| v.to_str().unwrap().to_owned())
+                            .unwrap_or_default()
+                    };
+                    let kind = req.match_info()["kind"].to_owned();
+                    r.0.lock().unwrap().push((
+                        kind.clone(),
+                        h("webhook-id"),
+                        format!("{} {}", h("webhook-timestamp"), h("webhook-signature")),
+                        body.to_vec(),
+                    ));
+                    match kind.as_str() {
+                        "ok" => HttpResponse::Ok().finish(),
+                        "flaky" => {
+                            let mut calls = flaky_calls.lock().unwrap();
+                            *calls += 1;
+                            if *calls == 1 {
+                                HttpResponse::InternalServerError().finish()
+                            } else {
+                                HttpResponse::Ok().finish()
+                            }
+                        }
+                        _ => HttpResponse::ServiceUnavailable().finish(),
+                    }
+                }
+            }),
+        )
+    })
+    .workers(1)
+    .bind("127.0.0.1:0")
+    .unwrap();
+    let addr = server.addrs()[0];
+    let server = server.run();
+    let handle = server.handle();
+    actix_web::rt::spawn(server);
+    (format!("http://{addr}"), received, handle)
+}
+
+async fn webhooks_are_signed_retried_and_dead_lettered(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let (receiver, received, _server) = webhook_receiver().await;
+    let (alice, _) = enrolled_patient(&app, "MRN-HOOK").await;
+    // Deliveries go to the endpoints that exist when an entry is integrated.
+    app.wait_integrated().await;
+    let token = app.patient_token(&alice);
+    let mut secrets = std::collections::HashMap::new();
+    let mut ids = std::collections::HashMap::new();
+    for kind in ["ok", "flaky", "down"] {
+        let (s, hook) = app
+            .post(
+                "/v1/portal/webhooks",
+                &token,
+                None,
+                &json!({ "url": format!("{receiver}/{kind}") }),
+            )
+            .await;
+        assert_eq!(s, 201, "{hook}");
+        let secret = hook["secret"]
+            .as_str()
+            .unwrap()
+            .strip_prefix("whsec_")
+            .unwrap();
+        secrets.insert(kind, STANDARD.decode(secret).unwrap());
+        ids.insert(kind, hook["id"].as_str().unwrap().to_owned());
+    }
+    let (s, body) = app
+        .post(
+            "/v1/portal/webhooks",
+            &token,
+            None,
+            &json!({ "url": "ftp://x" }),
+        )
+        .await;
+    assert_eq!((s, body["code"].as_str()), (422, Some("validation_failed")));
+    let (_, list) = app.get("/v1/portal/webhooks", Some(&token)).await;
+    assert_eq!(list["webhooks"].as_array().unwrap().len(), 3);
+    assert!(
+        list["webhooks"][0].get("secret").is_none(),
+        "secrets are shown once"
+    );
+
+    let (s, _) = app
+        .get(
+            &format!("/v1/patients/{alice}/consents/cancer"),
+            Some(&app.staff("hospital-a")),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let deliveries = |kind: &'static str| {
+        let id = ids[kind].clone();
+        let token = token.clone();
+        let app = &app;
+        async move {
+            app.get(
+                &format!("/v1/portal/webhooks/{id}/deliveries"),
+                Some(&token),
+            )
+            .await
+            .1["deliveries"]
+                .as_array()
+                .unwrap()
+                .clone()
+        }
+    };
+    for _ in 0..300 {
+        let settled = deliveries("ok")
+            .await
+            .iter()
+            .all(|d| d["state"] == "delivered")
+            && deliveries("flaky")
+                .await
+                .iter()
+                .all(|d| d["state"] == "delivered")
+            && deliveries("down")
+                .await
+                .iter()
+                .all(|d| d["state"] == "dead");
+        if settled && !deliveries("down").await.is_empty() {
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    let ok = deliveries("ok").await;
+    assert_eq!(
+        ok.len(),
+        1,
+        "one delivery per entry after the webhook was added: {ok:?}"
+    );
+    assert_eq!(ok[0]["state"], "delivered");
+    let flaky = deliveries("flaky").await;
+    assert_eq!(
+        (flaky[0]["state"].as_str(), flaky[0]["attempts"].as_i64()),
+        (Some("delivered"), Some(2))
+    );
+    let down = deliveries("down").await;
+    assert_eq!(
+        (down[0]["state"].as_str(), down[0]["attempts"].as_i64()),
+        (Some("dead"), Some(3))
+    );
+    assert_eq!(down[0]["last_error"], "HTTP 503");
+    let (_, dead) = app
+        .get(
+            &format!("/v1/portal/webhooks/{}/deliveries?state=dead", ids["down"]),
+            Some(&token),
+        )
+        .await;
+    assert_eq!(dead["deliveries"].as_array().unwrap().len(), 1);
+
+    // Every request is signed over id, timestamp and body, and carries the receipt.
+    let all = received.0.lock().unwrap().clone();
+    assert_eq!(all.iter().filter(|r| r.0 == "down").count(), 3);
+    let now = chrono::Utc::now().timestamp();
+    for (kind, id, stamp, body) in &all {
+        let (ts, sig) = stamp.split_once(' ').unwrap();
+        assert!(genomegate::notify::signing::verify(
+            &secrets[kind.as_str()],
+            id,
+            ts.parse().unwrap(),
+            body,
+            sig,
+            now,
+            300
+        ));
+        assert!(!genomegate::notify::signing::verify(
+            &secrets["ok"],
+            id,
+            ts.parse().unwrap(),
+            b"{}",
+            sig,
+            now,
+            300
+        ));
+    }
+    let n: Value = serde_json::from_slice(&all[0].3).unwrap();
+    assert_eq!(
+        all[0].1,
+        n["id"].as_str().unwrap(),
+        "webhook-id is the idempotency key"
+    );
+    assert_receipt(&app, &n).await;
+
+    // Another patient's token cannot see these deliveries.
+    let (bob, _) = enrolled_patient(&app, "MRN-HOOK-2").await;
+    let (s, _) = app
+        .get(
+            &format!("/v1/portal/webhooks/{}/deliveries", ids["ok"]),
+            Some(&app.patient_token(&bob)),
+        )
+        .await;
+    assert_eq!(s, 404);
+}
+
+/// Runs SQL as the database owner with the append-only triggers out of the
+/// way: `session_replication_role = replica` on PostgreSQL (superuser),
+/// dropping the triggers on SQLite.
+fn tamper(app: &TestApp, statements: &[&str]) {
+    let mut conn = app.raw_db();
+    match &mut conn {
+        genomegate::db::DbConnection::Postgresql(c) => {
+            diesel::sql_query("SET session_replication_role = replica")
+                .execute(c)
+                .unwrap();
+            for s in statements {
+                diesel::sql_query(*s).execute(c).unwrap();
+            }
+        }
+        genomegate::db::DbConnection::Sqlite(c) => {
+            for t in [
+                "access_log_entries",
+                "access_log_leaves",
+                "access_log_nodes",
+                "access_log_checkpoints",
+            ] {
+                for op in ["update", "delete"] {
+                    diesel::sql_query(format!("DROP TRIGGER IF EXISTS {t}_no_{op}"))
+                        .execute(c)
+                        .unwrap();
+                }
+            }
+            for s in statements {
+                diesel::sql_query(*s).execute(c).unwrap();
+            }
+        }
+    }
+}
+
+fn verify(app: &TestApp) -> genomegate::ledger::verify::Report {
+    let keys = genomegate::pseudonym::keyring::Keyring::load(&app.config.keys.file).unwrap();
+    let (_, verifier_keys) =
+        genomegate::workers::checkpoint_keys(&keys, &app.config.log.origin).unwrap();
+    genomegate::db::ledger::verify(&mut app.raw_db(), &app.config.log.origin, &verifier_keys)
+        .unwrap()
+}
+
+async fn verify_log_finds_edits_deletions_reorders_and_forged_checkpoints(backend: Backend) {
+    let cases: [(&str, Vec<String>, u64); 5] = [
+        ("edited entry", vec!["UPDATE access_log_entries SET entry = CAST('{\"forged\":1}' AS BLOB) WHERE seq = (SELECT seq FROM access_log_leaves WHERE idx = 5)".into()], 5),
+        ("edited column", vec!["UPDATE access_log_entries SET actor_org = 'hospital-z' WHERE seq = (SELECT seq FROM access_log_leaves WHERE idx = 3)".into()], 3),
+        ("deleted entry", vec!["DELETE FROM access_log_leaves WHERE idx = 4".into()], 4),
+        ("reordered entries", vec![
+            "UPDATE access_log_leaves SET idx = 1000000 WHERE idx = 2".into(),
+            "UPDATE access_log_leaves SET idx = 2 WHERE idx = 6".into(),
+            "UPDATE access_log_leaves SET idx = 6 WHERE idx = 1000000".into(),
+        ], 2),
+        ("forged checkpoint", vec!["UPDATE access_log_checkpoints SET note = REPLACE(note, '— ', '— x') WHERE size = (SELECT MIN(size) FROM access_log_checkpoints)".into()], 0),
+    ];
+    for (name, sql, expected) in cases {
+        let Some(app) = TestApp::spawn(backend).await else {
+            return;
+        };
+        let (alice, _) = enrolled_patient(&app, "MRN-TAMPER").await;
+        let staff = app.staff("hospital-a");
+        for _ in 0..8 {
+            app.get(
+                &format!("/v1/patients/{alice}/consents/cancer"),
+                Some(&staff),
+            )
+            .await;
+            // Several integrations, so several checkpoints.
+            app.wait_integrated().await;
+        }
+        let intact = verify(&app);
+        assert_eq!(
+            intact.first_bad_index, None,
+            "{name}: {:?}",
+            intact.findings
+        );
+        assert_eq!(intact.size, 9);
+        assert!(intact.checkpoints_checked >= 2);
+        // The database itself refuses changes to the log.
+        let mut conn = app.raw_db();
+        genomegate::db_run!(&mut conn, c => {
+            assert!(diesel::sql_query("UPDATE access_log_entries SET actor_org = 'x'").execute(c).is_err());
+            assert!(diesel::sql_query("DELETE FROM access_log_nodes").execute(c).is_err());
+        });
+        let statements: Vec<String> = sql
+            .iter()
+            .map(|s| match backend {
+                Backend::Postgres => s.replace("AS BLOB", "AS BYTEA"),
+                Backend::Sqlite => s.clone(),
+            })
+            .collect();
+        tamper(
+            &app,
+            &statements.iter().map(String::as_str).collect::<Vec<_>>(),
+        );
+        let report = verify(&app);
+        if name == "forged checkpoint" {
+            assert!(
+                report.findings[0].problem.contains("not signed"),
+                "{name}: {:?}",
+                report.findings
+            );
+            assert!(report.first_bad_index.is_some_and(|i| i < 9), "{name}");
+        } else {
+            assert_eq!(
+                report.first_bad_index,
+                Some(expected),
+                "{name}: {:?}",
+                report.findings
+            );
+        }
+    }
+}
+
+async fn enrollment_codes_are_single_use_and_rate_limited(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let (alice, code) = enrolled_patient(&app, "MRN-CODE").await;
+    // Codes are stored only as keyed hashes.
+    assert_eq!(app.count("enrollment_codes"), 1);
+    let mut conn = app.raw_db();
+    #[derive(diesel::QueryableByName)]
+    struct Hash {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        code_hash: String,
+    }
+    let stored: Vec<Hash> = genomegate::db_run!(&mut conn, c => diesel::sql_query("SELECT code_hash FROM enrollment_codes").load(c).unwrap());
+    assert!(!stored[0].code_hash.contains(&code.replace('-', "")));
+
+    // Lower case and spaces are accepted; the code then works once only.
+    let session = enroll(&app, &code.to_lowercase().replace('-', " ")).await;
+    let (s, again) = read(
+        app.plain_client
+            .post(app.url("/v1/portal/enroll"))
+            .json(&json!({ "code": code }))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (s, again["code"].as_str()),
+        (400, Some("enrollment_code_invalid"))
+    );
+    // Sign in again with the account secret; a wrong secret is refused.
+    let sign_in = |secret: String| {
+        let body = json!({ "account_id": session["account_id"], "account_secret": secret });
+        let req = app
+            .plain_client
+            .post(app.url("/v1/portal/token"))
+            .json(&body);
+        async move { read(req.send().await.unwrap()).await }
+    };
+    let (s, fresh) = sign_in(session["account_secret"].as_str().unwrap().to_owned()).await;
+    assert_eq!(s, 200, "{fresh}");
+    let (s, consents) = app
+        .get(
+            "/v1/portal/consents",
+            Some(fresh["access_token"].as_str().unwrap()),
+        )
+        .await;
+    assert_eq!(s, 200, "{consents}");
+    let (s, wrong) = sign_in("gps_wrong".into()).await;
+    assert_eq!(
+        (s, wrong["code"].as_str()),
+        (401, Some("invalid_credentials"))
+    );
+
+    // A new code for a lost printout; an expired one does not work.
+    let staff = app.staff("hospital-a");
+    let (s, issued) = app
+        .post(
+            &format!("/v1/patients/{alice}/enrollment-codes"),
+            &staff,
+            None,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(s, 201, "{issued}");
+    let (s, _) = app
+        .post(
+            &format!("/v1/patients/{alice}/enrollment-codes"),
+            &app.staff("hospital-b"),
+            None,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(s, 404, "another hospital cannot tell the patient exists");
+    tamper(
+        &app,
+        &["UPDATE enrollment_codes SET expires_at = '2000-01-01 00:00:00'"],
+    );
+    let (s, _) = read(
+        app.plain_client
+            .post(app.url("/v1/portal/enroll"))
+            .json(&json!({ "code": issued["code"] }))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 400, "expired");
+
+    // Guessing is rate-limited per client address.
+    let mut statuses = Vec::new();
+    for i in 0..12 {
+        let (s, _) = read(
+            app.plain_client
+                .post(app.url("/v1/portal/enroll"))
+                .json(&json!({ "code": format!("AAAA-AAAA-AAAA-AAAA-{i:04}") }))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        statuses.push(s);
+    }
+    assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
+}
+
+/// Several instances on one PostgreSQL database append and integrate
+/// concurrently: one tree, dense indices, no duplicates, and it verifies.
+#[actix_web::test]
+async fn concurrent_appends_from_several_instances_form_one_tree() {
+    let Some(app) = TestApp::spawn(Backend::Postgres).await else {
+        return;
+    };
+    let (alice, _) = enrolled_patient(&app, "MRN-CONCURRENT").await;
+    let others = [app.another_instance(), app.another_instance()];
+    let bases: Vec<String> = std::iter::once(app.base.clone())
+        .chain(others.iter().map(|i| i.base.clone()))
+        .collect();
+    let staff = app.staff("hospital-a");
+    let path = format!("/v1/patients/{alice}/consents/cancer");
+    let requests = (0..150).map(|i| {
+        let url = format!("{}{path}", bases[i % bases.len()]);
+        let req = app.client.get(url).bearer_auth(&staff);
+        async move { req.send().await.unwrap().status().as_u16() }
+    });
+    let statuses = futures_util::future::join_all(requests).await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    let size = app.wait_integrated().await;
+    assert_eq!(size, 151);
+    assert_eq!(app.count("access_log_entries"), 151);
+    #[derive(diesel::QueryableByName)]
+    struct Shape {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        min: i64,
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        max: i64,
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        seqs: i64,
+    }
+    let mut conn = app.raw_db();
+    let shape: Vec<Shape> = genomegate::db_run!(&mut conn, c => diesel::sql_query(
+        "SELECT MIN(idx) AS min, MAX(idx) AS max, COUNT(DISTINCT seq) AS seqs FROM access_log_leaves"
+    ).load(c).unwrap());
+    assert_eq!((shape[0].min, shape[0].max, shape[0].seqs), (0, 150, 151));
+    let report = verify(&app);
+    assert_eq!(report.first_bad_index, None, "{:?}", report.findings);
+}
