@@ -747,6 +747,28 @@ pub(crate) fn snapshot(
     Ok((events, history, snap))
 }
 
+/// A patient's consent status in each family with any event, at `at`.
+pub(crate) fn consent_summaries(
+    conn: &mut DbConnection,
+    pseudonym: &str,
+    at: DateTime<Utc>,
+) -> Result<Vec<ConsentSummary>, ApiError> {
+    let mut out = Vec::new();
+    for family in DocumentFamily::ALL {
+        let (events, _, snap) = snapshot(conn, pseudonym, family, at)?;
+        if !events.is_empty() {
+            out.push(ConsentSummary {
+                family,
+                status: snap.status,
+                version_in_force: snap
+                    .version_in_force
+                    .map(|n| DocumentVersionId::new(family, n).to_string()),
+            });
+        }
+    }
+    Ok(out)
+}
+
 fn require_active(
     conn: &mut DbConnection,
     pending: &PendingEvent,
@@ -1199,19 +1221,7 @@ pub async fn lookup_patient(
     let (consents, samples) = state
         .db_logged(move |conn| {
             ledger::append(conn, &[entry])?;
-            let mut consents = Vec::new();
-            for family in DocumentFamily::ALL {
-                let (events, _, snap) = snapshot(conn, &key, family, now)?;
-                if !events.is_empty() {
-                    consents.push(ConsentSummary {
-                        family,
-                        status: snap.status,
-                        version_in_force: snap
-                            .version_in_force
-                            .map(|n| DocumentVersionId::new(family, n).to_string()),
-                    });
-                }
-            }
+            let consents = consent_summaries(conn, &key, now)?;
             let samples = crate::db::samples::for_patient(conn, &key)?
                 .into_iter()
                 .map(|s| SampleSummary {

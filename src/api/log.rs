@@ -193,10 +193,7 @@ pub async fn audit_log(
     {
         return Err(ApiError::field("action", "not a logged action"));
     }
-    let limit = match q.limit.unwrap_or(20) {
-        n @ 1..=100 => n,
-        _ => return Err(ApiError::field("limit", "must be 1-100")),
-    };
+    let limit = super::portal::page_limit(q.limit)?;
     let filter = AuditFilter {
         org: q.org,
         user: q.actor,

@@ -6,14 +6,13 @@
 //! by the token's pseudonym only: there is no path parameter through which a
 //! patient could name someone else.
 
-use super::consents::{principal, snapshot, ConsentSummary};
+use super::consents::{consent_summaries, principal, ConsentSummary};
 use super::extract::PeerAddress;
 use super::state::AppState;
 use crate::auth::dev::TokenClaims;
 use crate::auth::policy::{Action, Resource};
 use crate::auth::Caller;
 use crate::config::PatientsConfig;
-use crate::consent::{DocumentFamily, DocumentVersionId};
 use crate::db::{
     consents as patients, ledger, notify as endpoints_store, portal as store, DbConnection,
 };
@@ -354,7 +353,7 @@ pub struct AccessPage {
     pub next_before: Option<i64>,
 }
 
-fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
+pub(crate) fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
     match limit.unwrap_or(20) {
         n @ 1..=100 => Ok(n),
         _ => Err(ApiError::field("limit", "must be 1-100")),
@@ -435,22 +434,7 @@ pub async fn my_consents(
     let (pseudonym, _) = me(&state, &caller).await?;
     let now = state.now();
     let consents = state
-        .db(move |conn| {
-            let mut out = Vec::new();
-            for family in DocumentFamily::ALL {
-                let (events, _, snap) = snapshot(conn, &pseudonym, family, now)?;
-                if !events.is_empty() {
-                    out.push(ConsentSummary {
-                        family,
-                        status: snap.status,
-                        version_in_force: snap
-                            .version_in_force
-                            .map(|n| DocumentVersionId::new(family, n).to_string()),
-                    });
-                }
-            }
-            Ok(out)
-        })
+        .db(move |conn| consent_summaries(conn, &pseudonym, now))
         .await?;
     Ok(web::Json(MyConsents { consents }))
 }

@@ -97,7 +97,7 @@ fn prepare(
     indices.sort_unstable();
     indices.dedup();
     let entries = ledger::entries_at(conn, &indices).map_err(err)?;
-    let mut built: HashMap<u64, Notification> = notify::build(conn, &entries, size, &latest.note)
+    let built: HashMap<u64, Notification> = notify::build(conn, &entries, size, &latest.note)
         .map_err(err)?
         .into_iter()
         .map(|(_, n)| (n.index, n))
@@ -118,19 +118,13 @@ fn prepare(
             });
             endpoints.insert(claim.endpoint_id.clone(), usable);
         }
-        let notification = if built.contains_key(&(claim.idx as u64)) {
-            // Several endpoints may share an entry: clone for all but none.
-            built.get(&(claim.idx as u64)).cloned()
-        } else {
-            None
-        };
         out.push(Prepared {
             endpoint: endpoints.get(&claim.endpoint_id).cloned().flatten(),
-            notification,
+            // Several endpoints may share an entry, so each takes a copy.
+            notification: built.get(&(claim.idx as u64)).cloned(),
             claim,
         });
     }
-    built.clear();
     Ok(out)
 }
 
