@@ -97,6 +97,21 @@ pub struct NotifyConfig {
     /// refuses them).
     #[serde(default)]
     pub allow_http: bool,
+    /// Run the delivery worker in this instance. Instances that should only
+    /// serve requests turn it off; deliveries wait for an instance that runs it.
+    #[serde(default = "yes")]
+    pub dispatch: bool,
+    /// A NATS server to publish every notification to, e.g.
+    /// `nats://127.0.0.1:4222` (production: `tls://…`). Unset: no NATS.
+    #[serde(default)]
+    pub nats_url: Option<String>,
+    /// Notifications go to `<nats_subject>.<patient pseudonym>`.
+    #[serde(default = "default_nats_subject")]
+    pub nats_subject: String,
+    /// The JetStream stream that captures `<nats_subject>.>`; created when
+    /// missing. Its duplicate window de-duplicates re-sent notifications.
+    #[serde(default = "default_nats_stream")]
+    pub nats_stream: String,
 }
 
 /// Patient enrollment and patient tokens.
@@ -275,6 +290,12 @@ fn default_lease_ms() -> u64 {
 fn default_webhook_timeout_ms() -> u64 {
     10_000
 }
+fn default_nats_subject() -> String {
+    "genomegate.notifications".into()
+}
+fn default_nats_stream() -> String {
+    "GENOMEGATE_NOTIFICATIONS".into()
+}
 fn default_enrollment_ttl_hours() -> i64 {
     24 * 30
 }
@@ -393,7 +414,23 @@ impl Config {
         if self.log.integrate_batch == 0 || self.notify.max_attempts < 1 {
             return invalid("log.integrate_batch and notify.max_attempts must be at least 1");
         }
+        if !is_nats_subject(&self.notify.nats_subject)
+            || !is_nats_subject(&self.notify.nats_stream)
+            || self.notify.nats_stream.contains('.')
+        {
+            return invalid(
+                "notify.nats_subject must be dot-separated tokens of letters, digits, `-` and `_`; notify.nats_stream one such token",
+            );
+        }
         if self.mode == Mode::Production {
+            if self
+                .notify
+                .nats_url
+                .as_deref()
+                .is_some_and(|url| !url.starts_with("tls://"))
+            {
+                return invalid("production mode publishes to NATS only over TLS (notify.nats_url must start with tls://)");
+            }
             if self.notify.allow_http {
                 return invalid("production mode refuses plain-http webhooks (notify.allow_http)");
             }
@@ -415,6 +452,18 @@ impl Config {
     pub fn database_backend(&self) -> Option<crate::db::Backend> {
         crate::db::Backend::from_url(self.database.url.expose_secret())
     }
+}
+
+/// A literal NATS subject: no wildcards, no empty tokens.
+fn is_nats_subject(subject: &str) -> bool {
+    !subject.is_empty()
+        && subject.len() <= 128
+        && subject.split('.').all(|token| {
+            !token.is_empty()
+                && token
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        })
 }
 
 fn set_path(table: &mut toml::Table, keys: &[String], raw: &str) -> Result<(), String> {
@@ -491,6 +540,24 @@ mod tests {
         assert!(err.to_string().contains("without TLS"));
         let err = Config::load(None, env(&[("GENOMEGATE__MODE", "production")])).unwrap_err();
         assert!(err.to_string().contains("auth.issuers"));
+    }
+
+    #[test]
+    fn nats_needs_literal_subjects_and_tls_in_production() {
+        for bad in ["", "a..b", "a.*", "a.>", "a b"] {
+            let err = Config::load(None, env(&[("GENOMEGATE__NOTIFY__NATS_SUBJECT", bad)]));
+            assert!(err.is_err(), "{bad:?} accepted");
+        }
+        assert!(Config::load(None, env(&[("GENOMEGATE__NOTIFY__NATS_STREAM", "A.B")])).is_err());
+        let err = Config::load(
+            None,
+            env(&[
+                ("GENOMEGATE__MODE", "production"),
+                ("GENOMEGATE__NOTIFY__NATS_URL", "nats://broker:4222"),
+            ]),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("tls://"), "{err}");
     }
 
     #[test]

@@ -219,6 +219,7 @@ async fn mutual_tls_binds_token_to_hospital(backend: Backend) {
         client_ca: true,
         require_client_cert: false,
         client_cert_org: Some("hospital-a"),
+        ..Options::default()
     };
     let Some(app) = TestApp::spawn_with(backend, options).await else {
         return;
@@ -239,6 +240,7 @@ async fn mutual_tls_binds_token_to_hospital(backend: Backend) {
         client_ca: true,
         require_client_cert: true,
         client_cert_org: None,
+        ..Options::default()
     };
     let Some(strict) = TestApp::spawn_with(backend, options).await else {
         return;

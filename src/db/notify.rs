@@ -71,6 +71,53 @@ pub fn disable_endpoint(
     Ok(n == 1)
 }
 
+/// The id of the endpoint that publishes to a NATS subject.
+pub fn nats_endpoint_id(subject: &str) -> String {
+    format!("nats:{subject}")
+}
+
+/// Makes the NATS endpoint match the configuration: the configured
+/// subject's endpoint active, every other NATS endpoint disabled. Run at
+/// start-up; instances starting together agree because the id is derived
+/// from the subject.
+pub fn sync_nats_endpoint(
+    conn: &mut DbConnection,
+    subject: Option<&str>,
+    now: NaiveDateTime,
+) -> Result<(), DieselError> {
+    let wanted = subject.map(nats_endpoint_id);
+    write_transaction(conn, |conn| {
+        db_run!(conn, c => {
+            let others = endpoints::table
+                .filter(endpoints::kind.eq("nats"))
+                .filter(endpoints::disabled_at.is_null())
+                .filter(endpoints::id.ne(wanted.clone().unwrap_or_default()));
+            diesel::update(others).set(endpoints::disabled_at.eq(now)).execute(c)?;
+            if let (Some(id), Some(subject)) = (&wanted, subject) {
+                diesel::insert_into(endpoints::table)
+                    .values(&EndpointRow {
+                        id: id.clone(),
+                        kind: "nats".into(),
+                        patient_pseudonym: None,
+                        hospital_org: None,
+                        target: subject.to_owned(),
+                        key_version: None,
+                        nonce: None,
+                        ciphertext: None,
+                        created_at: now,
+                        disabled_at: None,
+                    })
+                    .on_conflict_do_nothing()
+                    .execute(c)?;
+                diesel::update(endpoints::table.find(id))
+                    .set(endpoints::disabled_at.eq(None::<NaiveDateTime>))
+                    .execute(c)?;
+            }
+            Ok::<_, DieselError>(())
+        })
+    })
+}
+
 /// A delivery a dispatcher holds until its lease runs out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claim {

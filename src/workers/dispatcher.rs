@@ -1,10 +1,13 @@
-//! Webhook delivery: claims due deliveries with a lease, posts each signed
-//! notification, and records the outcome: delivered, retried with
-//! exponential backoff, or dead-lettered after `notify.max_attempts`.
+//! Notification delivery: claims due deliveries with a lease, sends each
+//! notification (a signed webhook POST, or a JetStream publication), and
+//! records the outcome: delivered, retried with exponential backoff, or
+//! dead-lettered after `notify.max_attempts`.
 //!
-//! Delivery is at least once; the `webhook-id` header (the entry's
-//! notification id) lets a receiver keep exactly one copy. A crash between
-//! sending and recording re-sends the same id after the lease runs out.
+//! Delivery is at least once; the idempotency key (the entry's notification
+//! id, sent as `webhook-id` or `Nats-Msg-Id`) lets a receiver keep exactly
+//! one copy, and JetStream drops the copy itself within its duplicate
+//! window. A crash between sending and recording re-sends the same id after
+//! the lease runs out.
 
 use super::{nap, spawn_named, WorkerContext};
 use crate::db::notify::{self as store, Claim, EndpointRow};
@@ -28,7 +31,11 @@ pub(crate) fn spawn(ctx: WorkerContext, wake: Receiver<()>) -> Result<(), String
 }
 
 fn run(ctx: WorkerContext, wake: Receiver<()>) {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+    // One worker thread keeps a NATS connection answering pings while this
+    // thread sleeps between batches.
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("notify-io")
         .enable_all()
         .build()
     {
@@ -49,10 +56,14 @@ fn run(ctx: WorkerContext, wake: Receiver<()>) {
             return;
         }
     };
+    let mut transports = Transports {
+        http: client,
+        nats: None,
+    };
     while !ctx.stopped() {
         nap(&wake, IDLE_POLL);
         while !ctx.stopped() {
-            match runtime.block_on(dispatch_batch(&ctx, &client)) {
+            match runtime.block_on(dispatch_batch(&ctx, &mut transports)) {
                 Ok(0) => break,
                 Ok(_) => {}
                 Err(e) => {
@@ -108,6 +119,11 @@ fn prepare(
         if !endpoints.contains_key(&claim.endpoint_id) {
             let row = store::find_endpoint(conn, &claim.endpoint_id).map_err(err)?;
             let usable = row.filter(|r| r.disabled_at.is_none()).and_then(|r| {
+                if r.kind == "nats" {
+                    // A NATS receipt needs no shared secret: the signed
+                    // checkpoint and the inclusion proof authenticate it.
+                    return Some((r, Vec::new()));
+                }
                 let sealed = Sealed {
                     key_version: u32::try_from(r.key_version?).ok()?,
                     nonce: r.nonce.clone()?,
@@ -128,7 +144,57 @@ fn prepare(
     Ok(out)
 }
 
-async fn dispatch_batch(ctx: &WorkerContext, client: &reqwest::Client) -> Result<usize, String> {
+/// How notifications leave: HTTP for webhooks, and a JetStream context
+/// once a NATS delivery needs one.
+struct Transports {
+    http: reqwest::Client,
+    nats: Option<async_nats::jetstream::Context>,
+}
+
+impl Transports {
+    /// Connects to NATS (and makes sure the stream exists) if a claimed
+    /// delivery needs it and no connection is up yet.
+    async fn ensure_nats(&mut self, ctx: &WorkerContext, prepared: &[Prepared]) {
+        let needed = prepared
+            .iter()
+            .any(|p| p.endpoint.as_ref().is_some_and(|(e, _)| e.kind == "nats"));
+        if !needed || self.nats.is_some() {
+            return;
+        }
+        let Some(url) = ctx.config.notify.nats_url.as_deref() else {
+            return;
+        };
+        match connect_nats(url, &ctx.config.notify).await {
+            Ok(js) => self.nats = Some(js),
+            Err(e) => tracing::warn!(error = %e, "NATS is unavailable; deliveries will be retried"),
+        }
+    }
+}
+
+async fn connect_nats(
+    url: &str,
+    config: &crate::config::NotifyConfig,
+) -> Result<async_nats::jetstream::Context, String> {
+    let timeout = Duration::from_millis(config.timeout_ms);
+    let client = async_nats::ConnectOptions::new()
+        .name("genomegate-notify")
+        .connection_timeout(timeout)
+        .connect(url)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let mut js = async_nats::jetstream::new(client);
+    js.set_timeout(timeout);
+    js.get_or_create_stream(async_nats::jetstream::stream::Config {
+        name: config.nats_stream.clone(),
+        subjects: vec![format!("{}.>", config.nats_subject)],
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| format!("stream {}: {e}", config.nats_stream))?;
+    Ok(js)
+}
+
+async fn dispatch_batch(ctx: &WorkerContext, transports: &mut Transports) -> Result<usize, String> {
     let now = ctx.clock.now();
     let lease = chrono::Duration::milliseconds(ctx.config.notify.lease_ms as i64);
     let mut conn = ctx.pool.get().map_err(|e| e.to_string())?;
@@ -139,9 +205,10 @@ async fn dispatch_batch(ctx: &WorkerContext, client: &reqwest::Client) -> Result
     }
     let prepared = prepare(ctx, &mut conn, claims)?;
     drop(conn);
+    transports.ensure_nats(ctx, &prepared).await;
     let sends = prepared
         .iter()
-        .map(|p| send(client, p, ctx.clock.now().timestamp()));
+        .map(|p| send(transports, p, ctx.clock.now().timestamp()));
     let outcomes = futures_util::future::join_all(sends).await;
     let mut conn = ctx.pool.get().map_err(|e| e.to_string())?;
     let notify_cfg = &ctx.config.notify;
@@ -171,20 +238,66 @@ async fn dispatch_batch(ctx: &WorkerContext, client: &reqwest::Client) -> Result
     Ok(count)
 }
 
-async fn send(client: &reqwest::Client, p: &Prepared, timestamp: i64) -> Outcome {
+async fn send(transports: &Transports, p: &Prepared, timestamp: i64) -> Outcome {
     let Some((endpoint, secret)) = &p.endpoint else {
         return Outcome::Failed("endpoint disabled, removed or its secret does not open".into());
     };
     let Some(notification) = &p.notification else {
         return Outcome::Failed("the logged entry is unreadable".into());
     };
-    if endpoint.kind != "webhook" {
-        return Outcome::Failed(format!("no transport for endpoint kind {}", endpoint.kind));
-    }
     let body = match serde_json::to_vec(notification) {
         Ok(b) => b,
         Err(e) => return Outcome::Failed(e.to_string()),
     };
+    match endpoint.kind.as_str() {
+        "webhook" => {
+            post_webhook(
+                &transports.http,
+                endpoint,
+                secret,
+                notification,
+                timestamp,
+                body,
+            )
+            .await
+        }
+        "nats" => match &transports.nats {
+            Some(js) => publish_nats(js, endpoint, notification, body).await,
+            None => Outcome::Failed("NATS unavailable".into()),
+        },
+        other => Outcome::Failed(format!("no transport for endpoint kind {other}")),
+    }
+}
+
+/// Publishes to `<subject>.<patient pseudonym>` and waits for JetStream's
+/// acknowledgement; a duplicate acknowledgement also counts as delivered.
+async fn publish_nats(
+    js: &async_nats::jetstream::Context,
+    endpoint: &EndpointRow,
+    notification: &Notification,
+    body: Vec<u8>,
+) -> Outcome {
+    let subject = format!("{}.{}", endpoint.target, notification.entry.patient);
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Msg-Id", notification.id.as_str());
+    let ack = match js.publish_with_headers(subject, headers, body.into()).await {
+        Ok(pending) => pending.await,
+        Err(e) => return Outcome::Failed(format!("publish: {}", e.kind())),
+    };
+    match ack {
+        Ok(_) => Outcome::Delivered,
+        Err(e) => Outcome::Failed(format!("acknowledgement: {}", e.kind())),
+    }
+}
+
+async fn post_webhook(
+    client: &reqwest::Client,
+    endpoint: &EndpointRow,
+    secret: &[u8],
+    notification: &Notification,
+    timestamp: i64,
+    body: Vec<u8>,
+) -> Outcome {
     let signature = signing::sign(secret, &notification.id, timestamp, &body);
     let response = client
         .post(&endpoint.target)

@@ -3,7 +3,8 @@
 //!   checkpoint;
 //! - the announcer turns new tree sizes into live-stream frames (fed by the
 //!   integrator on SQLite, by PostgreSQL LISTEN/NOTIFY across instances);
-//! - the dispatcher delivers webhooks with retries and dead-lettering.
+//! - the dispatcher delivers webhooks and NATS publications with retries
+//!   and dead-lettering.
 //!
 //! Every instance runs all of them. Integration is serialized by a
 //! database lock and deliveries are claimed with leases, so any number of
@@ -105,6 +106,16 @@ pub fn start(
     keys: Arc<Keyring>,
 ) -> Result<(Arc<LogRuntime>, Workers), String> {
     let (signer, verifier_keys) = checkpoint_keys(&keys, &config.log.origin)?;
+    {
+        let mut conn = pool.get().map_err(|e| e.to_string())?;
+        let nats_subject = config
+            .notify
+            .nats_url
+            .as_ref()
+            .map(|_| config.notify.nats_subject.as_str());
+        crate::db::notify::sync_nats_endpoint(&mut conn, nats_subject, clock.now().naive_utc())
+            .map_err(|e| format!("cannot record the NATS endpoint: {e}"))?;
+    }
     let (wake_integrator, integrator_rx) = sync_channel(1);
     let (wake_dispatcher, dispatcher_rx) = sync_channel(1);
     let log = Arc::new(LogRuntime {
@@ -134,7 +145,9 @@ pub fn start(
     };
     integrator::spawn(ctx.clone(), integrator_rx, announce_locally)?;
     announcer::spawn(ctx.clone(), sizes_rx)?;
-    dispatcher::spawn(ctx, dispatcher_rx)?;
+    if config.notify.dispatch {
+        dispatcher::spawn(ctx, dispatcher_rx)?;
+    }
     Ok((log, Workers { stop }))
 }
 

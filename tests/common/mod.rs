@@ -11,6 +11,7 @@
 )]
 
 pub mod fhir;
+pub mod receipts;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -109,6 +110,8 @@ pub struct TestApp {
     db_url: String,
     pg_drop: Option<(String, String)>,
     handle: actix_web::dev::ServerHandle,
+    /// The settings this app was started with.
+    env: Vec<(String, String)>,
 }
 
 /// A fresh PostgreSQL database, or `None` (with a note) when the variable is
@@ -133,6 +136,8 @@ pub struct Options {
     pub client_ca: bool,
     pub require_client_cert: bool,
     pub client_cert_org: Option<&'static str>,
+    /// Further `GENOMEGATE__…` settings.
+    pub env: Vec<(&'static str, String)>,
 }
 
 impl TestApp {
@@ -190,9 +195,10 @@ impl TestApp {
             ("GENOMEGATE__NOTIFY__MAX_ATTEMPTS", "3".into()),
         ]
         .into_iter()
+        .chain(options.env.iter().cloned())
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
-        let mut config = Config::load(None, env).unwrap();
+        let mut config = Config::load(None, env.clone()).unwrap();
         config.auth.issuers = vec![IssuerConfig {
             issuer: ISSUER.into(),
             jwks_file: jwks_path,
@@ -232,6 +238,7 @@ impl TestApp {
             db_url,
             pg_drop,
             handle,
+            env,
         })
     }
 
@@ -351,6 +358,21 @@ impl TestApp {
             base: format!("https://localhost:{}", bound.addr.port()),
             handle,
         }
+    }
+
+    /// The real `genomegate serve` binary as a child process on this app's
+    /// database, keys and certificates, with `overrides` on top.
+    pub fn spawn_binary(&self, overrides: &[(&str, &str)]) -> std::process::Child {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_genomegate"));
+        command
+            .arg("serve")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("GENOMEGATE__LOGGING__LEVEL", "warn")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .envs(overrides.iter().copied())
+            .stdout(std::process::Stdio::null());
+        command.spawn().expect("the genomegate binary starts")
     }
 
     /// Waits until every logged entry is in the tree; returns the size.
