@@ -54,6 +54,27 @@ pub struct Config {
     pub notify: NotifyConfig,
     #[serde(default)]
     pub patients: PatientsConfig,
+    #[serde(default)]
+    pub screening: ScreeningConfig,
+}
+
+/// The periodic screening of the access log for auditors.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScreeningConfig {
+    /// Screen each completed period and store its report.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Length of a screened period, aligned to the Unix epoch (a day by
+    /// default: each report covers one UTC day).
+    #[serde(default = "default_screening_period")]
+    pub period_seconds: u64,
+    /// An actor is unusual above this many times the median actor volume…
+    #[serde(default = "default_volume_factor")]
+    pub volume_factor: f64,
+    /// …and above this many accesses in the period.
+    #[serde(default = "default_volume_floor")]
+    pub volume_floor: u64,
 }
 
 /// The tamper-evident access log.
@@ -296,6 +317,15 @@ fn default_nats_subject() -> String {
 fn default_nats_stream() -> String {
     "GENOMEGATE_NOTIFICATIONS".into()
 }
+fn default_screening_period() -> u64 {
+    86_400
+}
+fn default_volume_factor() -> f64 {
+    10.0
+}
+fn default_volume_floor() -> u64 {
+    200
+}
 fn default_enrollment_ttl_hours() -> i64 {
     24 * 30
 }
@@ -332,7 +362,8 @@ default_from_serde!(
     LoggingConfig,
     AccessLogConfig,
     NotifyConfig,
-    PatientsConfig
+    PatientsConfig,
+    ScreeningConfig
 );
 
 impl Default for Config {
@@ -350,6 +381,15 @@ pub enum ConfigError {
     },
     #[error("invalid configuration: {0}")]
     Invalid(String),
+}
+
+impl ScreeningConfig {
+    pub fn volume_rule(&self) -> crate::ledger::screening::VolumeRule {
+        crate::ledger::screening::VolumeRule {
+            factor: self.volume_factor,
+            floor: self.volume_floor,
+        }
+    }
 }
 
 impl Config {
@@ -413,6 +453,13 @@ impl Config {
         }
         if self.log.integrate_batch == 0 || self.notify.max_attempts < 1 {
             return invalid("log.integrate_batch and notify.max_attempts must be at least 1");
+        }
+        if self.screening.period_seconds == 0
+            || !(self.screening.volume_factor.is_finite() && self.screening.volume_factor >= 1.0)
+        {
+            return invalid(
+                "screening.period_seconds must be positive and screening.volume_factor at least 1",
+            );
         }
         if !is_nats_subject(&self.notify.nats_subject)
             || !is_nats_subject(&self.notify.nats_stream)

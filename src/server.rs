@@ -94,6 +94,7 @@ pub fn build_state(config: &Config, clock: SharedClock) -> Result<AppState, Stri
         patient_tokens,
         patients: config.patients.clone(),
         allow_http_webhooks: config.notify.allow_http,
+        screening_volume: config.screening.volume_rule(),
         limiter: crate::api::ratelimit::RateLimiter::new(config.patients.attempts_per_minute),
         workers,
     })

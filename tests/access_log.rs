@@ -27,6 +27,7 @@ on_both_backends!(
     webhooks_are_signed_retried_and_dead_lettered,
     verify_log_finds_edits_deletions_reorders_and_forged_checkpoints,
     enrollment_codes_are_single_use_and_rate_limited,
+    screening_flags_missing_bases_and_unusual_volume,
 );
 
 async fn actions_are_logged_and_patients_see_only_their_own_entries(backend: Backend) {
@@ -709,4 +710,158 @@ async fn concurrent_appends_from_several_instances_form_one_tree() {
     assert_eq!((shape[0].min, shape[0].max, shape[0].seqs), (0, 150, 151));
     let report = verify(&app);
     assert_eq!(report.first_bad_index, None, "{:?}", report.findings);
+}
+
+/// Appends an entry the way a faulty or bypassing component would: straight
+/// into the log, with no policy check in front.
+fn append_directly(app: &TestApp, entry: genomegate::ledger::entry::LogEntry) {
+    let mut conn = app.raw_db();
+    genomegate::db::ledger::append(&mut conn, &[entry]).unwrap();
+}
+
+async fn screening_flags_missing_bases_and_unusual_volume(backend: Backend) {
+    use genomegate::ledger::entry::{Actor, DataScope, LegalBasis, LogAction, LogEntry, Purpose};
+    let options = Options {
+        env: vec![
+            ("GENOMEGATE__SCREENING__PERIOD_SECONDS", "2".into()),
+            ("GENOMEGATE__SCREENING__VOLUME_FACTOR", "3".into()),
+            ("GENOMEGATE__SCREENING__VOLUME_FLOOR", "5".into()),
+        ],
+        ..Options::default()
+    };
+    let Some(app) = TestApp::spawn_with(backend, options).await else {
+        return;
+    };
+    let started = chrono::Utc::now() - chrono::Duration::seconds(1);
+    let (alice, _) = enrolled_patient(&app, "MRN-SCREEN").await;
+    let read_as = |user: &'static str| {
+        let app = &app;
+        let alice = alice.clone();
+        async move {
+            let token = token_for(&["hospital_staff"], "hospital-a", user);
+            let (s, _) = app
+                .get(
+                    &format!("/v1/patients/{alice}/consents/cancer"),
+                    Some(&token),
+                )
+                .await;
+            assert_eq!(s, 200);
+        }
+    };
+    for user in ["nurse-1", "nurse-2", "nurse-3"] {
+        read_as(user).await;
+        read_as(user).await;
+    }
+    for _ in 0..20 {
+        read_as("bulk-reader").await;
+    }
+    let forged = |org: &str, basis: LegalBasis, action: LogAction, purpose: Purpose| LogEntry {
+        format: genomegate::ledger::entry::ENTRY_FORMAT,
+        at: chrono::Utc::now(),
+        actor: Actor {
+            org: org.into(),
+            role: "hospital_staff".into(),
+            user: "intruder".into(),
+        },
+        action,
+        purpose,
+        legal_basis: basis,
+        patient: alice.clone(),
+        scope: DataScope::PatientSummary,
+    };
+    // Another hospital reading Alice's record as if it treated her.
+    append_directly(
+        &app,
+        forged(
+            "hospital-b",
+            LegalBasis::TreatingHospital {
+                hospital: "hospital-b".into(),
+            },
+            LogAction::ConsentRead,
+            Purpose::ConsentManagement,
+        ),
+    );
+    // A release citing an agreement nobody granted.
+    append_directly(
+        &app,
+        forged(
+            "pharma-x",
+            LegalBasis::Agreement {
+                id: "dua-never-granted".into(),
+            },
+            LogAction::DatasetRelease,
+            Purpose::Research { duo: "HMB".into() },
+        ),
+    );
+    let total = app.count("access_log_entries");
+    let until = chrono::Utc::now() + chrono::Duration::seconds(1);
+
+    let auditor = app.token(&["auditor"], "oversight");
+    let window = format!(
+        "/v1/audit/screening?from={}&to={}",
+        started.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    )
+    .replace('+', "%2B");
+    let (s, report) = app.get(&window, Some(&auditor)).await;
+    assert_eq!(s, 200, "{report}");
+    assert_eq!(report["entries_screened"].as_i64(), Some(total));
+    assert_eq!(report["counts"]["no_valid_legal_basis"], 2, "{report}");
+    let reasons: Vec<&str> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(reasons, ["not_the_patients_hospital", "unknown_agreement"]);
+    assert!(
+        !report.to_string().contains(&alice),
+        "findings name entries, not patients"
+    );
+    let unusual: Vec<&str> = report["unusual_volume"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["user"].as_str().unwrap())
+        .collect();
+    assert_eq!(unusual, ["bulk-reader"], "{report}");
+
+    // Only auditors screen; bad windows are refused.
+    let (s, _) = app.get(&window, Some(&app.staff("hospital-a"))).await;
+    assert_eq!(s, 403);
+    let (s, body) = app
+        .get(
+            "/v1/audit/screening?from=2026-11-02T00:00:00Z&to=2026-11-01T00:00:00Z",
+            Some(&auditor),
+        )
+        .await;
+    assert_problem(s, &body, 422, "validation_failed");
+
+    // The periodic reports cover every entry once their periods end.
+    let mut stored = Value::Null;
+    for _ in 0..400 {
+        let (s, body) = app
+            .get("/v1/audit/screening-reports?limit=100", Some(&auditor))
+            .await;
+        assert_eq!(s, 200);
+        let screened: i64 = body["reports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["entries_screened"].as_i64().unwrap())
+            .sum();
+        if screened == total {
+            stored = body;
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    let reports = stored["reports"]
+        .as_array()
+        .expect("periodic reports cover every entry");
+    let flagged: i64 = reports.iter().map(|r| r["flagged"].as_i64().unwrap()).sum();
+    assert_eq!(flagged, 2);
+    assert!(reports
+        .windows(2)
+        .all(|w| w[0]["period_start"].as_str() > w[1]["period_start"].as_str()));
 }

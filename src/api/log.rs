@@ -211,3 +211,109 @@ pub async fn audit_log(
         Language::En,
     )?))
 }
+
+#[derive(Deserialize, IntoParams)]
+pub struct ScreeningQuery {
+    /// RFC 3339, inclusive.
+    pub from: String,
+    /// RFC 3339, exclusive; at most 31 days after `from`.
+    pub to: String,
+}
+
+/// Longest period an on-demand screening may cover.
+const MAX_SCREENING_DAYS: i64 = 31;
+
+/// Screens the entries recorded in `[from, to)` now (auditors): entries
+/// without a valid legal basis, outside their agreement's purpose or
+/// period, and actors with unusual volume. Findings name entries by arrival
+/// number, never patients.
+#[utoipa::path(tag = "log", params(ScreeningQuery),
+    responses((status = 200, body = Object, description = "A screening report"),
+    (status = 403, body = Problem, content_type = "application/problem+json"),
+    (status = 422, body = Problem, content_type = "application/problem+json")))]
+#[get("/v1/audit/screening")]
+pub async fn screening(
+    state: web::Data<AppState>,
+    caller: Caller,
+    query: web::Query<ScreeningQuery>,
+) -> Result<HttpResponse, ApiError> {
+    state.authorize(&caller, Action::LogAudit, &Resource::AccessLog)?;
+    let q = query.into_inner();
+    let from = instant(Some(&q.from), "from")?
+        .unwrap_or_default()
+        .and_utc();
+    let to = instant(Some(&q.to), "to")?.unwrap_or_default().and_utc();
+    if to <= from || to - from > chrono::Duration::days(MAX_SCREENING_DAYS) {
+        return Err(ApiError::field(
+            "to",
+            "must be after `from` and at most 31 days later",
+        ));
+    }
+    let rule = state.screening_volume;
+    let report = state
+        .db(move |conn| Ok(crate::db::screening::screen(conn, from, to, rule)?))
+        .await?;
+    Ok(HttpResponse::Ok().json(report))
+}
+
+#[derive(Deserialize, IntoParams)]
+pub struct ScreeningReportsQuery {
+    /// Only reports of periods starting before this instant (RFC 3339).
+    pub before: Option<String>,
+    /// 1–100, default 20.
+    pub limit: Option<i64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct StoredScreeningReport {
+    pub period_start: DateTime<chrono::Utc>,
+    pub period_end: DateTime<chrono::Utc>,
+    pub generated_at: DateTime<chrono::Utc>,
+    pub rules_version: String,
+    pub entries_screened: i64,
+    pub flagged: i64,
+    pub unusual_actors: i64,
+    #[schema(value_type = Object)]
+    pub report: serde_json::Value,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ScreeningReports {
+    pub reports: Vec<StoredScreeningReport>,
+}
+
+/// The periodic screening reports, newest period first (auditors).
+#[utoipa::path(tag = "log", params(ScreeningReportsQuery),
+    responses((status = 200, body = ScreeningReports),
+    (status = 403, body = Problem, content_type = "application/problem+json")))]
+#[get("/v1/audit/screening-reports")]
+pub async fn screening_reports(
+    state: web::Data<AppState>,
+    caller: Caller,
+    query: web::Query<ScreeningReportsQuery>,
+) -> Result<web::Json<ScreeningReports>, ApiError> {
+    state.authorize(&caller, Action::LogAudit, &Resource::AccessLog)?;
+    let q = query.into_inner();
+    let limit = super::portal::page_limit(q.limit)?;
+    let before = instant(q.before.as_deref(), "before")?;
+    let rows = state
+        .db(move |conn| Ok(crate::db::screening::reports_before(conn, before, limit)?))
+        .await?;
+    let utc = crate::db::documents::utc;
+    let reports = rows
+        .into_iter()
+        .map(|r| {
+            Ok(StoredScreeningReport {
+                period_start: utc(r.period_start),
+                period_end: utc(r.period_end),
+                generated_at: utc(r.generated_at),
+                rules_version: r.rules_version,
+                entries_screened: r.entries_screened,
+                flagged: r.flagged,
+                unusual_actors: r.unusual_actors,
+                report: serde_json::from_str(&r.report).map_err(ApiError::internal)?,
+            })
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    Ok(web::Json(ScreeningReports { reports }))
+}

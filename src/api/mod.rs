@@ -117,6 +117,8 @@ pub fn app(
         .service(log::inclusion)
         .service(log::consistency)
         .service(log::audit_log)
+        .service(log::screening)
+        .service(log::screening_reports)
         .service(portal::issue_enrollment_code)
         .service(portal::enroll)
         .service(portal::sign_in)

@@ -94,6 +94,8 @@ pub struct AppState {
     pub patient_tokens: crate::auth::dev::Ed25519Signer,
     pub patients: crate::config::PatientsConfig,
     pub allow_http_webhooks: bool,
+    /// Thresholds of on-demand screening (the periodic one reads config).
+    pub screening_volume: crate::ledger::screening::VolumeRule,
     pub limiter: super::ratelimit::RateLimiter,
     /// Stops the background workers when the state goes away.
     pub workers: crate::workers::Workers,

@@ -611,15 +611,21 @@ pub fn audit_entries(
 }
 
 /// Every entry recorded in `[from, to)`, oldest first (screening).
+/// Up to `limit` entries recorded in `[from, to)` after arrival number
+/// `after_seq`, in arrival order (screening pages through a period).
 pub fn entries_recorded_between(
     conn: &mut DbConnection,
     from: NaiveDateTime,
     to: NaiveDateTime,
+    after_seq: i64,
+    limit: i64,
 ) -> Result<Vec<EntryRow>, DieselError> {
     db_run!(conn, c => entries::table
         .filter(entries::recorded_at.ge(from))
         .filter(entries::recorded_at.lt(to))
+        .filter(entries::seq.gt(after_seq))
         .order(entries::seq)
+        .limit(limit)
         .select(EntryRow::as_select())
         .load(c))
 }

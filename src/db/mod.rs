@@ -14,6 +14,7 @@ pub mod portal;
 pub mod recontact;
 pub mod samples;
 pub mod schema;
+pub mod screening;
 
 use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
 use diesel::r2d2::{ManageConnection, Pool, PooledConnection};

@@ -252,6 +252,19 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    screening_reports (period_start) {
+        period_start -> Timestamp,
+        period_end -> Timestamp,
+        generated_at -> Timestamp,
+        rules_version -> Text,
+        entries_screened -> BigInt,
+        flagged -> BigInt,
+        unusual_actors -> BigInt,
+        report -> Text,
+    }
+}
+
 diesel::joinable!(genome_data_objects -> genome_samples (genome_id));
 diesel::joinable!(genome_samples -> patients (patient_pseudonym));
 diesel::joinable!(recontact_steps -> recontact_requests (request_id));
@@ -284,4 +297,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     enrollment_codes,
     patient_accounts,
     patient_preferences,
+    screening_reports,
 );

@@ -4,7 +4,8 @@
 //! - the announcer turns new tree sizes into live-stream frames (fed by the
 //!   integrator on SQLite, by PostgreSQL LISTEN/NOTIFY across instances);
 //! - the dispatcher delivers webhooks and NATS publications with retries
-//!   and dead-lettering.
+//!   and dead-lettering;
+//! - screening stores a report of each completed period for the auditors.
 //!
 //! Every instance runs all of them. Integration is serialized by a
 //! database lock and deliveries are claimed with leases, so any number of
@@ -13,6 +14,7 @@
 pub mod announcer;
 pub mod dispatcher;
 pub mod integrator;
+pub mod screening;
 
 use crate::clock::SharedClock;
 use crate::config::Config;
@@ -145,6 +147,9 @@ pub fn start(
     };
     integrator::spawn(ctx.clone(), integrator_rx, announce_locally)?;
     announcer::spawn(ctx.clone(), sizes_rx)?;
+    if config.screening.enabled {
+        screening::spawn(ctx.clone())?;
+    }
     if config.notify.dispatch {
         dispatcher::spawn(ctx, dispatcher_rx)?;
     }

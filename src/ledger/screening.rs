@@ -1,0 +1,624 @@
+//! The auditors' screening of the access log: which entries lack a valid
+//! legal basis, which fall outside their agreement's purpose or period, and
+//! which actors touched far more records than their peers.
+//!
+//! Pure: the caller feeds entries (in any order) with the facts they need,
+//! then reads the report. The facts are what the service knows now; an
+//! entry that cites a recontact request or agreement the service has never
+//! heard of is flagged, because an auditor has nothing to check it against.
+
+use super::entry::{LegalBasis, LogAction, LogEntry, Purpose};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+/// Bumped whenever a rule changes, so stored reports say which rules made
+/// them.
+pub const SCREENING_RULES_VERSION: &str = "screening/v1";
+
+/// Findings kept in full per report; the counts cover the rest.
+pub const MAX_FINDINGS: usize = 1000;
+
+/// When an actor's volume counts as unusual: above both `floor` and
+/// `factor` times the median volume of every actor in the period.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct VolumeRule {
+    pub factor: f64,
+    pub floor: u64,
+}
+
+/// What the service knows about a recontact request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecontactFacts {
+    pub patient: String,
+    /// `pending`, `approved`, `rejected` or `unsealed`.
+    pub state: String,
+}
+
+/// The terms of a data-use agreement that screening checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgreementTerms {
+    /// The organization the agreement was granted to.
+    pub org: String,
+    /// The DUO purpose codes it allows.
+    pub purposes: Vec<String>,
+    pub starts_at: DateTime<Utc>,
+    pub ends_at: DateTime<Utc>,
+    /// When it was suspended or revoked, if it was.
+    pub halted_at: Option<DateTime<Utc>>,
+}
+
+/// Facts about the patients, consents, requests and agreements the
+/// screened entries cite.
+#[derive(Debug, Default, Clone)]
+pub struct Facts {
+    /// Patient pseudonym → the hospital that registered them.
+    pub patient_hospital: HashMap<String, String>,
+    /// (patient pseudonym, document version) with a recorded consent event.
+    pub consents: HashSet<(String, String)>,
+    pub recontact: HashMap<String, RecontactFacts>,
+    pub agreements: HashMap<String, AgreementTerms>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rule {
+    NoValidLegalBasis,
+    OutsideAgreementPurpose,
+    OutsideAgreementPeriod,
+}
+
+/// One flagged entry. It names the entry, never the patient: the auditor
+/// opens the entry itself through the audit log when needed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Finding {
+    /// Arrival number of the entry (its tree index may not exist yet).
+    pub seq: i64,
+    pub at: DateTime<Utc>,
+    pub org: String,
+    pub user: String,
+    pub action: &'static str,
+    pub rule: Rule,
+    /// Stable, machine-readable reason, e.g. `basis_not_allowed_for_action`.
+    pub reason: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ActorVolume {
+    pub org: String,
+    pub user: String,
+    pub accesses: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UnusualVolume {
+    pub org: String,
+    pub user: String,
+    pub accesses: u64,
+    /// The volume above which an actor is flagged in this period.
+    pub threshold: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ScreeningReport {
+    pub rules_version: &'static str,
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    pub entries_screened: u64,
+    pub actors: u64,
+    pub median_accesses_per_actor: f64,
+    pub volume_rule: VolumeRule,
+    /// Flagged entries per rule, including any beyond `findings`.
+    pub counts: BTreeMap<Rule, u64>,
+    /// The first `MAX_FINDINGS` flagged entries, oldest first.
+    pub findings: Vec<Finding>,
+    pub findings_truncated: bool,
+    pub unusual_volume: Vec<UnusualVolume>,
+}
+
+/// Accumulates a report over entries fed in pages.
+pub struct Screener {
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    volume_rule: VolumeRule,
+    entries: u64,
+    volume: HashMap<(String, String), u64>,
+    counts: BTreeMap<Rule, u64>,
+    findings: Vec<Finding>,
+}
+
+impl Screener {
+    pub fn new(from: DateTime<Utc>, to: DateTime<Utc>, volume_rule: VolumeRule) -> Self {
+        Screener {
+            from,
+            to,
+            volume_rule,
+            entries: 0,
+            volume: HashMap::new(),
+            counts: BTreeMap::new(),
+            findings: Vec::new(),
+        }
+    }
+
+    pub fn observe(&mut self, seq: i64, entry: &LogEntry, facts: &Facts) {
+        self.entries += 1;
+        *self
+            .volume
+            .entry((entry.actor.org.clone(), entry.actor.user.clone()))
+            .or_default() += 1;
+        if let Err((rule, reason)) = check(entry, facts) {
+            *self.counts.entry(rule).or_default() += 1;
+            if self.findings.len() < MAX_FINDINGS {
+                self.findings.push(Finding {
+                    seq,
+                    at: entry.at,
+                    org: entry.actor.org.clone(),
+                    user: entry.actor.user.clone(),
+                    action: entry.action.as_str(),
+                    rule,
+                    reason,
+                });
+            }
+        }
+    }
+
+    pub fn finish(mut self) -> ScreeningReport {
+        let mut volumes: Vec<u64> = self.volume.values().copied().collect();
+        let median = median(&mut volumes);
+        let threshold = (self.volume_rule.factor * median).max(self.volume_rule.floor as f64);
+        let mut unusual: Vec<UnusualVolume> = self
+            .volume
+            .into_iter()
+            .filter(|(_, n)| *n as f64 > threshold)
+            .map(|((org, user), accesses)| UnusualVolume {
+                org,
+                user,
+                accesses,
+                threshold,
+            })
+            .collect();
+        unusual.sort_by(|a, b| b.accesses.cmp(&a.accesses).then(a.user.cmp(&b.user)));
+        self.findings.sort_by_key(|f| f.seq);
+        let total: u64 = self.counts.values().sum();
+        ScreeningReport {
+            rules_version: SCREENING_RULES_VERSION,
+            from: self.from,
+            to: self.to,
+            entries_screened: self.entries,
+            actors: volumes.len() as u64,
+            median_accesses_per_actor: median,
+            volume_rule: self.volume_rule,
+            counts: self.counts,
+            findings_truncated: total > self.findings.len() as u64,
+            findings: self.findings,
+            unusual_volume: unusual,
+        }
+    }
+}
+
+fn median(values: &mut [u64]) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    values.sort_unstable();
+    let mid = values.len() / 2;
+    if values.len() % 2 == 1 {
+        values[mid] as f64
+    } else {
+        (values[mid - 1] + values[mid]) as f64 / 2.0
+    }
+}
+
+type Flag = (Rule, &'static str);
+
+const fn no_basis(reason: &'static str) -> Flag {
+    (Rule::NoValidLegalBasis, reason)
+}
+
+/// Checks one entry against the facts.
+pub fn check(entry: &LogEntry, facts: &Facts) -> Result<(), Flag> {
+    let hospital = facts.patient_hospital.get(&entry.patient);
+    match (&entry.legal_basis, entry.action) {
+        (LegalBasis::TreatingHospital { hospital: cited }, action) if action.is_read() => {
+            if hospital != Some(cited) {
+                return Err(no_basis("not_the_patients_hospital"));
+            }
+            if entry.actor.org != *cited || entry.actor.role != "hospital_staff" {
+                return Err(no_basis("actor_not_staff_of_the_treating_hospital"));
+            }
+            Ok(())
+        }
+        (LegalBasis::Oversight, action) if action.is_read() => {
+            if entry.actor.role != "auditor" {
+                return Err(no_basis("oversight_by_a_non_auditor"));
+            }
+            Ok(())
+        }
+        (
+            LegalBasis::Consent { version, .. },
+            LogAction::ConsentRegister | LogAction::ConsentChange | LogAction::ConsentWithdraw,
+        ) => {
+            if !facts
+                .consents
+                .contains(&(entry.patient.clone(), version.clone()))
+            {
+                return Err(no_basis("no_consent_recorded_on_the_cited_version"));
+            }
+            if hospital != Some(&entry.actor.org) {
+                return Err(no_basis("actor_not_staff_of_the_treating_hospital"));
+            }
+            Ok(())
+        }
+        (
+            LegalBasis::RecontactApproval { request },
+            action @ (LogAction::RecontactOpen
+            | LogAction::RecontactApprove
+            | LogAction::RecontactReject
+            | LogAction::RecontactUnseal),
+        ) => {
+            let Some(known) = facts.recontact.get(request) else {
+                return Err(no_basis("unknown_recontact_request"));
+            };
+            if known.patient != entry.patient {
+                return Err(no_basis("recontact_request_for_another_patient"));
+            }
+            if action == LogAction::RecontactUnseal
+                && !matches!(known.state.as_str(), "approved" | "unsealed")
+            {
+                return Err(no_basis("unsealed_without_approval"));
+            }
+            Ok(())
+        }
+        (LegalBasis::Agreement { id }, LogAction::DatasetRelease | LogAction::HandleResolve) => {
+            let Some(terms) = facts.agreements.get(id) else {
+                return Err(no_basis("unknown_agreement"));
+            };
+            if terms.org != entry.actor.org {
+                return Err(no_basis("agreement_of_another_organization"));
+            }
+            let Purpose::Research { duo } = &entry.purpose else {
+                return Err((Rule::OutsideAgreementPurpose, "not_a_research_purpose"));
+            };
+            if !terms.purposes.contains(duo) {
+                return Err((Rule::OutsideAgreementPurpose, "purpose_not_in_agreement"));
+            }
+            if entry.at < terms.starts_at || entry.at >= terms.ends_at {
+                return Err((Rule::OutsideAgreementPeriod, "outside_agreement_period"));
+            }
+            if terms.halted_at.is_some_and(|halted| entry.at >= halted) {
+                return Err((
+                    Rule::OutsideAgreementPeriod,
+                    "agreement_suspended_or_revoked",
+                ));
+            }
+            Ok(())
+        }
+        _ => Err(no_basis("basis_not_allowed_for_action")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::entry::{Actor, DataScope, ENTRY_FORMAT};
+    use chrono::TimeZone;
+
+    fn at(day: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, day, 9, 0, 0)
+            .single()
+            .unwrap_or_default()
+    }
+
+    fn entry(
+        org: &str,
+        role: &str,
+        action: LogAction,
+        purpose: Purpose,
+        basis: LegalBasis,
+    ) -> LogEntry {
+        LogEntry {
+            format: ENTRY_FORMAT,
+            at: at(10),
+            actor: Actor {
+                org: org.into(),
+                role: role.into(),
+                user: format!("{org}-user"),
+            },
+            action,
+            purpose,
+            legal_basis: basis,
+            patient: "p1".into(),
+            scope: DataScope::PatientSummary,
+        }
+    }
+
+    fn facts() -> Facts {
+        let mut f = Facts::default();
+        f.patient_hospital.insert("p1".into(), "hospital-a".into());
+        f.consents.insert(("p1".into(), "cancer-v1".into()));
+        f.recontact.insert(
+            "r-pending".into(),
+            RecontactFacts {
+                patient: "p1".into(),
+                state: "pending".into(),
+            },
+        );
+        f.recontact.insert(
+            "r-approved".into(),
+            RecontactFacts {
+                patient: "p1".into(),
+                state: "approved".into(),
+            },
+        );
+        f.agreements.insert(
+            "dua-1".into(),
+            AgreementTerms {
+                org: "pharma-x".into(),
+                purposes: vec!["HMB".into()],
+                starts_at: at(1),
+                ends_at: at(20),
+                halted_at: None,
+            },
+        );
+        f
+    }
+
+    fn treating(h: &str) -> LegalBasis {
+        LegalBasis::TreatingHospital { hospital: h.into() }
+    }
+
+    fn research(duo: &str) -> Purpose {
+        Purpose::Research { duo: duo.into() }
+    }
+
+    fn agreement(id: &str) -> LegalBasis {
+        LegalBasis::Agreement { id: id.into() }
+    }
+
+    fn reason(e: &LogEntry, f: &Facts) -> Option<&'static str> {
+        check(e, f).err().map(|(_, r)| r)
+    }
+
+    #[test]
+    fn treating_hospital_reads_need_the_patients_own_hospital_staff() {
+        let f = facts();
+        let read = |org: &str, role: &str, basis| {
+            entry(
+                org,
+                role,
+                LogAction::ConsentRead,
+                Purpose::ConsentManagement,
+                basis,
+            )
+        };
+        assert_eq!(
+            reason(
+                &read("hospital-a", "hospital_staff", treating("hospital-a")),
+                &f
+            ),
+            None
+        );
+        assert_eq!(
+            reason(
+                &read("hospital-b", "hospital_staff", treating("hospital-b")),
+                &f
+            ),
+            Some("not_the_patients_hospital")
+        );
+        assert_eq!(
+            reason(
+                &read("hospital-b", "hospital_staff", treating("hospital-a")),
+                &f
+            ),
+            Some("actor_not_staff_of_the_treating_hospital")
+        );
+        assert_eq!(
+            reason(&read("gov", "auditor", LegalBasis::Oversight), &f),
+            None
+        );
+        assert_eq!(
+            reason(&read("gov", "researcher", LegalBasis::Oversight), &f),
+            Some("oversight_by_a_non_auditor")
+        );
+        // Unknown patients have no hospital to act for.
+        let mut stranger = read("hospital-a", "hospital_staff", treating("hospital-a"));
+        stranger.patient = "p-unknown".into();
+        assert_eq!(reason(&stranger, &f), Some("not_the_patients_hospital"));
+    }
+
+    #[test]
+    fn consent_changes_must_cite_a_recorded_consent() {
+        let f = facts();
+        let change = |version: &str| {
+            entry(
+                "hospital-a",
+                "hospital_staff",
+                LogAction::ConsentChange,
+                Purpose::ConsentManagement,
+                LegalBasis::Consent {
+                    version: version.into(),
+                    items: vec![],
+                },
+            )
+        };
+        assert_eq!(reason(&change("cancer-v1"), &f), None);
+        assert_eq!(
+            reason(&change("cancer-v9"), &f),
+            Some("no_consent_recorded_on_the_cited_version")
+        );
+    }
+
+    #[test]
+    fn unsealing_needs_an_approved_request_for_the_same_patient() {
+        let f = facts();
+        let step = |action, request: &str| {
+            entry(
+                "hospital-a",
+                "hospital_staff",
+                action,
+                Purpose::Recontact,
+                LegalBasis::RecontactApproval {
+                    request: request.into(),
+                },
+            )
+        };
+        assert_eq!(
+            reason(&step(LogAction::RecontactOpen, "r-pending"), &f),
+            None
+        );
+        assert_eq!(
+            reason(&step(LogAction::RecontactUnseal, "r-pending"), &f),
+            Some("unsealed_without_approval")
+        );
+        assert_eq!(
+            reason(&step(LogAction::RecontactUnseal, "r-approved"), &f),
+            None
+        );
+        assert_eq!(
+            reason(&step(LogAction::RecontactUnseal, "r-none"), &f),
+            Some("unknown_recontact_request")
+        );
+        let mut other = step(LogAction::RecontactOpen, "r-pending");
+        other.patient = "p2".into();
+        assert_eq!(
+            reason(&other, &f),
+            Some("recontact_request_for_another_patient")
+        );
+    }
+
+    #[test]
+    fn releases_must_stay_inside_their_agreement() {
+        let mut f = facts();
+        let release = |duo: &str, basis| {
+            entry(
+                "pharma-x",
+                "researcher",
+                LogAction::DatasetRelease,
+                research(duo),
+                basis,
+            )
+        };
+        assert_eq!(check(&release("HMB", agreement("dua-1")), &f), Ok(()));
+        assert_eq!(
+            check(&release("POA", agreement("dua-1")), &f),
+            Err((Rule::OutsideAgreementPurpose, "purpose_not_in_agreement"))
+        );
+        assert_eq!(
+            reason(&release("HMB", agreement("dua-404")), &f),
+            Some("unknown_agreement")
+        );
+        let mut late = release("HMB", agreement("dua-1"));
+        late.at = at(25);
+        assert_eq!(
+            check(&late, &f),
+            Err((Rule::OutsideAgreementPeriod, "outside_agreement_period"))
+        );
+        if let Some(terms) = f.agreements.get_mut("dua-1") {
+            terms.halted_at = Some(at(5));
+        }
+        assert_eq!(
+            check(&release("HMB", agreement("dua-1")), &f),
+            Err((
+                Rule::OutsideAgreementPeriod,
+                "agreement_suspended_or_revoked"
+            ))
+        );
+        let mut borrowed = release("HMB", agreement("dua-1"));
+        borrowed.actor.org = "other-co".into();
+        assert_eq!(
+            reason(&borrowed, &f),
+            Some("agreement_of_another_organization")
+        );
+        // A release under a hospital's treating role is no release basis.
+        assert_eq!(
+            reason(&release("HMB", treating("hospital-a")), &f),
+            Some("basis_not_allowed_for_action")
+        );
+    }
+
+    #[test]
+    fn an_actor_far_above_the_median_is_unusual() {
+        let f = facts();
+        let rule = VolumeRule {
+            factor: 5.0,
+            floor: 10,
+        };
+        let mut screener = Screener::new(at(1), at(2), rule);
+        let mut seq = 0;
+        let mut read_by = |s: &mut Screener, user: &str, times: usize| {
+            for _ in 0..times {
+                let mut e = entry(
+                    "hospital-a",
+                    "hospital_staff",
+                    LogAction::ConsentRead,
+                    Purpose::ConsentManagement,
+                    treating("hospital-a"),
+                );
+                e.actor.user = user.into();
+                seq += 1;
+                s.observe(seq, &e, &f);
+            }
+        };
+        for user in ["a", "b", "c", "d"] {
+            read_by(&mut screener, user, 4);
+        }
+        read_by(&mut screener, "e", 9); // busier than most, below 5 × the median
+        read_by(&mut screener, "bulk", 40);
+        let report = screener.finish();
+        assert_eq!(report.entries_screened, 4 * 4 + 9 + 40);
+        assert_eq!(report.median_accesses_per_actor, 4.0);
+        assert_eq!(report.unusual_volume.len(), 1);
+        assert_eq!(report.unusual_volume[0].user, "bulk");
+        assert_eq!(report.unusual_volume[0].threshold, 20.0);
+        assert!(report.findings.is_empty());
+    }
+
+    #[test]
+    fn the_floor_keeps_quiet_periods_quiet() {
+        let rule = VolumeRule {
+            factor: 2.0,
+            floor: 100,
+        };
+        let mut screener = Screener::new(at(1), at(2), rule);
+        let f = facts();
+        for (seq, user) in ["a", "b", "b", "b", "b", "b"].iter().enumerate() {
+            let mut e = entry(
+                "hospital-a",
+                "hospital_staff",
+                LogAction::ConsentRead,
+                Purpose::ConsentManagement,
+                treating("hospital-a"),
+            );
+            e.actor.user = (*user).into();
+            screener.observe(seq as i64, &e, &f);
+        }
+        assert!(screener.finish().unusual_volume.is_empty());
+    }
+
+    #[test]
+    fn findings_are_capped_but_counted() {
+        let f = facts();
+        let rule = VolumeRule {
+            factor: 10.0,
+            floor: 1_000_000,
+        };
+        let mut screener = Screener::new(at(1), at(2), rule);
+        let bad = entry(
+            "hospital-b",
+            "hospital_staff",
+            LogAction::ConsentRead,
+            Purpose::ConsentManagement,
+            treating("hospital-b"),
+        );
+        for seq in 0..(MAX_FINDINGS as i64 + 5) {
+            screener.observe(seq, &bad, &f);
+        }
+        let report = screener.finish();
+        assert_eq!(report.findings.len(), MAX_FINDINGS);
+        assert!(report.findings_truncated);
+        assert_eq!(
+            report.counts.get(&Rule::NoValidLegalBasis),
+            Some(&(MAX_FINDINGS as u64 + 5))
+        );
+    }
+}
