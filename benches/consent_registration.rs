@@ -39,20 +39,8 @@ const FORM_HASH: &str = "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822c
 
 fn main() {
     let bench = support::Bench::start();
-    let admin = bench.token(&["consent_admin"], "governance");
     let staff = bench.token(&["hospital_staff"], "hospital-a");
-    let items: Vec<_> = ITEMS
-        .iter()
-        .map(|k| json!({"key": k, "change": "added", "label_ja": k, "label_en": k, "text_ja": "説明", "text_en": "Explanation"}))
-        .collect();
-    let draft = json!({"title_ja": "がん", "title_en": "Cancer", "body_ja": "本文", "body_en": "Body", "items": items});
-    bench.setup_post("/v1/documents/cancer/versions", &admin, &draft, 201);
-    bench.setup_post(
-        "/v1/documents/cancer/versions/1/publish",
-        &admin,
-        &json!({}),
-        200,
-    );
+    bench.publish_cancer(&ITEMS);
     let decisions: serde_json::Map<String, serde_json::Value> = ITEMS
         .iter()
         .enumerate()

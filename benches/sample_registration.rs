@@ -25,17 +25,8 @@ const PATIENTS: u64 = 2_000;
 
 fn main() {
     let bench = support::Bench::start();
-    let admin = bench.token(&["consent_admin"], "governance");
     let staff = bench.token(&["hospital_staff"], "hospital-a");
-    let item = |k: &str| json!({"key": k, "change": "added", "label_ja": k, "label_en": k, "text_ja": "説明", "text_en": "Explanation"});
-    let draft = json!({"title_ja": "がん", "title_en": "Cancer", "body_ja": "本文", "body_en": "Body", "items": [item("ccat_registration"), item("recontact")]});
-    bench.setup_post("/v1/documents/cancer/versions", &admin, &draft, 201);
-    bench.setup_post(
-        "/v1/documents/cancer/versions/1/publish",
-        &admin,
-        &json!({}),
-        200,
-    );
+    bench.publish_cancer(&["ccat_registration", "recontact"]);
     // Patients first: samples name existing patients.
     bench.runtime.block_on(async {
         for n in 0..PATIENTS {

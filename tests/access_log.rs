@@ -757,7 +757,7 @@ async fn screening_flags_missing_bases_and_unusual_volume(backend: Backend) {
     }
     let forged = |org: &str, basis: LegalBasis, action: LogAction, purpose: Purpose| LogEntry {
         format: genomegate::ledger::entry::ENTRY_FORMAT,
-        at: chrono::Utc::now(),
+        at: chrono::SubsecRound::trunc_subsecs(chrono::Utc::now(), 6),
         actor: Actor {
             org: org.into(),
             role: "hospital_staff".into(),
@@ -769,6 +769,15 @@ async fn screening_flags_missing_bases_and_unusual_volume(backend: Backend) {
         patient: alice.clone(),
         scope: DataScope::PatientSummary,
     };
+    // A time finer than the databases keep would not survive storage.
+    let mut too_fine = forged(
+        "hospital-a",
+        LegalBasis::Oversight,
+        LogAction::ConsentRead,
+        Purpose::ConsentManagement,
+    );
+    too_fine.at += chrono::Duration::nanoseconds(1);
+    assert!(genomegate::db::ledger::append(&mut app.raw_db(), &[too_fine]).is_err());
     // Another hospital reading Alice's record as if it treated her.
     append_directly(
         &app,

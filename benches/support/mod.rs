@@ -64,11 +64,18 @@ pub struct Bench {
     sequence: Arc<AtomicU64>,
     admin_url: String,
     db_name: String,
+    pub keys_file: std::path::PathBuf,
+    pub log_origin: String,
     _dir: tempfile::TempDir,
 }
 
 impl Bench {
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts with further `GENOMEGATE__…` settings.
+    pub fn start_with(settings: &[(&str, &str)]) -> Self {
         let admin_url = std::env::var("GENOMEGATE_BENCH_PG_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
         let db_name = format!("gg_bench_{}", uuid::Uuid::new_v4().simple());
@@ -103,9 +110,11 @@ impl Bench {
             ),
         ]
         .into_iter()
+        .chain(settings.iter().map(|(k, v)| (*k, v.to_string())))
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
         let config = Config::load(None, env).unwrap();
+        let log_origin = config.log.origin.clone();
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             actix_web::rt::System::new().block_on(async move {
@@ -139,8 +148,32 @@ impl Bench {
             sequence: Arc::new(AtomicU64::new(0)),
             admin_url,
             db_name,
+            keys_file: dir.path().join("keys.toml"),
+            log_origin,
             _dir: dir,
         }
+    }
+
+    /// Publishes version 1 of the `cancer` document with these scope items.
+    pub fn publish_cancer(&self, items: &[&str]) {
+        let admin = self.token(&["consent_admin"], "governance");
+        let items: Vec<_> = items
+            .iter()
+            .map(|k| serde_json::json!({"key": k, "change": "added", "label_ja": k, "label_en": k, "text_ja": "説明", "text_en": "Explanation"}))
+            .collect();
+        let draft = serde_json::json!({"title_ja": "がん", "title_en": "Cancer", "body_ja": "本文", "body_en": "Body", "items": items});
+        self.setup_post("/v1/documents/cancer/versions", &admin, &draft, 201);
+        self.setup_post(
+            "/v1/documents/cancer/versions/1/publish",
+            &admin,
+            &serde_json::json!({}),
+            200,
+        );
+    }
+
+    /// A direct connection to the benchmark database.
+    pub fn raw_connection(&self) -> genomegate::db::DbConnection {
+        genomegate::db::connect_one(&self.db_url).unwrap()
     }
 
     pub fn token(&self, roles: &[&str], org: &str) -> String {

@@ -1056,9 +1056,8 @@ pub async fn read_consent(
     let entry = read_entry(&caller, &patient.hospital_org, &pseudonym, family, now)?;
     let key = pseudonym.as_str().to_owned();
     let (_, _, snap) = state
-        .db_logged(move |conn| {
+        .read_logged(vec![entry], move |conn| {
             let read = snapshot(conn, &key, family, as_of)?;
-            ledger::append(conn, &[entry])?;
             Ok(read)
         })
         .await?;
@@ -1108,9 +1107,8 @@ pub async fn list_events(
     )?;
     let key = pseudonym.as_str().to_owned();
     let events = state
-        .db_logged(move |conn| {
+        .read_logged(vec![entry], move |conn| {
             let events = store::events_for_patient(conn, &key, family)?;
-            ledger::append(conn, &[entry])?;
             Ok(events)
         })
         .await?;
@@ -1156,9 +1154,8 @@ pub async fn export_fhir(
     let entry = read_entry(&caller, &patient.hospital_org, &pseudonym, family, now)?;
     let key = pseudonym.as_str().to_owned();
     let (events, _, snap) = state
-        .db_logged(move |conn| {
+        .read_logged(vec![entry], move |conn| {
             let read = snapshot(conn, &key, family, now)?;
-            ledger::append(conn, &[entry])?;
             Ok(read)
         })
         .await?;
@@ -1219,8 +1216,7 @@ pub async fn lookup_patient(
         now,
     );
     let (consents, samples) = state
-        .db_logged(move |conn| {
-            ledger::append(conn, &[entry])?;
+        .read_logged(vec![entry], move |conn| {
             let consents = consent_summaries(conn, &key, now)?;
             let samples = crate::db::samples::for_patient(conn, &key)?
                 .into_iter()

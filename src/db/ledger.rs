@@ -21,6 +21,7 @@ use crate::db_run;
 use crate::ledger::checkpoint::{Checkpoint, NoteSigner};
 use crate::ledger::entry::LogEntry;
 use crate::ledger::merkle::{self, leaf_hash, Frontier, Hash};
+use chrono::Timelike;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
 use diesel::result::Error as DieselError;
@@ -77,6 +78,13 @@ fn to_i64(n: u64) -> i64 {
 pub fn append(conn: &mut DbConnection, batch: &[LogEntry]) -> Result<(), DieselError> {
     if batch.is_empty() {
         return Ok(());
+    }
+    // Both databases keep microseconds; a finer time would make the stored
+    // column disagree with the entry bytes, which verify-log reports.
+    if batch.iter().any(|e| e.at.nanosecond() % 1000 != 0) {
+        return Err(DieselError::QueryBuilderError(
+            "a log entry's time must be at microsecond precision".into(),
+        ));
     }
     match conn {
         DbConnection::Postgresql(c) => {
@@ -136,6 +144,16 @@ pub fn append(conn: &mut DbConnection, batch: &[LogEntry]) -> Result<(), DieselE
             }
             Ok(())
         }
+    }
+}
+
+/// Appends entries as one atomic unit outside any caller transaction: on
+/// PostgreSQL `append` is a single statement already; SQLite needs a
+/// transaction around its per-entry inserts.
+pub fn append_atomically(conn: &mut DbConnection, batch: &[LogEntry]) -> Result<(), DieselError> {
+    match conn {
+        DbConnection::Postgresql(_) => append(conn, batch),
+        DbConnection::Sqlite(_) => write_transaction(conn, |conn| append(conn, batch)),
     }
 }
 
@@ -653,33 +671,36 @@ pub fn verify(
             note: c.note,
         })
         .collect();
+    // Level by level, each in index pages: every page is a range scan of
+    // the primary key (an OR over both columns would scan the table).
     let mut stored: Vec<Vec<Option<Hash>>> = Vec::new();
-    let mut after: (i16, i64) = (-1, -1);
-    loop {
-        let page: Vec<(i16, i64, Vec<u8>)> = db_run!(conn, c => nodes::table
-            .filter(
-                nodes::level
-                    .gt(after.0)
-                    .or(nodes::level.eq(after.0).and(nodes::idx.gt(after.1))),
-            )
-            .order((nodes::level, nodes::idx))
-            .limit(VERIFY_PAGE)
-            .select((nodes::level, nodes::idx, nodes::hash))
-            .load(c))?;
-        let Some(last) = page.last() else { break };
-        after = (last.0, last.1);
-        for (level, idx, hash) in page {
-            let (level, idx) = (level as usize, idx as usize);
-            if stored.len() <= level {
-                stored.resize(level + 1, Vec::new());
+    for level in 0i16..64 {
+        let mut row: Vec<Option<Hash>> = Vec::new();
+        let mut after = -1i64;
+        loop {
+            let page: Vec<(i64, Vec<u8>)> = db_run!(conn, c => nodes::table
+                .filter(nodes::level.eq(level))
+                .filter(nodes::idx.gt(after))
+                .order(nodes::idx)
+                .limit(VERIFY_PAGE)
+                .select((nodes::idx, nodes::hash))
+                .load(c))?;
+            let Some(last) = page.last() else { break };
+            after = last.0;
+            for (idx, hash) in page {
+                let idx = idx as usize;
+                if row.len() <= idx {
+                    row.resize(idx + 1, None);
+                }
+                // A malformed hash is as good as a wrong one.
+                row[idx] = Some(hash.as_slice().try_into().unwrap_or([0xff; 32]));
             }
-            let row = &mut stored[level];
-            if row.len() <= idx {
-                row.resize(idx + 1, None);
-            }
-            // A malformed hash is as good as a wrong one.
-            row[idx] = Some(hash.as_slice().try_into().unwrap_or([0xff; 32]));
         }
+        if row.is_empty() {
+            // Levels fill from the bottom: an empty level has none above.
+            break;
+        }
+        stored.push(row);
     }
     let mut checker = LogChecker::new(origin, stored, checkpoints, verifier_keys);
     let end = size(conn)?;
