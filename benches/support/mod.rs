@@ -112,6 +112,8 @@ impl Bench {
         .into_iter()
         .chain(settings.iter().map(|(k, v)| (*k, v.to_string())))
         .map(|(k, v)| (k.to_owned(), v))
+        // Settings from the environment win, for experiments.
+        .chain(std::env::vars().filter(|(k, _)| k.starts_with("GENOMEGATE__")))
         .collect();
         let config = Config::load(None, env).unwrap();
         let log_origin = config.log.origin.clone();
