@@ -18,7 +18,10 @@ use std::time::Duration;
 /// notification read is non-blocking; this bounds the added latency.
 const LISTEN_POLL: Duration = Duration::from_millis(2);
 
-pub(crate) fn spawn(ctx: WorkerContext, sizes: Receiver<u64>) -> Result<(), String> {
+pub(crate) fn spawn(
+    ctx: WorkerContext,
+    sizes: Receiver<u64>,
+) -> Result<std::thread::JoinHandle<()>, String> {
     spawn_named("log-announcer", move || run(ctx, sizes))
 }
 
@@ -75,7 +78,10 @@ fn announce(ctx: &WorkerContext, seen: Option<u64>, to: u64) -> Result<(), Strin
 
 /// PostgreSQL: a dedicated connection LISTENing on the log channel feeds
 /// new sizes to the announcer. Reconnects after errors.
-pub(crate) fn spawn_listener(ctx: WorkerContext, sizes: Sender<u64>) -> Result<(), String> {
+pub(crate) fn spawn_listener(
+    ctx: WorkerContext,
+    sizes: Sender<u64>,
+) -> Result<std::thread::JoinHandle<()>, String> {
     spawn_named("log-listener", move || {
         let url = ctx.config.database.url.expose_secret().to_owned();
         while !ctx.stopped() {

@@ -26,7 +26,10 @@ pub fn secret_aad(endpoint_id: &str) -> Vec<u8> {
     format!("genomegate/webhook/v1\0{endpoint_id}").into_bytes()
 }
 
-pub(crate) fn spawn(ctx: WorkerContext, wake: Receiver<()>) -> Result<(), String> {
+pub(crate) fn spawn(
+    ctx: WorkerContext,
+    wake: Receiver<()>,
+) -> Result<std::thread::JoinHandle<()>, String> {
     spawn_named("notify-dispatcher", move || run(ctx, wake))
 }
 

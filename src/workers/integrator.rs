@@ -13,7 +13,7 @@ pub(crate) fn spawn(
     ctx: WorkerContext,
     wake: Receiver<()>,
     announce: Option<Sender<u64>>,
-) -> Result<(), String> {
+) -> Result<std::thread::JoinHandle<()>, String> {
     spawn_named("log-integrator", move || run(ctx, wake, announce))
 }
 

@@ -25,6 +25,7 @@ use crate::pseudonym::keyring::{KeyDomain, Keyring};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 /// What handlers and workers share about the log.
@@ -65,14 +66,24 @@ pub fn checkpoint_keys(keys: &Keyring, origin: &str) -> Result<(NoteSigner, Vec<
     Ok((signer, verifier_keys))
 }
 
-/// Stops the workers when dropped (with the last handle on the state).
+/// Stops the workers when dropped (with the last handle on the state) and
+/// waits for them, so that none is still using a connection or TLS while
+/// the process exits: each notices the stop within its poll interval
+/// (at most half a second), or when its current webhook request ends.
 pub struct Workers {
     stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
 }
 
 impl Drop for Workers {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        let me = std::thread::current().id();
+        for thread in self.threads.drain(..) {
+            if thread.thread().id() != me {
+                let _ = thread.join();
+            }
+        }
     }
 }
 
@@ -138,28 +149,35 @@ pub fn start(
         stop: stop.clone(),
     };
     let (sizes_tx, sizes_rx) = std::sync::mpsc::channel();
+    let mut threads = Vec::new();
     let announce_locally = match backend {
         Backend::Sqlite => Some(sizes_tx),
         Backend::Postgres => {
-            announcer::spawn_listener(ctx.clone(), sizes_tx)?;
+            threads.push(announcer::spawn_listener(ctx.clone(), sizes_tx)?);
             None
         }
     };
-    integrator::spawn(ctx.clone(), integrator_rx, announce_locally)?;
-    announcer::spawn(ctx.clone(), sizes_rx)?;
+    threads.push(integrator::spawn(
+        ctx.clone(),
+        integrator_rx,
+        announce_locally,
+    )?);
+    threads.push(announcer::spawn(ctx.clone(), sizes_rx)?);
     if config.screening.enabled {
-        screening::spawn(ctx.clone())?;
+        threads.push(screening::spawn(ctx.clone())?);
     }
     if config.notify.dispatch {
-        dispatcher::spawn(ctx, dispatcher_rx)?;
+        threads.push(dispatcher::spawn(ctx, dispatcher_rx)?);
     }
-    Ok((log, Workers { stop }))
+    Ok((log, Workers { stop, threads }))
 }
 
-pub(crate) fn spawn_named(name: &str, body: impl FnOnce() + Send + 'static) -> Result<(), String> {
+pub(crate) fn spawn_named(
+    name: &str,
+    body: impl FnOnce() + Send + 'static,
+) -> Result<JoinHandle<()>, String> {
     std::thread::Builder::new()
         .name(name.to_owned())
         .spawn(body)
-        .map(|_| ())
         .map_err(|e| format!("cannot start the {name} thread: {e}"))
 }

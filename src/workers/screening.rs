@@ -7,7 +7,7 @@ use crate::db::screening::{self as store, ReportRow};
 use chrono::{DateTime, Utc};
 use std::time::Duration;
 
-pub(crate) fn spawn(ctx: WorkerContext) -> Result<(), String> {
+pub(crate) fn spawn(ctx: WorkerContext) -> Result<std::thread::JoinHandle<()>, String> {
     spawn_named("log-screening", move || run(ctx))
 }
 
