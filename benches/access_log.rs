@@ -30,10 +30,9 @@
 mod support;
 
 use diesel::prelude::*;
+use genomegate::api::access::Access;
 use genomegate::db::{ledger, write_transaction, DbConnection};
-use genomegate::ledger::entry::{
-    Actor, DataScope, LegalBasis, LogAction, LogEntry, Purpose, ENTRY_FORMAT,
-};
+use genomegate::ledger::entry::{DataScope, LegalBasis, LogAction, LogEntry, Purpose};
 use serde_json::json;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -148,25 +147,24 @@ fn drain(conn: &mut DbConnection) -> Duration {
 
 /// An entry as a staff read writes it.
 fn read_entry(patient: &str, n: u64) -> LogEntry {
-    LogEntry {
-        format: ENTRY_FORMAT,
+    genomegate::api::access::entry_by(
+        "hospital-a",
+        "hospital_staff",
+        &format!("bench-{}", n % 50),
+        patient,
+        Access {
+            action: LogAction::ConsentRead,
+            purpose: Purpose::ConsentManagement,
+            basis: LegalBasis::TreatingHospital {
+                hospital: "hospital-a".into(),
+            },
+            scope: DataScope::ConsentRecord {
+                family: "cancer".into(),
+            },
+        },
         // The service's clock precision (both databases keep microseconds).
-        at: chrono::SubsecRound::trunc_subsecs(chrono::Utc::now(), 6),
-        actor: Actor {
-            org: "hospital-a".into(),
-            role: "hospital_staff".into(),
-            user: format!("bench-{}", n % 50),
-        },
-        action: LogAction::ConsentRead,
-        purpose: Purpose::ConsentManagement,
-        legal_basis: LegalBasis::TreatingHospital {
-            hospital: "hospital-a".into(),
-        },
-        patient: patient.to_owned(),
-        scope: DataScope::ConsentRecord {
-            family: "cancer".into(),
-        },
-    }
+        chrono::SubsecRound::trunc_subsecs(chrono::Utc::now(), 6),
+    )
 }
 
 /// Pseudonyms of the registered patients (entries name patients that exist).

@@ -720,7 +720,7 @@ fn append_directly(app: &TestApp, entry: genomegate::ledger::entry::LogEntry) {
 }
 
 async fn screening_flags_missing_bases_and_unusual_volume(backend: Backend) {
-    use genomegate::ledger::entry::{Actor, DataScope, LegalBasis, LogAction, LogEntry, Purpose};
+    use genomegate::ledger::entry::{DataScope, LegalBasis, LogAction, Purpose};
     let options = Options {
         env: vec![
             ("GENOMEGATE__SCREENING__PERIOD_SECONDS", "2".into()),
@@ -755,19 +755,20 @@ async fn screening_flags_missing_bases_and_unusual_volume(backend: Backend) {
     for _ in 0..20 {
         read_as("bulk-reader").await;
     }
-    let forged = |org: &str, basis: LegalBasis, action: LogAction, purpose: Purpose| LogEntry {
-        format: genomegate::ledger::entry::ENTRY_FORMAT,
-        at: chrono::SubsecRound::trunc_subsecs(chrono::Utc::now(), 6),
-        actor: Actor {
-            org: org.into(),
-            role: "hospital_staff".into(),
-            user: "intruder".into(),
-        },
-        action,
-        purpose,
-        legal_basis: basis,
-        patient: alice.clone(),
-        scope: DataScope::PatientSummary,
+    let forged = |org: &str, basis: LegalBasis, action: LogAction, purpose: Purpose| {
+        genomegate::api::access::entry_by(
+            org,
+            "hospital_staff",
+            "intruder",
+            &alice,
+            genomegate::api::access::Access {
+                action,
+                purpose,
+                basis,
+                scope: DataScope::PatientSummary,
+            },
+            chrono::SubsecRound::trunc_subsecs(chrono::Utc::now(), 6),
+        )
     };
     // A time finer than the databases keep would not survive storage.
     let mut too_fine = forged(

@@ -166,13 +166,15 @@ pub struct AuditQuery {
     pub limit: Option<i64>,
 }
 
+fn parse_instant(raw: &str, field: &str) -> Result<DateTime<chrono::Utc>, ApiError> {
+    DateTime::parse_from_rfc3339(raw)
+        .map(|t| t.to_utc())
+        .map_err(|_| ApiError::field(field, "must be an RFC 3339 timestamp"))
+}
+
 fn instant(raw: Option<&str>, field: &str) -> Result<Option<chrono::NaiveDateTime>, ApiError> {
-    raw.map(|t| {
-        DateTime::parse_from_rfc3339(t)
-            .map(|t| t.naive_utc())
-            .map_err(|_| ApiError::field(field, "must be an RFC 3339 timestamp"))
-    })
-    .transpose()
+    raw.map(|t| parse_instant(t, field).map(|t| t.naive_utc()))
+        .transpose()
 }
 
 /// Log entries by organization, actor, action and time, newest first
@@ -239,10 +241,8 @@ pub async fn screening(
 ) -> Result<HttpResponse, ApiError> {
     state.authorize(&caller, Action::LogAudit, &Resource::AccessLog)?;
     let q = query.into_inner();
-    let from = instant(Some(&q.from), "from")?
-        .unwrap_or_default()
-        .and_utc();
-    let to = instant(Some(&q.to), "to")?.unwrap_or_default().and_utc();
+    let from = parse_instant(&q.from, "from")?;
+    let to = parse_instant(&q.to, "to")?;
     if to <= from || to - from > chrono::Duration::days(MAX_SCREENING_DAYS) {
         return Err(ApiError::field(
             "to",
