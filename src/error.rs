@@ -97,6 +97,9 @@ pub enum ApiError {
     RateLimited,
     /// 422: a proof was asked for sizes or an index the log does not have.
     ProofUnavailable,
+    /// A data-access refusal (applications, agreements, releases,
+    /// handles), with its own code and an optional detail naming what to fix.
+    Access(AccessRefusal, Option<String>),
     /// 503: the database is unreachable.
     Unavailable,
     /// 500 unless a handler recognises it: a unique constraint refused a
@@ -105,6 +108,153 @@ pub enum ApiError {
     UniqueViolation(String),
     /// 500: logged with the request ID, never shown.
     Internal(String),
+}
+
+/// Why a data-access step was refused. Each has a stable code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessRefusal {
+    PurposeForbidden,
+    OrganizationNotVerified,
+    AttestationMissing,
+    AttestationExpired,
+    NotAMember,
+    ApplicationNotApproved,
+    ApplicationDecided,
+    ConflictOfInterest,
+    ConditionsRequired,
+    AgreementTextMissing,
+    AgreementTextMismatch,
+    AgreementNotAccepted,
+    AgreementOutdated,
+    AgreementSuspended,
+    AgreementRevoked,
+    AgreementExpired,
+    CohortBelowMinimum,
+    UnknownAudience,
+    HandleInvalid,
+    HandleExpired,
+    HandleWrongAudience,
+    HandleRevoked,
+}
+
+impl AccessRefusal {
+    /// (status, code, title): the wire table of data-access refusals.
+    pub fn parts(self) -> (StatusCode, &'static str, &'static str) {
+        use AccessRefusal::*;
+        use StatusCode as S;
+        match self {
+            PurposeForbidden => (
+                S::UNPROCESSABLE_ENTITY,
+                "purpose_forbidden",
+                "Policy forbids this purpose (insurance, employment or re-identification)",
+            ),
+            OrganizationNotVerified => (
+                S::FORBIDDEN,
+                "organization_not_verified",
+                "The governance body has not verified this organization",
+            ),
+            AttestationMissing => (
+                S::FORBIDDEN,
+                "attestation_missing",
+                "A researcher has no ethics-training attestation",
+            ),
+            AttestationExpired => (
+                S::FORBIDDEN,
+                "attestation_expired",
+                "A researcher's ethics-training attestation has expired",
+            ),
+            NotAMember => (
+                S::FORBIDDEN,
+                "not_a_member",
+                "Only members of the application may do this",
+            ),
+            ApplicationNotApproved => (
+                S::CONFLICT,
+                "application_not_approved",
+                "The application is not approved",
+            ),
+            ApplicationDecided => (
+                S::CONFLICT,
+                "application_decided",
+                "The application has already been decided",
+            ),
+            ConflictOfInterest => (
+                S::CONFLICT,
+                "conflict_of_interest",
+                "A reviewer cannot vote on an application of their own organization",
+            ),
+            ConditionsRequired => (
+                S::UNPROCESSABLE_ENTITY,
+                "conditions_required",
+                "The datasets require conditions this vote does not carry",
+            ),
+            AgreementTextMissing => (
+                S::CONFLICT,
+                "agreement_text_missing",
+                "No data-use agreement text has been published",
+            ),
+            AgreementTextMismatch => (
+                S::CONFLICT,
+                "agreement_text_mismatch",
+                "The hash does not match the current agreement text",
+            ),
+            AgreementNotAccepted => (
+                S::CONFLICT,
+                "agreement_not_accepted",
+                "Every member must accept the data-use agreement first",
+            ),
+            AgreementOutdated => (
+                S::CONFLICT,
+                "agreement_outdated",
+                "A member accepted an older agreement text; the current one must be accepted",
+            ),
+            AgreementSuspended => (
+                S::CONFLICT,
+                "agreement_suspended",
+                "The data-use agreement is suspended",
+            ),
+            AgreementRevoked => (
+                S::CONFLICT,
+                "agreement_revoked",
+                "The data-use agreement is revoked",
+            ),
+            AgreementExpired => (
+                S::CONFLICT,
+                "agreement_expired",
+                "The data-use agreement has expired",
+            ),
+            CohortBelowMinimum => (
+                S::CONFLICT,
+                "cohort_below_minimum",
+                "Fewer patients consent to this use than the minimum cohort size",
+            ),
+            UnknownAudience => (
+                S::UNPROCESSABLE_ENTITY,
+                "unknown_audience",
+                "No such genome store or research environment",
+            ),
+            HandleInvalid => (
+                S::UNAUTHORIZED,
+                "handle_invalid",
+                "The dataset handle is not one this service issued",
+            ),
+            HandleExpired => (
+                S::UNAUTHORIZED,
+                "handle_expired",
+                "The dataset handle has expired",
+            ),
+            HandleWrongAudience => (
+                S::FORBIDDEN,
+                "handle_wrong_audience",
+                "The dataset handle was issued to another genome store",
+            ),
+            HandleRevoked => (
+                S::FORBIDDEN,
+                "handle_revoked",
+                "The agreement behind this handle is suspended, revoked or expired",
+            ),
+        }
+    }
 }
 
 #[derive(Serialize, ToSchema, Debug)]
@@ -134,6 +284,10 @@ pub struct FieldError {
 }
 
 impl ApiError {
+    pub fn refused(refusal: AccessRefusal, detail: impl Into<String>) -> Self {
+        ApiError::Access(refusal, Some(detail.into()))
+    }
+
     pub fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
         ApiError::Validation(vec![FieldProblem::new(field, message)])
     }
@@ -253,6 +407,7 @@ impl ApiError {
             InvalidCredentials => (StatusCode::UNAUTHORIZED, "invalid_credentials", "Unknown account or wrong secret"),
             RateLimited => (StatusCode::TOO_MANY_REQUESTS, "rate_limited", "Too many attempts; wait a minute"),
             ProofUnavailable => (StatusCode::UNPROCESSABLE_ENTITY, "proof_unavailable", "The log has no such index or tree size"),
+            Access(refusal, _) => refusal.parts(),
             Unavailable => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "service_unavailable",
@@ -275,6 +430,7 @@ impl ApiError {
             VersionConflict(d) => Some(d.clone()),
             DuplicateApprover(d) => Some((*d).to_owned()),
             RecontactClosed { state } => Some(format!("the request is {state}")),
+            Access(_, detail) => detail.clone(),
             _ => None,
         }
     }

@@ -1,9 +1,10 @@
 //! GenomeGate: consent and genomic-data governance.
 //!
 //! The crate is laid out as rooms of a house. Domain rooms (`consent`,
-//! `pseudonym`) hold pure rules with no actix or diesel in them; infrastructure
+//! `pseudonym`, `ledger`, `access`) hold pure rules with no actix or diesel in them; infrastructure
 //! rooms (`db`, `auth`, `api`, `server`) adapt those rules to the outside world.
 
+pub mod access;
 pub mod api;
 pub mod auth;
 pub mod certs;

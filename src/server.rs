@@ -78,7 +78,16 @@ pub fn build_state(config: &Config, clock: SharedClock) -> Result<AppState, Stri
     let catalog = ItemCatalog::from_toml(&catalog_src)
         .map_err(|e| format!("{}: {e}", catalog_path.display()))?;
 
+    let data_use = read_policy(&config.policies.dir, crate::access::POLICY_FILE)
+        .and_then(|text| crate::access::DataUsePolicy::parse(&text))?;
+    let diseases = read_policy(&config.policies.dir, crate::access::DISEASES_FILE)
+        .and_then(|text| crate::access::duo::DiseaseHierarchy::parse(&text))?;
+    let handles = handle_keys(&keys, &patient_issuer)?;
+
     Ok(AppState {
+        data_use,
+        diseases,
+        handles,
         versions: Default::default(),
         pool,
         backend,
@@ -98,6 +107,32 @@ pub fn build_state(config: &Config, clock: SharedClock) -> Result<AppState, Stri
         limiter: crate::api::ratelimit::RateLimiter::new(config.patients.attempts_per_minute),
         workers,
     })
+}
+
+fn read_policy(dir: &std::path::Path, file: &str) -> Result<String, String> {
+    let path = dir.join(file);
+    std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+/// Every handle key version as a signer, oldest first, so handles issued
+/// before a rotation still verify.
+pub fn handle_keys(
+    keys: &Keyring,
+    issuer: &str,
+) -> Result<crate::access::handle::HandleKeys, String> {
+    let mut signers = Vec::new();
+    for key in keys.newest_first(crate::pseudonym::keyring::KeyDomain::Handle) {
+        let pkcs8 = key
+            .ed25519_pkcs8()
+            .ok_or("the handle key is not an Ed25519 seed")?;
+        signers.push(crate::auth::dev::Ed25519Signer::from_pkcs8(
+            pkcs8.to_vec(),
+            format!("genomegate-handle-v{}", key.version),
+            issuer.to_owned(),
+        )?);
+    }
+    signers.reverse();
+    crate::access::handle::HandleKeys::new(signers)
 }
 
 /// The signer of patient tokens under one token-key version.

@@ -554,6 +554,22 @@ async fn record(
                 // round trip on the common path.
                 store::record_event(conn, &row, &pending.decisions, pending.sealed.as_ref(), now)?;
                 ledger::append(conn, &[consent_entry(&pending, version.id, now)])?;
+                // A withdrawal reaches every live release that included the
+                // patient: its members get a recall notice, in this same
+                // transaction.
+                if matches!(
+                    pending.kind,
+                    EventKind::WithdrawAll | EventKind::WithdrawItems
+                ) {
+                    crate::db::access::record_recalls(
+                        conn,
+                        pending.pseudonym.as_str(),
+                        version.id.family,
+                        pending.kind.as_str(),
+                        &row.id,
+                        now,
+                    )?;
+                }
                 let code = match pending.kind {
                     EventKind::Grant => Some(super::portal::issue_code(
                         &shared_keys,

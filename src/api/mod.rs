@@ -3,6 +3,7 @@
 //! registrations, so routes and spec cannot drift apart unnoticed.
 
 pub mod access;
+pub mod applications;
 pub mod consents;
 pub mod documents;
 pub mod extract;
@@ -13,6 +14,7 @@ pub mod middleware;
 pub mod portal;
 pub mod ratelimit;
 pub mod recontact;
+pub mod releases;
 pub mod samples;
 pub mod state;
 
@@ -42,6 +44,7 @@ use utoipa_actix_web::AppExt;
         (name = "recontact", description = "Recontact requests under dual control"),
         (name = "log", description = "The tamper-evident access log: signed checkpoints, inclusion and consistency proofs, auditors' queries"),
         (name = "patients", description = "Hospital-side patient enrollment codes and patient-app webhooks"),
+        (name = "data-access", description = "Organizations, ethics training, datasets, data-use applications with DUO matching, committee review, agreements, consent-checked releases, dataset handles, and the public transparency register"),
         (name = "portal", description = "The patient portal: enrollment, access log, consent, live notifications, preferences, webhooks")
     )
 )]
@@ -133,6 +136,26 @@ pub fn app(
         .service(portal::my_webhook_deliveries)
         .service(portal::add_hospital_webhook)
         .service(portal::hospital_webhook_deliveries)
+        .service(applications::verify_organization)
+        .service(applications::record_attestation)
+        .service(applications::create_dataset)
+        .service(applications::add_dataset_samples)
+        .service(applications::list_datasets)
+        .service(applications::publish_agreement_text)
+        .service(applications::current_agreement_text)
+        .service(applications::submit_application)
+        .service(applications::list_applications)
+        .service(applications::get_application)
+        .service(applications::vote)
+        .service(applications::accept_agreement)
+        .service(applications::sanction_agreement)
+        .service(applications::approved_uses)
+        .service(applications::processing_times)
+        .service(releases::create_release)
+        .service(releases::manifest)
+        .service(releases::resolve_handle)
+        .service(releases::jwks)
+        .service(releases::recalls)
         .split_for_parts();
     let spec_json = spec.to_json().unwrap_or_else(|_| "{}".to_owned());
     app.app_data(state)

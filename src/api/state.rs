@@ -76,6 +76,11 @@ impl PublishedVersions {
 }
 
 pub struct AppState {
+    /// Review, release and purpose rules from `policies/data-use.toml`.
+    pub data_use: crate::access::DataUsePolicy,
+    pub diseases: crate::access::duo::DiseaseHierarchy,
+    /// Signs and checks dataset handles.
+    pub handles: crate::access::handle::HandleKeys,
     pub versions: PublishedVersions,
     pub pool: DbPool,
     pub backend: Backend,

@@ -60,15 +60,24 @@ impl Ed25519Signer {
     }
 
     pub fn jwks_json(&self) -> String {
-        serde_json::json!({"keys": [{
+        serde_json::json!({ "keys": [self.public_jwk()] }).to_string()
+    }
+
+    /// The public key as one JWK (RFC 8037 OKP).
+    pub fn public_jwk(&self) -> serde_json::Value {
+        serde_json::json!({
             "kty": "OKP",
             "crv": "Ed25519",
             "alg": "EdDSA",
             "use": "sig",
             "kid": self.kid,
             "x": URL_SAFE_NO_PAD.encode(&self.public_key),
-        }]})
-        .to_string()
+        })
+    }
+
+    /// The raw 32-byte public key.
+    pub fn public_key(&self) -> &[u8] {
+        &self.public_key
     }
 
     /// Signs a token for `sub` at `org` with `roles`, valid for `ttl`.
@@ -95,7 +104,7 @@ impl Ed25519Signer {
     }
 
     /// Signs explicit claims (patient tokens carry `patient_ref`).
-    pub fn sign_claims(&self, claims: &TokenClaims<'_>) -> Result<String, String> {
+    pub fn sign_claims<T: Serialize>(&self, claims: &T) -> Result<String, String> {
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(self.kid.clone());
         let key = EncodingKey::from_ed_der(self.pkcs8.expose_secret());

@@ -28,6 +28,9 @@ pub enum Role {
     Researcher,
     /// A patient, bound to their own pseudonym.
     Patient,
+    /// A genome store or trusted research environment: resolves dataset
+    /// handles issued to its organization.
+    DataStore,
 }
 
 impl Role {
@@ -41,6 +44,7 @@ impl Role {
             "governance" => Some(Role::Governance),
             "researcher" => Some(Role::Researcher),
             "patient" => Some(Role::Patient),
+            "data_store" => Some(Role::DataStore),
             _ => None,
         }
     }
@@ -54,6 +58,7 @@ impl Role {
             Role::Governance => "governance",
             Role::Researcher => "researcher",
             Role::Patient => "patient",
+            Role::DataStore => "data_store",
         }
     }
 }

@@ -42,10 +42,18 @@ pub enum Action {
     PortalUse,
     EnrollmentIssue,
     WebhookManageHospital,
+    RegistryManage,
+    DatasetRead,
+    ApplicationSubmit,
+    ApplicationRead,
+    ApplicationVote,
+    AgreementAccept,
+    ReleaseCreate,
+    HandleResolve,
 }
 
 impl Action {
-    pub const ALL: [Action; 24] = [
+    pub const ALL: [Action; 32] = [
         Action::DocumentReadPublished,
         Action::DocumentReadDraft,
         Action::DocumentCreate,
@@ -70,6 +78,14 @@ impl Action {
         Action::PortalUse,
         Action::EnrollmentIssue,
         Action::WebhookManageHospital,
+        Action::RegistryManage,
+        Action::DatasetRead,
+        Action::ApplicationSubmit,
+        Action::ApplicationRead,
+        Action::ApplicationVote,
+        Action::AgreementAccept,
+        Action::ReleaseCreate,
+        Action::HandleResolve,
     ];
 
     pub fn cedar_id(self) -> &'static str {
@@ -98,6 +114,14 @@ impl Action {
             Action::PortalUse => "portal.use",
             Action::EnrollmentIssue => "enrollment.issue",
             Action::WebhookManageHospital => "webhook.manage_hospital",
+            Action::RegistryManage => "registry.manage",
+            Action::DatasetRead => "dataset.read",
+            Action::ApplicationSubmit => "application.submit",
+            Action::ApplicationRead => "application.read",
+            Action::ApplicationVote => "application.vote",
+            Action::AgreementAccept => "agreement.accept",
+            Action::ReleaseCreate => "release.create",
+            Action::HandleResolve => "handle.resolve",
         }
     }
 }
@@ -120,6 +144,14 @@ pub enum Resource<'a> {
     },
     /// The access log as a whole.
     AccessLog,
+    /// The governance body's registers: organizations, attestations,
+    /// datasets, agreement texts and sanctions; and handle resolution.
+    Registry,
+    /// A data-use application of `org` (also for one being submitted).
+    Application {
+        id: &'a str,
+        org: &'a str,
+    },
 }
 
 pub struct PolicyEngine {
@@ -293,6 +325,15 @@ impl PolicyEngine {
                 uid("GenomeGate::AccessLog", "access-log")?,
                 HashSet::new(),
             )),
+            Resource::Registry => Ok(Entity::new_no_attrs(
+                uid("GenomeGate::Registry", "registry")?,
+                HashSet::new(),
+            )),
+            Resource::Application { id, org } => Entity::new(
+                uid("GenomeGate::Application", id)?,
+                HashMap::from([string_attr("org", org)]),
+                HashSet::new(),
+            ),
             Resource::Hospital { org } => Entity::new(
                 uid("GenomeGate::Hospital", org)?,
                 HashMap::from([string_attr("org", org)]),

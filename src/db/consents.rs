@@ -202,6 +202,42 @@ pub fn events_for_patient(
     assemble(rows, items)
 }
 
+/// Every event of the named patients in one family, grouped by patient in
+/// the order they took effect. Used to check a whole page of a cohort at
+/// once.
+pub fn events_for_patients(
+    conn: &mut DbConnection,
+    pseudonyms: &[String],
+    family: DocumentFamily,
+) -> Result<BTreeMap<String, Vec<ConsentEvent>>, DieselError> {
+    let mut grouped: BTreeMap<String, Vec<ConsentEvent>> = BTreeMap::new();
+    if pseudonyms.is_empty() {
+        return Ok(grouped);
+    }
+    let (rows, items): (Vec<EventRow>, Vec<EventItemRow>) = db_run!(conn, c => {
+        let rows = events::table
+            .filter(events::patient_pseudonym.eq_any(pseudonyms))
+            .filter(events::family.eq(family.as_str()))
+            .order((events::patient_pseudonym, events::signed_at, events::recorded_at, events::id))
+            .select(EventRow::as_select())
+            .load(c)?;
+        let items = event_items::table
+            .inner_join(events::table)
+            .filter(events::patient_pseudonym.eq_any(pseudonyms))
+            .filter(events::family.eq(family.as_str()))
+            .select(EventItemRow::as_select())
+            .load(c)?;
+        (rows, items)
+    });
+    for stored in assemble(rows, items)? {
+        grouped
+            .entry(stored.row.patient_pseudonym)
+            .or_default()
+            .push(stored.event);
+    }
+    Ok(grouped)
+}
+
 /// Every event of every patient of one hospital in one family, grouped by
 /// patient. Used for the re-consent work list.
 pub fn events_for_hospital(

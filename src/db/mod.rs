@@ -6,6 +6,7 @@
 //! through [`db_run!`], so backend-specific SQL (upserts, `RETURNING`) is
 //! available where it matters without a second copy of the code.
 
+pub mod access;
 pub mod consents;
 pub mod documents;
 pub mod ledger;

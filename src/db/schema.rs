@@ -265,7 +265,159 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    organizations (org) {
+        org -> Text,
+        kind -> Text,
+        country -> Text,
+        verified_by -> Text,
+        verified_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    researcher_attestations (org, subject) {
+        org -> Text,
+        subject -> Text,
+        training -> Text,
+        completed_on -> Date,
+        expires_on -> Date,
+        recorded_by -> Text,
+        recorded_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    datasets (id) {
+        id -> Text,
+        name -> Text,
+        domain -> Text,
+        terms -> Text,
+        portfolio -> Text,
+        created_by -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    dataset_samples (dataset_id, genome_id) {
+        dataset_id -> Text,
+        genome_id -> Text,
+        diagnosis -> Nullable<Text>,
+        added_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    applications (id) {
+        id -> Text,
+        org -> Text,
+        submitted_by -> Text,
+        declaration -> Text,
+        commercial -> Bool,
+        matching -> Text,
+        state -> Text,
+        conditions -> Text,
+        submitted_at -> Timestamp,
+        decided_at -> Nullable<Timestamp>,
+        access_started_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    application_transitions (application_id, seq) {
+        application_id -> Text,
+        seq -> Integer,
+        state -> Text,
+        actor -> Text,
+        at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    review_votes (application_id, voter) {
+        application_id -> Text,
+        voter -> Text,
+        vote -> Text,
+        voted_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    agreement_texts (version) {
+        version -> Integer,
+        body -> Text,
+        sha256 -> Text,
+        published_by -> Text,
+        published_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    agreements (id) {
+        id -> Text,
+        application_id -> Text,
+        state -> Text,
+        expires_at -> Timestamp,
+        created_at -> Timestamp,
+        state_reason -> Nullable<Text>,
+        state_changed_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    agreement_acceptances (agreement_id, member, text_version) {
+        agreement_id -> Text,
+        member -> Text,
+        text_version -> Integer,
+        text_sha256 -> Text,
+        accepted_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    releases (id) {
+        id -> Text,
+        application_id -> Text,
+        agreement_id -> Text,
+        released_by -> Text,
+        audience -> Text,
+        released_at -> Timestamp,
+        handle_expires_at -> Timestamp,
+        included -> BigInt,
+        excluded -> BigInt,
+        provenance -> Text,
+    }
+}
+
+diesel::table! {
+    release_samples (release_id, position) {
+        release_id -> Text,
+        position -> BigInt,
+        dataset_id -> Text,
+        genome_id -> Text,
+        patient_pseudonym -> Text,
+        project_sample_id -> Text,
+        included -> Bool,
+        reason -> Text,
+        consent_version -> Nullable<Integer>,
+    }
+}
+
+diesel::table! {
+    recall_notices (id) {
+        id -> Text,
+        application_id -> Text,
+        release_id -> Text,
+        project_sample_id -> Text,
+        reason -> Text,
+        created_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(genome_data_objects -> genome_samples (genome_id));
+diesel::joinable!(dataset_samples -> genome_samples (genome_id));
+diesel::joinable!(dataset_samples -> datasets (dataset_id));
 diesel::joinable!(genome_samples -> patients (patient_pseudonym));
 diesel::joinable!(recontact_steps -> recontact_requests (request_id));
 diesel::joinable!(document_scope_items -> document_versions (version_id));
@@ -298,4 +450,17 @@ diesel::allow_tables_to_appear_in_same_query!(
     patient_accounts,
     patient_preferences,
     screening_reports,
+    organizations,
+    researcher_attestations,
+    datasets,
+    dataset_samples,
+    applications,
+    application_transitions,
+    review_votes,
+    agreement_texts,
+    agreements,
+    agreement_acceptances,
+    releases,
+    release_samples,
+    recall_notices,
 );

@@ -39,16 +39,19 @@ pub enum KeyDomain {
     Checkpoint,
     /// Ed25519 seed signing the service's own tokens (patients).
     Token,
+    /// Ed25519 seed signing dataset handles.
+    Handle,
 }
 
 impl KeyDomain {
-    pub const ALL: [KeyDomain; 6] = [
+    pub const ALL: [KeyDomain; 7] = [
         KeyDomain::Patient,
         KeyDomain::Sample,
         KeyDomain::Project,
         KeyDomain::Vault,
         KeyDomain::Checkpoint,
         KeyDomain::Token,
+        KeyDomain::Handle,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -59,12 +62,16 @@ impl KeyDomain {
             KeyDomain::Vault => "vault",
             KeyDomain::Checkpoint => "checkpoint",
             KeyDomain::Token => "token",
+            KeyDomain::Handle => "handle",
         }
     }
 
     /// Domains whose secret is an Ed25519 seed rather than a MAC key.
     pub fn signs(self) -> bool {
-        matches!(self, KeyDomain::Checkpoint | KeyDomain::Token)
+        matches!(
+            self,
+            KeyDomain::Checkpoint | KeyDomain::Token | KeyDomain::Handle
+        )
     }
 
     pub fn parse(raw: &str) -> Option<Self> {

@@ -1,0 +1,13 @@
+DROP TABLE recall_notices;
+DROP TABLE release_samples;
+DROP TABLE releases;
+DROP TABLE agreement_acceptances;
+DROP TABLE agreements;
+DROP TABLE agreement_texts;
+DROP TABLE review_votes;
+DROP TABLE application_transitions;
+DROP TABLE applications;
+DROP TABLE dataset_samples;
+DROP TABLE datasets;
+DROP TABLE researcher_attestations;
+DROP TABLE organizations;

@@ -1,0 +1,216 @@
+//! Which samples a release may include: each patient's consent *now*,
+//! checked item by item. Unknown means no.
+
+use super::duo::DiseaseHierarchy;
+use crate::consent::state::{ConsentSnapshot, ConsentStatus, ItemBasis};
+use crate::consent::ScopeItemKey;
+use serde::Serialize;
+
+pub const ACADEMIC_USE: &str = "secondary_use_academic";
+pub const INDUSTRY_USE: &str = "secondary_use_industry";
+pub const INTERNATIONAL_TRANSFER: &str = "international_transfer";
+
+/// What the release asks of every patient's consent.
+#[derive(Debug, Clone)]
+pub struct UseRequest {
+    /// Industry applicants need the industry item; everyone else the
+    /// academic one.
+    pub commercial: bool,
+    /// A recipient abroad needs the international-transfer item.
+    pub abroad: bool,
+    /// For disease-specific research: the diseases the sample's diagnosis
+    /// must fall within. Empty means no disease limit.
+    pub diseases: Vec<String>,
+}
+
+/// Why a sample is left out. The codes are stable and machine-readable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Exclusion {
+    /// No consent on record in the dataset's family.
+    ConsentUnknown,
+    ConsentWithdrawn,
+    /// The item was permitted on an older wording that changed materially.
+    NeedsReconsent,
+    IndustryUseNotConsented,
+    AcademicUseNotConsented,
+    InternationalTransferNotConsented,
+    /// The diagnosis is missing or outside the research's diseases.
+    OutsideDiseaseScope,
+}
+
+impl Exclusion {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Exclusion::ConsentUnknown => "consent_unknown",
+            Exclusion::ConsentWithdrawn => "consent_withdrawn",
+            Exclusion::NeedsReconsent => "needs_reconsent",
+            Exclusion::IndustryUseNotConsented => "industry_use_not_consented",
+            Exclusion::AcademicUseNotConsented => "academic_use_not_consented",
+            Exclusion::InternationalTransferNotConsented => "international_transfer_not_consented",
+            Exclusion::OutsideDiseaseScope => "outside_disease_scope",
+        }
+    }
+}
+
+/// The outcome for one sample: included on the items listed, or excluded
+/// for the first reason found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SampleDecision {
+    Included {
+        /// The document version in force whose items were relied on.
+        version: u32,
+        items: Vec<&'static str>,
+    },
+    Excluded(Exclusion),
+}
+
+impl UseRequest {
+    /// The consent items this use relies on.
+    pub fn required_items(&self) -> Vec<&'static str> {
+        let mut items = vec![if self.commercial {
+            INDUSTRY_USE
+        } else {
+            ACADEMIC_USE
+        }];
+        if self.abroad {
+            items.push(INTERNATIONAL_TRANSFER);
+        }
+        items
+    }
+
+    pub fn decide(
+        &self,
+        consent: &ConsentSnapshot,
+        diagnosis: Option<&str>,
+        diseases: &DiseaseHierarchy,
+    ) -> SampleDecision {
+        match consent.status {
+            ConsentStatus::None => return SampleDecision::Excluded(Exclusion::ConsentUnknown),
+            ConsentStatus::Withdrawn => {
+                return SampleDecision::Excluded(Exclusion::ConsentWithdrawn)
+            }
+            ConsentStatus::Active => {}
+        }
+        let Some(version) = consent.version_in_force else {
+            return SampleDecision::Excluded(Exclusion::ConsentUnknown);
+        };
+        let items = self.required_items();
+        for item in &items {
+            let Ok(key) = ScopeItemKey::parse(item) else {
+                return SampleDecision::Excluded(Exclusion::ConsentUnknown);
+            };
+            if consent.permits(&key) {
+                continue;
+            }
+            let state = consent.item(&key);
+            let exclusion = match state.map(|s| &s.basis) {
+                Some(ItemBasis::NeedsReconsent { .. }) => Exclusion::NeedsReconsent,
+                Some(ItemBasis::Withdrawn { .. }) | Some(_) | None => match *item {
+                    INDUSTRY_USE => Exclusion::IndustryUseNotConsented,
+                    ACADEMIC_USE => Exclusion::AcademicUseNotConsented,
+                    _ => Exclusion::InternationalTransferNotConsented,
+                },
+            };
+            return SampleDecision::Excluded(exclusion);
+        }
+        if !self.diseases.is_empty()
+            && !diagnosis.is_some_and(|d| diseases.within_any(d, &self.diseases))
+        {
+            return SampleDecision::Excluded(Exclusion::OutsideDiseaseScope);
+        }
+        SampleDecision::Included { version, items }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::consent::state::{Decision, ItemState};
+    use chrono::DateTime;
+
+    fn snapshot(status: ConsentStatus, permits: &[&str], denies: &[&str]) -> ConsentSnapshot {
+        let state = |key: &str, decision| ItemState {
+            key: ScopeItemKey::parse(key).unwrap(),
+            decision,
+            basis: ItemBasis::Consented {
+                event_id: "e".into(),
+                version: 1,
+            },
+        };
+        ConsentSnapshot {
+            as_of: DateTime::from_timestamp(1_790_000_000, 0).unwrap(),
+            status,
+            version_in_force: Some(1),
+            items: permits
+                .iter()
+                .map(|k| state(k, Decision::Permit))
+                .chain(denies.iter().map(|k| state(k, Decision::Deny)))
+                .collect(),
+        }
+    }
+
+    fn hierarchy() -> DiseaseHierarchy {
+        DiseaseHierarchy::parse(super::super::duo::BUNDLED_DISEASES).unwrap()
+    }
+
+    fn request(commercial: bool, abroad: bool, diseases: &[&str]) -> UseRequest {
+        UseRequest {
+            commercial,
+            abroad,
+            diseases: diseases.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn industry_needs_the_industry_item_and_academia_the_academic_one() {
+        let h = hierarchy();
+        let academic_only = snapshot(ConsentStatus::Active, &[ACADEMIC_USE], &[INDUSTRY_USE]);
+        assert_eq!(
+            request(true, false, &[]).decide(&academic_only, None, &h),
+            SampleDecision::Excluded(Exclusion::IndustryUseNotConsented)
+        );
+        assert_eq!(
+            request(false, false, &[]).decide(&academic_only, None, &h),
+            SampleDecision::Included {
+                version: 1,
+                items: vec![ACADEMIC_USE]
+            }
+        );
+    }
+
+    #[test]
+    fn unknown_withdrawn_abroad_and_disease_scope_exclude() {
+        let h = hierarchy();
+        let none = snapshot(ConsentStatus::None, &[], &[]);
+        let withdrawn = snapshot(ConsentStatus::Withdrawn, &[ACADEMIC_USE], &[]);
+        let domestic = snapshot(ConsentStatus::Active, &[ACADEMIC_USE], &[]);
+        let r = request(false, false, &[]);
+        assert_eq!(
+            r.decide(&none, None, &h),
+            SampleDecision::Excluded(Exclusion::ConsentUnknown)
+        );
+        assert_eq!(
+            r.decide(&withdrawn, None, &h),
+            SampleDecision::Excluded(Exclusion::ConsentWithdrawn)
+        );
+        assert_eq!(
+            request(false, true, &[]).decide(&domestic, None, &h),
+            SampleDecision::Excluded(Exclusion::InternationalTransferNotConsented)
+        );
+        let lung = request(false, false, &["MONDO:0008903"]);
+        assert_eq!(
+            lung.decide(&domestic, Some("MONDO:0007254"), &h),
+            SampleDecision::Excluded(Exclusion::OutsideDiseaseScope)
+        );
+        assert_eq!(
+            lung.decide(&domestic, None, &h),
+            SampleDecision::Excluded(Exclusion::OutsideDiseaseScope)
+        );
+        assert!(matches!(
+            lung.decide(&domestic, Some("MONDO:0005061"), &h),
+            SampleDecision::Included { .. }
+        ));
+    }
+}

@@ -1,0 +1,80 @@
+//! Data access: applications, DUO matching, committee review, data-use
+//! agreements, consent-checked releases and dataset handles. Pure rules;
+//! storage lives in `db::access`, HTTP in `api::access_requests`.
+
+pub mod cohort;
+pub mod duo;
+pub mod handle;
+pub mod review;
+
+use serde::Deserialize;
+
+pub const POLICY_FILE: &str = "data-use.toml";
+pub const DISEASES_FILE: &str = "diseases.toml";
+
+/// `policies/data-use.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataUsePolicy {
+    pub review: review::ReviewRules,
+    pub release: ReleaseRules,
+    pub purposes: PurposeRules,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseRules {
+    /// The minimum cohort size `k`.
+    pub min_cohort: u32,
+    pub handle_ttl_seconds: u32,
+    pub audiences: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PurposeRules {
+    pub forbidden: Vec<String>,
+}
+
+impl DataUsePolicy {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let policy: DataUsePolicy =
+            toml::from_str(text).map_err(|e| format!("data-use policy: {e}"))?;
+        if policy.review.quorum == 0 {
+            return Err("data-use policy: review.quorum must be at least 1".into());
+        }
+        if !(0.0..1.0).contains(&policy.review.approve_share) {
+            return Err("data-use policy: review.approve_share must be in [0, 1)".into());
+        }
+        if policy.release.min_cohort == 0 {
+            return Err("data-use policy: release.min_cohort must be at least 1".into());
+        }
+        if !(60..=86_400).contains(&policy.release.handle_ttl_seconds) {
+            return Err("data-use policy: release.handle_ttl_seconds must be 60-86400".into());
+        }
+        if policy.release.audiences.is_empty() {
+            return Err("data-use policy: release.audiences names no genome store".into());
+        }
+        Ok(policy)
+    }
+
+    pub fn forbids(&self, purpose_code: &str) -> bool {
+        self.purposes.forbidden.iter().any(|f| f == purpose_code)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bundled_policy_parses_and_bad_values_are_refused() {
+        let text = include_str!("../../policies/data-use.toml");
+        let policy = DataUsePolicy::parse(text).unwrap();
+        assert!(policy.forbids("insurance_underwriting"));
+        assert!(!policy.forbids("HMB"));
+        let zero_k = text.replace("min_cohort = 5", "min_cohort = 0");
+        assert!(DataUsePolicy::parse(&zero_k).is_err());
+    }
+}

@@ -1,0 +1,1399 @@
+//! The governance registers (organizations, ethics training, datasets,
+//! agreement texts, sanctions), data-use applications with DUO matching,
+//! committee review, agreement acceptance, and the public transparency
+//! register. Releases and handles are in `releases.rs`.
+
+use super::consents::principal;
+use super::samples::parse_genome_id;
+use super::state::AppState;
+use crate::access::duo::{self, Applicant, DataUseTerms, MatchResult, Outcome, ResearchPurpose};
+use crate::access::review::{self, ApplicationState, Condition, Vote};
+use crate::auth::policy::{Action, Resource};
+use crate::auth::{Caller, Principal};
+use crate::db::access::{
+    self as store, AcceptanceRow, AgreementRow, AgreementTextRow, ApplicationRow, AttestationRow,
+    DatasetRow, DatasetSampleRow, OrganizationRow, VoteRow,
+};
+use crate::db::documents::utc;
+use crate::db::{write_transaction, DbConnection};
+use crate::error::{AccessRefusal as Refusal, ApiError, Problem};
+use actix_web::{get, post, put, web, HttpResponse};
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+/// Who acts for the matcher in an application's transitions.
+const MATCHER_ACTOR: &str = "genomegate-duo-matcher";
+const MAX_DATASET_SAMPLES_PER_CALL: usize = 10_000;
+
+fn text_field(value: &str, field: &str, max: usize) -> Result<String, ApiError> {
+    let value = value.trim();
+    if value.is_empty() || value.len() > max || value.chars().any(|c| c.is_control()) {
+        return Err(ApiError::field(
+            field,
+            format!("1-{max} characters of plain text"),
+        ));
+    }
+    Ok(value.to_owned())
+}
+
+fn json<T: Serialize>(value: &T) -> Result<String, ApiError> {
+    serde_json::to_string(value).map_err(ApiError::internal)
+}
+
+fn parse_json<T: for<'de> Deserialize<'de>>(raw: &str) -> Result<T, ApiError> {
+    serde_json::from_str(raw).map_err(ApiError::internal)
+}
+
+fn registry(state: &AppState, caller: &Caller) -> Result<Principal, ApiError> {
+    state.authorize(caller, Action::RegistryManage, &Resource::Registry)?;
+    Ok(principal(caller)?.clone())
+}
+
+// ---------------------------------------------------------------------------
+// Governance registers
+
+#[derive(Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OrganizationRequest {
+    /// `academic`, `industry` or `public`, as verified by the governance body.
+    pub kind: String,
+    /// ISO 3166-1 alpha-2 country of the organization, e.g. `JP`.
+    pub country: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct OrganizationView {
+    pub org: String,
+    pub kind: String,
+    pub country: String,
+    pub verified_by: String,
+    pub verified_at: DateTime<Utc>,
+}
+
+#[derive(Deserialize, IntoParams)]
+pub struct OrgPath {
+    pub org: String,
+}
+
+/// Records an organization's verified type (governance). Applicants never
+/// declare whether they are commercial; this register decides.
+#[utoipa::path(tag = "data-access", params(OrgPath), request_body = OrganizationRequest,
+    responses((status = 200, body = OrganizationView), (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json")))]
+#[put("/v1/organizations/{org}")]
+pub async fn verify_organization(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<OrgPath>,
+    body: web::Json<OrganizationRequest>,
+) -> Result<web::Json<OrganizationView>, ApiError> {
+    let p = registry(&state, &caller)?;
+    let org = text_field(&path.org, "org", 200)?;
+    if !["academic", "industry", "public"].contains(&body.kind.as_str()) {
+        return Err(ApiError::field("kind", "academic, industry or public"));
+    }
+    let country = body.country.trim().to_ascii_uppercase();
+    if country.len() != 2 || !country.chars().all(|c| c.is_ascii_uppercase()) {
+        return Err(ApiError::field("country", "an ISO 3166-1 alpha-2 code"));
+    }
+    let row = OrganizationRow {
+        org,
+        kind: body.kind.clone(),
+        country,
+        verified_by: p.subject,
+        verified_at: state.now().naive_utc(),
+    };
+    let stored = row.clone();
+    state
+        .db(move |conn| {
+            write_transaction(conn, |conn| Ok(store::upsert_organization(conn, &stored)?))
+        })
+        .await?;
+    Ok(web::Json(OrganizationView {
+        org: row.org,
+        kind: row.kind,
+        country: row.country,
+        verified_by: row.verified_by,
+        verified_at: utc(row.verified_at),
+    }))
+}
+
+#[derive(Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AttestationRequest {
+    /// The training course or programme.
+    pub training: String,
+    pub completed_on: NaiveDate,
+    pub expires_on: NaiveDate,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AttestationView {
+    pub org: String,
+    pub subject: String,
+    pub training: String,
+    pub completed_on: NaiveDate,
+    pub expires_on: NaiveDate,
+}
+
+#[derive(Deserialize, IntoParams)]
+pub struct ResearcherPath {
+    pub org: String,
+    /// The researcher's token subject.
+    pub subject: String,
+}
+
+/// Records a researcher's ethics-training attestation (governance).
+/// Without a current one a researcher can neither apply nor be a member.
+#[utoipa::path(tag = "data-access", params(ResearcherPath), request_body = AttestationRequest,
+    responses((status = 200, body = AttestationView), (status = 422, body = Problem, content_type = "application/problem+json")))]
+#[put("/v1/organizations/{org}/researchers/{subject}/attestation")]
+pub async fn record_attestation(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<ResearcherPath>,
+    body: web::Json<AttestationRequest>,
+) -> Result<web::Json<AttestationView>, ApiError> {
+    let p = registry(&state, &caller)?;
+    let training = text_field(&body.training, "training", 500)?;
+    if body.expires_on <= body.completed_on {
+        return Err(ApiError::field("expires_on", "must be after completed_on"));
+    }
+    if body.completed_on > state.now().date_naive() {
+        return Err(ApiError::field("completed_on", "lies in the future"));
+    }
+    let row = AttestationRow {
+        org: text_field(&path.org, "org", 200)?,
+        subject: text_field(&path.subject, "subject", 200)?,
+        training,
+        completed_on: body.completed_on,
+        expires_on: body.expires_on,
+        recorded_by: p.subject,
+        recorded_at: state.now().naive_utc(),
+    };
+    let stored = row.clone();
+    state
+        .db(move |conn| {
+            write_transaction(conn, |conn| Ok(store::upsert_attestation(conn, &stored)?))
+        })
+        .await?;
+    Ok(web::Json(AttestationView {
+        org: row.org,
+        subject: row.subject,
+        training: row.training,
+        completed_on: row.completed_on,
+        expires_on: row.expires_on,
+    }))
+}
+
+#[derive(Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetRequest {
+    pub name: String,
+    /// `cancer` or `rare_disease`: whose consent family governs it.
+    pub domain: String,
+    /// DUO data-use limitations, e.g. `{"permission": "HMB", "modifiers": ["NCU"]}`;
+    /// DS takes `diseases` (codes of `policies/diseases.toml`).
+    #[schema(value_type = Object)]
+    pub terms: serde_json::Value,
+    /// Data-portfolio category, e.g. `drug_discovery`, `safety_evaluation`, `basic_research`.
+    pub portfolio: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DatasetView {
+    pub id: String,
+    pub name: String,
+    pub domain: String,
+    #[schema(value_type = Object)]
+    pub terms: serde_json::Value,
+    pub portfolio: String,
+    pub samples: i64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DatasetList {
+    pub datasets: Vec<DatasetView>,
+}
+
+fn parse_terms(
+    raw: &serde_json::Value,
+    diseases: &duo::DiseaseHierarchy,
+) -> Result<DataUseTerms, ApiError> {
+    let terms: DataUseTerms = serde_json::from_value(raw.clone())
+        .map_err(|e| ApiError::field("terms", format!("not DUO data-use terms: {e}")))?;
+    if terms.permission == duo::Permission::DiseaseSpecific && terms.diseases.is_empty() {
+        return Err(ApiError::field(
+            "terms.diseases",
+            "DS names at least one disease",
+        ));
+    }
+    if let Some(unknown) = terms.diseases.iter().find(|d| !diseases.knows(d)) {
+        return Err(ApiError::field(
+            "terms.diseases",
+            format!("{unknown} is not in policies/diseases.toml"),
+        ));
+    }
+    Ok(terms)
+}
+
+/// Defines a dataset: a named cohort with DUO limitations (governance).
+#[utoipa::path(tag = "data-access", request_body = DatasetRequest,
+    responses((status = 201, body = DatasetView), (status = 409, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json")))]
+#[post("/v1/datasets")]
+pub async fn create_dataset(
+    state: web::Data<AppState>,
+    caller: Caller,
+    body: web::Json<DatasetRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let p = registry(&state, &caller)?;
+    let name = text_field(&body.name, "name", 200)?;
+    let domain: crate::consent::DocumentFamily = body
+        .domain
+        .parse()
+        .map_err(|e: crate::consent::ids::IdError| ApiError::field("domain", e.to_string()))?;
+    let terms = parse_terms(&body.terms, &state.diseases)?;
+    let row = DatasetRow {
+        id: format!("ds-{}", uuid::Uuid::new_v4()),
+        name,
+        domain: domain.as_str().to_owned(),
+        terms: json(&terms)?,
+        portfolio: text_field(&body.portfolio, "portfolio", 100)?,
+        created_by: p.subject,
+        created_at: state.now().naive_utc(),
+    };
+    let stored = row.clone();
+    state
+        .db(move |conn| write_transaction(conn, |conn| Ok(store::insert_dataset(conn, &stored)?)))
+        .await
+        .map_err(|e| match e {
+            ApiError::UniqueViolation(_) => {
+                ApiError::field("name", "a dataset of this name exists")
+            }
+            other => other,
+        })?;
+    Ok(HttpResponse::Created().json(dataset_view(row, 0)?))
+}
+
+fn dataset_view(row: DatasetRow, samples: i64) -> Result<DatasetView, ApiError> {
+    Ok(DatasetView {
+        terms: parse_json(&row.terms)?,
+        id: row.id,
+        name: row.name,
+        domain: row.domain,
+        portfolio: row.portfolio,
+        samples,
+    })
+}
+
+#[derive(Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetSample {
+    pub genome_id: String,
+    /// The diagnosis this sample contributes, a code of `policies/diseases.toml`.
+    #[serde(default)]
+    pub diagnosis: Option<String>,
+}
+
+#[derive(Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetSamplesRequest {
+    /// At most 10,000 per call.
+    pub samples: Vec<DatasetSample>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DatasetSamplesAdded {
+    pub added: usize,
+}
+
+#[derive(Deserialize, IntoParams)]
+pub struct DatasetPath {
+    pub id: String,
+}
+
+/// Adds registered samples to a dataset (governance). Samples already in
+/// it are left as they are.
+#[utoipa::path(tag = "data-access", params(DatasetPath), request_body = DatasetSamplesRequest,
+    responses((status = 200, body = DatasetSamplesAdded), (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json")))]
+#[post("/v1/datasets/{id}/samples")]
+pub async fn add_dataset_samples(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<DatasetPath>,
+    body: web::Json<DatasetSamplesRequest>,
+) -> Result<web::Json<DatasetSamplesAdded>, ApiError> {
+    registry(&state, &caller)?;
+    if body.samples.is_empty() || body.samples.len() > MAX_DATASET_SAMPLES_PER_CALL {
+        return Err(ApiError::field("samples", "1-10000 samples per call"));
+    }
+    let now = state.now().naive_utc();
+    let mut rows = Vec::with_capacity(body.samples.len());
+    for (i, s) in body.samples.iter().enumerate() {
+        let genome_id = parse_genome_id(&s.genome_id, &format!("samples[{i}].genome_id"))?;
+        if let Some(d) = &s.diagnosis {
+            if !state.diseases.knows(d) {
+                return Err(ApiError::field(
+                    format!("samples[{i}].diagnosis"),
+                    "not a code of policies/diseases.toml",
+                ));
+            }
+        }
+        rows.push(DatasetSampleRow {
+            dataset_id: path.id.clone(),
+            genome_id: genome_id.to_string(),
+            diagnosis: s.diagnosis.clone(),
+            added_at: now,
+        });
+    }
+    let dataset_id = path.id.clone();
+    let added = state
+        .db(move |conn| {
+            write_transaction(conn, |conn| {
+                if store::find_datasets(conn, std::slice::from_ref(&dataset_id))?.is_empty() {
+                    return Err(ApiError::NotFound);
+                }
+                let mut ids: Vec<String> = rows.iter().map(|r| r.genome_id.clone()).collect();
+                ids.sort();
+                ids.dedup();
+                if store::count_samples(conn, &ids)? != ids.len() as i64 {
+                    return Err(ApiError::field(
+                        "samples",
+                        "every genome_id must be a registered sample",
+                    ));
+                }
+                Ok(store::add_dataset_samples(conn, &rows)?)
+            })
+        })
+        .await?;
+    Ok(web::Json(DatasetSamplesAdded { added }))
+}
+
+/// The dataset catalogue, open to every authenticated caller.
+#[utoipa::path(tag = "data-access", responses((status = 200, body = DatasetList)))]
+#[get("/v1/datasets")]
+pub async fn list_datasets(
+    state: web::Data<AppState>,
+    caller: Caller,
+) -> Result<web::Json<DatasetList>, ApiError> {
+    state.authorize(&caller, Action::DatasetRead, &Resource::Registry)?;
+    let rows = state.db(|conn| Ok(store::list_datasets(conn)?)).await?;
+    let datasets = rows
+        .into_iter()
+        .map(|(row, n)| dataset_view(row, n))
+        .collect::<Result<_, _>>()?;
+    Ok(web::Json(DatasetList { datasets }))
+}
+
+#[derive(Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AgreementTextRequest {
+    /// The full text members accept.
+    pub body: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AgreementTextView {
+    pub version: i32,
+    /// Hex SHA-256 of the body's UTF-8 bytes: what a member's acceptance names.
+    pub sha256: String,
+    pub body: String,
+    pub published_at: DateTime<Utc>,
+}
+
+fn text_view(row: AgreementTextRow) -> AgreementTextView {
+    AgreementTextView {
+        version: row.version,
+        sha256: row.sha256,
+        body: row.body,
+        published_at: utc(row.published_at),
+    }
+}
+
+/// Publishes the next version of the data-use agreement text (governance).
+/// Members of every agreement must accept the new version before their next
+/// release.
+#[utoipa::path(tag = "data-access", request_body = AgreementTextRequest,
+    responses((status = 201, body = AgreementTextView), (status = 422, body = Problem, content_type = "application/problem+json")))]
+#[post("/v1/agreement-texts")]
+pub async fn publish_agreement_text(
+    state: web::Data<AppState>,
+    caller: Caller,
+    body: web::Json<AgreementTextRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let p = registry(&state, &caller)?;
+    let text = body.body.clone();
+    if text.trim().is_empty() || text.len() > 200_000 {
+        return Err(ApiError::field("body", "1-200000 bytes"));
+    }
+    let sha256 = hex::encode(ring::digest::digest(&ring::digest::SHA256, text.as_bytes()));
+    let now = state.now().naive_utc();
+    let row = state
+        .db(move |conn| {
+            write_transaction(conn, |conn| {
+                let version = store::current_text(conn)?.map_or(1, |t| t.version + 1);
+                let row = AgreementTextRow {
+                    version,
+                    body: text,
+                    sha256,
+                    published_by: p.subject,
+                    published_at: now,
+                };
+                store::insert_text(conn, &row)?;
+                Ok(row)
+            })
+        })
+        .await
+        .map_err(|e| match e {
+            ApiError::UniqueViolation(_) => {
+                ApiError::field("body", "this exact text was published before")
+            }
+            other => other,
+        })?;
+    Ok(HttpResponse::Created().json(text_view(row)))
+}
+
+/// The agreement text members must accept now.
+#[utoipa::path(tag = "data-access", responses((status = 200, body = AgreementTextView), (status = 409, body = Problem, content_type = "application/problem+json")))]
+#[get("/v1/agreement-texts/current")]
+pub async fn current_agreement_text(
+    state: web::Data<AppState>,
+    caller: Caller,
+) -> Result<web::Json<AgreementTextView>, ApiError> {
+    state.authorize(&caller, Action::DatasetRead, &Resource::Registry)?;
+    let row = state
+        .db(|conn| {
+            store::current_text(conn)?.ok_or(ApiError::Access(Refusal::AgreementTextMissing, None))
+        })
+        .await?;
+    Ok(web::Json(text_view(row)))
+}
+
+// ---------------------------------------------------------------------------
+// Applications
+
+#[derive(Deserialize, Serialize, ToSchema, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct PurposeRequest {
+    /// `GRU`, `HMB`, `DS`, `POA` or `MDS` (methods development).
+    pub code: String,
+    /// For DS: disease codes of `policies/diseases.toml`.
+    #[serde(default)]
+    pub diseases: Vec<String>,
+}
+
+#[derive(Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApplicationRequest {
+    pub title: String,
+    pub purpose: PurposeRequest,
+    /// Dataset ids.
+    pub datasets: Vec<String>,
+    /// Member researchers (token subjects at the applicant organization).
+    /// The submitter is always a member.
+    pub members: Vec<String>,
+    /// The research ethics committee's approval reference.
+    pub ethics_ref: String,
+    pub starts_on: NaiveDate,
+    pub ends_on: NaiveDate,
+    /// Whether any recipient is outside Japan.
+    pub recipients_abroad: bool,
+}
+
+/// What the applicant declared, stored as submitted.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Declaration {
+    pub title: String,
+    pub purpose: ResearchPurpose,
+    pub datasets: Vec<String>,
+    pub members: Vec<String>,
+    pub ethics_ref: String,
+    pub starts_on: NaiveDate,
+    pub ends_on: NaiveDate,
+    pub recipients_abroad: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DatasetMatch {
+    pub dataset: String,
+    /// `approve`, `abstain` (the committee decides) or `deny`.
+    pub outcome: String,
+    /// Every rule that fired, with a machine-readable `code`.
+    #[schema(value_type = Vec<Object>)]
+    pub rationale: Vec<duo::Reason>,
+    pub required_conditions: Vec<String>,
+    pub matcher: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TransitionView {
+    pub state: String,
+    pub actor: String,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AgreementView {
+    pub id: String,
+    /// `active`, `suspended` or `revoked`.
+    pub state: String,
+    pub expires_at: DateTime<Utc>,
+    pub state_reason: Option<String>,
+    /// Members who accepted the current text version.
+    pub accepted_current_text: Vec<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ApplicationView {
+    pub id: String,
+    pub org: String,
+    pub submitted_by: String,
+    pub title: String,
+    pub purpose: PurposeRequest,
+    pub datasets: Vec<String>,
+    pub members: Vec<String>,
+    pub ethics_ref: String,
+    pub starts_on: NaiveDate,
+    pub ends_on: NaiveDate,
+    pub recipients_abroad: bool,
+    /// From the organization's verified type.
+    pub commercial: bool,
+    /// `under_review`, `approved`, `approved_with_conditions` or `rejected`.
+    pub state: String,
+    pub matching: Vec<DatasetMatch>,
+    #[schema(value_type = Vec<Object>)]
+    pub conditions: Vec<Condition>,
+    pub votes: usize,
+    pub transitions: Vec<TransitionView>,
+    pub agreement: Option<AgreementView>,
+    pub submitted_at: DateTime<Utc>,
+    pub decided_at: Option<DateTime<Utc>>,
+    pub access_started_at: Option<DateTime<Utc>>,
+}
+
+pub(crate) fn purpose_view(purpose: &ResearchPurpose) -> PurposeRequest {
+    PurposeRequest {
+        code: purpose.code().to_owned(),
+        diseases: purpose.diseases().to_vec(),
+    }
+}
+
+/// An application with its declaration parsed.
+pub(crate) struct Application {
+    pub row: ApplicationRow,
+    pub declaration: Declaration,
+}
+
+impl Application {
+    pub fn state(&self) -> Result<ApplicationState, ApiError> {
+        ApplicationState::parse(&self.row.state).ok_or_else(|| ApiError::internal("stored state"))
+    }
+    pub fn conditions(&self) -> Result<Vec<Condition>, ApiError> {
+        parse_json(&self.row.conditions)
+    }
+    pub fn matching(&self) -> Result<Vec<DatasetMatch>, ApiError> {
+        parse_json(&self.row.matching)
+    }
+    pub fn is_member(&self, p: &Principal) -> bool {
+        p.org == self.row.org && self.declaration.members.contains(&p.subject)
+    }
+}
+
+/// Loads an application and checks `action` on it. A caller that may not
+/// even read it gets the same 404 as for one that does not exist.
+pub(crate) fn application_for(
+    state: &AppState,
+    conn: &mut DbConnection,
+    caller: &Caller,
+    action: Action,
+    id: &str,
+) -> Result<Application, ApiError> {
+    let row = store::find_application(conn, id)?.ok_or(ApiError::NotFound)?;
+    let resource = Resource::Application { id, org: &row.org };
+    if !state.policy.is_allowed(caller, action, &resource) {
+        return Err(
+            if state
+                .policy
+                .is_allowed(caller, Action::ApplicationRead, &resource)
+            {
+                ApiError::Forbidden
+            } else {
+                ApiError::NotFound
+            },
+        );
+    }
+    let declaration = parse_json(&row.declaration)?;
+    Ok(Application { row, declaration })
+}
+
+/// Refuses unless every member has a current ethics-training attestation.
+pub(crate) fn check_attestations(
+    conn: &mut DbConnection,
+    org: &str,
+    members: &[String],
+    today: NaiveDate,
+) -> Result<(), ApiError> {
+    let attested = store::attestations_of(conn, org, members)?;
+    for member in members {
+        match attested.iter().find(|a| &a.subject == member) {
+            None => {
+                return Err(ApiError::refused(
+                    Refusal::AttestationMissing,
+                    format!("{member} has no ethics-training attestation"),
+                ))
+            }
+            Some(a) if a.expires_on < today => {
+                return Err(ApiError::refused(
+                    Refusal::AttestationExpired,
+                    format!("{member}'s attestation expired on {}", a.expires_on),
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+fn parse_purpose(body: &PurposeRequest, state: &AppState) -> Result<ResearchPurpose, ApiError> {
+    // Forbidden purposes are refused by name before anything else, with
+    // their own code, whatever else the request says.
+    if state.data_use.forbids(&body.code) {
+        return Err(ApiError::refused(
+            Refusal::PurposeForbidden,
+            format!("`{}` is forbidden by policy", body.code),
+        ));
+    }
+    let purpose = match body.code.as_str() {
+        "GRU" => ResearchPurpose::General,
+        "HMB" => ResearchPurpose::HealthMedicalBiomedical,
+        "POA" => ResearchPurpose::PopulationAncestry,
+        "MDS" => ResearchPurpose::MethodsDevelopment,
+        "DS" => {
+            if body.diseases.is_empty() {
+                return Err(ApiError::field(
+                    "purpose.diseases",
+                    "DS names at least one disease",
+                ));
+            }
+            ResearchPurpose::DiseaseSpecific {
+                diseases: body.diseases.clone(),
+            }
+        }
+        _ => return Err(ApiError::field("purpose.code", "GRU, HMB, DS, POA or MDS")),
+    };
+    if !matches!(purpose, ResearchPurpose::DiseaseSpecific { .. }) && !body.diseases.is_empty() {
+        return Err(ApiError::field(
+            "purpose.diseases",
+            "only DS names diseases",
+        ));
+    }
+    Ok(purpose)
+}
+
+fn view(conn: &mut DbConnection, app: &Application) -> Result<ApplicationView, ApiError> {
+    let transitions = store::transitions_of(conn, &app.row.id)?
+        .into_iter()
+        .map(|t| TransitionView {
+            state: t.state,
+            actor: t.actor,
+            at: utc(t.at),
+        })
+        .collect();
+    let votes = store::votes_of(conn, &app.row.id)?.len();
+    let agreement = match store::agreement_of_application(conn, &app.row.id)? {
+        Some(a) => {
+            let current = store::current_text(conn)?.map(|t| t.version);
+            let accepted = store::acceptances_of(conn, &a.id)?
+                .into_iter()
+                .filter(|x| Some(x.text_version) == current)
+                .map(|x| x.member)
+                .collect();
+            Some(AgreementView {
+                id: a.id,
+                state: a.state,
+                expires_at: utc(a.expires_at),
+                state_reason: a.state_reason,
+                accepted_current_text: accepted,
+            })
+        }
+        None => None,
+    };
+    let d = &app.declaration;
+    Ok(ApplicationView {
+        id: app.row.id.clone(),
+        org: app.row.org.clone(),
+        submitted_by: app.row.submitted_by.clone(),
+        title: d.title.clone(),
+        purpose: purpose_view(&d.purpose),
+        datasets: d.datasets.clone(),
+        members: d.members.clone(),
+        ethics_ref: d.ethics_ref.clone(),
+        starts_on: d.starts_on,
+        ends_on: d.ends_on,
+        recipients_abroad: d.recipients_abroad,
+        commercial: app.row.commercial,
+        state: app.row.state.clone(),
+        matching: app.matching()?,
+        conditions: app.conditions()?,
+        votes,
+        transitions,
+        agreement,
+        submitted_at: utc(app.row.submitted_at),
+        decided_at: app.row.decided_at.map(utc),
+        access_started_at: app.row.access_started_at.map(utc),
+    })
+}
+
+/// Submits a data-use application (researcher). DUO matching runs at once:
+/// a `deny` on any dataset rejects the application with its rationale;
+/// otherwise it goes to the review committee, `abstain` results included.
+#[utoipa::path(tag = "data-access", request_body = ApplicationRequest,
+    responses((status = 201, body = ApplicationView), (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json")))]
+#[post("/v1/applications")]
+pub async fn submit_application(
+    state: web::Data<AppState>,
+    caller: Caller,
+    body: web::Json<ApplicationRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let p = principal(&caller)?.clone();
+    let id = format!("app-{}", uuid::Uuid::new_v4());
+    state.authorize(
+        &caller,
+        Action::ApplicationSubmit,
+        &Resource::Application {
+            id: &id,
+            org: &p.org,
+        },
+    )?;
+    let body = body.into_inner();
+    let purpose = parse_purpose(&body.purpose, &state)?;
+    let today = state.now().date_naive();
+    if body.ends_on < body.starts_on || body.ends_on < today {
+        return Err(ApiError::field(
+            "ends_on",
+            "must not precede starts_on or today",
+        ));
+    }
+    let mut datasets = body.datasets.clone();
+    datasets.sort();
+    datasets.dedup();
+    if datasets.is_empty() || datasets.len() > 50 {
+        return Err(ApiError::field("datasets", "1-50 datasets"));
+    }
+    let mut members: Vec<String> = body
+        .members
+        .iter()
+        .map(|m| text_field(m, "members", 200))
+        .collect::<Result<_, _>>()?;
+    members.push(p.subject.clone());
+    members.sort();
+    members.dedup();
+    if members.len() > 100 {
+        return Err(ApiError::field("members", "at most 100 members"));
+    }
+    let declaration = Declaration {
+        title: text_field(&body.title, "title", 500)?,
+        purpose,
+        datasets,
+        members,
+        ethics_ref: text_field(&body.ethics_ref, "ethics_ref", 200)?,
+        starts_on: body.starts_on,
+        ends_on: body.ends_on,
+        recipients_abroad: body.recipients_abroad,
+    };
+    let now = state.now();
+    let shared = state.clone();
+    let app = state
+        .db(move |conn| {
+            write_transaction(conn, |conn| {
+                let org = store::find_organization(conn, &p.org)?.ok_or_else(|| {
+                    ApiError::refused(
+                        Refusal::OrganizationNotVerified,
+                        format!("{} is not in the register of verified organizations", p.org),
+                    )
+                })?;
+                check_attestations(conn, &p.org, &declaration.members, today)?;
+                let rows = store::find_datasets(conn, &declaration.datasets)?;
+                if rows.len() != declaration.datasets.len() {
+                    return Err(ApiError::field(
+                        "datasets",
+                        "names a dataset that does not exist",
+                    ));
+                }
+                let applicant = Applicant {
+                    commercial: org.kind == "industry",
+                    abroad: declaration.recipients_abroad,
+                };
+                let mut matching = Vec::with_capacity(rows.len());
+                for row in &rows {
+                    let terms: DataUseTerms = parse_json(&row.terms)?;
+                    let result: MatchResult = duo::match_purpose(
+                        &declaration.purpose,
+                        applicant,
+                        &terms,
+                        &shared.diseases,
+                    );
+                    matching.push(DatasetMatch {
+                        dataset: row.id.clone(),
+                        outcome: match result.outcome {
+                            Outcome::Approve => "approve",
+                            Outcome::Abstain => "abstain",
+                            Outcome::Deny => "deny",
+                        }
+                        .into(),
+                        rationale: result.rationale,
+                        required_conditions: result.required_conditions,
+                        matcher: result.matcher,
+                    });
+                }
+                let denied = matching.iter().any(|m| m.outcome == "deny");
+                let row = ApplicationRow {
+                    id: id.clone(),
+                    org: p.org.clone(),
+                    submitted_by: p.subject.clone(),
+                    declaration: json(&declaration)?,
+                    commercial: applicant.commercial,
+                    matching: json(&matching)?,
+                    state: ApplicationState::UnderReview.as_str().into(),
+                    conditions: "[]".into(),
+                    submitted_at: now.naive_utc(),
+                    decided_at: None,
+                    access_started_at: None,
+                };
+                store::insert_application(conn, &row)?;
+                store::record_transition(conn, &id, "submitted", &p.subject, now.naive_utc())?;
+                store::record_transition(
+                    conn,
+                    &id,
+                    ApplicationState::UnderReview.as_str(),
+                    &p.subject,
+                    now.naive_utc(),
+                )?;
+                if denied {
+                    store::transition(
+                        conn,
+                        &id,
+                        ApplicationState::UnderReview.as_str(),
+                        ApplicationState::Rejected.as_str(),
+                        None,
+                        MATCHER_ACTOR,
+                        now,
+                    )?;
+                }
+                let app = application_for(&shared, conn, &caller, Action::ApplicationRead, &id)?;
+                view(conn, &app)
+            })
+        })
+        .await?;
+    tracing::info!(application = %app.id, state = %app.state, "data-use application submitted");
+    Ok(HttpResponse::Created().json(app))
+}
+
+#[derive(Deserialize, IntoParams)]
+pub struct ApplicationPath {
+    pub id: String,
+}
+
+/// One application with its matching, transitions, votes and agreement.
+#[utoipa::path(tag = "data-access", params(ApplicationPath),
+    responses((status = 200, body = ApplicationView), (status = 404, body = Problem, content_type = "application/problem+json")))]
+#[get("/v1/applications/{id}")]
+pub async fn get_application(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<ApplicationPath>,
+) -> Result<web::Json<ApplicationView>, ApiError> {
+    principal(&caller)?;
+    let id = path.into_inner().id;
+    let shared = state.clone();
+    let view = state
+        .db(move |conn| {
+            let app = application_for(&shared, conn, &caller, Action::ApplicationRead, &id)?;
+            view(conn, &app)
+        })
+        .await?;
+    Ok(web::Json(view))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ApplicationList {
+    pub applications: Vec<ApplicationView>,
+}
+
+#[derive(Deserialize, IntoParams)]
+pub struct ApplicationQuery {
+    /// Only applications in this state.
+    pub state: Option<String>,
+}
+
+/// Applications the caller may read: the committee's work list, or a
+/// researcher's own organization's.
+#[utoipa::path(tag = "data-access", params(ApplicationQuery), responses((status = 200, body = ApplicationList)))]
+#[get("/v1/applications")]
+pub async fn list_applications(
+    state: web::Data<AppState>,
+    caller: Caller,
+    query: web::Query<ApplicationQuery>,
+) -> Result<web::Json<ApplicationList>, ApiError> {
+    let p = principal(&caller)?.clone();
+    let wanted = query.state.clone();
+    if let Some(s) = &wanted {
+        if ApplicationState::parse(s).is_none() {
+            return Err(ApiError::field(
+                "state",
+                "under_review, approved, approved_with_conditions or rejected",
+            ));
+        }
+    }
+    let shared = state.clone();
+    let applications = state
+        .db(move |conn| {
+            let rows = match &wanted {
+                Some(s) => store::applications_in_state(conn, &[s.as_str()])?,
+                None if p.has(crate::auth::Role::Researcher) => {
+                    store::applications_of_org(conn, &p.org)?
+                }
+                None => store::applications_in_state(
+                    conn,
+                    &[
+                        "under_review",
+                        "approved",
+                        "approved_with_conditions",
+                        "rejected",
+                    ],
+                )?,
+            };
+            let mut out = Vec::new();
+            for row in rows {
+                let resource = Resource::Application {
+                    id: &row.id,
+                    org: &row.org,
+                };
+                if shared
+                    .policy
+                    .is_allowed(&caller, Action::ApplicationRead, &resource)
+                {
+                    let declaration = parse_json(&row.declaration)?;
+                    out.push(view(conn, &Application { row, declaration })?);
+                }
+            }
+            Ok(out)
+        })
+        .await?;
+    Ok(web::Json(ApplicationList { applications }))
+}
+
+// ---------------------------------------------------------------------------
+// Review
+
+#[derive(Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VoteRequest {
+    /// `approve`, `approve_with_conditions` or `reject`.
+    pub decision: String,
+    /// With `approve_with_conditions`: `{"code": "TS", "months": 12}`,
+    /// `{"code": "MOR", "until": "2027-06-30"}`, `{"code": "PUB"}`, `{"code": "RTN"}`.
+    #[serde(default)]
+    #[schema(value_type = Vec<Object>)]
+    pub conditions: Vec<Condition>,
+}
+
+/// Casts a committee member's vote. Once the votes reach the quorum of
+/// `policies/data-use.toml` the application is decided; an approval creates
+/// its data-use agreement.
+#[utoipa::path(tag = "data-access", params(ApplicationPath), request_body = VoteRequest,
+    responses((status = 200, body = ApplicationView), (status = 409, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json")))]
+#[post("/v1/applications/{id}/votes")]
+pub async fn vote(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<ApplicationPath>,
+    body: web::Json<VoteRequest>,
+) -> Result<web::Json<ApplicationView>, ApiError> {
+    let p = principal(&caller)?.clone();
+    let ballot = match (body.decision.as_str(), body.conditions.is_empty()) {
+        ("approve", true) => Vote::Approve,
+        ("reject", true) => Vote::Reject,
+        ("approve_with_conditions", false) => Vote::ApproveWithConditions {
+            conditions: body.conditions.clone(),
+        },
+        ("approve_with_conditions", true) => {
+            return Err(ApiError::field("conditions", "name at least one condition"))
+        }
+        ("approve" | "reject", false) => {
+            return Err(ApiError::field(
+                "conditions",
+                "only approve_with_conditions carries conditions",
+            ))
+        }
+        _ => {
+            return Err(ApiError::field(
+                "decision",
+                "approve, approve_with_conditions or reject",
+            ))
+        }
+    };
+    if ballot
+        .conditions()
+        .iter()
+        .any(|c| matches!(c, Condition::TimeLimit { months } if *months == 0 || *months > 120))
+    {
+        return Err(ApiError::field("conditions", "TS is 1-120 months"));
+    }
+    let id = path.into_inner().id;
+    let now = state.now();
+    let shared = state.clone();
+    let view = state
+        .db(move |conn| {
+            write_transaction(conn, |conn| {
+                let app = application_for(&shared, conn, &caller, Action::ApplicationVote, &id)?;
+                if app.state()? != ApplicationState::UnderReview {
+                    return Err(ApiError::refused(
+                        Refusal::ApplicationDecided,
+                        format!("the application is {}", app.row.state),
+                    ));
+                }
+                if app.row.org == p.org {
+                    return Err(ApiError::Access(Refusal::ConflictOfInterest, None));
+                }
+                if ballot.approves() {
+                    let required: Vec<String> = app
+                        .matching()?
+                        .into_iter()
+                        .flat_map(|m| m.required_conditions)
+                        .collect();
+                    if let Some(missing) = required
+                        .iter()
+                        .find(|r| !ballot.conditions().iter().any(|c| c.code() == r.as_str()))
+                    {
+                        return Err(ApiError::refused(
+                            Refusal::ConditionsRequired,
+                            format!("the datasets require the {missing} condition"),
+                        ));
+                    }
+                }
+                store::insert_vote(
+                    conn,
+                    &VoteRow {
+                        application_id: id.clone(),
+                        voter: p.subject.clone(),
+                        vote: json(&ballot)?,
+                        voted_at: now.naive_utc(),
+                    },
+                )?;
+                let votes: Vec<Vote> = store::votes_of(conn, &id)?
+                    .iter()
+                    .map(|v| parse_json(&v.vote))
+                    .collect::<Result<_, _>>()?;
+                if let Some(decision) = review::tally(&shared.data_use.review, &votes) {
+                    let to = decision.state();
+                    store::transition(
+                        conn,
+                        &id,
+                        ApplicationState::UnderReview.as_str(),
+                        to.as_str(),
+                        Some(&json(&decision.conditions())?),
+                        &p.subject,
+                        now,
+                    )?;
+                    if to.is_approved() {
+                        let expires_at =
+                            agreement_expiry(&app.declaration, decision.conditions(), now);
+                        store::insert_agreement(
+                            conn,
+                            &AgreementRow {
+                                id: format!("dua-{}", uuid::Uuid::new_v4()),
+                                application_id: id.clone(),
+                                state: "active".into(),
+                                expires_at: expires_at.naive_utc(),
+                                created_at: now.naive_utc(),
+                                state_reason: None,
+                                state_changed_at: None,
+                            },
+                        )?;
+                    }
+                }
+                let app = application_for(&shared, conn, &caller, Action::ApplicationRead, &id)?;
+                view(conn, &app)
+            })
+        })
+        .await
+        .map_err(|e| match e {
+            ApiError::UniqueViolation(_) => ApiError::refused(
+                Refusal::ApplicationDecided,
+                "you have already voted on this application",
+            ),
+            other => other,
+        })?;
+    Ok(web::Json(view))
+}
+
+/// The end of the intended period, or earlier under a TS condition.
+fn agreement_expiry(
+    d: &Declaration,
+    conditions: &[Condition],
+    now: DateTime<Utc>,
+) -> DateTime<Utc> {
+    let period_end = d
+        .ends_on
+        .succ_opt()
+        .unwrap_or(d.ends_on)
+        .and_hms_opt(0, 0, 0)
+        .map(|t| t.and_utc())
+        .unwrap_or(now);
+    conditions
+        .iter()
+        .filter_map(|c| match c {
+            Condition::TimeLimit { months } => now.checked_add_months(chrono::Months::new(*months)),
+            _ => None,
+        })
+        .fold(period_end, DateTime::min)
+}
+
+// ---------------------------------------------------------------------------
+// Agreements
+
+#[derive(Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AcceptanceRequest {
+    /// The SHA-256 of the current agreement text, as shown at
+    /// `/v1/agreement-texts/current`.
+    pub text_sha256: String,
+}
+
+#[derive(Deserialize, IntoParams)]
+pub struct AgreementPath {
+    pub id: String,
+}
+
+fn agreement_and_application(
+    state: &AppState,
+    conn: &mut DbConnection,
+    caller: &Caller,
+    action: Action,
+    id: &str,
+) -> Result<(AgreementRow, Application), ApiError> {
+    let agreement = store::find_agreement(conn, id)?.ok_or(ApiError::NotFound)?;
+    let app = application_for(state, conn, caller, action, &agreement.application_id)?;
+    Ok((agreement, app))
+}
+
+/// A member accepts the current agreement text; the hash is recorded.
+#[utoipa::path(tag = "data-access", params(AgreementPath), request_body = AcceptanceRequest,
+    responses((status = 200, body = ApplicationView), (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json")))]
+#[post("/v1/agreements/{id}/acceptances")]
+pub async fn accept_agreement(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<AgreementPath>,
+    body: web::Json<AcceptanceRequest>,
+) -> Result<web::Json<ApplicationView>, ApiError> {
+    let p = principal(&caller)?.clone();
+    let id = path.into_inner().id;
+    let hash = body.text_sha256.trim().to_ascii_lowercase();
+    let now = state.now();
+    let shared = state.clone();
+    let view = state
+        .db(move |conn| {
+            write_transaction(conn, |conn| {
+                let (agreement, app) = agreement_and_application(
+                    &shared,
+                    conn,
+                    &caller,
+                    Action::AgreementAccept,
+                    &id,
+                )?;
+                if !app.is_member(&p) {
+                    return Err(ApiError::Access(Refusal::NotAMember, None));
+                }
+                check_attestations(
+                    conn,
+                    &app.row.org,
+                    std::slice::from_ref(&p.subject),
+                    now.date_naive(),
+                )?;
+                let text = store::current_text(conn)?
+                    .ok_or(ApiError::Access(Refusal::AgreementTextMissing, None))?;
+                if text.sha256 != hash {
+                    return Err(ApiError::refused(
+                        Refusal::AgreementTextMismatch,
+                        format!("the current text is version {}", text.version),
+                    ));
+                }
+                store::insert_acceptance(
+                    conn,
+                    &AcceptanceRow {
+                        agreement_id: agreement.id,
+                        member: p.subject.clone(),
+                        text_version: text.version,
+                        text_sha256: text.sha256,
+                        accepted_at: now.naive_utc(),
+                    },
+                )?;
+                view(conn, &app)
+            })
+        })
+        .await?;
+    Ok(web::Json(view))
+}
+
+#[derive(Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SanctionRequest {
+    /// `suspended`, `revoked` (final) or `active` (lifts a suspension).
+    pub state: String,
+    pub reason: String,
+}
+
+/// Suspends, revokes or reinstates an agreement (governance). Every handle
+/// issued under it stops resolving at once; revocation is final.
+#[utoipa::path(tag = "data-access", params(AgreementPath), request_body = SanctionRequest,
+    responses((status = 200, body = ApplicationView), (status = 409, body = Problem, content_type = "application/problem+json")))]
+#[post("/v1/agreements/{id}/state")]
+pub async fn sanction_agreement(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<AgreementPath>,
+    body: web::Json<SanctionRequest>,
+) -> Result<web::Json<ApplicationView>, ApiError> {
+    registry(&state, &caller)?;
+    if !["suspended", "revoked", "active"].contains(&body.state.as_str()) {
+        return Err(ApiError::field("state", "suspended, revoked or active"));
+    }
+    let reason = text_field(&body.reason, "reason", 2000)?;
+    let to = body.state.clone();
+    let id = path.into_inner().id;
+    let logged_id = id.clone();
+    let now = state.now();
+    let shared = state.clone();
+    let view = state
+        .db(move |conn| {
+            write_transaction(conn, |conn| {
+                let (_, app) = agreement_and_application(
+                    &shared,
+                    conn,
+                    &caller,
+                    Action::ApplicationRead,
+                    &id,
+                )?;
+                if !store::set_agreement_state(conn, &id, &to, &reason, now)? {
+                    return Err(ApiError::Access(Refusal::AgreementRevoked, None));
+                }
+                view(conn, &app)
+            })
+        })
+        .await?;
+    tracing::info!(agreement = %logged_id, "agreement state changed by governance");
+    Ok(web::Json(view))
+}
+
+// ---------------------------------------------------------------------------
+// Public transparency register
+
+#[derive(Serialize, ToSchema)]
+pub struct ApprovedUse {
+    pub organization: String,
+    pub purpose: PurposeRequest,
+    /// Dataset names.
+    pub datasets: Vec<String>,
+    pub starts_on: NaiveDate,
+    pub ends_on: NaiveDate,
+    pub approved_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TransparencyRegister {
+    pub approved_uses: Vec<ApprovedUse>,
+}
+
+/// The public register of approved uses: organization, purpose, datasets
+/// and period. No personal data; no token needed.
+#[utoipa::path(tag = "data-access", security(()), responses((status = 200, body = TransparencyRegister)))]
+#[get("/v1/transparency/approved-uses")]
+pub async fn approved_uses(
+    state: web::Data<AppState>,
+) -> Result<web::Json<TransparencyRegister>, ApiError> {
+    let uses = state
+        .db(|conn| {
+            let rows =
+                store::applications_in_state(conn, &["approved", "approved_with_conditions"])?;
+            let names: std::collections::BTreeMap<String, String> = store::list_datasets(conn)?
+                .into_iter()
+                .map(|(d, _)| (d.id, d.name))
+                .collect();
+            rows.into_iter()
+                .map(|row| {
+                    let d: Declaration = parse_json(&row.declaration)?;
+                    Ok(ApprovedUse {
+                        organization: row.org,
+                        purpose: purpose_view(&d.purpose),
+                        datasets: d
+                            .datasets
+                            .iter()
+                            .map(|id| names.get(id).cloned().unwrap_or_else(|| id.clone()))
+                            .collect(),
+                        starts_on: d.starts_on,
+                        ends_on: d.ends_on,
+                        approved_at: row.decided_at.map(utc),
+                    })
+                })
+                .collect::<Result<Vec<_>, ApiError>>()
+        })
+        .await?;
+    Ok(web::Json(TransparencyRegister {
+        approved_uses: uses,
+    }))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ProcessingTimes {
+    /// Applications that reached access start (their first release).
+    pub completed: usize,
+    pub median_days: Option<f64>,
+    pub p90_days: Option<f64>,
+    /// The published standard processing time.
+    pub standard_days: u32,
+    /// Share of completed applications within the standard time.
+    pub within_standard: Option<f64>,
+}
+
+/// Published processing times, submission to access start (median and
+/// p90). No personal data; no token needed.
+#[utoipa::path(tag = "data-access", security(()), responses((status = 200, body = ProcessingTimes)))]
+#[get("/v1/transparency/processing-times")]
+pub async fn processing_times(
+    state: web::Data<AppState>,
+) -> Result<web::Json<ProcessingTimes>, ApiError> {
+    let standard = state.data_use.review.standard_days;
+    let days: Vec<f64> = state
+        .db(|conn| {
+            Ok(
+                store::applications_in_state(conn, &["approved", "approved_with_conditions"])?
+                    .into_iter()
+                    .filter_map(|row| {
+                        row.access_started_at
+                            .map(|start| (start - row.submitted_at).num_seconds() as f64 / 86_400.0)
+                    })
+                    .collect(),
+            )
+        })
+        .await?;
+    let within = (!days.is_empty()).then(|| {
+        days.iter().filter(|d| **d <= f64::from(standard)).count() as f64 / days.len() as f64
+    });
+    let completed = days.len();
+    let percentiles = review::processing_percentiles(days);
+    Ok(web::Json(ProcessingTimes {
+        completed,
+        median_days: percentiles.map(|p| p.0),
+        p90_days: percentiles.map(|p| p.1),
+        standard_days: standard,
+        within_standard: within,
+    }))
+}

@@ -1,0 +1,791 @@
+//! Consent-checked releases, their manifests, dataset handles and handle
+//! resolution by genome stores, and recall notices.
+//!
+//! A release checks every patient's consent *at that instant*, writes the
+//! manifest, one access-log entry per included patient (each with its
+//! notification) and the provenance record in one transaction, and signs a
+//! handle. Resolution checks the agreement and each patient's consent again.
+
+use super::applications::{application_for, check_attestations, Application};
+use super::consents::principal;
+use super::state::AppState;
+use crate::access::cohort::{SampleDecision, UseRequest};
+use crate::access::duo::MATCHER_VERSION;
+use crate::access::handle::{HandleClaims, HandleError, HANDLE_TYPE};
+use crate::auth::policy::{Action, Resource};
+use crate::auth::{Caller, Principal, Role};
+use crate::consent::state::derive_consent;
+use crate::consent::DocumentFamily;
+use crate::db::access::{self as store, AgreementRow, ReleaseRow, ReleaseSampleRow};
+use crate::db::documents::utc;
+use crate::db::{consents, documents, ledger, samples, write_transaction, DbConnection};
+use crate::error::{AccessRefusal as Refusal, ApiError, Problem};
+use crate::ledger::entry::{DataScope, LegalBasis, LogAction, LogEntry, Purpose};
+use crate::pseudonym::genome_id::{project_sample_id, IdKind, PrintedId};
+use crate::pseudonym::keyring::KeyDomain;
+use actix_web::{get, post, web, HttpResponse};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use utoipa::{IntoParams, ToSchema};
+
+/// Samples checked per round trip during a release.
+const COHORT_PAGE: i64 = 5_000;
+const MAX_RESOLVE_PAGE: i64 = 1_000;
+
+#[derive(Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseRequest {
+    /// The genome store or TRE that will resolve the handle (one of
+    /// `release.audiences` in `policies/data-use.toml`).
+    pub audience: String,
+}
+
+/// What a release rested on, kept with it for audit.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Provenance {
+    pub matcher_version: String,
+    /// The matching outcome per dataset at submission.
+    #[schema(value_type = Object)]
+    pub matching: BTreeMap<String, String>,
+    /// Consent document versions relied on, with how many included samples
+    /// rested on each (`cancer-v2` → 1234).
+    pub consent_versions: BTreeMap<String, u64>,
+    pub agreement_id: String,
+    pub agreement_text_version: i32,
+    pub agreement_text_sha256: String,
+    /// The latest signed log checkpoint when the release was made; the
+    /// release's own entries follow it.
+    pub log_checkpoint_size: i64,
+    pub log_checkpoint_root: String,
+    pub min_cohort: u32,
+    pub conditions: Vec<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ReleaseView {
+    pub id: String,
+    pub application_id: String,
+    /// The signed dataset handle (EdDSA JWT) for the audience.
+    pub handle: String,
+    pub handle_expires_at: DateTime<Utc>,
+    pub audience: String,
+    pub included: i64,
+    pub excluded: i64,
+    /// Excluded samples by machine-readable reason.
+    pub excluded_by_reason: BTreeMap<String, u64>,
+    pub provenance: Provenance,
+    /// Where members page through every include and exclude decision.
+    pub manifest: String,
+}
+
+/// The whole release, computed and written inside one transaction.
+struct Outcome {
+    row: ReleaseRow,
+    excluded_by_reason: BTreeMap<String, u64>,
+    provenance: Provenance,
+}
+
+fn refuse_unless_usable(agreement: &AgreementRow, now: DateTime<Utc>) -> Result<(), ApiError> {
+    match agreement.state.as_str() {
+        "active" if utc(agreement.expires_at) > now => Ok(()),
+        "active" => Err(ApiError::refused(
+            Refusal::AgreementExpired,
+            format!("it expired at {}", utc(agreement.expires_at)),
+        )),
+        "suspended" => Err(ApiError::Access(
+            Refusal::AgreementSuspended,
+            agreement.state_reason.clone(),
+        )),
+        _ => Err(ApiError::Access(
+            Refusal::AgreementRevoked,
+            agreement.state_reason.clone(),
+        )),
+    }
+}
+
+/// Every member has accepted the current agreement text.
+fn check_acceptances(
+    conn: &mut DbConnection,
+    agreement: &AgreementRow,
+    members: &[String],
+) -> Result<(i32, String), ApiError> {
+    let text =
+        store::current_text(conn)?.ok_or(ApiError::Access(Refusal::AgreementTextMissing, None))?;
+    let accepted = store::acceptances_of(conn, &agreement.id)?;
+    for member in members {
+        let mine: Vec<_> = accepted.iter().filter(|a| &a.member == member).collect();
+        if mine
+            .iter()
+            .any(|a| a.text_version == text.version && a.text_sha256 == text.sha256)
+        {
+            continue;
+        }
+        return Err(if mine.is_empty() {
+            ApiError::refused(
+                Refusal::AgreementNotAccepted,
+                format!("{member} has not accepted the agreement"),
+            )
+        } else {
+            ApiError::refused(
+                Refusal::AgreementOutdated,
+                format!(
+                    "{member} accepted an older text; version {} is current",
+                    text.version
+                ),
+            )
+        });
+    }
+    Ok((text.version, text.sha256))
+}
+
+fn use_request(app: &Application) -> UseRequest {
+    UseRequest {
+        commercial: app.row.commercial,
+        abroad: app.declaration.recipients_abroad,
+        diseases: app.declaration.purpose.diseases().to_vec(),
+    }
+}
+
+fn research_access(
+    app: &Application,
+    agreement: &str,
+    action: LogAction,
+    dataset: &str,
+    objects: u32,
+) -> super::access::Access {
+    super::access::Access {
+        action,
+        purpose: Purpose::Research {
+            duo: app.declaration.purpose.duo_id().to_owned(),
+        },
+        basis: LegalBasis::Agreement {
+            id: agreement.to_owned(),
+        },
+        scope: DataScope::Dataset {
+            dataset: dataset.to_owned(),
+            objects,
+        },
+    }
+}
+
+/// Checks consent for a page of samples of one dataset, as of `now`.
+fn decide_page(
+    conn: &mut DbConnection,
+    diseases: &crate::access::duo::DiseaseHierarchy,
+    request: &UseRequest,
+    (family, history): (DocumentFamily, &crate::consent::document::VersionHistory),
+    page: &[store::CohortSample],
+    now: DateTime<Utc>,
+) -> Result<Vec<SampleDecision>, ApiError> {
+    let mut patients: Vec<String> = page.iter().map(|s| s.patient_pseudonym.clone()).collect();
+    patients.sort();
+    patients.dedup();
+    let events = consents::events_for_patients(conn, &patients, family)?;
+    let mut snapshots = HashMap::with_capacity(patients.len());
+    for (patient, list) in &events {
+        snapshots.insert(patient.as_str(), derive_consent(list, history, now));
+    }
+    let none = derive_consent(&[], history, now);
+    Ok(page
+        .iter()
+        .map(|s| {
+            let snap = snapshots.get(s.patient_pseudonym.as_str()).unwrap_or(&none);
+            request.decide(snap, s.diagnosis.as_deref(), diseases)
+        })
+        .collect())
+}
+
+fn release(
+    state: &AppState,
+    conn: &mut DbConnection,
+    caller: &Caller,
+    p: &Principal,
+    application_id: &str,
+    audience: &str,
+    now: DateTime<Utc>,
+) -> Result<Outcome, ApiError> {
+    let app = application_for(state, conn, caller, Action::ReleaseCreate, application_id)?;
+    if !app.is_member(p) {
+        return Err(ApiError::Access(Refusal::NotAMember, None));
+    }
+    if !app.state()?.is_approved() {
+        return Err(ApiError::refused(
+            Refusal::ApplicationNotApproved,
+            format!("the application is {}", app.row.state),
+        ));
+    }
+    let agreement = store::agreement_of_application(conn, &app.row.id)?
+        .ok_or_else(|| ApiError::internal("approved application without agreement"))?;
+    refuse_unless_usable(&agreement, now)?;
+    check_attestations(
+        conn,
+        &app.row.org,
+        &app.declaration.members,
+        now.date_naive(),
+    )?;
+    let (text_version, text_sha256) =
+        check_acceptances(conn, &agreement, &app.declaration.members)?;
+    let checkpoint = ledger::latest_checkpoint(conn)?;
+    let conditions: Vec<String> = app
+        .conditions()?
+        .iter()
+        .map(|c| c.code().to_owned())
+        .collect();
+    let release_id = format!("rel-{}", uuid::Uuid::new_v4());
+    let handle_expires_at =
+        now + chrono::Duration::seconds(i64::from(state.data_use.release.handle_ttl_seconds));
+    let mut row = ReleaseRow {
+        id: release_id.clone(),
+        application_id: app.row.id.clone(),
+        agreement_id: agreement.id.clone(),
+        released_by: p.subject.clone(),
+        audience: audience.to_owned(),
+        released_at: now.naive_utc(),
+        handle_expires_at: handle_expires_at.naive_utc(),
+        included: 0,
+        excluded: 0,
+        provenance: String::new(),
+    };
+    // The row goes first so the manifest can reference it; its counts and
+    // provenance are filled in below, in the same transaction.
+    store::insert_release(conn, &row)?;
+
+    let request = use_request(&app);
+    let project_key = state.keys.current(KeyDomain::Project);
+    let datasets = store::find_datasets(conn, &app.declaration.datasets)?;
+    let mut excluded_by_reason: BTreeMap<String, u64> = BTreeMap::new();
+    let mut consent_versions: BTreeMap<String, u64> = BTreeMap::new();
+    let mut position: i64 = 0;
+    for dataset in &datasets {
+        let family: DocumentFamily = dataset.domain.parse().map_err(ApiError::internal)?;
+        let history = documents::history(conn, family)?;
+        // One log entry per included patient and dataset, however many of
+        // their samples it holds.
+        let mut per_patient: HashMap<String, u32> = HashMap::new();
+        let mut after = String::new();
+        loop {
+            let page = store::dataset_page(conn, &dataset.id, &after, COHORT_PAGE)?;
+            let Some(last) = page.last() else { break };
+            after = last.genome_id.clone();
+            let decisions = decide_page(
+                conn,
+                &state.diseases,
+                &request,
+                (family, &history),
+                &page,
+                now,
+            )?;
+            let mut rows = Vec::with_capacity(page.len());
+            for (sample, decision) in page.iter().zip(decisions) {
+                position += 1;
+                let printed = PrintedId::parse(IdKind::Sample, &sample.genome_id)
+                    .map_err(ApiError::internal)?;
+                let (included, reason, version) = match decision {
+                    SampleDecision::Included { version, .. } => {
+                        *per_patient
+                            .entry(sample.patient_pseudonym.clone())
+                            .or_default() += 1;
+                        *consent_versions
+                            .entry(
+                                crate::consent::DocumentVersionId::new(family, version).to_string(),
+                            )
+                            .or_default() += 1;
+                        (true, "consented".to_owned(), Some(version as i32))
+                    }
+                    SampleDecision::Excluded(why) => {
+                        *excluded_by_reason
+                            .entry(why.as_str().to_owned())
+                            .or_default() += 1;
+                        (false, why.as_str().to_owned(), None)
+                    }
+                };
+                row.included += i64::from(included);
+                row.excluded += i64::from(!included);
+                rows.push(ReleaseSampleRow {
+                    release_id: release_id.clone(),
+                    position,
+                    dataset_id: dataset.id.clone(),
+                    genome_id: sample.genome_id.clone(),
+                    patient_pseudonym: sample.patient_pseudonym.clone(),
+                    project_sample_id: project_sample_id(project_key, &app.row.id, &printed)
+                        .to_string(),
+                    included,
+                    reason,
+                    consent_version: version,
+                });
+            }
+            store::insert_release_samples(conn, &rows)?;
+        }
+        let entries: Vec<LogEntry> = per_patient
+            .into_iter()
+            .map(|(patient, objects)| {
+                super::access::entry(
+                    p,
+                    Role::Researcher,
+                    &patient,
+                    research_access(
+                        &app,
+                        &agreement.id,
+                        LogAction::DatasetRelease,
+                        &dataset.id,
+                        objects,
+                    ),
+                    now,
+                )
+            })
+            .collect();
+        for chunk in entries.chunks(10_000) {
+            ledger::append(conn, chunk)?;
+        }
+    }
+    let min_cohort = state.data_use.release.min_cohort;
+    if row.included < i64::from(min_cohort) {
+        return Err(ApiError::refused(
+            Refusal::CohortBelowMinimum,
+            format!(
+                "{} samples qualify; the minimum is {min_cohort}",
+                row.included
+            ),
+        ));
+    }
+    let provenance = Provenance {
+        matcher_version: MATCHER_VERSION.to_owned(),
+        matching: app
+            .matching()?
+            .into_iter()
+            .map(|m| (m.dataset, m.outcome))
+            .collect(),
+        consent_versions,
+        agreement_id: agreement.id.clone(),
+        agreement_text_version: text_version,
+        agreement_text_sha256: text_sha256,
+        log_checkpoint_size: checkpoint.as_ref().map_or(0, |c| c.size),
+        log_checkpoint_root: checkpoint.map_or_else(String::new, |c| hex::encode(c.root)),
+        min_cohort,
+        conditions,
+    };
+    row.provenance = serde_json::to_string(&provenance).map_err(ApiError::internal)?;
+    store::finish_release(conn, &row)?;
+    store::mark_access_started(conn, &app.row.id, now)?;
+    Ok(Outcome {
+        row,
+        excluded_by_reason,
+        provenance,
+    })
+}
+
+#[derive(Deserialize, IntoParams)]
+pub struct ApplicationPath {
+    pub id: String,
+}
+
+/// Releases the datasets of an approved application (a member). Every
+/// sample's patient consent is checked now; a cohort smaller than the
+/// policy's `min_cohort` is refused and nothing is written.
+#[utoipa::path(tag = "data-access", params(ApplicationPath), request_body = ReleaseRequest,
+    responses((status = 201, body = ReleaseView), (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json")))]
+#[post("/v1/applications/{id}/releases")]
+pub async fn create_release(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<ApplicationPath>,
+    body: web::Json<ReleaseRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let p = principal(&caller)?.clone();
+    let audience = body.audience.trim().to_owned();
+    if !state.data_use.release.audiences.contains(&audience) {
+        return Err(ApiError::refused(
+            Refusal::UnknownAudience,
+            format!("`{audience}` is not a configured genome store"),
+        ));
+    }
+    let id = path.into_inner().id;
+    let now = state.now();
+    let shared = state.clone();
+    let outcome = state
+        .db(move |conn| {
+            write_transaction(conn, |conn| {
+                release(&shared, conn, &caller, &p, &id, &audience, now)
+            })
+        })
+        .await?;
+    state.log.entries_committed();
+    let row = outcome.row;
+    let claims = HandleClaims {
+        iss: state.handles.issuer().to_owned(),
+        aud: row.audience.clone(),
+        sub: row.application_id.clone(),
+        jti: row.id.clone(),
+        typ: HANDLE_TYPE.to_owned(),
+        agreement: row.agreement_id.clone(),
+        datasets: outcome.provenance.matching.keys().cloned().collect(),
+        conditions: outcome.provenance.conditions.clone(),
+        iat: now.timestamp(),
+        exp: utc(row.handle_expires_at).timestamp(),
+    };
+    // Signing cannot fail for a loaded key; if it did, the release stands
+    // and a member can ask for a fresh handle by releasing again.
+    let handle = state.handles.issue(&claims).map_err(ApiError::internal)?;
+    tracing::info!(release = %row.id, included = row.included, excluded = row.excluded, "dataset released");
+    Ok(HttpResponse::Created().json(ReleaseView {
+        manifest: format!("{}/v1/releases/{}/manifest", state.public_base_url, row.id),
+        id: row.id,
+        application_id: row.application_id,
+        handle,
+        handle_expires_at: utc(row.handle_expires_at),
+        audience: row.audience,
+        included: row.included,
+        excluded: row.excluded,
+        excluded_by_reason: outcome.excluded_by_reason,
+        provenance: outcome.provenance,
+    }))
+}
+
+#[derive(Deserialize, IntoParams)]
+pub struct ReleasePath {
+    pub id: String,
+}
+
+#[derive(Deserialize, IntoParams)]
+pub struct PageQuery {
+    /// The `next_after` of the previous page.
+    pub after: Option<i64>,
+    /// 1-1000; default 1000.
+    pub limit: Option<i64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ManifestEntry {
+    pub position: i64,
+    pub dataset: String,
+    /// The sample as this project sees it (unlinkable across projects).
+    pub project_sample_id: String,
+    pub included: bool,
+    /// `consented`, or why the sample was excluded.
+    pub reason: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ManifestPage {
+    pub release: String,
+    pub entries: Vec<ManifestEntry>,
+    pub next_after: Option<i64>,
+}
+
+fn page_bounds(query: &PageQuery) -> Result<(i64, i64), ApiError> {
+    let limit = query.limit.unwrap_or(MAX_RESOLVE_PAGE);
+    if !(1..=MAX_RESOLVE_PAGE).contains(&limit) {
+        return Err(ApiError::field("limit", "1-1000"));
+    }
+    Ok((query.after.unwrap_or(0).max(0), limit))
+}
+
+/// Every include and exclude decision of a release, paged (members).
+#[utoipa::path(tag = "data-access", params(ReleasePath, PageQuery),
+    responses((status = 200, body = ManifestPage), (status = 404, body = Problem, content_type = "application/problem+json")))]
+#[get("/v1/releases/{id}/manifest")]
+pub async fn manifest(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<ReleasePath>,
+    query: web::Query<PageQuery>,
+) -> Result<web::Json<ManifestPage>, ApiError> {
+    let p = principal(&caller)?.clone();
+    let (after, limit) = page_bounds(&query)?;
+    let id = path.into_inner().id;
+    let shared = state.clone();
+    let page = state
+        .db(move |conn| {
+            let release = store::find_release(conn, &id)?.ok_or(ApiError::NotFound)?;
+            let app = application_for(
+                &shared,
+                conn,
+                &caller,
+                Action::ApplicationRead,
+                &release.application_id,
+            )?;
+            if !app.is_member(&p) && !p.has(Role::Auditor) && !p.has(Role::Governance) {
+                return Err(ApiError::Access(Refusal::NotAMember, None));
+            }
+            let rows = store::release_page(conn, &id, after, limit, false)?;
+            let next_after = (rows.len() as i64 == limit)
+                .then(|| rows.last().map(|r| r.position))
+                .flatten();
+            Ok(ManifestPage {
+                release: id,
+                entries: rows
+                    .into_iter()
+                    .map(|r| ManifestEntry {
+                        position: r.position,
+                        dataset: r.dataset_id,
+                        project_sample_id: r.project_sample_id,
+                        included: r.included,
+                        reason: r.reason,
+                    })
+                    .collect(),
+                next_after,
+            })
+        })
+        .await?;
+    Ok(web::Json(page))
+}
+
+#[derive(Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResolveRequest {
+    /// The dataset handle.
+    pub handle: String,
+    #[serde(default)]
+    pub after: Option<i64>,
+    #[serde(default)]
+    pub limit: Option<i64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ResolvedObject {
+    pub project_sample_id: String,
+    pub name: String,
+    pub version: i32,
+    /// Where the genome store keeps the bytes.
+    pub uri: String,
+    pub sha256: String,
+    pub size_bytes: i64,
+    pub format: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct WithheldSample {
+    pub project_sample_id: String,
+    /// Why the patient's current consent no longer permits this use.
+    pub reason: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Resolution {
+    pub release: String,
+    pub agreement: String,
+    pub conditions: Vec<String>,
+    pub objects: Vec<ResolvedObject>,
+    pub withheld: Vec<WithheldSample>,
+    /// Pass as `after` for the next page; absent on the last.
+    pub next_after: Option<i64>,
+}
+
+/// Resolves a dataset handle to data-object references (a genome store or
+/// TRE whose organization is the handle's audience). The agreement and
+/// every patient's current consent are checked again; samples whose patient
+/// withdrew are withheld. Each patient served gets a log entry and a
+/// notification.
+#[utoipa::path(tag = "data-access", request_body = ResolveRequest,
+    responses((status = 200, body = Resolution), (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json")))]
+#[post("/v1/handles/resolve")]
+pub async fn resolve_handle(
+    state: web::Data<AppState>,
+    caller: Caller,
+    body: web::Json<ResolveRequest>,
+) -> Result<web::Json<Resolution>, ApiError> {
+    state.authorize(&caller, Action::HandleResolve, &Resource::Registry)?;
+    let p = principal(&caller)?.clone();
+    let now = state.now();
+    let claims = state
+        .handles
+        .verify(&body.handle, &p.org, now)
+        .map_err(|e| match e {
+            HandleError::Invalid => ApiError::Access(Refusal::HandleInvalid, None),
+            HandleError::Expired => ApiError::Access(Refusal::HandleExpired, None),
+            HandleError::WrongAudience => ApiError::Access(Refusal::HandleWrongAudience, None),
+        })?;
+    let (after, limit) = page_bounds(&PageQuery {
+        after: body.after,
+        limit: body.limit,
+    })?;
+    let shared = state.clone();
+    let resolution = state
+        .db(move |conn| {
+            let release = store::find_release(conn, &claims.jti)?
+                .ok_or(ApiError::Access(Refusal::HandleInvalid, None))?;
+            let agreement = store::find_agreement(conn, &release.agreement_id)?
+                .ok_or_else(|| ApiError::internal("release without agreement"))?;
+            refuse_unless_usable(&agreement, now).map_err(|e| {
+                ApiError::Access(Refusal::HandleRevoked, e.problem(None, None).detail)
+            })?;
+            let row = store::find_application(conn, &release.application_id)?
+                .ok_or_else(|| ApiError::internal("release without application"))?;
+            let declaration = serde_json::from_str(&row.declaration).map_err(ApiError::internal)?;
+            let app = Application { row, declaration };
+            // The disease scope was settled at release; a diagnosis does
+            // not change, so only consent is checked again.
+            let request = UseRequest {
+                diseases: Vec::new(),
+                ..use_request(&app)
+            };
+            let rows = store::release_page(conn, &release.id, after, limit, true)?;
+            let next_after = (rows.len() as i64 == limit)
+                .then(|| rows.last().map(|r| r.position))
+                .flatten();
+            // Re-check consent per dataset family; the disease scope was
+            // settled at release and a diagnosis does not change.
+            let mut by_dataset: BTreeMap<&str, Vec<&ReleaseSampleRow>> = BTreeMap::new();
+            for r in &rows {
+                by_dataset.entry(r.dataset_id.as_str()).or_default().push(r);
+            }
+            let mut served: Vec<&ReleaseSampleRow> = Vec::new();
+            let mut withheld = Vec::new();
+            for (dataset_id, members) in by_dataset {
+                let dataset = store::find_datasets(conn, &[dataset_id.to_owned()])?
+                    .pop()
+                    .ok_or_else(|| ApiError::internal("release of unknown dataset"))?;
+                let family: DocumentFamily = dataset.domain.parse().map_err(ApiError::internal)?;
+                let history = documents::history(conn, family)?;
+                let page: Vec<store::CohortSample> = members
+                    .iter()
+                    .map(|r| store::CohortSample {
+                        genome_id: r.genome_id.clone(),
+                        patient_pseudonym: r.patient_pseudonym.clone(),
+                        diagnosis: None,
+                    })
+                    .collect();
+                let decisions = decide_page(
+                    conn,
+                    &shared.diseases,
+                    &request,
+                    (family, &history),
+                    &page,
+                    now,
+                )?;
+                for (r, decision) in members.into_iter().zip(decisions) {
+                    match decision {
+                        SampleDecision::Included { .. } => served.push(r),
+                        SampleDecision::Excluded(why) => withheld.push(WithheldSample {
+                            project_sample_id: r.project_sample_id.clone(),
+                            reason: why.as_str().to_owned(),
+                        }),
+                    }
+                }
+            }
+            let genome_ids: Vec<String> = served.iter().map(|r| r.genome_id.clone()).collect();
+            let project_of: HashMap<&str, &str> = served
+                .iter()
+                .map(|r| (r.genome_id.as_str(), r.project_sample_id.as_str()))
+                .collect();
+            // The newest version of each named object.
+            let mut latest: BTreeMap<(String, String), samples::ObjectRow> = BTreeMap::new();
+            for o in samples::objects_of(conn, &genome_ids)? {
+                let key = (o.genome_id.clone(), o.name.clone());
+                if latest
+                    .get(&key)
+                    .is_none_or(|existing| existing.version < o.version)
+                {
+                    latest.insert(key, o);
+                }
+            }
+            let mut objects_per: HashMap<(&str, &str), u32> = HashMap::new();
+            for r in &served {
+                let n = latest.keys().filter(|(g, _)| g == &r.genome_id).count() as u32;
+                *objects_per
+                    .entry((r.patient_pseudonym.as_str(), r.dataset_id.as_str()))
+                    .or_default() += n;
+            }
+            let entries: Vec<LogEntry> = objects_per
+                .iter()
+                .map(|((patient, dataset), n)| {
+                    super::access::entry(
+                        &p,
+                        Role::DataStore,
+                        patient,
+                        research_access(&app, &agreement.id, LogAction::HandleResolve, dataset, *n),
+                        now,
+                    )
+                })
+                .collect();
+            ledger::append_atomically(conn, &entries)?;
+            Ok(Resolution {
+                release: release.id.clone(),
+                agreement: agreement.id.clone(),
+                conditions: claims.conditions.clone(),
+                objects: latest
+                    .into_values()
+                    .map(|o| ResolvedObject {
+                        project_sample_id: project_of
+                            .get(o.genome_id.as_str())
+                            .map(|s| (*s).to_owned())
+                            .unwrap_or_default(),
+                        name: o.name,
+                        version: o.version,
+                        uri: o.uri,
+                        sha256: o.sha256,
+                        size_bytes: o.size_bytes,
+                        format: o.format,
+                    })
+                    .collect(),
+                withheld,
+                next_after,
+            })
+        })
+        .await?;
+    state.log.entries_committed();
+    Ok(web::Json(resolution))
+}
+
+/// The public keys of dataset handles (JWKS), for stores that check a
+/// handle before presenting it.
+#[utoipa::path(tag = "data-access", security(()), responses((status = 200, description = "JWKS")))]
+#[get("/.well-known/jwks.json")]
+pub async fn jwks(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/jwk-set+json")
+        .body(state.handles.jwks().to_string())
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RecallNotice {
+    pub id: String,
+    pub release: String,
+    pub project_sample_id: String,
+    /// `withdraw_all` or `withdraw_items`: stop using and delete this sample's data.
+    pub reason: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RecallList {
+    pub notices: Vec<RecallNotice>,
+}
+
+/// Recall notices for an application (members): written in the same
+/// transaction as the patient's withdrawal.
+#[utoipa::path(tag = "data-access", params(ApplicationPath),
+    responses((status = 200, body = RecallList), (status = 404, body = Problem, content_type = "application/problem+json")))]
+#[get("/v1/applications/{id}/recalls")]
+pub async fn recalls(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<ApplicationPath>,
+) -> Result<web::Json<RecallList>, ApiError> {
+    let p = principal(&caller)?.clone();
+    let id = path.into_inner().id;
+    let shared = state.clone();
+    let notices = state
+        .db(move |conn| {
+            let app = application_for(&shared, conn, &caller, Action::ApplicationRead, &id)?;
+            if !app.is_member(&p) && !p.has(Role::Auditor) && !p.has(Role::Governance) {
+                return Err(ApiError::Access(Refusal::NotAMember, None));
+            }
+            Ok(store::recalls_of(conn, &id)?
+                .into_iter()
+                .map(|r| RecallNotice {
+                    id: r.id,
+                    release: r.release_id,
+                    project_sample_id: r.project_sample_id,
+                    reason: r.reason,
+                    created_at: utc(r.created_at),
+                })
+                .collect())
+        })
+        .await?;
+    Ok(web::Json(RecallList { notices }))
+}

@@ -1,0 +1,657 @@
+//! Storage of data access: organizations, attestations, datasets,
+//! applications and votes, agreements, releases and recall notices.
+
+use super::schema::{
+    agreement_acceptances as acceptances, agreement_texts as texts, agreements,
+    application_transitions as transitions, applications, dataset_samples, datasets,
+    genome_samples, organizations, recall_notices, release_samples, releases,
+    researcher_attestations as attestations, review_votes as votes,
+};
+use super::DbConnection;
+use crate::consent::DocumentFamily;
+use crate::db_run;
+use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use diesel::prelude::*;
+use diesel::result::Error as DieselError;
+
+#[derive(Queryable, Selectable, Insertable, AsChangeset, Debug, Clone)]
+#[diesel(table_name = organizations)]
+pub struct OrganizationRow {
+    pub org: String,
+    pub kind: String,
+    pub country: String,
+    pub verified_by: String,
+    pub verified_at: NaiveDateTime,
+}
+
+#[derive(Queryable, Selectable, Insertable, AsChangeset, Debug, Clone)]
+#[diesel(table_name = attestations)]
+pub struct AttestationRow {
+    pub org: String,
+    pub subject: String,
+    pub training: String,
+    pub completed_on: NaiveDate,
+    pub expires_on: NaiveDate,
+    pub recorded_by: String,
+    pub recorded_at: NaiveDateTime,
+}
+
+#[derive(Queryable, Selectable, Insertable, Debug, Clone)]
+#[diesel(table_name = datasets)]
+pub struct DatasetRow {
+    pub id: String,
+    pub name: String,
+    pub domain: String,
+    pub terms: String,
+    pub portfolio: String,
+    pub created_by: String,
+    pub created_at: NaiveDateTime,
+}
+
+#[derive(Queryable, Selectable, Insertable, Debug, Clone)]
+#[diesel(table_name = dataset_samples)]
+pub struct DatasetSampleRow {
+    pub dataset_id: String,
+    pub genome_id: String,
+    pub diagnosis: Option<String>,
+    pub added_at: NaiveDateTime,
+}
+
+#[derive(Queryable, Selectable, Insertable, Debug, Clone)]
+#[diesel(table_name = applications)]
+pub struct ApplicationRow {
+    pub id: String,
+    pub org: String,
+    pub submitted_by: String,
+    pub declaration: String,
+    pub commercial: bool,
+    pub matching: String,
+    pub state: String,
+    pub conditions: String,
+    pub submitted_at: NaiveDateTime,
+    pub decided_at: Option<NaiveDateTime>,
+    pub access_started_at: Option<NaiveDateTime>,
+}
+
+#[derive(Queryable, Selectable, Insertable, Debug, Clone)]
+#[diesel(table_name = transitions)]
+pub struct TransitionRow {
+    pub application_id: String,
+    pub seq: i32,
+    pub state: String,
+    pub actor: String,
+    pub at: NaiveDateTime,
+}
+
+#[derive(Queryable, Selectable, Insertable, Debug, Clone)]
+#[diesel(table_name = votes)]
+pub struct VoteRow {
+    pub application_id: String,
+    pub voter: String,
+    pub vote: String,
+    pub voted_at: NaiveDateTime,
+}
+
+#[derive(Queryable, Selectable, Insertable, Debug, Clone)]
+#[diesel(table_name = texts)]
+pub struct AgreementTextRow {
+    pub version: i32,
+    pub body: String,
+    pub sha256: String,
+    pub published_by: String,
+    pub published_at: NaiveDateTime,
+}
+
+#[derive(Queryable, Selectable, Insertable, Debug, Clone)]
+#[diesel(table_name = agreements)]
+pub struct AgreementRow {
+    pub id: String,
+    pub application_id: String,
+    pub state: String,
+    pub expires_at: NaiveDateTime,
+    pub created_at: NaiveDateTime,
+    pub state_reason: Option<String>,
+    pub state_changed_at: Option<NaiveDateTime>,
+}
+
+#[derive(Queryable, Selectable, Insertable, Debug, Clone)]
+#[diesel(table_name = acceptances)]
+pub struct AcceptanceRow {
+    pub agreement_id: String,
+    pub member: String,
+    pub text_version: i32,
+    pub text_sha256: String,
+    pub accepted_at: NaiveDateTime,
+}
+
+#[derive(Queryable, Selectable, Insertable, Debug, Clone)]
+#[diesel(table_name = releases)]
+pub struct ReleaseRow {
+    pub id: String,
+    pub application_id: String,
+    pub agreement_id: String,
+    pub released_by: String,
+    pub audience: String,
+    pub released_at: NaiveDateTime,
+    pub handle_expires_at: NaiveDateTime,
+    pub included: i64,
+    pub excluded: i64,
+    pub provenance: String,
+}
+
+#[derive(Queryable, Selectable, Insertable, Debug, Clone)]
+#[diesel(table_name = release_samples)]
+pub struct ReleaseSampleRow {
+    pub release_id: String,
+    pub position: i64,
+    pub dataset_id: String,
+    pub genome_id: String,
+    pub patient_pseudonym: String,
+    pub project_sample_id: String,
+    pub included: bool,
+    pub reason: String,
+    pub consent_version: Option<i32>,
+}
+
+#[derive(Queryable, Selectable, Insertable, Debug, Clone)]
+#[diesel(table_name = recall_notices)]
+pub struct RecallRow {
+    pub id: String,
+    pub application_id: String,
+    pub release_id: String,
+    pub project_sample_id: String,
+    pub reason: String,
+    pub created_at: NaiveDateTime,
+}
+
+/// Rows per multi-row INSERT on PostgreSQL: under its 65,535 bind
+/// parameters for the widest row here (9 columns).
+const INSERT_CHUNK: usize = 2_000;
+
+/// Inserts many rows: multi-row statements on PostgreSQL; on SQLite one
+/// cached prepared statement per row, which inside a transaction costs
+/// microseconds (diesel's SQLite batch insert cannot bind NULLs).
+macro_rules! insert_many {
+    ($conn:expr, $table:expr, $rows:expr $(, $conflict:ident)?) => {{
+        let mut written = 0usize;
+        match $conn {
+            DbConnection::Postgresql(c) => {
+                for chunk in $rows.chunks(INSERT_CHUNK) {
+                    written += diesel::insert_into($table).values(chunk)$(.$conflict())?.execute(c)?;
+                }
+            }
+            DbConnection::Sqlite(c) => {
+                for row in $rows {
+                    written += diesel::insert_into($table).values(row)$(.$conflict())?.execute(c)?;
+                }
+            }
+        }
+        written
+    }};
+}
+
+pub fn upsert_organization(
+    conn: &mut DbConnection,
+    row: &OrganizationRow,
+) -> Result<(), DieselError> {
+    db_run!(conn, c => diesel::insert_into(organizations::table)
+        .values(row)
+        .on_conflict(organizations::org)
+        .do_update()
+        .set(row)
+        .execute(c))?;
+    Ok(())
+}
+
+pub fn find_organization(
+    conn: &mut DbConnection,
+    org: &str,
+) -> Result<Option<OrganizationRow>, DieselError> {
+    db_run!(conn, c => organizations::table
+        .find(org)
+        .select(OrganizationRow::as_select())
+        .first(c)
+        .optional())
+}
+
+pub fn upsert_attestation(
+    conn: &mut DbConnection,
+    row: &AttestationRow,
+) -> Result<(), DieselError> {
+    db_run!(conn, c => diesel::insert_into(attestations::table)
+        .values(row)
+        .on_conflict((attestations::org, attestations::subject))
+        .do_update()
+        .set(row)
+        .execute(c))?;
+    Ok(())
+}
+
+pub fn attestations_of(
+    conn: &mut DbConnection,
+    org: &str,
+    subjects: &[String],
+) -> Result<Vec<AttestationRow>, DieselError> {
+    db_run!(conn, c => attestations::table
+        .filter(attestations::org.eq(org))
+        .filter(attestations::subject.eq_any(subjects))
+        .select(AttestationRow::as_select())
+        .load(c))
+}
+
+pub fn insert_dataset(conn: &mut DbConnection, row: &DatasetRow) -> Result<(), DieselError> {
+    db_run!(conn, c => diesel::insert_into(datasets::table).values(row).execute(c))?;
+    Ok(())
+}
+
+pub fn find_datasets(
+    conn: &mut DbConnection,
+    ids: &[String],
+) -> Result<Vec<DatasetRow>, DieselError> {
+    db_run!(conn, c => datasets::table
+        .filter(datasets::id.eq_any(ids))
+        .select(DatasetRow::as_select())
+        .load(c))
+}
+
+pub fn list_datasets(conn: &mut DbConnection) -> Result<Vec<(DatasetRow, i64)>, DieselError> {
+    let rows: Vec<DatasetRow> = db_run!(conn, c => datasets::table
+        .order(datasets::name)
+        .select(DatasetRow::as_select())
+        .load(c))?;
+    let counts: Vec<(String, i64)> = db_run!(conn, c => dataset_samples::table
+        .group_by(dataset_samples::dataset_id)
+        .select((dataset_samples::dataset_id, diesel::dsl::count_star()))
+        .load(c))?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let n = counts
+                .iter()
+                .find(|(id, _)| id == &r.id)
+                .map_or(0, |(_, n)| *n);
+            (r, n)
+        })
+        .collect())
+}
+
+/// How many of `genome_ids` are registered samples.
+pub fn count_samples(conn: &mut DbConnection, genome_ids: &[String]) -> Result<i64, DieselError> {
+    db_run!(conn, c => genome_samples::table
+        .filter(genome_samples::genome_id.eq_any(genome_ids))
+        .count()
+        .get_result(c))
+}
+
+/// Adds samples to a dataset; samples already in it keep their diagnosis.
+pub fn add_dataset_samples(
+    conn: &mut DbConnection,
+    rows: &[DatasetSampleRow],
+) -> Result<usize, DieselError> {
+    Ok(insert_many!(
+        conn,
+        dataset_samples::table,
+        rows,
+        on_conflict_do_nothing
+    ))
+}
+
+/// One sample of a dataset with what a release needs of it.
+#[derive(Debug, Clone)]
+pub struct CohortSample {
+    pub genome_id: String,
+    pub patient_pseudonym: String,
+    pub diagnosis: Option<String>,
+}
+
+/// A page of a dataset's samples in genome-ID order, after `after`.
+pub fn dataset_page(
+    conn: &mut DbConnection,
+    dataset_id: &str,
+    after: &str,
+    limit: i64,
+) -> Result<Vec<CohortSample>, DieselError> {
+    let rows: Vec<(String, String, Option<String>)> = db_run!(conn, c => dataset_samples::table
+        .inner_join(genome_samples::table)
+        .filter(dataset_samples::dataset_id.eq(dataset_id))
+        .filter(dataset_samples::genome_id.gt(after))
+        .order(dataset_samples::genome_id)
+        .limit(limit)
+        .select((dataset_samples::genome_id, genome_samples::patient_pseudonym, dataset_samples::diagnosis))
+        .load(c))?;
+    Ok(rows
+        .into_iter()
+        .map(|(genome_id, patient_pseudonym, diagnosis)| CohortSample {
+            genome_id,
+            patient_pseudonym,
+            diagnosis,
+        })
+        .collect())
+}
+
+pub fn insert_application(
+    conn: &mut DbConnection,
+    row: &ApplicationRow,
+) -> Result<(), DieselError> {
+    db_run!(conn, c => diesel::insert_into(applications::table).values(row).execute(c))?;
+    Ok(())
+}
+
+pub fn find_application(
+    conn: &mut DbConnection,
+    id: &str,
+) -> Result<Option<ApplicationRow>, DieselError> {
+    db_run!(conn, c => applications::table
+        .find(id)
+        .select(ApplicationRow::as_select())
+        .first(c)
+        .optional())
+}
+
+pub fn applications_in_state(
+    conn: &mut DbConnection,
+    states: &[&str],
+) -> Result<Vec<ApplicationRow>, DieselError> {
+    db_run!(conn, c => applications::table
+        .filter(applications::state.eq_any(states))
+        .order(applications::submitted_at)
+        .select(ApplicationRow::as_select())
+        .load(c))
+}
+
+pub fn applications_of_org(
+    conn: &mut DbConnection,
+    org: &str,
+) -> Result<Vec<ApplicationRow>, DieselError> {
+    db_run!(conn, c => applications::table
+        .filter(applications::org.eq(org))
+        .order(applications::submitted_at)
+        .select(ApplicationRow::as_select())
+        .load(c))
+}
+
+/// Moves an application from `from` to `to` and records the transition.
+/// False if it was no longer in `from` (a racing decision).
+pub fn transition(
+    conn: &mut DbConnection,
+    id: &str,
+    from: &str,
+    to: &str,
+    conditions: Option<&str>,
+    actor: &str,
+    at: DateTime<Utc>,
+) -> Result<bool, DieselError> {
+    let at = at.naive_utc();
+    let changed = db_run!(conn, c => {
+        let target = applications::table
+            .filter(applications::id.eq(id))
+            .filter(applications::state.eq(from));
+        match conditions {
+            Some(conditions) => diesel::update(target)
+                .set((applications::state.eq(to), applications::decided_at.eq(at), applications::conditions.eq(conditions)))
+                .execute(c)?,
+            None => diesel::update(target)
+                .set((applications::state.eq(to), applications::decided_at.eq(at)))
+                .execute(c)?,
+        }
+    });
+    if changed == 0 {
+        return Ok(false);
+    }
+    record_transition(conn, id, to, actor, at)?;
+    Ok(true)
+}
+
+pub fn record_transition(
+    conn: &mut DbConnection,
+    id: &str,
+    state: &str,
+    actor: &str,
+    at: NaiveDateTime,
+) -> Result<(), DieselError> {
+    let seq: Option<i32> = db_run!(conn, c => transitions::table
+        .filter(transitions::application_id.eq(id))
+        .select(diesel::dsl::max(transitions::seq))
+        .first(c))?;
+    let row = TransitionRow {
+        application_id: id.to_owned(),
+        seq: seq.unwrap_or(0) + 1,
+        state: state.to_owned(),
+        actor: actor.to_owned(),
+        at,
+    };
+    db_run!(conn, c => diesel::insert_into(transitions::table).values(&row).execute(c))?;
+    Ok(())
+}
+
+pub fn transitions_of(
+    conn: &mut DbConnection,
+    id: &str,
+) -> Result<Vec<TransitionRow>, DieselError> {
+    db_run!(conn, c => transitions::table
+        .filter(transitions::application_id.eq(id))
+        .order(transitions::seq)
+        .select(TransitionRow::as_select())
+        .load(c))
+}
+
+/// Marks the start of access (the first release); later releases keep it.
+pub fn mark_access_started(
+    conn: &mut DbConnection,
+    id: &str,
+    at: DateTime<Utc>,
+) -> Result<(), DieselError> {
+    db_run!(conn, c => diesel::update(applications::table
+            .filter(applications::id.eq(id))
+            .filter(applications::access_started_at.is_null()))
+        .set(applications::access_started_at.eq(at.naive_utc()))
+        .execute(c))?;
+    Ok(())
+}
+
+pub fn insert_vote(conn: &mut DbConnection, row: &VoteRow) -> Result<(), DieselError> {
+    db_run!(conn, c => diesel::insert_into(votes::table).values(row).execute(c))?;
+    Ok(())
+}
+
+pub fn votes_of(conn: &mut DbConnection, id: &str) -> Result<Vec<VoteRow>, DieselError> {
+    db_run!(conn, c => votes::table
+        .filter(votes::application_id.eq(id))
+        .order(votes::voted_at)
+        .select(VoteRow::as_select())
+        .load(c))
+}
+
+pub fn insert_text(conn: &mut DbConnection, row: &AgreementTextRow) -> Result<(), DieselError> {
+    db_run!(conn, c => diesel::insert_into(texts::table).values(row).execute(c))?;
+    Ok(())
+}
+
+pub fn current_text(conn: &mut DbConnection) -> Result<Option<AgreementTextRow>, DieselError> {
+    db_run!(conn, c => texts::table
+        .order(texts::version.desc())
+        .select(AgreementTextRow::as_select())
+        .first(c)
+        .optional())
+}
+
+pub fn insert_agreement(conn: &mut DbConnection, row: &AgreementRow) -> Result<(), DieselError> {
+    db_run!(conn, c => diesel::insert_into(agreements::table).values(row).execute(c))?;
+    Ok(())
+}
+
+pub fn find_agreement(
+    conn: &mut DbConnection,
+    id: &str,
+) -> Result<Option<AgreementRow>, DieselError> {
+    db_run!(conn, c => agreements::table
+        .find(id)
+        .select(AgreementRow::as_select())
+        .first(c)
+        .optional())
+}
+
+pub fn agreement_of_application(
+    conn: &mut DbConnection,
+    application_id: &str,
+) -> Result<Option<AgreementRow>, DieselError> {
+    db_run!(conn, c => agreements::table
+        .filter(agreements::application_id.eq(application_id))
+        .select(AgreementRow::as_select())
+        .first(c)
+        .optional())
+}
+
+/// Sets an agreement's state unless it is revoked (revocation is final).
+pub fn set_agreement_state(
+    conn: &mut DbConnection,
+    id: &str,
+    state: &str,
+    reason: &str,
+    at: DateTime<Utc>,
+) -> Result<bool, DieselError> {
+    let changed = db_run!(conn, c => diesel::update(agreements::table
+            .filter(agreements::id.eq(id))
+            .filter(agreements::state.ne("revoked")))
+        .set((
+            agreements::state.eq(state),
+            agreements::state_reason.eq(reason),
+            agreements::state_changed_at.eq(at.naive_utc()),
+        ))
+        .execute(c))?;
+    Ok(changed == 1)
+}
+
+pub fn insert_acceptance(conn: &mut DbConnection, row: &AcceptanceRow) -> Result<(), DieselError> {
+    db_run!(conn, c => diesel::insert_into(acceptances::table)
+        .values(row)
+        .on_conflict_do_nothing()
+        .execute(c))?;
+    Ok(())
+}
+
+pub fn acceptances_of(
+    conn: &mut DbConnection,
+    agreement_id: &str,
+) -> Result<Vec<AcceptanceRow>, DieselError> {
+    db_run!(conn, c => acceptances::table
+        .filter(acceptances::agreement_id.eq(agreement_id))
+        .select(AcceptanceRow::as_select())
+        .load(c))
+}
+
+pub fn insert_release(conn: &mut DbConnection, row: &ReleaseRow) -> Result<(), DieselError> {
+    db_run!(conn, c => diesel::insert_into(releases::table).values(row).execute(c))?;
+    Ok(())
+}
+
+/// Fills in a release's counts and provenance once its manifest is written.
+pub fn finish_release(conn: &mut DbConnection, row: &ReleaseRow) -> Result<(), DieselError> {
+    db_run!(conn, c => diesel::update(releases::table.find(&row.id))
+        .set((
+            releases::included.eq(row.included),
+            releases::excluded.eq(row.excluded),
+            releases::provenance.eq(&row.provenance),
+        ))
+        .execute(c))?;
+    Ok(())
+}
+
+pub fn insert_release_samples(
+    conn: &mut DbConnection,
+    rows: &[ReleaseSampleRow],
+) -> Result<(), DieselError> {
+    insert_many!(conn, release_samples::table, rows);
+    Ok(())
+}
+
+pub fn find_release(conn: &mut DbConnection, id: &str) -> Result<Option<ReleaseRow>, DieselError> {
+    db_run!(conn, c => releases::table
+        .find(id)
+        .select(ReleaseRow::as_select())
+        .first(c)
+        .optional())
+}
+
+pub fn releases_of(
+    conn: &mut DbConnection,
+    application_id: &str,
+) -> Result<Vec<ReleaseRow>, DieselError> {
+    db_run!(conn, c => releases::table
+        .filter(releases::application_id.eq(application_id))
+        .order(releases::released_at)
+        .select(ReleaseRow::as_select())
+        .load(c))
+}
+
+/// A page of a release's manifest after `after` (a position); only
+/// included samples when `included_only`.
+pub fn release_page(
+    conn: &mut DbConnection,
+    release_id: &str,
+    after: i64,
+    limit: i64,
+    included_only: bool,
+) -> Result<Vec<ReleaseSampleRow>, DieselError> {
+    db_run!(conn, c => {
+        let mut q = release_samples::table
+            .filter(release_samples::release_id.eq(release_id))
+            .filter(release_samples::position.gt(after))
+            .order(release_samples::position)
+            .limit(limit)
+            .select(ReleaseSampleRow::as_select())
+            .into_boxed();
+        if included_only {
+            q = q.filter(release_samples::included.eq(true));
+        }
+        q.load(c)
+    })
+}
+
+/// Records a recall notice for every live release that included the
+/// patient in a dataset of `family`: the members must stop using and
+/// delete what they hold of that patient. Returns how many were written.
+pub fn record_recalls(
+    conn: &mut DbConnection,
+    patient: &str,
+    family: DocumentFamily,
+    reason: &str,
+    event_id: &str,
+    at: DateTime<Utc>,
+) -> Result<usize, DieselError> {
+    let hits: Vec<(String, String, i64, String)> = db_run!(conn, c => release_samples::table
+        .inner_join(releases::table.on(releases::id.eq(release_samples::release_id)))
+        .inner_join(agreements::table.on(agreements::id.eq(releases::agreement_id)))
+        .inner_join(datasets::table.on(datasets::id.eq(release_samples::dataset_id)))
+        .filter(release_samples::patient_pseudonym.eq(patient))
+        .filter(release_samples::included.eq(true))
+        .filter(agreements::state.ne("revoked"))
+        .filter(datasets::domain.eq(family.as_str()))
+        .select((releases::application_id, releases::id, release_samples::position, release_samples::project_sample_id))
+        .load(c))?;
+    let rows: Vec<RecallRow> = hits
+        .into_iter()
+        .map(
+            |(application_id, release_id, position, project_sample_id)| RecallRow {
+                id: format!("{event_id}:{release_id}:{position}"),
+                application_id,
+                release_id,
+                project_sample_id,
+                reason: reason.to_owned(),
+                created_at: at.naive_utc(),
+            },
+        )
+        .collect();
+    Ok(insert_many!(conn, recall_notices::table, &rows))
+}
+
+pub fn recalls_of(
+    conn: &mut DbConnection,
+    application_id: &str,
+) -> Result<Vec<RecallRow>, DieselError> {
+    db_run!(conn, c => recall_notices::table
+        .filter(recall_notices::application_id.eq(application_id))
+        .order((recall_notices::created_at, recall_notices::id))
+        .select(RecallRow::as_select())
+        .load(c))
+}
