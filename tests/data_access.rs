@@ -1,0 +1,650 @@
+//! Data-use applications, committee review, agreements and consent-checked
+//! releases (issue #5): the whole journey on both backends, and every named
+//! refusal with proof that nothing was written.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::disallowed_methods
+)]
+
+mod common;
+
+use common::receipts::enroll;
+use common::*;
+use serde_json::{json, Value};
+
+on_both_backends!(
+    the_full_journey_releases_consenting_patients_and_resolution_rechecks_consent,
+    refusals_are_named_and_write_nothing,
+);
+
+const STORE: &str = "genome-store.example";
+const PHARMA: &str = "pharma-co";
+const UNIVERSITY: &str = "univ-a";
+
+fn governance() -> String {
+    token_for(&["governance"], "governance-body", "gov-officer")
+}
+
+fn researcher(org: &str, sub: &str) -> String {
+    token_for(&["researcher"], org, sub)
+}
+
+fn committee(sub: &str) -> String {
+    token_for(&["review_committee"], "review-committee", sub)
+}
+
+fn store_token(org: &str) -> String {
+    token_for(&["data_store"], org, "store-system")
+}
+
+async fn put(app: &TestApp, path: &str, token: &str, body: &Value) -> (u16, Value) {
+    app.send_json(reqwest::Method::PUT, path, Some(token), None, body)
+        .await
+}
+
+/// Registers `n` patients at hospital-a with the given decisions and one
+/// germline sample each; returns (patient_ref, genome_id, enrollment code).
+async fn patients_with_samples(
+    app: &TestApp,
+    version: &str,
+    prefix: &str,
+    n: usize,
+    decisions: Value,
+) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        let local = format!("MRN-{prefix}-{i}");
+        let (s, b) = app
+            .grant(
+                "hospital-a",
+                &local,
+                version,
+                decisions.clone(),
+                &format!("k-{local}"),
+            )
+            .await;
+        assert_eq!(s, 201, "{b}");
+        let patient = b["patient_ref"].as_str().unwrap().to_owned();
+        let code = b["enrollment_code"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let (s, sample) = app
+            .register_sample(
+                &app.staff("hospital-a"),
+                &sample_body(&local, &format!("S-{local}"), &local),
+            )
+            .await;
+        assert_eq!(s, 201, "{sample}");
+        out.push((
+            patient,
+            sample["genome_id"].as_str().unwrap().to_owned(),
+            code,
+        ));
+    }
+    out
+}
+
+async fn verify_org(app: &TestApp, org: &str, kind: &str) {
+    let (s, b) = put(
+        app,
+        &format!("/v1/organizations/{org}"),
+        &governance(),
+        &json!({"kind": kind, "country": "JP"}),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+}
+
+async fn attest(app: &TestApp, org: &str, sub: &str, expires_on: &str) {
+    let (s, b) = put(
+        app,
+        &format!("/v1/organizations/{org}/researchers/{sub}/attestation"),
+        &governance(),
+        &json!({"training": "APRIN e-learning", "completed_on": "2026-01-10", "expires_on": expires_on}),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+}
+
+async fn dataset(app: &TestApp, name: &str, terms: Value, genome_ids: &[String]) -> String {
+    let (s, b) = app
+        .post(
+            "/v1/datasets",
+            &governance(),
+            None,
+            &json!({"name": name, "domain": "cancer", "terms": terms, "portfolio": "drug_discovery"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let id = b["id"].as_str().unwrap().to_owned();
+    let samples: Vec<Value> = genome_ids
+        .iter()
+        .map(|g| json!({"genome_id": g, "diagnosis": "MONDO:0007254"}))
+        .collect();
+    let (s, b) = app
+        .post(
+            &format!("/v1/datasets/{id}/samples"),
+            &governance(),
+            None,
+            &json!({ "samples": samples }),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["added"], genome_ids.len());
+    id
+}
+
+async fn publish_text(app: &TestApp, body: &str) -> String {
+    let (s, b) = app
+        .post(
+            "/v1/agreement-texts",
+            &governance(),
+            None,
+            &json!({ "body": body }),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    b["sha256"].as_str().unwrap().to_owned()
+}
+
+fn application(datasets: &[&str], members: &[&str], code: &str) -> Value {
+    json!({
+        "title": "Germline variants and drug response",
+        "purpose": {"code": code},
+        "datasets": datasets,
+        "members": members,
+        "ethics_ref": "IRB-2026-041",
+        "starts_on": "2026-12-01",
+        "ends_on": "2028-11-30",
+        "recipients_abroad": false,
+    })
+}
+
+async fn submit(app: &TestApp, token: &str, body: &Value) -> Value {
+    let (s, b) = app.post("/v1/applications", token, None, body).await;
+    assert_eq!(s, 201, "{b}");
+    b
+}
+
+/// Three committee votes to approve; returns the application view.
+async fn approve(app: &TestApp, id: &str) -> Value {
+    let mut last = Value::Null;
+    for voter in ["c-1", "c-2", "c-3"] {
+        let (s, b) = app
+            .post(
+                &format!("/v1/applications/{id}/votes"),
+                &committee(voter),
+                None,
+                &json!({"decision": "approve"}),
+            )
+            .await;
+        assert_eq!(s, 200, "{b}");
+        last = b;
+    }
+    last
+}
+
+async fn accept(app: &TestApp, agreement: &str, token: &str, sha: &str) -> (u16, Value) {
+    app.post(
+        &format!("/v1/agreements/{agreement}/acceptances"),
+        token,
+        None,
+        &json!({ "text_sha256": sha }),
+    )
+    .await
+}
+
+async fn release(app: &TestApp, id: &str, token: &str) -> (u16, Value) {
+    app.post(
+        &format!("/v1/applications/{id}/releases"),
+        token,
+        None,
+        &json!({ "audience": STORE }),
+    )
+    .await
+}
+
+async fn resolve(app: &TestApp, org: &str, handle: &str) -> (u16, Value) {
+    app.post(
+        "/v1/handles/resolve",
+        &store_token(org),
+        None,
+        &json!({ "handle": handle }),
+    )
+    .await
+}
+
+fn entries_with_action(app: &TestApp, action: &str) -> i64 {
+    #[derive(diesel::QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    use diesel::RunQueryDsl;
+    let mut conn = app.raw_db();
+    let rows: Vec<Count> = genomegate::db_run!(&mut conn, c => diesel::sql_query(format!(
+        "SELECT COUNT(*) AS n FROM access_log_entries WHERE action = '{action}'"
+    ))
+    .load(c)
+    .unwrap());
+    rows[0].n
+}
+
+async fn the_full_journey_releases_consenting_patients_and_resolution_rechecks_consent(
+    backend: Backend,
+) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let version = app.publish("cancer", &first_draft()).await;
+    let both = patients_with_samples(&app, &version, "BOTH", 6, all_permit()).await;
+    let academic_only = json!({"ccat_registration": "permit", "secondary_use_academic": "permit", "secondary_use_industry": "deny", "recontact": "permit"});
+    let academic = patients_with_samples(&app, &version, "ACAD", 2, academic_only).await;
+    let genome_ids: Vec<String> = both
+        .iter()
+        .chain(&academic)
+        .map(|(_, g, _)| g.clone())
+        .collect();
+
+    verify_org(&app, PHARMA, "industry").await;
+    for sub in ["res-1", "res-2", "res-3"] {
+        attest(&app, PHARMA, sub, "2029-01-10").await;
+    }
+    let ds = dataset(
+        &app,
+        "Cancer germline WGS",
+        json!({"permission": "HMB"}),
+        &genome_ids,
+    )
+    .await;
+    let (s, catalogue) = app
+        .get("/v1/datasets", Some(&researcher(PHARMA, "res-1")))
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(catalogue["datasets"][0]["samples"], 8, "{catalogue}");
+    let sha_v1 = publish_text(&app, "Data-use agreement v1: no re-identification.").await;
+
+    // The industry applicant; commercial status comes from the register.
+    let app_view = submit(
+        &app,
+        &researcher(PHARMA, "res-1"),
+        &application(&[&ds], &["res-2"], "HMB"),
+    )
+    .await;
+    assert_eq!(app_view["state"], "under_review", "{app_view}");
+    assert_eq!(app_view["commercial"], true);
+    assert_eq!(app_view["matching"][0]["outcome"], "approve");
+    assert_eq!(app_view["matching"][0]["matcher"], "duo-match/v1");
+    assert_eq!(
+        app_view["matching"][0]["rationale"][0]["code"],
+        "purpose_within_permission"
+    );
+    let id = app_view["id"].as_str().unwrap().to_owned();
+
+    // A second vote from the same member is refused.
+    let (s, _) = app
+        .post(
+            &format!("/v1/applications/{id}/votes"),
+            &committee("c-1"),
+            None,
+            &json!({"decision": "approve"}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let (s, b) = app
+        .post(
+            &format!("/v1/applications/{id}/votes"),
+            &committee("c-1"),
+            None,
+            &json!({"decision": "approve"}),
+        )
+        .await;
+    assert_problem(s, &b, 409, "application_decided");
+    for voter in ["c-2", "c-3"] {
+        app.post(
+            &format!("/v1/applications/{id}/votes"),
+            &committee(voter),
+            None,
+            &json!({"decision": "approve"}),
+        )
+        .await;
+    }
+    let (_, decided) = app
+        .get(&format!("/v1/applications/{id}"), Some(&committee("c-1")))
+        .await;
+    assert_eq!(decided["state"], "approved", "{decided}");
+    let states: Vec<&str> = decided["transitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["submitted", "under_review", "approved"]);
+    let agreement = decided["agreement"]["id"].as_str().unwrap().to_owned();
+
+    // Release needs every member's acceptance of the current text.
+    let log_before = app.count("access_log_entries");
+    let (s, b) = release(&app, &id, &researcher(PHARMA, "res-1")).await;
+    assert_problem(s, &b, 409, "agreement_not_accepted");
+    let (s, b) = accept(&app, &agreement, &researcher(PHARMA, "res-3"), &sha_v1).await;
+    assert_problem(s, &b, 403, "not_a_member");
+    let (s, b) = accept(
+        &app,
+        &agreement,
+        &researcher(PHARMA, "res-1"),
+        &"0".repeat(64),
+    )
+    .await;
+    assert_problem(s, &b, 409, "agreement_text_mismatch");
+    for sub in ["res-1", "res-2"] {
+        let (s, b) = accept(&app, &agreement, &researcher(PHARMA, sub), &sha_v1).await;
+        assert_eq!(s, 200, "{b}");
+    }
+    let sha_v2 = publish_text(
+        &app,
+        "Data-use agreement v2: no re-identification, no linkage.",
+    )
+    .await;
+    let (s, b) = release(&app, &id, &researcher(PHARMA, "res-1")).await;
+    assert_problem(s, &b, 409, "agreement_outdated");
+    for sub in ["res-1", "res-2"] {
+        accept(&app, &agreement, &researcher(PHARMA, sub), &sha_v2).await;
+    }
+    // A non-member colleague, and another organization's researcher.
+    let (s, b) = release(&app, &id, &researcher(PHARMA, "res-3")).await;
+    assert_problem(s, &b, 403, "not_a_member");
+    let (s, b) = release(&app, &id, &researcher(UNIVERSITY, "prof-1")).await;
+    assert_problem(s, &b, 404, "not_found");
+    assert_eq!(app.count("releases"), 0);
+    assert_eq!(app.count("access_log_entries"), log_before);
+
+    // The release: industry use excludes the academic-only patients.
+    let (s, rel) = release(&app, &id, &researcher(PHARMA, "res-2")).await;
+    assert_eq!(s, 201, "{rel}");
+    assert_eq!(rel["included"], 6, "{rel}");
+    assert_eq!(rel["excluded"], 2);
+    assert_eq!(rel["excluded_by_reason"]["industry_use_not_consented"], 2);
+    assert_eq!(rel["provenance"]["matcher_version"], "duo-match/v1");
+    assert_eq!(rel["provenance"]["agreement_text_sha256"], sha_v2);
+    assert_eq!(rel["provenance"]["consent_versions"][&version], 6);
+    assert_eq!(entries_with_action(&app, "dataset_release"), 6);
+    let release_id = rel["id"].as_str().unwrap().to_owned();
+    let (s, manifest) = app
+        .get(
+            &format!("/v1/releases/{release_id}/manifest"),
+            Some(&researcher(PHARMA, "res-1")),
+        )
+        .await;
+    assert_eq!(s, 200, "{manifest}");
+    let entries = manifest["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 8);
+    let excluded: Vec<&Value> = entries.iter().filter(|e| e["included"] == false).collect();
+    assert_eq!(excluded.len(), 2);
+    assert!(excluded
+        .iter()
+        .all(|e| e["reason"] == "industry_use_not_consented"));
+    assert!(entries
+        .iter()
+        .all(|e| e["project_sample_id"].as_str().unwrap().starts_with("PS")));
+    assert!(
+        !manifest.to_string().contains(&genome_ids[0]),
+        "the manifest names project IDs only"
+    );
+
+    // The patient sees the release in their log, under the agreement.
+    app.wait_integrated().await;
+    let session = enroll(&app, &both[0].2).await;
+    let (s, log) = app
+        .get(
+            "/v1/portal/access-log?lang=en",
+            Some(session["access_token"].as_str().unwrap()),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let newest = &log["entries"][0]["entry"];
+    assert_eq!(newest["action"], "dataset_release", "{log}");
+    assert_eq!(newest["legal_basis"]["agreement"]["id"], agreement.as_str());
+    assert_eq!(newest["actor"]["org"], PHARMA);
+
+    // Resolution by the audience; the handle's keys are public.
+    let handle = rel["handle"].as_str().unwrap().to_owned();
+    let (s, jwks) = app.get("/.well-known/jwks.json", None).await;
+    assert_eq!(s, 200);
+    assert_eq!(jwks["keys"][0]["alg"], "EdDSA");
+    let (s, resolved) = resolve(&app, STORE, &handle).await;
+    assert_eq!(s, 200, "{resolved}");
+    assert_eq!(resolved["objects"].as_array().unwrap().len(), 12);
+    assert_eq!(resolved["withheld"].as_array().unwrap().len(), 0);
+    assert_eq!(entries_with_action(&app, "handle_resolve"), 6);
+    let (s, b) = resolve(&app, "another-store", &handle).await;
+    assert_problem(s, &b, 403, "handle_wrong_audience");
+    let mut forged = handle.clone();
+    let last = forged.pop().unwrap();
+    forged.push(if last == 'A' { 'B' } else { 'A' });
+    let (s, b) = resolve(&app, STORE, &forged).await;
+    assert_problem(s, &b, 401, "handle_invalid");
+    let (s, b) = app
+        .post(
+            "/v1/handles/resolve",
+            &researcher(PHARMA, "res-1"),
+            None,
+            &json!({ "handle": handle }),
+        )
+        .await;
+    assert_problem(s, &b, 403, "forbidden");
+    assert_eq!(entries_with_action(&app, "handle_resolve"), 6);
+
+    // A withdrawal after the release: recall notice, and the object is withheld.
+    let withdrawn = &both[1].0;
+    let (s, b) = app
+        .post(
+            &format!("/v1/patients/{withdrawn}/consents/cancer/withdrawals"),
+            &app.staff("hospital-a"),
+            Some("withdraw-1"),
+            &json!({"signer": {"kind": "patient"}, "explained_by": "nurse-1", "signed_at": now_rfc3339(), "form_hash": FORM_HASH}),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let (s, recalls) = app
+        .get(
+            &format!("/v1/applications/{id}/recalls"),
+            Some(&researcher(PHARMA, "res-2")),
+        )
+        .await;
+    assert_eq!(s, 200, "{recalls}");
+    assert_eq!(recalls["notices"].as_array().unwrap().len(), 1);
+    assert_eq!(recalls["notices"][0]["reason"], "withdraw_all");
+    let (_, resolved) = resolve(&app, STORE, &handle).await;
+    assert_eq!(resolved["objects"].as_array().unwrap().len(), 10);
+    assert_eq!(resolved["withheld"][0]["reason"], "consent_withdrawn");
+
+    // Sanctions stop the handle at once; revocation is final.
+    let sanction = |state: &str| json!({"state": state, "reason": "breach of the agreement's publication terms"});
+    let state_path = format!("/v1/agreements/{agreement}/state");
+    let (s, b) = app
+        .post(&state_path, &governance(), None, &sanction("suspended"))
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let (s, b) = resolve(&app, STORE, &handle).await;
+    assert_problem(s, &b, 403, "handle_revoked");
+    let (s, b) = release(&app, &id, &researcher(PHARMA, "res-1")).await;
+    assert_problem(s, &b, 409, "agreement_suspended");
+    app.post(&state_path, &governance(), None, &sanction("active"))
+        .await;
+    let (s, _) = resolve(&app, STORE, &handle).await;
+    assert_eq!(s, 200);
+    app.post(&state_path, &governance(), None, &sanction("revoked"))
+        .await;
+    let (s, b) = resolve(&app, STORE, &handle).await;
+    assert_problem(s, &b, 403, "handle_revoked");
+    let (s, b) = app
+        .post(&state_path, &governance(), None, &sanction("active"))
+        .await;
+    assert_problem(s, &b, 409, "agreement_revoked");
+
+    // The public register and processing times, without a token.
+    let (s, register) = app.get("/v1/transparency/approved-uses", None).await;
+    assert_eq!(s, 200);
+    assert_eq!(register["approved_uses"][0]["organization"], PHARMA);
+    assert_eq!(register["approved_uses"][0]["purpose"]["code"], "HMB");
+    assert_eq!(
+        register["approved_uses"][0]["datasets"][0],
+        "Cancer germline WGS"
+    );
+    let (s, times) = app.get("/v1/transparency/processing-times", None).await;
+    assert_eq!(s, 200);
+    assert_eq!(times["completed"], 1, "{times}");
+    assert!(times["median_days"].as_f64().unwrap() < 1.0);
+    assert_eq!(times["within_standard"], 1.0);
+}
+
+async fn refusals_are_named_and_write_nothing(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let version = app.publish("cancer", &first_draft()).await;
+    let patients = patients_with_samples(&app, &version, "P", 3, all_permit()).await;
+    let ids: Vec<String> = patients.iter().map(|(_, g, _)| g.clone()).collect();
+    let hmb = dataset(&app, "Small cohort", json!({"permission": "HMB"}), &ids).await;
+    let ncu = dataset(
+        &app,
+        "Academic only",
+        json!({"permission": "HMB", "modifiers": ["NCU"]}),
+        &ids,
+    )
+    .await;
+    publish_text(&app, "Data-use agreement v1.").await;
+    let prof = researcher(UNIVERSITY, "prof-1");
+
+    // An organization nobody verified.
+    let (s, b) = app
+        .post(
+            "/v1/applications",
+            &prof,
+            None,
+            &application(&[&hmb], &[], "HMB"),
+        )
+        .await;
+    assert_problem(s, &b, 403, "organization_not_verified");
+    verify_org(&app, UNIVERSITY, "academic").await;
+    verify_org(&app, PHARMA, "industry").await;
+
+    // Forbidden purposes, whatever the datasets allow.
+    for forbidden in [
+        "insurance_underwriting",
+        "employment_decisions",
+        "reidentification",
+    ] {
+        let (s, b) = app
+            .post(
+                "/v1/applications",
+                &prof,
+                None,
+                &application(&[&hmb], &[], forbidden),
+            )
+            .await;
+        assert_problem(s, &b, 422, "purpose_forbidden");
+    }
+    // Attestations: missing, then expired.
+    let (s, b) = app
+        .post(
+            "/v1/applications",
+            &prof,
+            None,
+            &application(&[&hmb], &[], "HMB"),
+        )
+        .await;
+    assert_problem(s, &b, 403, "attestation_missing");
+    attest(&app, UNIVERSITY, "prof-1", "2026-06-30").await;
+    let (s, b) = app
+        .post(
+            "/v1/applications",
+            &prof,
+            None,
+            &application(&[&hmb], &[], "HMB"),
+        )
+        .await;
+    assert_problem(s, &b, 403, "attestation_expired");
+    assert_eq!(app.count("applications"), 0);
+    attest(&app, UNIVERSITY, "prof-1", "2029-06-30").await;
+
+    // DUO deny: an industry applicant on a non-commercial dataset is
+    // rejected at once, with the rule that fired.
+    attest(&app, PHARMA, "res-1", "2029-06-30").await;
+    let denied = submit(
+        &app,
+        &researcher(PHARMA, "res-1"),
+        &application(&[&ncu], &[], "HMB"),
+    )
+    .await;
+    assert_eq!(denied["state"], "rejected", "{denied}");
+    assert_eq!(denied["matching"][0]["outcome"], "deny");
+    assert!(denied["matching"][0]["rationale"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["code"] == "commercial_use_excluded"));
+    let (s, b) = app
+        .post(
+            &format!("/v1/applications/{}/votes", denied["id"].as_str().unwrap()),
+            &committee("c-1"),
+            None,
+            &json!({"decision": "approve"}),
+        )
+        .await;
+    assert_problem(s, &b, 409, "application_decided");
+
+    // A cohort below k (3 < 5) is refused and nothing is written.
+    let small = submit(&app, &prof, &application(&[&hmb], &[], "HMB")).await;
+    let id = small["id"].as_str().unwrap();
+    // Conflict of interest: a reviewer from the applicant's organization.
+    let (s, b) = app
+        .post(
+            &format!("/v1/applications/{id}/votes"),
+            &token_for(&["review_committee"], UNIVERSITY, "insider"),
+            None,
+            &json!({"decision": "approve"}),
+        )
+        .await;
+    assert_problem(s, &b, 409, "conflict_of_interest");
+    let approved = approve(&app, id).await;
+    let agreement = approved["agreement"]["id"].as_str().unwrap();
+    let (_, text) = app.get("/v1/agreement-texts/current", Some(&prof)).await;
+    let (s, _) = accept(&app, agreement, &prof, text["sha256"].as_str().unwrap()).await;
+    assert_eq!(s, 200);
+    let log_before = app.count("access_log_entries");
+    let (s, b) = release(&app, id, &prof).await;
+    assert_problem(s, &b, 409, "cohort_below_minimum");
+    assert_eq!(app.count("releases"), 0);
+    assert_eq!(app.count("release_samples"), 0);
+    assert_eq!(app.count("access_log_entries"), log_before);
+    assert_eq!(entries_with_action(&app, "dataset_release"), 0);
+
+    // An unknown genome store.
+    let (s, b) = app
+        .post(
+            &format!("/v1/applications/{id}/releases"),
+            &prof,
+            None,
+            &json!({"audience": "somewhere-else"}),
+        )
+        .await;
+    assert_problem(s, &b, 422, "unknown_audience");
+
+    // Other callers cannot see the application exists.
+    let (s, b) = app
+        .get(
+            &format!("/v1/applications/{id}"),
+            Some(&researcher(PHARMA, "res-1")),
+        )
+        .await;
+    assert_problem(s, &b, 404, "not_found");
+    let (s, b) = app
+        .post("/v1/datasets", &prof, None, &json!({"name": "x", "domain": "cancer", "terms": {"permission": "GRU"}, "portfolio": "basic_research"}))
+        .await;
+    assert_problem(s, &b, 403, "forbidden");
+}
