@@ -240,6 +240,7 @@ async fn the_full_journey_releases_consenting_patients_and_resolution_rechecks_c
     let Some(app) = TestApp::spawn(backend).await else {
         return;
     };
+    let started = chrono::Utc::now() - chrono::Duration::minutes(1);
     let version = app.publish("cancer", &first_draft()).await;
     let both = patients_with_samples(&app, &version, "BOTH", 6, all_permit()).await;
     let academic_only = json!({"ccat_registration": "permit", "secondary_use_academic": "permit", "secondary_use_industry": "deny", "recontact": "permit"});
@@ -485,6 +486,25 @@ async fn the_full_journey_releases_consenting_patients_and_resolution_rechecks_c
         .post(&state_path, &governance(), None, &sanction("active"))
         .await;
     assert_problem(s, &b, 409, "agreement_revoked");
+
+    // Screening finds a valid basis for every release and resolution: the
+    // agreement's applicant released, its audience resolved, within its
+    // purpose and period.
+    let window = format!(
+        "/v1/audit/screening?from={}&to={}",
+        started.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        (chrono::Utc::now() + chrono::Duration::minutes(1))
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    );
+    let (s, report) = app
+        .get(
+            &window,
+            Some(&token_for(&["auditor"], "audit-office", "auditor-1")),
+        )
+        .await;
+    assert_eq!(s, 200, "{report}");
+    assert!(report["entries_screened"].as_i64().unwrap() >= 18);
+    assert_eq!(report["findings"], json!([]), "{report}");
 
     // The public register and processing times, without a token.
     let (s, register) = app.get("/v1/transparency/approved-uses", None).await;

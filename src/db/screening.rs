@@ -4,12 +4,15 @@
 
 use super::ledger::entries_recorded_between;
 use super::schema::{
-    consent_events, patients, recontact_requests as requests, screening_reports as reports,
+    agreements, applications, consent_events, patients, recontact_requests as requests, releases,
+    screening_reports as reports,
 };
 use super::DbConnection;
 use crate::db_run;
 use crate::ledger::entry::{LegalBasis, LogEntry};
-use crate::ledger::screening::{Facts, RecontactFacts, Screener, ScreeningReport, VolumeRule};
+use crate::ledger::screening::{
+    AgreementTerms, Facts, RecontactFacts, Screener, ScreeningReport, VolumeRule,
+};
 use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
 use diesel::result::Error as DieselError;
@@ -64,12 +67,20 @@ fn facts_for<'a>(
 ) -> Result<Facts, DieselError> {
     let mut patients_cited = BTreeSet::new();
     let mut requests_cited = BTreeSet::new();
+    let mut agreements_cited = BTreeSet::new();
     for entry in entries {
         patients_cited.insert(entry.patient.clone());
-        if let LegalBasis::RecontactApproval { request } = &entry.legal_basis {
-            requests_cited.insert(request.clone());
+        match &entry.legal_basis {
+            LegalBasis::RecontactApproval { request } => {
+                requests_cited.insert(request.clone());
+            }
+            LegalBasis::Agreement { id } => {
+                agreements_cited.insert(id.clone());
+            }
+            _ => {}
         }
     }
+    let agreements_cited: Vec<String> = agreements_cited.into_iter().collect();
     let patients_cited: Vec<String> = patients_cited.into_iter().collect();
     let requests_cited: Vec<String> = requests_cited.into_iter().collect();
     let mut facts = Facts::default();
@@ -97,7 +108,74 @@ fn facts_for<'a>(
                 .map(|(id, patient, state)| (id, RecontactFacts { patient, state })),
         );
     }
+    for chunk in agreements_cited.chunks(CHUNK) {
+        facts.agreements.extend(agreement_terms(conn, chunk)?);
+    }
     Ok(facts)
+}
+
+/// What screening needs of the cited agreements: the applicant, the
+/// purpose, the period, any sanction and the stores handles went to.
+fn agreement_terms(
+    conn: &mut DbConnection,
+    ids: &[String],
+) -> Result<Vec<(String, AgreementTerms)>, DieselError> {
+    type Row = (
+        String,
+        String,
+        NaiveDateTime,
+        NaiveDateTime,
+        Option<NaiveDateTime>,
+        String,
+        String,
+    );
+    let rows: Vec<Row> = db_run!(conn, c => agreements::table
+        .inner_join(applications::table.on(applications::id.eq(agreements::application_id)))
+        .filter(agreements::id.eq_any(ids))
+        .select((
+            agreements::id,
+            agreements::state,
+            agreements::created_at,
+            agreements::expires_at,
+            agreements::state_changed_at,
+            applications::org,
+            applications::declaration,
+        ))
+        .load(c))?;
+    let audiences: Vec<(String, String)> = db_run!(conn, c => releases::table
+        .filter(releases::agreement_id.eq_any(ids))
+        .select((releases::agreement_id, releases::audience))
+        .distinct()
+        .load(c))?;
+    rows.into_iter()
+        .map(|(id, state, created, expires, changed, org, declaration)| {
+            #[derive(serde::Deserialize)]
+            struct Declared {
+                purpose: crate::access::duo::ResearchPurpose,
+            }
+            let declared: Declared = serde_json::from_str(&declaration).map_err(|_| {
+                DieselError::DeserializationError("corrupt application declaration".into())
+            })?;
+            let terms = AgreementTerms {
+                org,
+                purposes: vec![declared.purpose.duo_id().to_owned()],
+                starts_at: created.and_utc(),
+                ends_at: expires.and_utc(),
+                // Only the current sanction is stored; a lifted suspension
+                // leaves no trace here (see decision 0012).
+                halted_at: (state != "active")
+                    .then_some(changed)
+                    .flatten()
+                    .map(|t| t.and_utc()),
+                audiences: audiences
+                    .iter()
+                    .filter(|(a, _)| a == &id)
+                    .map(|(_, store)| store.clone())
+                    .collect(),
+            };
+            Ok((id, terms))
+        })
+        .collect()
 }
 
 #[derive(Queryable, Selectable, Insertable, Debug, Clone)]

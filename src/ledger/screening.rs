@@ -46,6 +46,8 @@ pub struct AgreementTerms {
     pub ends_at: DateTime<Utc>,
     /// When it was suspended or revoked, if it was.
     pub halted_at: Option<DateTime<Utc>>,
+    /// Genome stores its handles were issued to: they resolve them.
+    pub audiences: Vec<String>,
 }
 
 /// Facts about the patients, consents, requests and agreements the
@@ -273,7 +275,13 @@ pub fn check(entry: &LogEntry, facts: &Facts) -> Result<(), Flag> {
             let Some(terms) = facts.agreements.get(id) else {
                 return Err(no_basis("unknown_agreement"));
             };
-            if terms.org != entry.actor.org {
+            // The applicant releases; the store named in the handle resolves.
+            let acting_for = if entry.action == LogAction::HandleResolve {
+                terms.audiences.contains(&entry.actor.org)
+            } else {
+                terms.org == entry.actor.org
+            };
+            if !acting_for {
                 return Err(no_basis("agreement_of_another_organization"));
             }
             let Purpose::Research { duo } = &entry.purpose else {
@@ -358,6 +366,7 @@ mod tests {
                 starts_at: at(1),
                 ends_at: at(20),
                 halted_at: None,
+                audiences: vec!["store-1".into()],
             },
         );
         f
