@@ -5,8 +5,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use genomegate::access::duo::{
-    match_purpose, Applicant, DataUseTerms, DiseaseHierarchy, Outcome, Permission,
-    ResearchPurpose, MATCHER_VERSION,
+    match_purpose, Applicant, DataUseTerms, DiseaseHierarchy, Outcome, Permission, ResearchPurpose,
+    MATCHER_VERSION,
 };
 use proptest::prelude::*;
 
@@ -54,8 +54,8 @@ fn permissions() -> impl Strategy<Value = (Permission, Vec<String>)> {
 }
 
 const MODIFIERS: [&str; 15] = [
-    "NPU", "NCU", "GS", "IRB", "NMDS", "NPOA", "TS", "MOR", "PUB", "RTN", "US", "PS", "IS",
-    "COL", "ZZZ",
+    "NPU", "NCU", "GS", "IRB", "NMDS", "NPOA", "TS", "MOR", "PUB", "RTN", "US", "PS", "IS", "COL",
+    "ZZZ",
 ];
 
 proptest! {

@@ -179,11 +179,16 @@ impl Bench {
     }
 
     pub fn token(&self, roles: &[&str], org: &str) -> String {
+        self.token_as(roles, org, "bench")
+    }
+
+    /// A token for the subject `sub` (committee members must differ).
+    pub fn token_as(&self, roles: &[&str], org: &str, sub: &str) -> String {
         let roles: Vec<String> = roles.iter().map(|r| r.to_string()).collect();
         self.signer
             .sign(
                 "genomegate",
-                "bench",
+                sub,
                 org,
                 &roles,
                 chrono::Utc::now(),

@@ -683,9 +683,13 @@ pub async fn resolve_handle(
                     latest.insert(key, o);
                 }
             }
+            let mut per_sample: HashMap<&str, u32> = HashMap::new();
+            for (genome_id, _) in latest.keys() {
+                *per_sample.entry(genome_id.as_str()).or_default() += 1;
+            }
             let mut objects_per: HashMap<(&str, &str), u32> = HashMap::new();
             for r in &served {
-                let n = latest.keys().filter(|(g, _)| g == &r.genome_id).count() as u32;
+                let n = per_sample.get(r.genome_id.as_str()).copied().unwrap_or(0);
                 *objects_per
                     .entry((r.patient_pseudonym.as_str(), r.dataset_id.as_str()))
                     .or_default() += n;

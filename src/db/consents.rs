@@ -204,36 +204,53 @@ pub fn events_for_patient(
 
 /// Every event of the named patients in one family, grouped by patient in
 /// the order they took effect. Used to check a whole page of a cohort at
-/// once.
+/// once, so it reads only what derivation needs.
 pub fn events_for_patients(
     conn: &mut DbConnection,
     pseudonyms: &[String],
     family: DocumentFamily,
 ) -> Result<BTreeMap<String, Vec<ConsentEvent>>, DieselError> {
+    type Lean = (String, String, String, String, NaiveDateTime, NaiveDateTime);
     let mut grouped: BTreeMap<String, Vec<ConsentEvent>> = BTreeMap::new();
     if pseudonyms.is_empty() {
         return Ok(grouped);
     }
-    let (rows, items): (Vec<EventRow>, Vec<EventItemRow>) = db_run!(conn, c => {
-        let rows = events::table
-            .filter(events::patient_pseudonym.eq_any(pseudonyms))
-            .filter(events::family.eq(family.as_str()))
-            .order((events::patient_pseudonym, events::signed_at, events::recorded_at, events::id))
-            .select(EventRow::as_select())
-            .load(c)?;
-        let items = event_items::table
-            .inner_join(events::table)
-            .filter(events::patient_pseudonym.eq_any(pseudonyms))
-            .filter(events::family.eq(family.as_str()))
-            .select(EventItemRow::as_select())
-            .load(c)?;
-        (rows, items)
-    });
-    for stored in assemble(rows, items)? {
-        grouped
-            .entry(stored.row.patient_pseudonym)
+    let rows: Vec<Lean> = db_run!(conn, c => events::table
+        .filter(events::patient_pseudonym.eq_any(pseudonyms))
+        .filter(events::family.eq(family.as_str()))
+        .order((events::patient_pseudonym, events::signed_at, events::recorded_at, events::id))
+        .select((events::patient_pseudonym, events::id, events::kind, events::document_version_id, events::signed_at, events::recorded_at))
+        .load(c))?;
+    // By event ID, so the items' primary key is used: a join on the
+    // patient would make the planner scan every item of every patient.
+    let ids: Vec<&str> = rows.iter().map(|r| r.1.as_str()).collect();
+    let items: Vec<EventItemRow> = db_run!(conn, c => event_items::table
+        .filter(event_items::event_id.eq_any(&ids))
+        .select(EventItemRow::as_select())
+        .load(c))?;
+    let mut decisions: std::collections::HashMap<String, Vec<(ScopeItemKey, Decision)>> =
+        std::collections::HashMap::with_capacity(rows.len());
+    for item in items {
+        let key = ScopeItemKey::parse(&item.item_key).map_err(|_| corrupt("item key"))?;
+        let decision = Decision::parse(&item.decision).ok_or_else(|| corrupt("decision"))?;
+        decisions
+            .entry(item.event_id)
             .or_default()
-            .push(stored.event);
+            .push((key, decision));
+    }
+    for (patient, id, kind, version, signed_at, recorded_at) in rows {
+        let event = ConsentEvent {
+            kind: EventKind::parse(&kind).ok_or_else(|| corrupt("event kind"))?,
+            version: version
+                .parse::<crate::consent::DocumentVersionId>()
+                .map_err(|_| corrupt("document version"))?
+                .number,
+            signed_at: utc(signed_at),
+            recorded_at: utc(recorded_at),
+            decisions: decisions.remove(&id).unwrap_or_default(),
+            id,
+        };
+        grouped.entry(patient).or_default().push(event);
     }
     Ok(grouped)
 }
