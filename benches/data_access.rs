@@ -15,8 +15,10 @@
 //!   Raw: the same page read and the same entries COPYed, in one
 //!   transaction.
 //!
-//!     cargo bench --bench data_access
-//!     BENCH_COHORT=1000000 cargo bench --bench data_access
+//! ```sh
+//! cargo bench --bench data_access
+//! BENCH_COHORT=1000000 cargo bench --bench data_access
+//! ```
 //!
 //! Environment: `GENOMEGATE_BENCH_PG_URL`, `BENCH_COHORT`,
 //! `BENCH_RESOLVES` (default 200). A benchmark, not a test: it prints
