@@ -421,6 +421,20 @@ async fn the_full_journey_releases_consenting_patients_and_resolution_rechecks_c
     assert_eq!(resolved["objects"].as_array().unwrap().len(), 12);
     assert_eq!(resolved["withheld"].as_array().unwrap().len(), 0);
     assert_eq!(entries_with_action(&app, "handle_resolve"), 6);
+    let (_, log) = app
+        .get(
+            "/v1/portal/access-log?lang=en&limit=1",
+            Some(session["access_token"].as_str().unwrap()),
+        )
+        .await;
+    assert_eq!(
+        log["entries"][0]["entry"]["action"], "handle_resolve",
+        "{log}"
+    );
+    assert!(log["entries"][0]["explanation"]["who"]
+        .as_str()
+        .unwrap()
+        .contains("genome data store"));
     let (s, b) = resolve(&app, "another-store", &handle).await;
     assert_problem(s, &b, 403, "handle_wrong_audience");
     let mut forged = handle.clone();

@@ -216,7 +216,10 @@ fn role_name(role: &str, lang: Language) -> String {
         "governance" => ("管理機関の担当者", "a governance officer"),
         "auditor" => ("監査担当者", "an auditor"),
         "sequencing_center" => ("解析機関", "a sequencing centre"),
-        "genome_store" => ("ゲノムデータ保管機関", "the genome data store"),
+        "data_store" => (
+            "ゲノムデータ保管機関・解析環境",
+            "the genome data store or research environment",
+        ),
         other => (other, other),
     };
     match lang {
