@@ -500,6 +500,24 @@ async fn the_full_journey_releases_consenting_patients_and_resolution_rechecks_c
         .post(&state_path, &governance(), None, &sanction("active"))
         .await;
     assert_problem(s, &b, 409, "agreement_revoked");
+    let (_, sanctioned) = app
+        .get(&format!("/v1/applications/{id}"), Some(&governance()))
+        .await;
+    let history: Vec<&str> = sanctioned["agreement"]["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        history,
+        ["active", "suspended", "active", "revoked"],
+        "{sanctioned}"
+    );
+    assert_eq!(
+        sanctioned["agreement"]["history"][1]["actor"],
+        "gov-officer"
+    );
 
     // Screening finds a valid basis for every release and resolution: the
     // agreement's applicant released, its audience resolved, within its

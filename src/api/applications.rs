@@ -544,6 +544,17 @@ pub struct AgreementView {
     pub state_reason: Option<String>,
     /// Members who accepted the current text version.
     pub accepted_current_text: Vec<String>,
+    /// Every state it entered, oldest first: creation, suspensions,
+    /// reinstatements, revocation.
+    pub history: Vec<AgreementStateView>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AgreementStateView {
+    pub state: String,
+    pub reason: String,
+    pub actor: String,
+    pub at: DateTime<Utc>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -711,7 +722,17 @@ fn view(conn: &mut DbConnection, app: &Application) -> Result<ApplicationView, A
                 .filter(|x| Some(x.text_version) == current)
                 .map(|x| x.member)
                 .collect();
+            let history = store::agreement_transitions_of(conn, std::slice::from_ref(&a.id))?
+                .into_iter()
+                .map(|t| AgreementStateView {
+                    state: t.state,
+                    reason: t.reason,
+                    actor: t.actor,
+                    at: utc(t.at),
+                })
+                .collect();
             Some(AgreementView {
+                history,
                 id: a.id,
                 state: a.state,
                 expires_at: utc(a.expires_at),
@@ -1104,10 +1125,11 @@ pub async fn vote(
                     if to.is_approved() {
                         let expires_at =
                             agreement_expiry(&app.declaration, decision.conditions(), now);
+                        let agreement_id = format!("dua-{}", uuid::Uuid::new_v4());
                         store::insert_agreement(
                             conn,
                             &AgreementRow {
-                                id: format!("dua-{}", uuid::Uuid::new_v4()),
+                                id: agreement_id.clone(),
                                 application_id: id.clone(),
                                 state: "active".into(),
                                 expires_at: expires_at.naive_utc(),
@@ -1115,6 +1137,14 @@ pub async fn vote(
                                 state_reason: None,
                                 state_changed_at: None,
                             },
+                        )?;
+                        store::record_agreement_transition(
+                            conn,
+                            &agreement_id,
+                            "active",
+                            "approved by the data-use review committee",
+                            &p.subject,
+                            now,
                         )?;
                     }
                 }
@@ -1262,7 +1292,7 @@ pub async fn sanction_agreement(
     path: web::Path<AgreementPath>,
     body: web::Json<SanctionRequest>,
 ) -> Result<web::Json<ApplicationView>, ApiError> {
-    registry(&state, &caller)?;
+    let p = registry(&state, &caller)?;
     if !["suspended", "revoked", "active"].contains(&body.state.as_str()) {
         return Err(ApiError::field("state", "suspended, revoked or active"));
     }
@@ -1285,6 +1315,7 @@ pub async fn sanction_agreement(
                 if !store::set_agreement_state(conn, &id, &to, &reason, now)? {
                     return Err(ApiError::Access(Refusal::AgreementRevoked, None));
                 }
+                store::record_agreement_transition(conn, &id, &to, &reason, &p.subject, now)?;
                 view(conn, &app)
             })
         })

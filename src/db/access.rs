@@ -2,10 +2,10 @@
 //! applications and votes, agreements, releases and recall notices.
 
 use super::schema::{
-    agreement_acceptances as acceptances, agreement_texts as texts, agreements,
-    application_transitions as transitions, applications, dataset_samples, datasets,
-    genome_samples, organizations, recall_notices, release_samples, releases,
-    researcher_attestations as attestations, review_votes as votes,
+    agreement_acceptances as acceptances, agreement_texts as texts,
+    agreement_transitions as sanctions, agreements, application_transitions as transitions,
+    applications, dataset_samples, datasets, genome_samples, organizations, recall_notices,
+    release_samples, releases, researcher_attestations as attestations, review_votes as votes,
 };
 use super::DbConnection;
 use crate::consent::DocumentFamily;
@@ -534,6 +534,54 @@ pub fn set_agreement_state(
         ))
         .execute(c))?;
     Ok(changed == 1)
+}
+
+#[derive(Queryable, Selectable, Insertable, Debug, Clone)]
+#[diesel(table_name = sanctions)]
+pub struct AgreementTransitionRow {
+    pub agreement_id: String,
+    pub seq: i32,
+    pub state: String,
+    pub reason: String,
+    pub actor: String,
+    pub at: NaiveDateTime,
+}
+
+/// Records the state an agreement entered.
+pub fn record_agreement_transition(
+    conn: &mut DbConnection,
+    id: &str,
+    state: &str,
+    reason: &str,
+    actor: &str,
+    at: DateTime<Utc>,
+) -> Result<(), DieselError> {
+    let seq: Option<i32> = db_run!(conn, c => sanctions::table
+        .filter(sanctions::agreement_id.eq(id))
+        .select(diesel::dsl::max(sanctions::seq))
+        .first(c))?;
+    let row = AgreementTransitionRow {
+        agreement_id: id.to_owned(),
+        seq: seq.unwrap_or(0) + 1,
+        state: state.to_owned(),
+        reason: reason.to_owned(),
+        actor: actor.to_owned(),
+        at: at.naive_utc(),
+    };
+    db_run!(conn, c => diesel::insert_into(sanctions::table).values(&row).execute(c))?;
+    Ok(())
+}
+
+/// The state histories of `ids`, oldest first per agreement.
+pub fn agreement_transitions_of(
+    conn: &mut DbConnection,
+    ids: &[String],
+) -> Result<Vec<AgreementTransitionRow>, DieselError> {
+    db_run!(conn, c => sanctions::table
+        .filter(sanctions::agreement_id.eq_any(ids))
+        .order((sanctions::agreement_id, sanctions::seq))
+        .select(AgreementTransitionRow::as_select())
+        .load(c))
 }
 
 pub fn insert_acceptance(conn: &mut DbConnection, row: &AcceptanceRow) -> Result<(), DieselError> {

@@ -366,6 +366,17 @@ diesel::table! {
 }
 
 diesel::table! {
+    agreement_transitions (agreement_id, seq) {
+        agreement_id -> Text,
+        seq -> Integer,
+        state -> Text,
+        reason -> Text,
+        actor -> Text,
+        at -> Timestamp,
+    }
+}
+
+diesel::table! {
     agreement_acceptances (agreement_id, member, text_version) {
         agreement_id -> Text,
         member -> Text,
@@ -459,6 +470,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     review_votes,
     agreement_texts,
     agreements,
+    agreement_transitions,
     agreement_acceptances,
     releases,
     release_samples,

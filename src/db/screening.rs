@@ -120,24 +120,14 @@ fn agreement_terms(
     conn: &mut DbConnection,
     ids: &[String],
 ) -> Result<Vec<(String, AgreementTerms)>, DieselError> {
-    type Row = (
-        String,
-        String,
-        NaiveDateTime,
-        NaiveDateTime,
-        Option<NaiveDateTime>,
-        String,
-        String,
-    );
+    type Row = (String, NaiveDateTime, NaiveDateTime, String, String);
     let rows: Vec<Row> = db_run!(conn, c => agreements::table
         .inner_join(applications::table.on(applications::id.eq(agreements::application_id)))
         .filter(agreements::id.eq_any(ids))
         .select((
             agreements::id,
-            agreements::state,
             agreements::created_at,
             agreements::expires_at,
-            agreements::state_changed_at,
             applications::org,
             applications::declaration,
         ))
@@ -147,8 +137,9 @@ fn agreement_terms(
         .select((releases::agreement_id, releases::audience))
         .distinct()
         .load(c))?;
+    let history = super::access::agreement_transitions_of(conn, ids)?;
     rows.into_iter()
-        .map(|(id, state, created, expires, changed, org, declaration)| {
+        .map(|(id, created, expires, org, declaration)| {
             #[derive(serde::Deserialize)]
             struct Declared {
                 purpose: crate::access::duo::ResearchPurpose,
@@ -161,12 +152,7 @@ fn agreement_terms(
                 purposes: vec![declared.purpose.duo_id().to_owned()],
                 starts_at: created.and_utc(),
                 ends_at: expires.and_utc(),
-                // Only the current sanction is stored; a lifted suspension
-                // leaves no trace here (see decision 0012).
-                halted_at: (state != "active")
-                    .then_some(changed)
-                    .flatten()
-                    .map(|t| t.and_utc()),
+                halted: halted_periods(history.iter().filter(|t| t.agreement_id == id)),
                 audiences: audiences
                     .iter()
                     .filter(|(a, _)| a == &id)
@@ -176,6 +162,27 @@ fn agreement_terms(
             Ok((id, terms))
         })
         .collect()
+}
+
+/// The periods an agreement was suspended or revoked, from its state
+/// history (oldest first).
+fn halted_periods<'a>(
+    history: impl Iterator<Item = &'a super::access::AgreementTransitionRow>,
+) -> Vec<(DateTime<Utc>, Option<DateTime<Utc>>)> {
+    let mut periods: Vec<(DateTime<Utc>, Option<DateTime<Utc>>)> = Vec::new();
+    for t in history {
+        let open = periods.last().is_some_and(|(_, until)| until.is_none());
+        match (t.state.as_str(), open) {
+            ("active", true) => {
+                if let Some(last) = periods.last_mut() {
+                    last.1 = Some(t.at.and_utc());
+                }
+            }
+            ("suspended" | "revoked", false) => periods.push((t.at.and_utc(), None)),
+            _ => {}
+        }
+    }
+    periods
 }
 
 #[derive(Queryable, Selectable, Insertable, Debug, Clone)]

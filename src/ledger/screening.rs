@@ -44,8 +44,8 @@ pub struct AgreementTerms {
     pub purposes: Vec<String>,
     pub starts_at: DateTime<Utc>,
     pub ends_at: DateTime<Utc>,
-    /// When it was suspended or revoked, if it was.
-    pub halted_at: Option<DateTime<Utc>>,
+    /// Periods it was suspended or revoked: from, and until (`None`: still).
+    pub halted: Vec<(DateTime<Utc>, Option<DateTime<Utc>>)>,
     /// Genome stores its handles were issued to: they resolve them.
     pub audiences: Vec<String>,
 }
@@ -293,7 +293,11 @@ pub fn check(entry: &LogEntry, facts: &Facts) -> Result<(), Flag> {
             if entry.at < terms.starts_at || entry.at >= terms.ends_at {
                 return Err((Rule::OutsideAgreementPeriod, "outside_agreement_period"));
             }
-            if terms.halted_at.is_some_and(|halted| entry.at >= halted) {
+            if terms
+                .halted
+                .iter()
+                .any(|(from, until)| entry.at >= *from && until.is_none_or(|t| entry.at < t))
+            {
                 return Err((
                     Rule::OutsideAgreementPeriod,
                     "agreement_suspended_or_revoked",
@@ -365,7 +369,7 @@ mod tests {
                 purposes: vec!["HMB".into()],
                 starts_at: at(1),
                 ends_at: at(20),
-                halted_at: None,
+                halted: vec![],
                 audiences: vec!["store-1".into()],
             },
         );
@@ -522,8 +526,13 @@ mod tests {
             check(&late, &f),
             Err((Rule::OutsideAgreementPeriod, "outside_agreement_period"))
         );
+        // A suspension lifted before the entry does not count against it.
         if let Some(terms) = f.agreements.get_mut("dua-1") {
-            terms.halted_at = Some(at(5));
+            terms.halted = vec![(at(3), Some(at(4)))];
+        }
+        assert_eq!(check(&release("HMB", agreement("dua-1")), &f), Ok(()));
+        if let Some(terms) = f.agreements.get_mut("dua-1") {
+            terms.halted.push((at(5), None));
         }
         assert_eq!(
             check(&release("HMB", agreement("dua-1")), &f),

@@ -2,6 +2,7 @@ DROP TABLE recall_notices;
 DROP TABLE release_samples;
 DROP TABLE releases;
 DROP TABLE agreement_acceptances;
+DROP TABLE agreement_transitions;
 DROP TABLE agreements;
 DROP TABLE agreement_texts;
 DROP TABLE review_votes;

@@ -98,6 +98,18 @@ CREATE TABLE agreements (
     state_changed_at TIMESTAMP
 );
 
+-- Every state an agreement entered (created active, suspended, reinstated,
+-- revoked), with who decided and why: the sanction history.
+CREATE TABLE agreement_transitions (
+    agreement_id  TEXT NOT NULL REFERENCES agreements (id),
+    seq           INTEGER NOT NULL,
+    state         TEXT NOT NULL,
+    reason        TEXT NOT NULL,
+    actor         TEXT NOT NULL,
+    at            TIMESTAMP NOT NULL,
+    PRIMARY KEY (agreement_id, seq)
+);
+
 CREATE TABLE agreement_acceptances (
     agreement_id  TEXT NOT NULL REFERENCES agreements (id),
     member        TEXT NOT NULL,
