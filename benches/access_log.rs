@@ -36,6 +36,7 @@ use genomegate::ledger::entry::{DataScope, LegalBasis, LogAction, LogEntry, Purp
 use serde_json::json;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use support::raw::{raw_log_entries, raw_log_outbox, RawEntry, RawOutbox};
 use support::{env_or, summarize, Bench, Stats};
 
 const ITEMS: [&str; 4] = [
@@ -399,46 +400,6 @@ fn raw_notify_latency(bench: &Bench, count: usize, rate_per_s: f64) -> Stats {
     }
     let latencies = heard.join().unwrap();
     summarize(latencies, started.elapsed())
-}
-
-diesel::table! {
-    raw_log_entries (seq) {
-        seq -> BigInt,
-        entry -> Binary,
-        recorded_at -> Timestamp,
-        patient_pseudonym -> Text,
-        actor_org -> Text,
-        actor_user -> Text,
-        action -> Text,
-    }
-}
-
-diesel::table! {
-    raw_log_outbox (seq) {
-        seq -> BigInt,
-        patient_pseudonym -> Text,
-    }
-}
-
-#[derive(Insertable)]
-#[diesel(table_name = raw_log_entries)]
-#[diesel(treat_none_as_default_value = false)]
-struct RawEntry {
-    seq: i64,
-    entry: Vec<u8>,
-    recorded_at: chrono::NaiveDateTime,
-    patient_pseudonym: String,
-    actor_org: String,
-    actor_user: String,
-    action: String,
-}
-
-#[derive(Insertable)]
-#[diesel(table_name = raw_log_outbox)]
-#[diesel(treat_none_as_default_value = false)]
-struct RawOutbox {
-    seq: i64,
-    patient_pseudonym: String,
 }
 
 fn percentile(sorted: &[f64], q: f64) -> f64 {

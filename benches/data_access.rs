@@ -39,6 +39,7 @@ use genomegate::pseudonym::genome_id::sample_id;
 use genomegate::pseudonym::keyring::{KeyDomain, Keyring};
 use serde_json::json;
 use std::time::{Duration, Instant};
+use support::raw::{raw_log_entries, raw_log_outbox, RawEntry, RawOutbox};
 use support::{env_or, summarize, Bench};
 
 const STORE: &str = "genome-store.example";
@@ -310,27 +311,6 @@ struct RawSample {
     consent_version: Option<i32>,
 }
 
-#[derive(Insertable)]
-#[diesel(table_name = raw_log_entries)]
-#[diesel(treat_none_as_default_value = false)]
-struct RawEntry {
-    seq: i64,
-    entry: Vec<u8>,
-    recorded_at: chrono::NaiveDateTime,
-    patient_pseudonym: String,
-    actor_org: String,
-    actor_user: String,
-    action: String,
-}
-
-#[derive(Insertable)]
-#[diesel(table_name = raw_log_outbox)]
-#[diesel(treat_none_as_default_value = false)]
-struct RawOutbox {
-    seq: i64,
-    patient_pseudonym: String,
-}
-
 diesel::table! {
     raw_release_samples (release_id, position) {
         release_id -> Text,
@@ -342,25 +322,6 @@ diesel::table! {
         included -> Bool,
         reason -> Text,
         consent_version -> Nullable<Integer>,
-    }
-}
-
-diesel::table! {
-    raw_log_entries (seq) {
-        seq -> BigInt,
-        entry -> Binary,
-        recorded_at -> Timestamp,
-        patient_pseudonym -> Text,
-        actor_org -> Text,
-        actor_user -> Text,
-        action -> Text,
-    }
-}
-
-diesel::table! {
-    raw_log_outbox (seq) {
-        seq -> BigInt,
-        patient_pseudonym -> Text,
     }
 }
 

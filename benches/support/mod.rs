@@ -346,3 +346,49 @@ impl Drop for Bench {
         }
     }
 }
+
+/// Copies of the access-log tables for raw baselines (created `LIKE` the
+/// real ones by each benchmark), and their rows.
+pub mod raw {
+    use diesel::prelude::*;
+
+    diesel::table! {
+        raw_log_entries (seq) {
+            seq -> BigInt,
+            entry -> Binary,
+            recorded_at -> Timestamp,
+            patient_pseudonym -> Text,
+            actor_org -> Text,
+            actor_user -> Text,
+            action -> Text,
+        }
+    }
+
+    diesel::table! {
+        raw_log_outbox (seq) {
+            seq -> BigInt,
+            patient_pseudonym -> Text,
+        }
+    }
+
+    #[derive(Insertable)]
+    #[diesel(table_name = raw_log_entries)]
+    #[diesel(treat_none_as_default_value = false)]
+    pub struct RawEntry {
+        pub seq: i64,
+        pub entry: Vec<u8>,
+        pub recorded_at: chrono::NaiveDateTime,
+        pub patient_pseudonym: String,
+        pub actor_org: String,
+        pub actor_user: String,
+        pub action: String,
+    }
+
+    #[derive(Insertable)]
+    #[diesel(table_name = raw_log_outbox)]
+    #[diesel(treat_none_as_default_value = false)]
+    pub struct RawOutbox {
+        pub seq: i64,
+        pub patient_pseudonym: String,
+    }
+}

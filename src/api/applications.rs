@@ -599,6 +599,12 @@ pub(crate) struct Application {
 }
 
 impl Application {
+    /// Parses the stored declaration; no authorization.
+    pub fn from_row(row: ApplicationRow) -> Result<Self, ApiError> {
+        let declaration = parse_json(&row.declaration)?;
+        Ok(Application { row, declaration })
+    }
+
     pub fn state(&self) -> Result<ApplicationState, ApiError> {
         ApplicationState::parse(&self.row.state).ok_or_else(|| ApiError::internal("stored state"))
     }
@@ -636,8 +642,7 @@ pub(crate) fn application_for(
             },
         );
     }
-    let declaration = parse_json(&row.declaration)?;
-    Ok(Application { row, declaration })
+    Application::from_row(row)
 }
 
 /// Refuses unless every member has a current ethics-training attestation.
@@ -998,8 +1003,7 @@ pub async fn list_applications(
                     .policy
                     .is_allowed(&caller, Action::ApplicationRead, &resource)
                 {
-                    let declaration = parse_json(&row.declaration)?;
-                    out.push(view(conn, &Application { row, declaration })?);
+                    out.push(view(conn, &Application::from_row(row)?)?);
                 }
             }
             Ok(out)

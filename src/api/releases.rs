@@ -613,10 +613,10 @@ pub async fn resolve_handle(
             refuse_unless_usable(&agreement, now).map_err(|e| {
                 ApiError::Access(Refusal::HandleRevoked, e.problem(None, None).detail)
             })?;
-            let row = store::find_application(conn, &release.application_id)?
-                .ok_or_else(|| ApiError::internal("release without application"))?;
-            let declaration = serde_json::from_str(&row.declaration).map_err(ApiError::internal)?;
-            let app = Application { row, declaration };
+            let app = Application::from_row(
+                store::find_application(conn, &release.application_id)?
+                    .ok_or_else(|| ApiError::internal("release without application"))?,
+            )?;
             // The disease scope was settled at release; a diagnosis does
             // not change, so only consent is checked again.
             let request = UseRequest {

@@ -143,11 +143,14 @@ pub fn insert_event(
     })
 }
 
-fn assemble(
-    rows: Vec<EventRow>,
+type Decisions = Vec<(ScopeItemKey, Decision)>;
+
+/// Item rows decoded and grouped by their event.
+fn decisions_by_event(
     item_rows: Vec<EventItemRow>,
-) -> Result<Vec<StoredEvent>, DieselError> {
-    let mut decisions: BTreeMap<String, Vec<(ScopeItemKey, Decision)>> = BTreeMap::new();
+) -> Result<std::collections::HashMap<String, Decisions>, DieselError> {
+    let mut decisions: std::collections::HashMap<String, Decisions> =
+        std::collections::HashMap::new();
     for item in item_rows {
         let key = ScopeItemKey::parse(&item.item_key).map_err(|_| corrupt("item key"))?;
         let decision = Decision::parse(&item.decision).ok_or_else(|| corrupt("decision"))?;
@@ -156,6 +159,14 @@ fn assemble(
             .or_default()
             .push((key, decision));
     }
+    Ok(decisions)
+}
+
+fn assemble(
+    rows: Vec<EventRow>,
+    item_rows: Vec<EventItemRow>,
+) -> Result<Vec<StoredEvent>, DieselError> {
+    let mut decisions = decisions_by_event(item_rows)?;
     rows.into_iter()
         .map(|row| {
             let version = row
@@ -228,16 +239,7 @@ pub fn events_for_patients(
         .filter(event_items::event_id.eq_any(&ids))
         .select(EventItemRow::as_select())
         .load(c))?;
-    let mut decisions: std::collections::HashMap<String, Vec<(ScopeItemKey, Decision)>> =
-        std::collections::HashMap::with_capacity(rows.len());
-    for item in items {
-        let key = ScopeItemKey::parse(&item.item_key).map_err(|_| corrupt("item key"))?;
-        let decision = Decision::parse(&item.decision).ok_or_else(|| corrupt("decision"))?;
-        decisions
-            .entry(item.event_id)
-            .or_default()
-            .push((key, decision));
-    }
+    let mut decisions = decisions_by_event(items)?;
     for (patient, id, kind, version, signed_at, recorded_at) in rows {
         let event = ConsentEvent {
             kind: EventKind::parse(&kind).ok_or_else(|| corrupt("event kind"))?,
