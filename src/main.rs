@@ -237,11 +237,13 @@ fn verify_log(config: &Config, json: bool) -> Result<(), String> {
     use secrecy::ExposeSecret;
     let keys = genomegate::pseudonym::keyring::Keyring::load(&config.keys.file)?;
     let (_, verifier_keys) = genomegate::workers::checkpoint_keys(&keys, &config.log.origin)?;
-    let mut conn = genomegate::db::connect_one(config.database.url.expose_secret())
-        .map_err(|e| e.to_string())?;
     let started = std::time::Instant::now();
-    let report = genomegate::db::ledger::verify(&mut conn, &config.log.origin, &verifier_keys)
-        .map_err(|e| format!("cannot read the log: {e}"))?;
+    let report = genomegate::db::ledger::verify(
+        config.database.url.expose_secret(),
+        &config.log.origin,
+        &verifier_keys,
+    )
+    .map_err(|e| e.to_string())?;
     if json {
         println!(
             "{}",

@@ -488,8 +488,13 @@ fn verify(app: &TestApp) -> genomegate::ledger::verify::Report {
     let keys = genomegate::pseudonym::keyring::Keyring::load(&app.config.keys.file).unwrap();
     let (_, verifier_keys) =
         genomegate::workers::checkpoint_keys(&keys, &app.config.log.origin).unwrap();
-    genomegate::db::ledger::verify(&mut app.raw_db(), &app.config.log.origin, &verifier_keys)
-        .unwrap()
+    use secrecy::ExposeSecret;
+    genomegate::db::ledger::verify(
+        app.config.database.url.expose_secret(),
+        &app.config.log.origin,
+        &verifier_keys,
+    )
+    .unwrap()
 }
 
 async fn verify_log_finds_edits_deletions_reorders_and_forged_checkpoints(backend: Backend) {

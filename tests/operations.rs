@@ -233,7 +233,7 @@ fn command_line_certs_migrate_and_token() {
         .output()
         .unwrap();
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains("applied 5 migration"),
+        String::from_utf8_lossy(&out.stdout).contains("applied 6 migration"),
         "{out:?}"
     );
     let out = binary()

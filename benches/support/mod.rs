@@ -337,6 +337,17 @@ impl Bench {
 
 impl Drop for Bench {
     fn drop(&mut self) {
+        // `BENCH_KEEP=1` keeps the database and the key file for a second
+        // look (for example `genomegate verify-log` against a grown log).
+        if std::env::var("BENCH_KEEP").is_ok_and(|v| v == "1") {
+            let dir = std::mem::replace(&mut self._dir, tempfile::tempdir().unwrap()).keep();
+            eprintln!(
+                "kept database {} and keys in {}",
+                self.db_url,
+                dir.display()
+            );
+            return;
+        }
         if let Ok(mut admin) = PgConnection::establish(&self.admin_url) {
             let _ = diesel::sql_query(format!(
                 "DROP DATABASE IF EXISTS {} WITH (FORCE)",

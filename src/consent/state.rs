@@ -415,6 +415,60 @@ mod tests {
         assert!(!derive_consent(&events, &history(), at(155)).permits(&key("industry")));
     }
 
+    /// Cohort checks load only the items they decide on; that is sound
+    /// because no item's state depends on another item's decisions.
+    #[test]
+    fn an_items_state_does_not_depend_on_other_items() {
+        use Decision::*;
+        let events = vec![
+            event(
+                "e1",
+                EventKind::Grant,
+                1,
+                10,
+                &[
+                    ("academic", Permit),
+                    ("industry", Permit),
+                    ("recontact", Deny),
+                ],
+            ),
+            event(
+                "e2",
+                EventKind::WithdrawItems,
+                1,
+                20,
+                &[("recontact", Deny)],
+            ),
+            event("e3", EventKind::Amend, 2, 160, &[("banking", Permit)]),
+            event("e4", EventKind::WithdrawAll, 2, 300, &[]),
+            event("e5", EventKind::Grant, 2, 400, &[("industry", Permit)]),
+        ];
+        for item in ["academic", "industry", "recontact", "banking"] {
+            let only: Vec<ConsentEvent> = events
+                .iter()
+                .map(|e| ConsentEvent {
+                    decisions: e
+                        .decisions
+                        .iter()
+                        .filter(|(k, _)| *k == key(item))
+                        .map(|(k, d)| (k.clone(), *d))
+                        .collect(),
+                    ..e.clone()
+                })
+                .collect();
+            for hour in [5, 15, 50, 150, 170, 350, 450] {
+                let full = derive_consent(&events, &history(), at(hour));
+                let lean = derive_consent(&only, &history(), at(hour));
+                assert_eq!(full.status, lean.status, "{item} at {hour}");
+                assert_eq!(
+                    full.item(&key(item)),
+                    lean.item(&key(item)),
+                    "{item} at {hour}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn withdrawal_denies_everything_until_a_new_grant() {
         use Decision::*;

@@ -215,11 +215,14 @@ pub fn events_for_patient(
 
 /// Every event of the named patients in one family, grouped by patient in
 /// the order they took effect. Used to check a whole page of a cohort at
-/// once, so it reads only what derivation needs.
+/// once, so it reads only what derivation needs: of each event's
+/// decisions, only those on `only_items`. A snapshot derived from these
+/// events is right about those items and says nothing true about others.
 pub fn events_for_patients(
     conn: &mut DbConnection,
     pseudonyms: &[String],
     family: DocumentFamily,
+    only_items: &[&str],
 ) -> Result<BTreeMap<String, Vec<ConsentEvent>>, DieselError> {
     type Lean = (String, String, String, String, NaiveDateTime, NaiveDateTime);
     let mut grouped: BTreeMap<String, Vec<ConsentEvent>> = BTreeMap::new();
@@ -237,6 +240,7 @@ pub fn events_for_patients(
     let ids: Vec<&str> = rows.iter().map(|r| r.1.as_str()).collect();
     let items: Vec<EventItemRow> = db_run!(conn, c => event_items::table
         .filter(event_items::event_id.eq_any(&ids))
+        .filter(event_items::item_key.eq_any(only_items))
         .select(EventItemRow::as_select())
         .load(c))?;
     let mut decisions = decisions_by_event(items)?;

@@ -19,8 +19,9 @@ use super::schema::{
 use super::{write_transaction, DbConnection};
 use crate::db_run;
 use crate::ledger::checkpoint::{Checkpoint, NoteSigner};
-use crate::ledger::entry::LogEntry;
+use crate::ledger::entry::{IndexedFields, LogEntry};
 use crate::ledger::merkle::{self, leaf_hash, Frontier, Hash};
+use crate::ledger::verify::{Leaf, LogChecker, StoredCheckpoint};
 use chrono::Timelike;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
@@ -53,7 +54,7 @@ pub struct EntryRow {
 
 impl EntryRow {
     /// Whether the indexed columns say what the entry bytes say.
-    pub fn columns_match(&self, entry: &LogEntry) -> bool {
+    pub fn columns_match(&self, entry: &IndexedFields<'_>) -> bool {
         self.recorded_at == entry.at.naive_utc()
             && self.patient_pseudonym == entry.patient
             && self.actor_org == entry.actor.org
@@ -652,18 +653,213 @@ pub fn signed_at(row: &CheckpointRow) -> DateTime<Utc> {
     utc(row.signed_at)
 }
 
-/// Rows per page when verification streams the log.
-const VERIFY_PAGE: i64 = 50_000;
+/// Why `verify` could not finish. (A finished check reports what it found
+/// wrong in its `Report`.)
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error(transparent)]
+    Connect(#[from] super::DbSetupError),
+    #[error("cannot read the log: {0}")]
+    Read(#[from] DieselError),
+}
 
-/// Checks the whole stored log (see `ledger::verify`): streams leaves with
-/// their entries in index order, every stored node and every checkpoint.
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = nodes)]
+#[diesel(check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
+struct NodeRow {
+    level: i16,
+    idx: i64,
+    hash: Vec<u8>,
+}
+
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = leaves)]
+#[diesel(check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
+struct LeafRow {
+    idx: i64,
+    seq: i64,
+}
+
+/// No honest log gets near this many leaves; a stored index beyond it is
+/// corruption, and believing it would mean allocating for it.
+const MAX_INDEX: i64 = 1 << 40;
+
+/// Streams every row of a log table to `each` in storage order, without
+/// sorting or paging: PostgreSQL by binary `COPY`, SQLite by a cursor.
+macro_rules! scan {
+    ($conn:expr, $table:path, $row:ty, $each:expr) => {{
+        let mut each = $each;
+        match $conn {
+            DbConnection::Postgresql(c) => {
+                for row in diesel::copy_to($table).load::<$row, _>(c)? {
+                    each(row?)?;
+                }
+            }
+            DbConnection::Sqlite(c) => {
+                for row in $table
+                    .select(<$row>::as_select())
+                    .load_iter::<$row, diesel::connection::DefaultLoadingMode>(c)?
+                {
+                    each(row?)?;
+                }
+            }
+        }
+        Ok::<(), DieselError>(())
+    }};
+}
+
+/// Every stored node, by level and index.
+fn stored_nodes(conn: &mut DbConnection) -> Result<Vec<Vec<Option<Hash>>>, DieselError> {
+    let mut stored: Vec<Vec<Option<Hash>>> = Vec::new();
+    scan!(conn, nodes::table, NodeRow, |n: NodeRow| {
+        if !(0..MAX_INDEX).contains(&n.idx) || !(0..64).contains(&n.level) {
+            return Err(corrupt("node position"));
+        }
+        let (level, idx) = (n.level as usize, n.idx as usize);
+        if stored.len() <= level {
+            stored.resize(level + 1, Vec::new());
+        }
+        let row = &mut stored[level];
+        if row.len() <= idx {
+            row.resize(idx + 1, None);
+        }
+        // A malformed hash is as good as a wrong one.
+        row[idx] = Some(n.hash.as_slice().try_into().unwrap_or([0xff; 32]));
+        Ok::<(), DieselError>(())
+    })?;
+    Ok(stored)
+}
+
+/// The entry's arrival number at every tree index (`None` where the leaf
+/// row is missing).
+fn leaf_seqs(conn: &mut DbConnection) -> Result<Vec<Option<i64>>, DieselError> {
+    let mut seqs: Vec<Option<i64>> = Vec::new();
+    scan!(conn, leaves::table, LeafRow, |l: LeafRow| {
+        if !(0..MAX_INDEX).contains(&l.idx) {
+            return Err(corrupt("leaf index"));
+        }
+        let idx = l.idx as usize;
+        if seqs.len() <= idx {
+            seqs.resize(idx + 1, None);
+        }
+        seqs[idx] = Some(l.seq);
+        Ok::<(), DieselError>(())
+    })?;
+    Ok(seqs)
+}
+
+/// Every entry's leaf hash and whether its indexed columns agree with its
+/// bytes, sorted by arrival number. The entry bytes themselves are not kept.
+fn entry_leaves(conn: &mut DbConnection) -> Result<Vec<(i64, Leaf)>, DieselError> {
+    let mut found = Vec::new();
+    scan!(conn, entries::table, EntryRow, |row: EntryRow| {
+        let columns_match =
+            IndexedFields::read(&row.entry).is_some_and(|fields| row.columns_match(&fields));
+        let hash = leaf_hash(&row.entry);
+        found.push((
+            row.seq,
+            Leaf::Present {
+                hash,
+                columns_match,
+            },
+        ));
+        Ok::<(), DieselError>(())
+    })?;
+    // Storage order is nearly arrival order, so this sort is cheap, and
+    // cheaper than a map keyed by a million arrival numbers.
+    found.sort_unstable_by_key(|(seq, _)| *seq);
+    Ok(found)
+}
+
+/// What one consistent read of the log found.
+struct StoredLog {
+    nodes: Vec<Vec<Option<Hash>>>,
+    checkpoints: Vec<CheckpointRow>,
+    seqs: Vec<Option<i64>>,
+    entries: Vec<(i64, Leaf)>,
+}
+
+/// Reads the log as of one instant. PostgreSQL reads nodes, leaves and
+/// entries on three connections at once, all in one exported snapshot
+/// (as `pg_dump` does), while this thread hashes the entries; SQLite reads
+/// them in turn in one read transaction.
+fn read_log(url: &str) -> Result<StoredLog, VerifyError> {
+    let mut conn = super::connect_one(url)?;
+    match &mut conn {
+        DbConnection::Sqlite(c) => {
+            diesel::sql_query("BEGIN").execute(c)?;
+            let log = StoredLog {
+                nodes: stored_nodes(&mut conn)?,
+                checkpoints: all_checkpoints(&mut conn)?,
+                seqs: leaf_seqs(&mut conn)?,
+                entries: entry_leaves(&mut conn)?,
+            };
+            db_run!(&mut conn, c => diesel::sql_query("COMMIT").execute(c))?;
+            Ok(log)
+        }
+        DbConnection::Postgresql(c) => {
+            const BEGIN: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY";
+            diesel::sql_query(BEGIN).execute(c)?;
+            let snapshot: String = diesel::select(diesel::dsl::sql::<diesel::sql_types::Text>(
+                "pg_export_snapshot()",
+            ))
+            .get_result(c)?;
+            if !snapshot
+                .chars()
+                .all(|ch| ch.is_ascii_hexdigit() || ch == '-')
+            {
+                return Err(
+                    DieselError::DeserializationError("unexpected snapshot name".into()).into(),
+                );
+            }
+            let joined = |url: &str| -> Result<DbConnection, VerifyError> {
+                let mut other = super::connect_one(url)?;
+                db_run!(&mut other, c => {
+                    diesel::sql_query(BEGIN).execute(c)?;
+                    diesel::sql_query(format!("SET TRANSACTION SNAPSHOT '{snapshot}'")).execute(c)
+                })?;
+                Ok(other)
+            };
+            let (mut for_nodes, mut for_leaves) = (joined(url)?, joined(url)?);
+            std::thread::scope(|scope| {
+                let nodes = scope.spawn(|| -> Result<_, DieselError> {
+                    Ok((
+                        stored_nodes(&mut for_nodes)?,
+                        all_checkpoints(&mut for_nodes)?,
+                    ))
+                });
+                let seqs = scope.spawn(|| leaf_seqs(&mut for_leaves));
+                let entries = entry_leaves(&mut conn);
+                let (nodes, checkpoints) = rejoin(nodes)?;
+                Ok(StoredLog {
+                    nodes,
+                    checkpoints,
+                    seqs: rejoin(seqs)?,
+                    entries: entries?,
+                })
+            })
+        }
+    }
+}
+
+/// A reader thread's result; its panic stays a panic.
+fn rejoin<T>(thread: std::thread::ScopedJoinHandle<'_, T>) -> T {
+    thread
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}
+
+/// Checks the whole stored log at `url` (see `ledger::verify`): every
+/// entry's leaf hash in tree order, every stored node and every
+/// checkpoint. Safe to run beside a live service: it reads one snapshot.
 pub fn verify(
-    conn: &mut DbConnection,
+    url: &str,
     origin: &str,
     verifier_keys: &[String],
-) -> Result<crate::ledger::verify::Report, DieselError> {
-    use crate::ledger::verify::{Leaf, LogChecker, StoredCheckpoint};
-    let checkpoints = all_checkpoints(conn)?
+) -> Result<crate::ledger::verify::Report, VerifyError> {
+    let log = read_log(url)?;
+    let checkpoints = log
+        .checkpoints
         .into_iter()
         .map(|c| StoredCheckpoint {
             size: c.size as u64,
@@ -671,72 +867,15 @@ pub fn verify(
             note: c.note,
         })
         .collect();
-    // Level by level, each in index pages: every page is a range scan of
-    // the primary key (an OR over both columns would scan the table).
-    let mut stored: Vec<Vec<Option<Hash>>> = Vec::new();
-    for level in 0i16..64 {
-        let mut row: Vec<Option<Hash>> = Vec::new();
-        let mut after = -1i64;
-        loop {
-            let page: Vec<(i64, Vec<u8>)> = db_run!(conn, c => nodes::table
-                .filter(nodes::level.eq(level))
-                .filter(nodes::idx.gt(after))
-                .order(nodes::idx)
-                .limit(VERIFY_PAGE)
-                .select((nodes::idx, nodes::hash))
-                .load(c))?;
-            let Some(last) = page.last() else { break };
-            after = last.0;
-            for (idx, hash) in page {
-                let idx = idx as usize;
-                if row.len() <= idx {
-                    row.resize(idx + 1, None);
-                }
-                // A malformed hash is as good as a wrong one.
-                row[idx] = Some(hash.as_slice().try_into().unwrap_or([0xff; 32]));
-            }
-        }
-        if row.is_empty() {
-            // Levels fill from the bottom: an empty level has none above.
-            break;
-        }
-        stored.push(row);
-    }
-    let mut checker = LogChecker::new(origin, stored, checkpoints, verifier_keys);
-    let end = size(conn)?;
-    let mut next = 0u64;
-    while next < end {
-        let upto = (next + VERIFY_PAGE as u64).min(end);
-        let page: Vec<(i64, Option<EntryRow>)> = db_run!(conn, c => leaves::table
-            .left_join(entries::table)
-            .filter(leaves::idx.ge(to_i64(next)))
-            .filter(leaves::idx.lt(to_i64(upto)))
-            .order(leaves::idx)
-            .select((leaves::idx, Option::<EntryRow>::as_select()))
-            .load(c))?;
-        for (idx, row) in page {
-            while next < idx as u64 {
-                checker.leaf(Leaf::Missing);
-                next += 1;
-            }
-            match &row {
-                Some(row) => {
-                    let columns_match = LogEntry::from_bytes(&row.entry)
-                        .map(|e| row.columns_match(&e))
-                        .unwrap_or(false);
-                    checker.leaf(Leaf::Present {
-                        bytes: &row.entry,
-                        columns_match,
-                    });
-                }
-                None => checker.leaf(Leaf::Missing),
-            }
-            next += 1;
-        }
-        while next < upto {
-            checker.leaf(Leaf::Missing);
-            next += 1;
-        }
+    let mut checker = LogChecker::new(origin, log.nodes, checkpoints, verifier_keys);
+    for seq in &log.seqs {
+        let leaf = seq
+            .and_then(|seq| {
+                let at = log.entries.binary_search_by_key(&seq, |(s, _)| *s).ok()?;
+                Some(log.entries[at].1)
+            })
+            .unwrap_or(Leaf::Missing);
+        checker.leaf(leaf);
     }
     Ok(checker.finish())
 }

@@ -3,19 +3,21 @@
 //! every stored checkpoint (root and signature), and names the first index
 //! where anything disagrees.
 //!
-//! Pure: storage feeds it leaves in index order, the stored nodes and the
-//! checkpoints; it never touches a database.
+//! Pure: storage feeds it leaf hashes in index order, the stored nodes and
+//! the checkpoints; it never touches a database.
 
 use super::checkpoint::{self, Checkpoint};
-use super::merkle::{leaf_hash, Frontier, Hash};
+use super::merkle::{Frontier, Hash};
 use serde::Serialize;
 
 /// What storage found at one index.
-pub enum Leaf<'a> {
+#[derive(Debug, Clone, Copy)]
+pub enum Leaf {
     /// No leaf row, or its entry row is gone.
     Missing,
     Present {
-        bytes: &'a [u8],
+        /// The leaf hash of the entry bytes (`merkle::leaf_hash`).
+        hash: Hash,
         /// Whether the entry's indexed columns agree with its bytes.
         columns_match: bool,
     },
@@ -105,7 +107,7 @@ impl<'k> LogChecker<'k> {
     }
 
     /// Feeds the leaf at the next index.
-    pub fn leaf(&mut self, leaf: Leaf<'_>) {
+    pub fn leaf(&mut self, leaf: Leaf) {
         let index = self.frontier.size();
         let hash = match leaf {
             Leaf::Missing => {
@@ -119,7 +121,7 @@ impl<'k> LogChecker<'k> {
                 self.stored_node(0, index).unwrap_or([0; 32])
             }
             Leaf::Present {
-                bytes,
+                hash,
                 columns_match,
             } => {
                 if !columns_match {
@@ -128,7 +130,7 @@ impl<'k> LogChecker<'k> {
                         "the entry's indexed columns disagree with its signed bytes".into(),
                     );
                 }
-                leaf_hash(bytes)
+                hash
             }
         };
         for made in self.frontier.push(hash) {
@@ -251,7 +253,7 @@ impl<'k> LogChecker<'k> {
 mod tests {
     use super::*;
     use crate::ledger::checkpoint::NoteSigner;
-    use crate::ledger::merkle::NodeStore;
+    use crate::ledger::merkle::{leaf_hash, NodeStore};
 
     fn signer() -> NoteSigner {
         let rng = ring::rand::SystemRandom::new();
@@ -309,7 +311,7 @@ mod tests {
         for (i, e) in f.entries.iter().enumerate() {
             match leaves(i, e) {
                 Some(bytes) => checker.leaf(Leaf::Present {
-                    bytes: &bytes,
+                    hash: leaf_hash(&bytes),
                     columns_match: true,
                 }),
                 None => checker.leaf(Leaf::Missing),
