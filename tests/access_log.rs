@@ -676,7 +676,8 @@ async fn enrollment_codes_are_single_use_and_rate_limited(backend: Backend) {
 }
 
 /// Several instances on one PostgreSQL database append and integrate
-/// concurrently: one tree, dense indices, no duplicates, and it verifies.
+/// concurrently, while a release-sized batch goes in: one tree, dense
+/// indices, no duplicates, and it verifies.
 #[actix_web::test]
 async fn concurrent_appends_from_several_instances_form_one_tree() {
     let Some(app) = TestApp::spawn(Backend::Postgres).await else {
@@ -694,11 +695,37 @@ async fn concurrent_appends_from_several_instances_form_one_tree() {
         let req = app.client.get(url).bearer_auth(&staff);
         async move { req.send().await.unwrap().status().as_u16() }
     });
+    // A batch of 300, as a release appends, racing the single appends.
+    let bulk: Vec<_> = (0..300)
+        .map(|i| {
+            genomegate::api::access::entry_by(
+                "hospital-a",
+                "hospital_staff",
+                &format!("bulk-{i}"),
+                &alice,
+                genomegate::api::access::Access {
+                    action: genomegate::ledger::entry::LogAction::ConsentRead,
+                    purpose: genomegate::ledger::entry::Purpose::ConsentManagement,
+                    basis: genomegate::ledger::entry::LegalBasis::TreatingHospital {
+                        hospital: "hospital-a".into(),
+                    },
+                    scope: genomegate::ledger::entry::DataScope::PatientSummary,
+                },
+                chrono::SubsecRound::trunc_subsecs(chrono::Utc::now(), 6),
+            )
+        })
+        .collect();
+    let mut bulk_conn = app.raw_db();
+    let bulk_append = std::thread::spawn(move || {
+        genomegate::db::ledger::append_atomically(&mut bulk_conn, &bulk).unwrap();
+    });
     let statuses = futures_util::future::join_all(requests).await;
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    bulk_append.join().unwrap();
     let size = app.wait_integrated().await;
-    assert_eq!(size, 151);
-    assert_eq!(app.count("access_log_entries"), 151);
+    assert_eq!(size, 451);
+    assert_eq!(app.count("access_log_entries"), 451);
+    assert_eq!(app.count("notification_outbox"), 0);
     #[derive(diesel::QueryableByName)]
     struct Shape {
         #[diesel(sql_type = diesel::sql_types::BigInt)]
@@ -712,7 +739,7 @@ async fn concurrent_appends_from_several_instances_form_one_tree() {
     let shape: Vec<Shape> = genomegate::db_run!(&mut conn, c => diesel::sql_query(
         "SELECT MIN(idx) AS min, MAX(idx) AS max, COUNT(DISTINCT seq) AS seqs FROM access_log_leaves"
     ).load(c).unwrap());
-    assert_eq!((shape[0].min, shape[0].max, shape[0].seqs), (0, 150, 151));
+    assert_eq!((shape[0].min, shape[0].max, shape[0].seqs), (0, 450, 451));
     let report = verify(&app);
     assert_eq!(report.first_bad_index, None, "{:?}", report.findings);
 }

@@ -141,6 +141,8 @@ pub struct ReleaseRow {
 
 #[derive(Queryable, Selectable, Insertable, Debug, Clone)]
 #[diesel(table_name = release_samples)]
+// Written by `COPY`, which needs every value bound (`None` is NULL).
+#[diesel(treat_none_as_default_value = false)]
 pub struct ReleaseSampleRow {
     pub release_id: String,
     pub position: i64,
@@ -619,37 +621,17 @@ pub fn finish_release(conn: &mut DbConnection, row: &ReleaseRow) -> Result<(), D
     Ok(())
 }
 
-/// Writes a page of a release's manifest. On PostgreSQL the page travels
-/// as column arrays in one statement (a release writes up to millions).
+/// Writes a page of a release's manifest. On PostgreSQL the page goes in
+/// by binary `COPY` (a release writes up to millions of rows).
 pub fn insert_release_samples(
     conn: &mut DbConnection,
     rows: &[ReleaseSampleRow],
 ) -> Result<(), DieselError> {
     match conn {
         DbConnection::Postgresql(c) => {
-            use diesel::sql_types::{Array, BigInt, Bool, Integer, Nullable, Text};
-            for chunk in rows.chunks(50_000) {
-                let column =
-                    |f: fn(&ReleaseSampleRow) -> &str| chunk.iter().map(f).collect::<Vec<&str>>();
-                diesel::sql_query(
-                    "INSERT INTO release_samples (release_id, position, dataset_id, genome_id, patient_pseudonym, \
-                       project_sample_id, included, reason, consent_version) \
-                     SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], \
-                       $6::text[], $7::bool[], $8::text[], $9::int[])",
-                )
-                .bind::<Array<Text>, _>(column(|r| &r.release_id))
-                .bind::<Array<BigInt>, _>(chunk.iter().map(|r| r.position).collect::<Vec<_>>())
-                .bind::<Array<Text>, _>(column(|r| &r.dataset_id))
-                .bind::<Array<Text>, _>(column(|r| &r.genome_id))
-                .bind::<Array<Text>, _>(column(|r| &r.patient_pseudonym))
-                .bind::<Array<Text>, _>(column(|r| &r.project_sample_id))
-                .bind::<Array<Bool>, _>(chunk.iter().map(|r| r.included).collect::<Vec<_>>())
-                .bind::<Array<Text>, _>(column(|r| &r.reason))
-                .bind::<Array<Nullable<Integer>>, _>(
-                    chunk.iter().map(|r| r.consent_version).collect::<Vec<_>>(),
-                )
+            diesel::copy_from(release_samples::table)
+                .from_insertable(rows)
                 .execute(c)?;
-            }
         }
         DbConnection::Sqlite(_) => {
             insert_many!(conn, release_samples::table, rows);
