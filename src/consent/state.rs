@@ -326,6 +326,22 @@ mod tests {
             decisions: d.iter().map(|(k, d)| (key(k), *d)).collect(),
         }
     }
+    /// Version 1 at hour 10: academic and industry use permitted,
+    /// recontact denied.
+    fn first_grant() -> ConsentEvent {
+        use Decision::*;
+        event(
+            "e1",
+            EventKind::Grant,
+            1,
+            10,
+            &[
+                ("academic", Permit),
+                ("industry", Permit),
+                ("recontact", Deny),
+            ],
+        )
+    }
     fn history() -> VersionHistory {
         use ChangeKind::*;
         let v = |n, from, changes: &[(&str, ChangeKind)]| PublishedVersion {
@@ -359,17 +375,7 @@ mod tests {
     #[test]
     fn carry_forward_reconsent_and_as_of() {
         use Decision::*;
-        let events = vec![event(
-            "e1",
-            EventKind::Grant,
-            1,
-            10,
-            &[
-                ("academic", Permit),
-                ("industry", Permit),
-                ("recontact", Deny),
-            ],
-        )];
+        let events = vec![first_grant()];
         let before = derive_consent(&events, &history(), at(50));
         assert_eq!(before.version_in_force, Some(1));
         assert!(before.permits(&key("industry")));
@@ -421,17 +427,7 @@ mod tests {
     fn an_items_state_does_not_depend_on_other_items() {
         use Decision::*;
         let events = vec![
-            event(
-                "e1",
-                EventKind::Grant,
-                1,
-                10,
-                &[
-                    ("academic", Permit),
-                    ("industry", Permit),
-                    ("recontact", Deny),
-                ],
-            ),
+            first_grant(),
             event(
                 "e2",
                 EventKind::WithdrawItems,

@@ -630,7 +630,6 @@ pub fn audit_entries(
         .collect())
 }
 
-/// Every entry recorded in `[from, to)`, oldest first (screening).
 /// Up to `limit` entries recorded in `[from, to)` after arrival number
 /// `after_seq`, in arrival order (screening pages through a period).
 pub fn entries_recorded_between(
@@ -709,6 +708,15 @@ macro_rules! scan {
     }};
 }
 
+/// Puts `value` at `idx`, leaving `None` in any gap before it (a missing
+/// row is a finding, not an error).
+fn place<T: Clone>(row: &mut Vec<Option<T>>, idx: usize, value: T) {
+    if row.len() <= idx {
+        row.resize(idx + 1, None);
+    }
+    row[idx] = Some(value);
+}
+
 /// Every stored node, by level and index.
 fn stored_nodes(conn: &mut DbConnection) -> Result<Vec<Vec<Option<Hash>>>, DieselError> {
     let mut stored: Vec<Vec<Option<Hash>>> = Vec::new();
@@ -716,16 +724,13 @@ fn stored_nodes(conn: &mut DbConnection) -> Result<Vec<Vec<Option<Hash>>>, Diese
         if !(0..MAX_INDEX).contains(&n.idx) || !(0..64).contains(&n.level) {
             return Err(corrupt("node position"));
         }
-        let (level, idx) = (n.level as usize, n.idx as usize);
+        let level = n.level as usize;
         if stored.len() <= level {
             stored.resize(level + 1, Vec::new());
         }
-        let row = &mut stored[level];
-        if row.len() <= idx {
-            row.resize(idx + 1, None);
-        }
         // A malformed hash is as good as a wrong one.
-        row[idx] = Some(n.hash.as_slice().try_into().unwrap_or([0xff; 32]));
+        let hash = n.hash.as_slice().try_into().unwrap_or([0xff; 32]);
+        place(&mut stored[level], n.idx as usize, hash);
         Ok::<(), DieselError>(())
     })?;
     Ok(stored)
@@ -739,11 +744,7 @@ fn leaf_seqs(conn: &mut DbConnection) -> Result<Vec<Option<i64>>, DieselError> {
         if !(0..MAX_INDEX).contains(&l.idx) {
             return Err(corrupt("leaf index"));
         }
-        let idx = l.idx as usize;
-        if seqs.len() <= idx {
-            seqs.resize(idx + 1, None);
-        }
-        seqs[idx] = Some(l.seq);
+        place(&mut seqs, l.idx as usize, l.seq);
         Ok::<(), DieselError>(())
     })?;
     Ok(seqs)
