@@ -190,6 +190,10 @@ pub struct DatabaseConfig {
     pub url: SecretString,
     #[serde(default = "default_pool_size")]
     pub pool_size: u32,
+    /// Samples a release reads, decides and writes per round trip. Memory
+    /// during a release is bounded by a few pages, not by the cohort.
+    #[serde(default = "default_release_page")]
+    pub release_page: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -265,6 +269,9 @@ fn default_database_url() -> SecretString {
 }
 fn default_pool_size() -> u32 {
     16
+}
+fn default_release_page() -> u32 {
+    5_000
 }
 fn default_audience() -> String {
     "genomegate".into()
@@ -433,6 +440,9 @@ impl Config {
         }
         if self.database.pool_size == 0 {
             return invalid("database.pool_size must be at least 1");
+        }
+        if !(1..=50_000).contains(&self.database.release_page) {
+            return invalid("database.release_page must be between 1 and 50000");
         }
         if self.server.body_limit_bytes < 1024 {
             return invalid("server.body_limit_bytes must be at least 1024");

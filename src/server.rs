@@ -99,6 +99,7 @@ pub fn build_state(config: &Config, clock: SharedClock) -> Result<AppState, Stri
         public_base_url: config.public_base_url.trim_end_matches('/').to_owned(),
         metrics: Metrics::default(),
         body_limit: config.server.body_limit_bytes,
+        release_page: i64::from(config.database.release_page),
         log,
         patient_tokens,
         patients: config.patients.clone(),

@@ -18,6 +18,7 @@ use serde_json::{json, Value};
 on_both_backends!(
     the_full_journey_releases_consenting_patients_and_resolution_rechecks_consent,
     refusals_are_named_and_write_nothing,
+    a_release_pages_its_cohort_alike_on_one_connection_or_two,
 );
 
 const STORE: &str = "genome-store.example";
@@ -699,4 +700,175 @@ async fn refusals_are_named_and_write_nothing(backend: Backend) {
         .post("/v1/datasets", &prof, None, &json!({"name": "x", "domain": "cancer", "terms": {"permission": "GRU"}, "portfolio": "basic_research"}))
         .await;
     assert_problem(s, &b, 403, "forbidden");
+}
+
+/// A release in pages of two samples over two datasets, once with a spare
+/// connection (the cohort is read on it while the transaction writes) and
+/// once with a pool of one (read in turn on the transaction's connection).
+/// Both give the same manifest, tallies and log entries: one entry per
+/// included patient and dataset, counting samples that span pages.
+async fn a_release_pages_its_cohort_alike_on_one_connection_or_two(backend: Backend) {
+    let mut outcomes = Vec::new();
+    for pool_size in ["8", "1"] {
+        let options = Options {
+            env: vec![
+                ("GENOMEGATE__DATABASE__RELEASE_PAGE", "2".into()),
+                ("GENOMEGATE__DATABASE__POOL_SIZE", pool_size.into()),
+            ],
+            ..Options::default()
+        };
+        let Some(app) = TestApp::spawn_with(backend, options).await else {
+            return;
+        };
+        outcomes.push(release_in_pages(&app).await);
+    }
+    assert_eq!(
+        outcomes[0], outcomes[1],
+        "one connection or two, one outcome"
+    );
+}
+
+#[derive(Debug, PartialEq)]
+struct PagedRelease {
+    included: Value,
+    excluded: Value,
+    excluded_by_reason: Value,
+    /// (dataset name, included, reason), sorted: the order follows the
+    /// genome IDs, which differ between the two services' keys.
+    manifest: Vec<(String, bool, String)>,
+    /// (patient's local ID, dataset name, objects) of every release entry.
+    entries: Vec<(String, String, u64)>,
+}
+
+async fn release_in_pages(app: &TestApp) -> PagedRelease {
+    let version = app.publish("cancer", &first_draft()).await;
+    let both = patients_with_samples(app, &version, "BOTH", 4, all_permit()).await;
+    let academic_only = json!({"ccat_registration": "permit", "secondary_use_academic": "permit", "secondary_use_industry": "deny", "recontact": "permit"});
+    let academic = patients_with_samples(app, &version, "ACAD", 2, academic_only).await;
+    // BOTH-0 gives a second sample, so their samples can fall on two pages.
+    let (s, second) = app
+        .register_sample(
+            &app.staff("hospital-a"),
+            &sample_body("MRN-BOTH-0", "S2-MRN-BOTH-0", "MRN-BOTH-0-b"),
+        )
+        .await;
+    assert_eq!(s, 201, "{second}");
+    let mut all: Vec<String> = both.iter().chain(&academic).map(|p| p.1.clone()).collect();
+    all.push(second["genome_id"].as_str().unwrap().to_owned());
+    let mut some: Vec<String> = both.iter().map(|p| p.1.clone()).collect();
+    some.push(academic[0].1.clone());
+    let hmb = json!({"permission": "HMB"});
+    let first = dataset(app, "All seven", hmb.clone(), &all).await;
+    let other = dataset(app, "Five of them", hmb, &some).await;
+    verify_org(app, PHARMA, "industry").await;
+    attest(app, PHARMA, "res-1", "2029-01-10").await;
+    let sha = publish_text(app, "Data-use agreement v1.").await;
+    let view = submit(
+        app,
+        &researcher(PHARMA, "res-1"),
+        &application(&[&first, &other], &[], "HMB"),
+    )
+    .await;
+    let id = view["id"].as_str().unwrap().to_owned();
+    let decided = approve(app, &id).await;
+    let agreement = decided["agreement"]["id"].as_str().unwrap().to_owned();
+    let (s, b) = accept(app, &agreement, &researcher(PHARMA, "res-1"), &sha).await;
+    assert_eq!(s, 200, "{b}");
+
+    let (s, rel) = release(app, &id, &researcher(PHARMA, "res-1")).await;
+    assert_eq!(s, 201, "{rel}");
+    assert_eq!(rel["included"], 9, "{rel}");
+    assert_eq!(rel["excluded"], 3, "{rel}");
+    assert_eq!(rel["provenance"]["consent_versions"][&version], 9);
+    let release_id = rel["id"].as_str().unwrap();
+    let (s, page) = app
+        .get(
+            &format!("/v1/releases/{release_id}/manifest"),
+            Some(&researcher(PHARMA, "res-1")),
+        )
+        .await;
+    assert_eq!(s, 200, "{page}");
+    let name = |dataset: &str| {
+        if dataset == first {
+            "All seven".to_owned()
+        } else {
+            assert_eq!(dataset, other);
+            "Five of them".to_owned()
+        }
+    };
+    let rows = page["entries"].as_array().unwrap();
+    let positions: Vec<i64> = rows
+        .iter()
+        .map(|r| r["position"].as_i64().unwrap())
+        .collect();
+    assert_eq!(positions, (1..=12).collect::<Vec<_>>(), "{page}");
+    let mut manifest: Vec<(String, bool, String)> = rows
+        .iter()
+        .map(|r| {
+            (
+                name(r["dataset"].as_str().unwrap()),
+                r["included"].as_bool().unwrap(),
+                r["reason"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    manifest.sort();
+
+    // One entry per included patient and dataset.
+    let local_of = |patient: &str| {
+        both.iter()
+            .chain(&academic)
+            .position(|p| p.0 == patient)
+            .map(|i| {
+                if i < 4 {
+                    format!("BOTH-{i}")
+                } else {
+                    format!("ACAD-{}", i - 4)
+                }
+            })
+            .unwrap()
+    };
+    #[derive(diesel::QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = diesel::sql_types::Binary)]
+        entry: Vec<u8>,
+    }
+    use diesel::RunQueryDsl;
+    let mut conn = app.raw_db();
+    let stored: Vec<Row> = genomegate::db_run!(&mut conn, c => diesel::sql_query(
+        "SELECT entry FROM access_log_entries WHERE action = 'dataset_release'"
+    )
+    .load(c)
+    .unwrap());
+    let mut entries: Vec<(String, String, u64)> = stored
+        .iter()
+        .map(|r| {
+            let e: Value = serde_json::from_slice(&r.entry).unwrap();
+            let scope = &e["scope"]["dataset"];
+            (
+                local_of(e["patient"].as_str().unwrap()),
+                name(scope["dataset"].as_str().unwrap()),
+                scope["objects"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    entries.sort();
+    let mut expected = vec![
+        ("BOTH-0".to_owned(), "All seven".to_owned(), 2),
+        ("BOTH-0".to_owned(), "Five of them".to_owned(), 1),
+    ];
+    for i in 1..4 {
+        for dataset in ["All seven", "Five of them"] {
+            expected.push((format!("BOTH-{i}"), dataset.to_owned(), 1));
+        }
+    }
+    expected.sort();
+    assert_eq!(entries, expected);
+    PagedRelease {
+        included: rel["included"].clone(),
+        excluded: rel["excluded"].clone(),
+        excluded_by_reason: rel["excluded_by_reason"].clone(),
+        manifest,
+        entries,
+    }
 }

@@ -18,19 +18,17 @@ use crate::consent::state::derive_consent;
 use crate::consent::DocumentFamily;
 use crate::db::access::{self as store, AgreementRow, ReleaseRow, ReleaseSampleRow};
 use crate::db::documents::utc;
-use crate::db::{consents, documents, ledger, samples, write_transaction, DbConnection};
+use crate::db::{consents, documents, ledger, samples, write_transaction, DbConnection, PooledDb};
 use crate::error::{AccessRefusal as Refusal, ApiError, Problem};
 use crate::ledger::entry::{DataScope, LegalBasis, LogAction, LogEntry, Purpose};
-use crate::pseudonym::genome_id::{project_sample_id, IdKind, PrintedId};
-use crate::pseudonym::keyring::KeyDomain;
 use actix_web::{get, post, web, HttpResponse};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use utoipa::{IntoParams, ToSchema};
 
-/// Samples checked per round trip during a release.
-const COHORT_PAGE: i64 = 5_000;
+mod pass;
+
 const MAX_RESOLVE_PAGE: i64 = 1_000;
 
 #[derive(Deserialize, Serialize, ToSchema)]
@@ -200,9 +198,11 @@ fn decide_page(
         .collect())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn release(
     state: &AppState,
     conn: &mut DbConnection,
+    spare: Option<PooledDb>,
     caller: &Caller,
     p: &Principal,
     application_id: &str,
@@ -255,94 +255,23 @@ fn release(
     // provenance are filled in below, in the same transaction.
     store::insert_release(conn, &row)?;
 
-    let request = use_request(&app);
-    let project_key = state.keys.current(KeyDomain::Project);
     let datasets = store::find_datasets(conn, &app.declaration.datasets)?;
-    let mut excluded_by_reason: BTreeMap<String, u64> = BTreeMap::new();
-    let mut consent_versions: BTreeMap<String, u64> = BTreeMap::new();
-    let mut position: i64 = 0;
-    for dataset in &datasets {
-        let family: DocumentFamily = dataset.domain.parse().map_err(ApiError::internal)?;
-        let history = documents::history(conn, family)?;
-        // One log entry per included patient and dataset, however many of
-        // their samples it holds.
-        let mut per_patient: HashMap<String, u32> = HashMap::new();
-        let mut after = String::new();
-        loop {
-            let page = store::dataset_page(conn, &dataset.id, &after, COHORT_PAGE)?;
-            let Some(last) = page.last() else { break };
-            after = last.genome_id.clone();
-            let decisions = decide_page(
-                conn,
-                &state.diseases,
-                &request,
-                (family, &history),
-                &page,
-                now,
-            )?;
-            let mut rows = Vec::with_capacity(page.len());
-            for (sample, decision) in page.iter().zip(decisions) {
-                position += 1;
-                let printed = PrintedId::parse(IdKind::Sample, &sample.genome_id)
-                    .map_err(ApiError::internal)?;
-                let (included, reason, version) = match decision {
-                    SampleDecision::Included { version, .. } => {
-                        *per_patient
-                            .entry(sample.patient_pseudonym.clone())
-                            .or_default() += 1;
-                        *consent_versions
-                            .entry(
-                                crate::consent::DocumentVersionId::new(family, version).to_string(),
-                            )
-                            .or_default() += 1;
-                        (true, "consented".to_owned(), Some(version as i32))
-                    }
-                    SampleDecision::Excluded(why) => {
-                        *excluded_by_reason
-                            .entry(why.as_str().to_owned())
-                            .or_default() += 1;
-                        (false, why.as_str().to_owned(), None)
-                    }
-                };
-                row.included += i64::from(included);
-                row.excluded += i64::from(!included);
-                rows.push(ReleaseSampleRow {
-                    release_id: release_id.clone(),
-                    position,
-                    dataset_id: dataset.id.clone(),
-                    genome_id: sample.genome_id.clone(),
-                    patient_pseudonym: sample.patient_pseudonym.clone(),
-                    project_sample_id: project_sample_id(project_key, &app.row.id, &printed)
-                        .to_string(),
-                    included,
-                    reason,
-                    consent_version: version,
-                });
-            }
-            store::insert_release_samples(conn, &rows)?;
-        }
-        let entries: Vec<LogEntry> = per_patient
-            .into_iter()
-            .map(|(patient, objects)| {
-                super::access::entry(
-                    p,
-                    Role::Researcher,
-                    &patient,
-                    research_access(
-                        &app,
-                        &agreement.id,
-                        LogAction::DatasetRelease,
-                        &dataset.id,
-                        objects,
-                    ),
-                    now,
-                )
-            })
-            .collect();
-        for chunk in entries.chunks(10_000) {
-            ledger::append(conn, chunk)?;
-        }
-    }
+    let tally = pass::write_cohort(
+        conn,
+        spare,
+        &pass::Cohort {
+            state,
+            app: &app,
+            agreement_id: &agreement.id,
+            releaser: p,
+            request: use_request(&app),
+            release_id: &release_id,
+            datasets: &datasets,
+            now,
+        },
+    )?;
+    row.included = tally.included;
+    row.excluded = tally.excluded;
     let min_cohort = state.data_use.release.min_cohort;
     if row.included < i64::from(min_cohort) {
         return Err(ApiError::refused(
@@ -360,7 +289,7 @@ fn release(
             .into_iter()
             .map(|m| (m.dataset, m.outcome))
             .collect(),
-        consent_versions,
+        consent_versions: tally.consent_versions,
         agreement_id: agreement.id.clone(),
         agreement_text_version: text_version,
         agreement_text_sha256: text_sha256,
@@ -374,7 +303,7 @@ fn release(
     store::mark_access_started(conn, &app.row.id, now)?;
     Ok(Outcome {
         row,
-        excluded_by_reason,
+        excluded_by_reason: tally.excluded_by_reason,
         provenance,
     })
 }
@@ -411,8 +340,11 @@ pub async fn create_release(
     let shared = state.clone();
     let outcome = state
         .db(move |conn| {
+            // A second connection lets the cohort be read while it is
+            // written (releases/pass.rs); without one it is read in turn.
+            let spare = shared.pool.try_get();
             write_transaction(conn, |conn| {
-                release(&shared, conn, &caller, &p, &id, &audience, now)
+                release(&shared, conn, spare, &caller, &p, &id, &audience, now)
             })
         })
         .await?;

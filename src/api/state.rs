@@ -93,6 +93,8 @@ pub struct AppState {
     pub public_base_url: String,
     pub metrics: Metrics,
     pub body_limit: usize,
+    /// Samples per round trip during a release (`database.release_page`).
+    pub release_page: i64,
     /// The access log's signer, keys and live-stream hub.
     pub log: std::sync::Arc<crate::workers::LogRuntime>,
     /// Signs patient tokens; the only issuer trusted for the `patient` role.

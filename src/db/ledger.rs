@@ -75,17 +75,70 @@ fn to_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
+/// Entries serialized and laid out as the append statement binds them:
+/// the CPU half of an append, which a release prepares on another thread
+/// while its transaction writes the previous batch.
+#[derive(Debug, Default)]
+pub struct PreparedEntries {
+    bytes: Vec<Vec<u8>>,
+    at: Vec<NaiveDateTime>,
+    patient: Vec<String>,
+    org: Vec<String>,
+    user: Vec<String>,
+    action: Vec<&'static str>,
+}
+
+impl PreparedEntries {
+    /// Serializes `batch`. Refuses times finer than a microsecond: both
+    /// databases keep microseconds, and a finer time would make the stored
+    /// column disagree with the entry bytes, which verify-log reports.
+    pub fn of(batch: &[LogEntry]) -> Result<Self, DieselError> {
+        if batch.iter().any(|e| e.at.nanosecond() % 1000 != 0) {
+            return Err(DieselError::QueryBuilderError(
+                "a log entry's time must be at microsecond precision".into(),
+            ));
+        }
+        let mut prepared = Self {
+            bytes: Vec::with_capacity(batch.len()),
+            at: Vec::with_capacity(batch.len()),
+            patient: Vec::with_capacity(batch.len()),
+            org: Vec::with_capacity(batch.len()),
+            user: Vec::with_capacity(batch.len()),
+            action: Vec::with_capacity(batch.len()),
+        };
+        for e in batch {
+            prepared.bytes.push(e.to_bytes());
+            prepared.at.push(e.at.naive_utc());
+            prepared.patient.push(e.patient.clone());
+            prepared.org.push(e.actor.org.clone());
+            prepared.user.push(e.actor.user.clone());
+            prepared.action.push(e.action.as_str());
+        }
+        Ok(prepared)
+    }
+
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+}
+
 /// Appends entries with their outbox rows, in the caller's transaction.
 pub fn append(conn: &mut DbConnection, batch: &[LogEntry]) -> Result<(), DieselError> {
+    append_prepared(conn, &PreparedEntries::of(batch)?)
+}
+
+/// Appends prepared entries with their outbox rows, in the caller's
+/// transaction.
+pub fn append_prepared(
+    conn: &mut DbConnection,
+    batch: &PreparedEntries,
+) -> Result<(), DieselError> {
     if batch.is_empty() {
         return Ok(());
-    }
-    // Both databases keep microseconds; a finer time would make the stored
-    // column disagree with the entry bytes, which verify-log reports.
-    if batch.iter().any(|e| e.at.nanosecond() % 1000 != 0) {
-        return Err(DieselError::QueryBuilderError(
-            "a log entry's time must be at microsecond precision".into(),
-        ));
     }
     match conn {
         DbConnection::Postgresql(c) => {
@@ -93,18 +146,6 @@ pub fn append(conn: &mut DbConnection, batch: &[LogEntry]) -> Result<(), DieselE
             // One statement per batch, whatever its size: arrays travel as
             // six parameters and unnest into rows. (Appending by COPY was
             // tried and measured no faster; decision 0013.)
-            let mut bytes = Vec::with_capacity(batch.len());
-            let mut at = Vec::with_capacity(batch.len());
-            let (mut patient, mut org, mut user, mut action) =
-                (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-            for e in batch {
-                bytes.push(e.to_bytes());
-                at.push(e.at.naive_utc());
-                patient.push(e.patient.as_str());
-                org.push(e.actor.org.as_str());
-                user.push(e.actor.user.as_str());
-                action.push(e.action.as_str());
-            }
             diesel::sql_query(
                 "WITH e AS (INSERT INTO access_log_entries \
                    (entry, recorded_at, patient_pseudonym, actor_org, actor_user, action) \
@@ -112,25 +153,25 @@ pub fn append(conn: &mut DbConnection, batch: &[LogEntry]) -> Result<(), DieselE
                    RETURNING seq, patient_pseudonym) \
                  INSERT INTO notification_outbox (seq, patient_pseudonym) SELECT seq, patient_pseudonym FROM e",
             )
-            .bind::<Array<Binary>, _>(bytes)
-            .bind::<Array<Timestamp>, _>(at)
-            .bind::<Array<Text>, _>(patient)
-            .bind::<Array<Text>, _>(org)
-            .bind::<Array<Text>, _>(user)
-            .bind::<Array<Text>, _>(action)
+            .bind::<Array<Binary>, _>(&batch.bytes)
+            .bind::<Array<Timestamp>, _>(&batch.at)
+            .bind::<Array<Text>, _>(&batch.patient)
+            .bind::<Array<Text>, _>(&batch.org)
+            .bind::<Array<Text>, _>(&batch.user)
+            .bind::<Array<Text>, _>(&batch.action)
             .execute(c)?;
             Ok(())
         }
         DbConnection::Sqlite(c) => {
-            for e in batch {
+            for (i, bytes) in batch.bytes.iter().enumerate() {
                 diesel::insert_into(entries::table)
                     .values((
-                        entries::entry.eq(e.to_bytes()),
-                        entries::recorded_at.eq(e.at.naive_utc()),
-                        entries::patient_pseudonym.eq(&e.patient),
-                        entries::actor_org.eq(&e.actor.org),
-                        entries::actor_user.eq(&e.actor.user),
-                        entries::action.eq(e.action.as_str()),
+                        entries::entry.eq(bytes),
+                        entries::recorded_at.eq(batch.at[i]),
+                        entries::patient_pseudonym.eq(&batch.patient[i]),
+                        entries::actor_org.eq(&batch.org[i]),
+                        entries::actor_user.eq(&batch.user[i]),
+                        entries::action.eq(batch.action[i]),
                     ))
                     .execute(c)?;
                 let seq: i64 = diesel::select(diesel::dsl::sql::<diesel::sql_types::BigInt>(
@@ -140,7 +181,7 @@ pub fn append(conn: &mut DbConnection, batch: &[LogEntry]) -> Result<(), DieselE
                 diesel::insert_into(outbox::table)
                     .values((
                         outbox::seq.eq(seq),
-                        outbox::patient_pseudonym.eq(&e.patient),
+                        outbox::patient_pseudonym.eq(&batch.patient[i]),
                     ))
                     .execute(c)?;
             }

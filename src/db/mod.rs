@@ -225,6 +225,30 @@ where
     }
 }
 
+/// Runs `f` in a read-only transaction that sees one snapshot throughout,
+/// then ends it. On SQLite the snapshot is taken at the first read.
+pub fn read_snapshot<T, E>(
+    conn: &mut DbConnection,
+    f: impl FnOnce(&mut DbConnection) -> Result<T, E>,
+) -> Result<T, E>
+where
+    E: From<diesel::result::Error>,
+{
+    match conn {
+        DbConnection::Sqlite(c) => AnsiTransactionManager::begin_transaction_sql(c, "BEGIN")?,
+        DbConnection::Postgresql(c) => AnsiTransactionManager::begin_transaction_sql(
+            c,
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+        )?,
+    }
+    let outcome = f(conn);
+    // Nothing was written, so ending it by rollback loses nothing.
+    let ended = db_run!(conn, c => AnsiTransactionManager::rollback_transaction(c));
+    let value = outcome?;
+    ended?;
+    Ok(value)
+}
+
 /// Readiness probe: one round trip.
 pub fn ping(conn: &mut DbConnection) -> Result<(), diesel::result::Error> {
     db_run!(conn, c => c.batch_execute("SELECT 1"))

@@ -1,0 +1,296 @@
+//! The cohort half of a release: every sample of the released datasets is
+//! read, decided against its patient's consent as of the release, and turned
+//! into manifest rows and, per included patient, one log entry.
+//!
+//! The release writes in one transaction on one connection, so reading and
+//! writing would otherwise take turns. When the pool has a connection to
+//! spare, the pass runs on it in a thread of its own, inside one read-only
+//! snapshot, and hands each batch to the transaction through a short
+//! channel: the next page is read and decided while the current one is
+//! written (decision 0014). Without a spare connection the same pass runs in
+//! turn on the transaction's connection.
+
+use super::{decide_page, research_access};
+use crate::access::cohort::{SampleDecision, UseRequest};
+use crate::api::applications::Application;
+use crate::api::state::AppState;
+use crate::auth::{Principal, Role};
+use crate::consent::document::VersionHistory;
+use crate::consent::{DocumentFamily, DocumentVersionId};
+use crate::db::access::{self as store, CohortSample, DatasetRow, ReleaseSampleRow};
+use crate::db::ledger::{self, PreparedEntries};
+use crate::db::{documents, read_snapshot, DbConnection, PooledDb};
+use crate::error::ApiError;
+use crate::ledger::entry::LogAction;
+use crate::pseudonym::genome_id::{project_sample_id, IdKind, PrintedId};
+use crate::pseudonym::keyring::KeyDomain;
+use chrono::{DateTime, Utc};
+use std::collections::{BTreeMap, HashMap};
+
+/// Log entries per append statement.
+const LOG_BATCH: usize = 10_000;
+/// Batches the reader may run ahead of the writer: enough to keep both
+/// busy, few enough that memory stays bounded by pages, not by the cohort.
+const READ_AHEAD: usize = 2;
+
+/// What a release's cohort pass needs to know.
+pub(super) struct Cohort<'a> {
+    pub state: &'a AppState,
+    pub app: &'a Application,
+    pub agreement_id: &'a str,
+    pub releaser: &'a Principal,
+    pub request: UseRequest,
+    pub release_id: &'a str,
+    pub datasets: &'a [DatasetRow],
+    pub now: DateTime<Utc>,
+}
+
+/// The decisions of a whole pass, for the release row and its provenance.
+#[derive(Default)]
+pub(super) struct Tally {
+    pub included: i64,
+    pub excluded: i64,
+    pub excluded_by_reason: BTreeMap<String, u64>,
+    /// Included samples per consent document version (`cancer-v2` → n).
+    pub consent_versions: BTreeMap<String, u64>,
+}
+
+/// One write of the release transaction.
+enum Batch<'a> {
+    /// A page of decided samples, numbered from `first_position`. The
+    /// writer turns them into manifest rows: deriving project IDs there
+    /// spreads the CPU work over both threads.
+    Manifest {
+        dataset: &'a DatasetRow,
+        first_position: i64,
+        decided: Vec<(CohortSample, Decided)>,
+    },
+    Log(PreparedEntries),
+}
+
+/// A sample's line in the manifest.
+struct Decided {
+    included: bool,
+    reason: &'static str,
+    consent_version: Option<i32>,
+}
+
+/// Decides the cohort and writes it in `conn`'s transaction, reading on
+/// `spare` meanwhile when there is one.
+pub(super) fn write_cohort(
+    conn: &mut DbConnection,
+    spare: Option<PooledDb>,
+    cohort: &Cohort<'_>,
+) -> Result<Tally, ApiError> {
+    let mut pass = Pass::new(cohort);
+    let Some(mut reader) = spare else {
+        while let Some(batch) = pass.next(conn)? {
+            write(conn, cohort, batch)?;
+        }
+        return Ok(pass.tally);
+    };
+    let (to_writer, batches) = std::sync::mpsc::sync_channel::<Batch<'_>>(READ_AHEAD);
+    std::thread::scope(|scope| {
+        let reading = scope.spawn(move || {
+            read_snapshot(&mut reader, |c| {
+                while let Some(batch) = pass.next(c)? {
+                    if to_writer.send(batch).is_err() {
+                        // The writer has failed; its error is the one reported.
+                        break;
+                    }
+                }
+                Ok::<_, ApiError>(pass.tally)
+            })
+        });
+        let written = batches
+            .iter()
+            .try_for_each(|batch| write(conn, cohort, batch));
+        // Unblocks a reader still sending after a failed write.
+        drop(batches);
+        let read = reading
+            .join()
+            .map_err(|_| ApiError::internal("the release's cohort reader panicked"))?;
+        written?;
+        read
+    })
+}
+
+fn write(conn: &mut DbConnection, cohort: &Cohort<'_>, batch: Batch<'_>) -> Result<(), ApiError> {
+    match batch {
+        Batch::Manifest {
+            dataset,
+            first_position,
+            decided,
+        } => {
+            let project_key = cohort.state.keys.current(KeyDomain::Project);
+            let mut rows = Vec::with_capacity(decided.len());
+            for (position, (sample, decision)) in (first_position..).zip(decided) {
+                let printed = PrintedId::parse(IdKind::Sample, &sample.genome_id)
+                    .map_err(ApiError::internal)?;
+                rows.push(ReleaseSampleRow {
+                    release_id: cohort.release_id.to_owned(),
+                    position,
+                    dataset_id: dataset.id.clone(),
+                    project_sample_id: project_sample_id(project_key, &cohort.app.row.id, &printed)
+                        .to_string(),
+                    genome_id: sample.genome_id,
+                    patient_pseudonym: sample.patient_pseudonym,
+                    included: decision.included,
+                    reason: decision.reason.to_owned(),
+                    consent_version: decision.consent_version,
+                });
+            }
+            store::insert_release_samples(conn, &rows)?;
+        }
+        Batch::Log(entries) => ledger::append_prepared(conn, &entries)?,
+    }
+    Ok(())
+}
+
+/// A pass over the cohort, one batch at a time: a dataset's pages of
+/// manifest rows, then the log entries of its included patients.
+struct Pass<'a> {
+    cohort: &'a Cohort<'a>,
+    next_dataset: usize,
+    current: Option<DatasetPass<'a>>,
+    position: i64,
+    tally: Tally,
+}
+
+struct DatasetPass<'a> {
+    dataset: &'a DatasetRow,
+    family: DocumentFamily,
+    history: VersionHistory,
+    /// The last genome ID paged.
+    after: String,
+    /// Included samples per patient: one log entry per included patient and
+    /// dataset, however many of their samples it holds.
+    included: HashMap<String, u32>,
+    /// Set once the pages are done: the entries still to send.
+    entries: Option<std::vec::IntoIter<(String, u32)>>,
+}
+
+impl<'a> Pass<'a> {
+    fn new(cohort: &'a Cohort<'a>) -> Self {
+        Self {
+            cohort,
+            next_dataset: 0,
+            current: None,
+            position: 0,
+            tally: Tally::default(),
+        }
+    }
+
+    fn next(&mut self, conn: &mut DbConnection) -> Result<Option<Batch<'a>>, ApiError> {
+        let cohort = self.cohort;
+        loop {
+            let Some(current) = self.current.as_mut() else {
+                let Some(dataset) = cohort.datasets.get(self.next_dataset) else {
+                    return Ok(None);
+                };
+                self.next_dataset += 1;
+                let family: DocumentFamily = dataset.domain.parse().map_err(ApiError::internal)?;
+                self.current = Some(DatasetPass {
+                    dataset,
+                    family,
+                    history: documents::history(conn, family)?,
+                    after: String::new(),
+                    included: HashMap::new(),
+                    entries: None,
+                });
+                continue;
+            };
+            if let Some(entries) = current.entries.as_mut() {
+                let batch: Vec<_> = entries
+                    .by_ref()
+                    .take(LOG_BATCH)
+                    .map(|(patient, objects)| {
+                        crate::api::access::entry(
+                            cohort.releaser,
+                            Role::Researcher,
+                            &patient,
+                            research_access(
+                                cohort.app,
+                                cohort.agreement_id,
+                                LogAction::DatasetRelease,
+                                &current.dataset.id,
+                                objects,
+                            ),
+                            cohort.now,
+                        )
+                    })
+                    .collect();
+                if batch.is_empty() {
+                    self.current = None;
+                    continue;
+                }
+                return Ok(Some(Batch::Log(PreparedEntries::of(&batch)?)));
+            }
+            let page = store::dataset_page(
+                conn,
+                &current.dataset.id,
+                &current.after,
+                cohort.state.release_page,
+            )?;
+            let Some(last) = page.last() else {
+                // Sorted, so the log's order does not depend on hashing.
+                let mut included: Vec<_> = current.included.drain().collect();
+                included.sort_unstable();
+                current.entries = Some(included.into_iter());
+                continue;
+            };
+            current.after = last.genome_id.clone();
+            let decisions = decide_page(
+                conn,
+                &cohort.state.diseases,
+                &cohort.request,
+                (current.family, &current.history),
+                &page,
+                cohort.now,
+            )?;
+            let first_position = self.position + 1;
+            let mut decided = Vec::with_capacity(page.len());
+            for (sample, decision) in page.into_iter().zip(decisions) {
+                self.position += 1;
+                let line = match decision {
+                    SampleDecision::Included { version, .. } => {
+                        *current
+                            .included
+                            .entry(sample.patient_pseudonym.clone())
+                            .or_default() += 1;
+                        *self
+                            .tally
+                            .consent_versions
+                            .entry(DocumentVersionId::new(current.family, version).to_string())
+                            .or_default() += 1;
+                        Decided {
+                            included: true,
+                            reason: "consented",
+                            consent_version: Some(version as i32),
+                        }
+                    }
+                    SampleDecision::Excluded(why) => {
+                        *self
+                            .tally
+                            .excluded_by_reason
+                            .entry(why.as_str().to_owned())
+                            .or_default() += 1;
+                        Decided {
+                            included: false,
+                            reason: why.as_str(),
+                            consent_version: None,
+                        }
+                    }
+                };
+                self.tally.included += i64::from(line.included);
+                self.tally.excluded += i64::from(!line.included);
+                decided.push((sample, line));
+            }
+            return Ok(Some(Batch::Manifest {
+                dataset: current.dataset,
+                first_position,
+                decided,
+            }));
+        }
+    }
+}
