@@ -298,6 +298,23 @@ pub fn add_dataset_samples(
     ))
 }
 
+/// How many samples each patient has in a dataset.
+pub fn samples_per_patient(
+    conn: &mut DbConnection,
+    dataset_id: &str,
+) -> Result<std::collections::HashMap<String, u32>, DieselError> {
+    let counts: Vec<(String, i64)> = db_run!(conn, c => dataset_samples::table
+        .inner_join(genome_samples::table.on(genome_samples::genome_id.eq(dataset_samples::genome_id)))
+        .filter(dataset_samples::dataset_id.eq(dataset_id))
+        .group_by(genome_samples::patient_pseudonym)
+        .select((genome_samples::patient_pseudonym, diesel::dsl::count_star()))
+        .load(c))?;
+    Ok(counts
+        .into_iter()
+        .map(|(patient, n)| (patient, u32::try_from(n).unwrap_or(u32::MAX)))
+        .collect())
+}
+
 /// One sample of a dataset with what a release needs of it.
 #[derive(Debug, Clone)]
 pub struct CohortSample {

@@ -9,6 +9,10 @@
 //! channel: the next page is read and decided while the current one is
 //! written (decision 0014). Without a spare connection the same pass runs in
 //! turn on the transaction's connection.
+//!
+//! A patient's log entry goes with the page that decides their last sample
+//! (the pass counts each patient's samples first), so the log is written
+//! while the pages are, not after them.
 
 use super::{decide_page, research_access};
 use crate::access::cohort::{SampleDecision, UseRequest};
@@ -64,6 +68,8 @@ enum Batch<'a> {
         dataset: &'a DatasetRow,
         first_position: i64,
         decided: Vec<(CohortSample, Decided)>,
+        /// The entries of the patients whose last sample is on this page.
+        entries: PreparedEntries,
     },
     Log(PreparedEntries),
 }
@@ -121,6 +127,7 @@ fn write(conn: &mut DbConnection, cohort: &Cohort<'_>, batch: Batch<'_>) -> Resu
             dataset,
             first_position,
             decided,
+            entries,
         } => {
             let project_key = cohort.state.keys.current(KeyDomain::Project);
             let mut rows = Vec::with_capacity(decided.len());
@@ -141,6 +148,7 @@ fn write(conn: &mut DbConnection, cohort: &Cohort<'_>, batch: Batch<'_>) -> Resu
                 });
             }
             store::insert_release_samples(conn, &rows)?;
+            ledger::append_prepared(conn, &entries)?;
         }
         Batch::Log(entries) => ledger::append_prepared(conn, &entries)?,
     }
@@ -148,7 +156,7 @@ fn write(conn: &mut DbConnection, cohort: &Cohort<'_>, batch: Batch<'_>) -> Resu
 }
 
 /// A pass over the cohort, one batch at a time: a dataset's pages of
-/// manifest rows, then the log entries of its included patients.
+/// decided samples, each with the log entries of the patients it completed.
 struct Pass<'a> {
     cohort: &'a Cohort<'a>,
     next_dataset: usize,
@@ -163,11 +171,17 @@ struct DatasetPass<'a> {
     history: VersionHistory,
     /// The last genome ID paged.
     after: String,
-    /// Included samples per patient: one log entry per included patient and
-    /// dataset, however many of their samples it holds.
+    /// Samples per patient not yet decided. Pages follow genome IDs, not
+    /// patients, so this is how the pass knows a patient is complete and
+    /// their entry can go with the current page instead of after the last.
+    undecided: HashMap<String, u32>,
+    /// Included samples per patient not yet logged: one log entry per
+    /// included patient and dataset, however many of their samples it holds.
     included: HashMap<String, u32>,
-    /// Set once the pages are done: the entries still to send.
-    entries: Option<std::vec::IntoIter<(String, u32)>>,
+    /// Set once the pages are done: entries still owed (none, unless the
+    /// dataset changed between counting and paging on the transaction's own
+    /// connection).
+    leftovers: Option<std::vec::IntoIter<(String, u32)>>,
 }
 
 impl<'a> Pass<'a> {
@@ -195,36 +209,20 @@ impl<'a> Pass<'a> {
                     family,
                     history: documents::history(conn, family)?,
                     after: String::new(),
+                    undecided: store::samples_per_patient(conn, &dataset.id)?,
                     included: HashMap::new(),
-                    entries: None,
+                    leftovers: None,
                 });
                 continue;
             };
-            if let Some(entries) = current.entries.as_mut() {
-                let batch: Vec<_> = entries
-                    .by_ref()
-                    .take(LOG_BATCH)
-                    .map(|(patient, objects)| {
-                        crate::api::access::entry(
-                            cohort.releaser,
-                            Role::Researcher,
-                            &patient,
-                            research_access(
-                                cohort.app,
-                                cohort.agreement_id,
-                                LogAction::DatasetRelease,
-                                &current.dataset.id,
-                                objects,
-                            ),
-                            cohort.now,
-                        )
-                    })
-                    .collect();
-                if batch.is_empty() {
+            if let Some(leftovers) = current.leftovers.as_mut() {
+                let owed: Vec<_> = leftovers.by_ref().take(LOG_BATCH).collect();
+                if owed.is_empty() {
                     self.current = None;
                     continue;
                 }
-                return Ok(Some(Batch::Log(PreparedEntries::of(&batch)?)));
+                let entries = cohort.release_entries(current.dataset, owed)?;
+                return Ok(Some(Batch::Log(entries)));
             }
             let page = store::dataset_page(
                 conn,
@@ -234,9 +232,9 @@ impl<'a> Pass<'a> {
             )?;
             let Some(last) = page.last() else {
                 // Sorted, so the log's order does not depend on hashing.
-                let mut included: Vec<_> = current.included.drain().collect();
-                included.sort_unstable();
-                current.entries = Some(included.into_iter());
+                let mut owed: Vec<_> = current.included.drain().collect();
+                owed.sort_unstable();
+                current.leftovers = Some(owed.into_iter());
                 continue;
             };
             current.after = last.genome_id.clone();
@@ -250,6 +248,7 @@ impl<'a> Pass<'a> {
             )?;
             let first_position = self.position + 1;
             let mut decided = Vec::with_capacity(page.len());
+            let mut completed = Vec::new();
             for (sample, decision) in page.into_iter().zip(decisions) {
                 self.position += 1;
                 let line = match decision {
@@ -284,13 +283,53 @@ impl<'a> Pass<'a> {
                 };
                 self.tally.included += i64::from(line.included);
                 self.tally.excluded += i64::from(!line.included);
+                if let Some(left) = current.undecided.get_mut(&sample.patient_pseudonym) {
+                    *left = left.saturating_sub(1);
+                    if *left == 0 {
+                        current.undecided.remove(&sample.patient_pseudonym);
+                        if let Some(objects) = current.included.remove(&sample.patient_pseudonym) {
+                            completed.push((sample.patient_pseudonym.clone(), objects));
+                        }
+                    }
+                }
                 decided.push((sample, line));
             }
             return Ok(Some(Batch::Manifest {
                 dataset: current.dataset,
                 first_position,
                 decided,
+                entries: cohort.release_entries(current.dataset, completed)?,
             }));
         }
+    }
+}
+
+impl Cohort<'_> {
+    /// The log entries of patients released from `dataset`, with how many
+    /// of their samples were included.
+    fn release_entries(
+        &self,
+        dataset: &DatasetRow,
+        patients: Vec<(String, u32)>,
+    ) -> Result<PreparedEntries, ApiError> {
+        let entries: Vec<_> = patients
+            .into_iter()
+            .map(|(patient, objects)| {
+                crate::api::access::entry(
+                    self.releaser,
+                    Role::Researcher,
+                    &patient,
+                    research_access(
+                        self.app,
+                        self.agreement_id,
+                        LogAction::DatasetRelease,
+                        &dataset.id,
+                        objects,
+                    ),
+                    self.now,
+                )
+            })
+            .collect();
+        Ok(PreparedEntries::of(&entries)?)
     }
 }
