@@ -864,6 +864,18 @@ async fn release_in_pages(app: &TestApp) -> PagedRelease {
     }
     expected.sort();
     assert_eq!(entries, expected);
+
+    // Manifests and releases are never changed or removed, even by a
+    // direct database connection.
+    for statement in [
+        "UPDATE release_samples SET included = NOT included",
+        "DELETE FROM release_samples",
+        "DELETE FROM releases",
+    ] {
+        let refused = genomegate::db_run!(&mut conn, c => diesel::sql_query(statement).execute(c));
+        assert!(refused.is_err(), "{statement} was allowed");
+    }
+    assert_eq!(app.count("release_samples"), 12);
     PagedRelease {
         included: rel["included"].clone(),
         excluded: rel["excluded"].clone(),

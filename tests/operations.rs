@@ -83,18 +83,26 @@ async fn health_readiness_and_metrics(backend: Backend) {
     );
 }
 
-/// Every `#[get("…")]`-style route attribute in `src/api`, as (METHOD, path).
+/// Every `#[get("…")]`-style route attribute in `src/api` and its
+/// submodules, as (METHOD, path).
 fn routes_in_source() -> BTreeSet<(String, String)> {
     let mut routes = BTreeSet::new();
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/api");
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
-        for line in text.lines() {
-            let line = line.trim();
-            for method in ["get", "post", "put", "patch", "delete"] {
-                if let Some(rest) = line.strip_prefix(&format!("#[{method}(\"")) {
-                    let path = rest.split('"').next().unwrap();
-                    routes.insert((method.to_uppercase(), path.to_owned()));
+    let mut dirs = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("src/api")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+                continue;
+            }
+            let text = std::fs::read_to_string(path).unwrap();
+            for line in text.lines() {
+                let line = line.trim();
+                for method in ["get", "post", "put", "patch", "delete"] {
+                    if let Some(rest) = line.strip_prefix(&format!("#[{method}(\"")) {
+                        let path = rest.split('"').next().unwrap();
+                        routes.insert((method.to_uppercase(), path.to_owned()));
+                    }
                 }
             }
         }
@@ -233,7 +241,7 @@ fn command_line_certs_migrate_and_token() {
         .output()
         .unwrap();
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains("applied 6 migration"),
+        String::from_utf8_lossy(&out.stdout).contains("applied 7 migration"),
         "{out:?}"
     );
     let out = binary()
