@@ -142,24 +142,7 @@ pub fn append_prepared(
     }
     match conn {
         DbConnection::Postgresql(c) => {
-            use diesel::sql_types::{Array, Binary, Text, Timestamp};
-            // One statement per batch, whatever its size: arrays travel as
-            // six parameters and unnest into rows. (Appending by COPY was
-            // tried and measured no faster; decision 0013.)
-            diesel::sql_query(
-                "WITH e AS (INSERT INTO access_log_entries \
-                   (entry, recorded_at, patient_pseudonym, actor_org, actor_user, action) \
-                   SELECT * FROM unnest($1::bytea[], $2::timestamp[], $3::text[], $4::text[], $5::text[], $6::text[]) \
-                   RETURNING seq, patient_pseudonym) \
-                 INSERT INTO notification_outbox (seq, patient_pseudonym) SELECT seq, patient_pseudonym FROM e",
-            )
-            .bind::<Array<Binary>, _>(&batch.bytes)
-            .bind::<Array<Timestamp>, _>(&batch.at)
-            .bind::<Array<Text>, _>(&batch.patient)
-            .bind::<Array<Text>, _>(&batch.org)
-            .bind::<Array<Text>, _>(&batch.user)
-            .bind::<Array<Text>, _>(&batch.action)
-            .execute(c)?;
+            AppendStatement(batch).execute(c)?;
             Ok(())
         }
         DbConnection::Sqlite(c) => {
@@ -189,6 +172,52 @@ pub fn append_prepared(
         }
     }
 }
+
+/// The PostgreSQL append: one statement per batch, whatever its size, as
+/// arrays that unnest into rows. (Appending by COPY was tried and measured
+/// no faster; decision 0013.) A query type of its own rather than
+/// `sql_query`, which diesel never prepares: planning this statement for
+/// every logged read cost PostgreSQL more than running it.
+struct AppendStatement<'a>(&'a PreparedEntries);
+
+impl diesel::query_builder::QueryId for AppendStatement<'_> {
+    type QueryId = ();
+    // Cached by its SQL text, which never changes.
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for AppendStatement<'_> {
+    fn walk_ast<'b>(
+        &'b self,
+        mut out: diesel::query_builder::AstPass<'_, 'b, diesel::pg::Pg>,
+    ) -> QueryResult<()> {
+        use diesel::sql_types::{Array, Binary, Text, Timestamp};
+        let batch = self.0;
+        out.push_sql(
+            "WITH e AS (INSERT INTO access_log_entries \
+               (entry, recorded_at, patient_pseudonym, actor_org, actor_user, action) \
+               SELECT * FROM unnest(",
+        );
+        out.push_bind_param::<Array<Binary>, _>(&batch.bytes)?;
+        out.push_sql("::bytea[], ");
+        out.push_bind_param::<Array<Timestamp>, _>(&batch.at)?;
+        out.push_sql("::timestamp[], ");
+        out.push_bind_param::<Array<Text>, _>(&batch.patient)?;
+        out.push_sql("::text[], ");
+        out.push_bind_param::<Array<Text>, _>(&batch.org)?;
+        out.push_sql("::text[], ");
+        out.push_bind_param::<Array<Text>, _>(&batch.user)?;
+        out.push_sql("::text[], ");
+        out.push_bind_param::<Array<Text>, _>(&batch.action)?;
+        out.push_sql(
+            "::text[]) RETURNING seq, patient_pseudonym) \
+             INSERT INTO notification_outbox (seq, patient_pseudonym) SELECT seq, patient_pseudonym FROM e",
+        );
+        Ok(())
+    }
+}
+
+impl RunQueryDsl<diesel::PgConnection> for AppendStatement<'_> {}
 
 /// Appends entries as one atomic unit outside any caller transaction: on
 /// PostgreSQL `append` is a single statement already; SQLite needs a
@@ -430,15 +459,35 @@ pub fn integrate(
             diesel::sql_query(format!("SELECT pg_advisory_xact_lock({INTEGRATION_LOCK})"))
                 .execute(c)?;
         }
-        let queued: Vec<(i64, String, Vec<u8>)> = db_run!(conn, c => outbox::table
-            .inner_join(entries::table.on(entries::seq.eq(outbox::seq)))
+        // The queue first, then its entries by key. As one join, PostgreSQL
+        // merge-joins the queue with the whole log in key order, reading
+        // every entry ever appended before it reaches the queued ones.
+        let waiting: Vec<(i64, String)> = db_run!(conn, c => outbox::table
             .order(outbox::seq)
             .limit(max as i64)
-            .select((outbox::seq, outbox::patient_pseudonym, entries::entry))
+            .select((outbox::seq, outbox::patient_pseudonym))
             .load(c))?;
-        if queued.is_empty() {
+        if waiting.is_empty() {
             return Ok(None);
         }
+        let seqs: Vec<i64> = waiting.iter().map(|(seq, _)| *seq).collect();
+        let mut bytes: HashMap<i64, Vec<u8>> = HashMap::with_capacity(seqs.len());
+        for chunk in seqs.chunks(CHUNK) {
+            let rows: Vec<(i64, Vec<u8>)> = db_run!(conn, c => entries::table
+                .filter(entries::seq.eq_any(chunk))
+                .select((entries::seq, entries::entry))
+                .load(c))?;
+            bytes.extend(rows);
+        }
+        let queued = waiting
+            .into_iter()
+            .map(|(seq, patient)| {
+                let entry = bytes
+                    .remove(&seq)
+                    .ok_or_else(|| corrupt("outbox (a queued entry is missing)"))?;
+                Ok((seq, patient, entry))
+            })
+            .collect::<Result<Vec<(i64, String, Vec<u8>)>, DieselError>>()?;
         let from = size(conn)?;
         let needed = Frontier::needed(from);
         let stored = nodes_at(conn, &needed)?;
@@ -466,7 +515,6 @@ pub fn integrate(
         }
         let to = frontier.size();
         let root = frontier.root();
-        let seqs: Vec<i64> = queued.iter().map(|(s, _, _)| *s).collect();
         db_run!(conn, c => {
             for chunk in leaf_rows.chunks(CHUNK) {
                 diesel::insert_into(leaves::table).values(chunk).execute(c)?;
