@@ -28,6 +28,7 @@ on_both_backends!(
     verify_log_finds_edits_deletions_reorders_and_forged_checkpoints,
     enrollment_codes_are_single_use_and_rate_limited,
     screening_flags_missing_bases_and_unusual_volume,
+    a_large_batch_is_appended_in_parts_all_or_nothing,
 );
 
 async fn actions_are_logged_and_patients_see_only_their_own_entries(backend: Backend) {
@@ -906,4 +907,51 @@ async fn screening_flags_missing_bases_and_unusual_volume(backend: Backend) {
     assert!(reports
         .windows(2)
         .all(|w| w[0]["period_start"].as_str() > w[1]["period_start"].as_str()));
+}
+
+/// A batch larger than one append statement (10,000 entries) goes in
+/// parts, serialized on a second thread while the database inserts. It is
+/// still all or nothing: a bad entry at the very end writes none of it. A
+/// good batch integrates into a tree that verify-log accepts.
+async fn a_large_batch_is_appended_in_parts_all_or_nothing(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let (alice, _) = enrolled_patient(&app, "MRN-BULK").await;
+    let before = app.wait_integrated().await;
+    let at = chrono::SubsecRound::trunc_subsecs(chrono::Utc::now(), 6);
+    let entry = |i: usize, at: chrono::DateTime<chrono::Utc>| {
+        genomegate::api::access::entry_by(
+            "hospital-a",
+            "hospital_staff",
+            &format!("bulk-{i}"),
+            &alice,
+            genomegate::api::access::Access {
+                action: genomegate::ledger::entry::LogAction::ConsentRead,
+                purpose: genomegate::ledger::entry::Purpose::ConsentManagement,
+                basis: genomegate::ledger::entry::LegalBasis::TreatingHospital {
+                    hospital: "hospital-a".into(),
+                },
+                scope: genomegate::ledger::entry::DataScope::PatientSummary,
+            },
+            at,
+        )
+    };
+    let mut batch: Vec<_> = (0..25_000).map(|i| entry(i, at)).collect();
+    let mut conn = app.raw_db();
+
+    // The last entry's time is finer than the database keeps: refused.
+    batch.push(entry(25_000, at + chrono::Duration::nanoseconds(1)));
+    assert!(genomegate::db::ledger::append_atomically(&mut conn, &batch).is_err());
+    assert_eq!(app.count("access_log_entries"), before);
+    assert_eq!(app.count("notification_outbox"), 0);
+
+    batch.pop();
+    genomegate::db::ledger::append_atomically(&mut conn, &batch).unwrap();
+    let size = app.wait_integrated().await;
+    assert_eq!(size, before + 25_000);
+    assert_eq!(app.count("access_log_entries"), size);
+    let report = verify(&app);
+    assert_eq!(report.first_bad_index, None, "{:?}", report.findings);
+    assert_eq!(report.size, size as u64);
 }

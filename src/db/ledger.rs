@@ -31,6 +31,8 @@ use std::collections::{BTreeSet, HashMap};
 /// Rows per multi-row INSERT: below SQLite's bind-parameter limit for every
 /// table here.
 const CHUNK: usize = 4_000;
+/// Entries per append statement when a large batch is appended in parts.
+const APPEND_PART: usize = 10_000;
 
 /// The advisory lock key that serializes integration on PostgreSQL
 /// ("gglog" in ASCII).
@@ -93,11 +95,7 @@ impl PreparedEntries {
     /// databases keep microseconds, and a finer time would make the stored
     /// column disagree with the entry bytes, which verify-log reports.
     pub fn of(batch: &[LogEntry]) -> Result<Self, DieselError> {
-        if batch.iter().any(|e| e.at.nanosecond() % 1000 != 0) {
-            return Err(DieselError::QueryBuilderError(
-                "a log entry's time must be at microsecond precision".into(),
-            ));
-        }
+        Self::check_precision(batch)?;
         let mut prepared = Self {
             bytes: Vec::with_capacity(batch.len()),
             at: Vec::with_capacity(batch.len()),
@@ -117,6 +115,15 @@ impl PreparedEntries {
         Ok(prepared)
     }
 
+    fn check_precision(batch: &[LogEntry]) -> Result<(), DieselError> {
+        if batch.iter().any(|e| e.at.nanosecond() % 1000 != 0) {
+            return Err(DieselError::QueryBuilderError(
+                "a log entry's time must be at microsecond precision".into(),
+            ));
+        }
+        Ok(())
+    }
+
     pub fn len(&self) -> usize {
         self.bytes.len()
     }
@@ -127,8 +134,31 @@ impl PreparedEntries {
 }
 
 /// Appends entries with their outbox rows, in the caller's transaction.
+///
+/// A batch larger than `APPEND_PART` goes in parts of that size: the next
+/// part is serialized on a second thread while the database inserts the
+/// current one. Every entry is checked before anything is written.
 pub fn append(conn: &mut DbConnection, batch: &[LogEntry]) -> Result<(), DieselError> {
-    append_prepared(conn, &PreparedEntries::of(batch)?)
+    if batch.len() <= APPEND_PART {
+        return append_prepared(conn, &PreparedEntries::of(batch)?);
+    }
+    PreparedEntries::check_precision(batch)?;
+    std::thread::scope(|scope| {
+        // Inside the scope, so an early return drops the receiver and the
+        // serializing thread stops instead of waiting to send.
+        let (to_writer, parts) = std::sync::mpsc::sync_channel(1);
+        scope.spawn(move || {
+            for part in batch.chunks(APPEND_PART) {
+                if to_writer.send(PreparedEntries::of(part)).is_err() {
+                    break;
+                }
+            }
+        });
+        for part in parts.iter() {
+            append_prepared(conn, &part?)?;
+        }
+        Ok(())
+    })
 }
 
 /// Appends prepared entries with their outbox rows, in the caller's
@@ -220,12 +250,14 @@ impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for AppendStatement<'_
 impl RunQueryDsl<diesel::PgConnection> for AppendStatement<'_> {}
 
 /// Appends entries as one atomic unit outside any caller transaction: on
-/// PostgreSQL `append` is a single statement already; SQLite needs a
-/// transaction around its per-entry inserts.
+/// PostgreSQL a batch of up to `APPEND_PART` entries is a single statement
+/// already; larger batches, and SQLite's per-entry inserts, need a
+/// transaction around them.
 pub fn append_atomically(conn: &mut DbConnection, batch: &[LogEntry]) -> Result<(), DieselError> {
     match conn {
-        DbConnection::Postgresql(_) => append(conn, batch),
-        DbConnection::Sqlite(_) => write_transaction(conn, |conn| append(conn, batch)),
+        // One statement is atomic by itself.
+        DbConnection::Postgresql(_) if batch.len() <= APPEND_PART => append(conn, batch),
+        _ => write_transaction(conn, |conn| append(conn, batch)),
     }
 }
 
