@@ -8,6 +8,10 @@ use std::time::Duration;
 
 /// How often an idle integrator looks for entries other instances queued.
 const IDLE_POLL: Duration = Duration::from_millis(200);
+/// The longest an idle integrator waits between looks. Each instance's own
+/// commits wake it at once; polling only finds entries that no running
+/// instance announced (appended by tools, or by an instance that stopped).
+const SLOWEST_IDLE_POLL: Duration = Duration::from_secs(5);
 
 pub(crate) fn spawn(
     ctx: WorkerContext,
@@ -19,13 +23,17 @@ pub(crate) fn spawn(
 
 fn run(ctx: WorkerContext, wake: Receiver<()>, announce: Option<Sender<u64>>) {
     let interval = Duration::from_millis(ctx.config.log.integrate_interval_ms);
+    let mut idle_poll = IDLE_POLL;
     while !ctx.stopped() {
-        nap(&wake, IDLE_POLL);
+        nap(&wake, idle_poll);
         loop {
             if ctx.stopped() {
                 return;
             }
-            match integrate_once(&ctx) {
+            let started = std::time::Instant::now();
+            let outcome = integrate_once(&ctx);
+            idle_poll = IDLE_POLL;
+            match outcome {
                 Ok(Some((to, full))) => {
                     if let Some(tx) = &announce {
                         let _ = tx.send(to);
@@ -37,7 +45,17 @@ fn run(ctx: WorkerContext, wake: Receiver<()>, announce: Option<Sender<u64>>) {
                         std::thread::sleep(interval);
                     }
                 }
-                Ok(None) => break,
+                Ok(None) => {
+                    // Finding the queue empty is slow while a large
+                    // transaction has appended but not committed (a release
+                    // of a million patients): PostgreSQL steps over every
+                    // row it cannot see yet. The next look for other
+                    // instances' entries waits ten times as long, so looking
+                    // never takes more than a tenth of a backend. This
+                    // instance's own commits still wake it at once.
+                    idle_poll = (started.elapsed() * 10).clamp(IDLE_POLL, SLOWEST_IDLE_POLL);
+                    break;
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "log integration failed; retrying");
                     std::thread::sleep(IDLE_POLL);
