@@ -31,7 +31,8 @@ use crate::pseudonym::keyring::KeyDomain;
 use chrono::{DateTime, Utc};
 use std::collections::{BTreeMap, HashMap};
 
-/// Log entries per append statement.
+/// Log entries per append statement, for entries still owed after a
+/// dataset's last page.
 const LOG_BATCH: usize = 10_000;
 /// Batches the reader may run ahead of the writer: enough to keep both
 /// busy, few enough that memory stays bounded by pages, not by the cohort.
@@ -71,6 +72,7 @@ enum Batch<'a> {
         /// The entries of the patients whose last sample is on this page.
         entries: PreparedEntries,
     },
+    /// Entries still owed after a dataset's last page.
     Log(PreparedEntries),
 }
 
