@@ -488,6 +488,9 @@ fn resolve(bench: &Bench, handle: &str, release_id: &str, included: i64) {
             let page: Vec<String> = s::table
                 .filter(s::release_id.eq(release_id))
                 .filter(s::position.gt(after))
+                // A bounded range, as the service reads it (its first
+                // window covers twice the positions it needs).
+                .filter(s::position.le(after + 2000))
                 .filter(s::included.eq(true))
                 .order(s::position)
                 .limit(1000)

@@ -865,6 +865,61 @@ async fn release_in_pages(app: &TestApp) -> PagedRelease {
     expected.sort();
     assert_eq!(entries, expected);
 
+    // Small pages, followed by `next_after`: the manifest five decisions
+    // at a time, resolution two included samples at a time.
+    let mut after: Option<i64> = None;
+    let mut sizes = Vec::new();
+    loop {
+        let query = after.map_or(String::new(), |a| format!("&after={a}"));
+        let (s, page) = app
+            .get(
+                &format!("/v1/releases/{release_id}/manifest?limit=5{query}"),
+                Some(&researcher(PHARMA, "res-1")),
+            )
+            .await;
+        assert_eq!(s, 200, "{page}");
+        sizes.push(page["entries"].as_array().unwrap().len());
+        after = page["next_after"].as_i64();
+        if after.is_none() {
+            break;
+        }
+    }
+    assert_eq!(sizes, [5, 5, 2]);
+    let handle = rel["handle"].as_str().unwrap();
+    let (mut after, mut served, mut pages) = (None::<i64>, Vec::new(), 0);
+    loop {
+        let (s, page) = app
+            .post(
+                "/v1/handles/resolve",
+                &store_token(STORE),
+                None,
+                &json!({ "handle": handle, "after": after, "limit": 2 }),
+            )
+            .await;
+        assert_eq!(s, 200, "{page}");
+        pages += 1;
+        for object in page["objects"].as_array().unwrap() {
+            served.push(object["project_sample_id"].as_str().unwrap().to_owned());
+        }
+        after = page["next_after"].as_i64();
+        if after.is_none() {
+            break;
+        }
+    }
+    served.sort();
+    served.dedup();
+    let mut included: Vec<String> = rows
+        .iter()
+        .filter(|r| r["included"] == true)
+        .map(|r| r["project_sample_id"].as_str().unwrap().to_owned())
+        .collect();
+    included.sort();
+    included.dedup();
+    // Nine inclusions of five distinct samples (four are in both datasets).
+    assert_eq!(served, included, "every included sample is served");
+    assert_eq!(included.len(), 5);
+    assert_eq!(pages, 5, "nine inclusions in pages of two");
+
     // Manifests and releases are never changed or removed, even by a
     // direct database connection.
     for statement in [

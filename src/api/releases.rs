@@ -446,7 +446,7 @@ pub async fn manifest(
             if !app.is_member(&p) && !p.has(Role::Auditor) && !p.has(Role::Governance) {
                 return Err(ApiError::Access(Refusal::NotAMember, None));
             }
-            let rows = store::release_page(conn, &id, after, limit, false)?;
+            let rows = store::release_page(conn, &release, after, limit, false)?;
             let next_after = (rows.len() as i64 == limit)
                 .then(|| rows.last().map(|r| r.position))
                 .flatten();
@@ -474,8 +474,10 @@ pub async fn manifest(
 pub struct ResolveRequest {
     /// The dataset handle.
     pub handle: String,
+    /// The `next_after` of the previous page.
     #[serde(default)]
     pub after: Option<i64>,
+    /// Included samples per page, 1-1000; default 1000.
     #[serde(default)]
     pub limit: Option<i64>,
 }
@@ -559,7 +561,7 @@ pub async fn resolve_handle(
                 diseases: Vec::new(),
                 ..use_request(&app)
             };
-            let rows = store::release_page(conn, &release.id, after, limit, true)?;
+            let rows = store::release_page(conn, &release, after, limit, true)?;
             let next_after = (rows.len() as i64 == limit)
                 .then(|| rows.last().map(|r| r.position))
                 .flatten();

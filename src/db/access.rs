@@ -676,28 +676,60 @@ pub fn releases_of(
         .load(c))
 }
 
-/// A page of a release's manifest after `after` (a position); only
-/// included samples when `included_only`.
+/// The widest range of manifest positions one page read covers.
+const MAX_WINDOW: i64 = 100_000;
+
+/// The first `limit` manifest rows of `release` after position `after`;
+/// with `included_only`, the first `limit` included ones.
+///
+/// Every read is a bounded range of positions. A fresh release is never in
+/// the planner's statistics, and for an open range (`position > after …
+/// LIMIT n`) PostgreSQL read every later row of the release and sorted them:
+/// 15 ms a page at 100,000 rows instead of 0.4 ms. Positions are dense, so
+/// a window of `limit` positions is a whole page of decisions; included
+/// rows are gathered from windows sized by the density seen so far.
 pub fn release_page(
     conn: &mut DbConnection,
-    release_id: &str,
+    release: &ReleaseRow,
     after: i64,
     limit: i64,
     included_only: bool,
 ) -> Result<Vec<ReleaseSampleRow>, DieselError> {
-    db_run!(conn, c => {
-        let mut q = release_samples::table
-            .filter(release_samples::release_id.eq(release_id))
-            .filter(release_samples::position.gt(after))
-            .order(release_samples::position)
-            .limit(limit)
-            .select(ReleaseSampleRow::as_select())
-            .into_boxed();
-        if included_only {
-            q = q.filter(release_samples::included.eq(true));
-        }
-        q.load(c)
-    })
+    let last = release.included + release.excluded;
+    let mut rows: Vec<ReleaseSampleRow> = Vec::new();
+    let mut from = after;
+    while (rows.len() as i64) < limit && from < last {
+        let missing = limit - rows.len() as i64;
+        let window = if !included_only {
+            missing
+        } else if rows.is_empty() {
+            // Nothing included yet: twice what was looked at, at least
+            // twice what is missing.
+            (2 * (from - after)).max(2 * missing).min(MAX_WINDOW)
+        } else {
+            // The density seen so far, with a quarter to spare.
+            let per_row = (from - after) as f64 / rows.len() as f64;
+            ((missing as f64 * per_row * 1.25).ceil() as i64).clamp(missing, MAX_WINDOW)
+        };
+        let through = from.saturating_add(window);
+        let found: Vec<ReleaseSampleRow> = db_run!(conn, c => {
+            let mut q = release_samples::table
+                .filter(release_samples::release_id.eq(&release.id))
+                .filter(release_samples::position.gt(from))
+                .filter(release_samples::position.le(through))
+                .order(release_samples::position)
+                .select(ReleaseSampleRow::as_select())
+                .into_boxed();
+            if included_only {
+                q = q.filter(release_samples::included.eq(true));
+            }
+            q.load(c)
+        })?;
+        rows.extend(found);
+        from = through;
+    }
+    rows.truncate(usize::try_from(limit).unwrap_or(0));
+    Ok(rows)
 }
 
 /// Records a recall notice for every live release that included the
