@@ -547,13 +547,27 @@ pub fn integrate(
         }
         let to = frontier.size();
         let root = frontier.root();
+        match conn {
+            // Binary COPY: multi-row VALUES made PostgreSQL parse and plan
+            // a statement of thousands of parameters on every integration.
+            DbConnection::Postgresql(c) => {
+                diesel::copy_from(leaves::table)
+                    .from_insertable(leaf_rows)
+                    .execute(c)?;
+                diesel::copy_from(nodes::table)
+                    .from_insertable(node_rows)
+                    .execute(c)?;
+            }
+            DbConnection::Sqlite(c) => {
+                for chunk in leaf_rows.chunks(CHUNK) {
+                    diesel::insert_into(leaves::table).values(chunk).execute(c)?;
+                }
+                for chunk in node_rows.chunks(CHUNK) {
+                    diesel::insert_into(nodes::table).values(chunk).execute(c)?;
+                }
+            }
+        }
         db_run!(conn, c => {
-            for chunk in leaf_rows.chunks(CHUNK) {
-                diesel::insert_into(leaves::table).values(chunk).execute(c)?;
-            }
-            for chunk in node_rows.chunks(CHUNK) {
-                diesel::insert_into(nodes::table).values(chunk).execute(c)?;
-            }
             for chunk in seqs.chunks(CHUNK) {
                 diesel::delete(outbox::table.filter(outbox::seq.eq_any(chunk))).execute(c)?;
             }
