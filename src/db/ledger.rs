@@ -560,7 +560,9 @@ pub fn integrate(
             }
             DbConnection::Sqlite(c) => {
                 for chunk in leaf_rows.chunks(CHUNK) {
-                    diesel::insert_into(leaves::table).values(chunk).execute(c)?;
+                    diesel::insert_into(leaves::table)
+                        .values(chunk)
+                        .execute(c)?;
                 }
                 for chunk in node_rows.chunks(CHUNK) {
                     diesel::insert_into(nodes::table).values(chunk).execute(c)?;
