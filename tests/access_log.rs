@@ -699,19 +699,9 @@ async fn concurrent_appends_from_several_instances_form_one_tree() {
     // A batch of 300, as a release appends, racing the single appends.
     let bulk: Vec<_> = (0..300)
         .map(|i| {
-            genomegate::api::access::entry_by(
-                "hospital-a",
-                "hospital_staff",
-                &format!("bulk-{i}"),
+            staff_read(
                 &alice,
-                genomegate::api::access::Access {
-                    action: genomegate::ledger::entry::LogAction::ConsentRead,
-                    purpose: genomegate::ledger::entry::Purpose::ConsentManagement,
-                    basis: genomegate::ledger::entry::LegalBasis::TreatingHospital {
-                        hospital: "hospital-a".into(),
-                    },
-                    scope: genomegate::ledger::entry::DataScope::PatientSummary,
-                },
+                i,
                 chrono::SubsecRound::trunc_subsecs(chrono::Utc::now(), 6),
             )
         })
@@ -920,23 +910,7 @@ async fn a_large_batch_is_appended_in_parts_all_or_nothing(backend: Backend) {
     let (alice, _) = enrolled_patient(&app, "MRN-BULK").await;
     let before = app.wait_integrated().await;
     let at = chrono::SubsecRound::trunc_subsecs(chrono::Utc::now(), 6);
-    let entry = |i: usize, at: chrono::DateTime<chrono::Utc>| {
-        genomegate::api::access::entry_by(
-            "hospital-a",
-            "hospital_staff",
-            &format!("bulk-{i}"),
-            &alice,
-            genomegate::api::access::Access {
-                action: genomegate::ledger::entry::LogAction::ConsentRead,
-                purpose: genomegate::ledger::entry::Purpose::ConsentManagement,
-                basis: genomegate::ledger::entry::LegalBasis::TreatingHospital {
-                    hospital: "hospital-a".into(),
-                },
-                scope: genomegate::ledger::entry::DataScope::PatientSummary,
-            },
-            at,
-        )
-    };
+    let entry = |i: usize, at| staff_read(&alice, i, at);
     let mut batch: Vec<_> = (0..25_000).map(|i| entry(i, at)).collect();
     let mut conn = app.raw_db();
 
@@ -954,4 +928,28 @@ async fn a_large_batch_is_appended_in_parts_all_or_nothing(backend: Backend) {
     let report = verify(&app);
     assert_eq!(report.first_bad_index, None, "{:?}", report.findings);
     assert_eq!(report.size, size as u64);
+}
+
+/// A hospital-a staff member's read of `patient`'s consent, as user `bulk-{i}`,
+/// appended straight into the log by the tests that write in bulk.
+fn staff_read(
+    patient: &str,
+    i: usize,
+    at: chrono::DateTime<chrono::Utc>,
+) -> genomegate::ledger::entry::LogEntry {
+    genomegate::api::access::entry_by(
+        "hospital-a",
+        "hospital_staff",
+        &format!("bulk-{i}"),
+        patient,
+        genomegate::api::access::Access {
+            action: genomegate::ledger::entry::LogAction::ConsentRead,
+            purpose: genomegate::ledger::entry::Purpose::ConsentManagement,
+            basis: genomegate::ledger::entry::LegalBasis::TreatingHospital {
+                hospital: "hospital-a".into(),
+            },
+            scope: genomegate::ledger::entry::DataScope::PatientSummary,
+        },
+        at,
+    )
 }

@@ -925,20 +925,16 @@ struct StoredLog {
 fn read_log(url: &str) -> Result<StoredLog, VerifyError> {
     let mut conn = super::connect_one(url)?;
     match &mut conn {
-        DbConnection::Sqlite(c) => {
-            diesel::sql_query("BEGIN").execute(c)?;
-            let log = StoredLog {
-                nodes: stored_nodes(&mut conn)?,
-                checkpoints: all_checkpoints(&mut conn)?,
-                seqs: leaf_seqs(&mut conn)?,
-                entries: entry_leaves(&mut conn)?,
-            };
-            db_run!(&mut conn, c => diesel::sql_query("COMMIT").execute(c))?;
-            Ok(log)
-        }
+        DbConnection::Sqlite(_) => super::read_snapshot(&mut conn, |conn| {
+            Ok(StoredLog {
+                nodes: stored_nodes(conn)?,
+                checkpoints: all_checkpoints(conn)?,
+                seqs: leaf_seqs(conn)?,
+                entries: entry_leaves(conn)?,
+            })
+        }),
         DbConnection::Postgresql(c) => {
-            const BEGIN: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY";
-            diesel::sql_query(BEGIN).execute(c)?;
+            diesel::sql_query(super::PG_READ_SNAPSHOT).execute(c)?;
             let snapshot: String = diesel::select(diesel::dsl::sql::<diesel::sql_types::Text>(
                 "pg_export_snapshot()",
             ))
@@ -954,7 +950,7 @@ fn read_log(url: &str) -> Result<StoredLog, VerifyError> {
             let joined = |url: &str| -> Result<DbConnection, VerifyError> {
                 let mut other = super::connect_one(url)?;
                 db_run!(&mut other, c => {
-                    diesel::sql_query(BEGIN).execute(c)?;
+                    diesel::sql_query(super::PG_READ_SNAPSHOT).execute(c)?;
                     diesel::sql_query(format!("SET TRANSACTION SNAPSHOT '{snapshot}'")).execute(c)
                 })?;
                 Ok(other)

@@ -225,6 +225,9 @@ where
     }
 }
 
+/// Begins a PostgreSQL transaction that reads one snapshot and writes nothing.
+pub(crate) const PG_READ_SNAPSHOT: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY";
+
 /// Runs `f` in a read-only transaction that sees one snapshot throughout,
 /// then ends it. On SQLite the snapshot is taken at the first read.
 pub fn read_snapshot<T, E>(
@@ -236,10 +239,9 @@ where
 {
     match conn {
         DbConnection::Sqlite(c) => AnsiTransactionManager::begin_transaction_sql(c, "BEGIN")?,
-        DbConnection::Postgresql(c) => AnsiTransactionManager::begin_transaction_sql(
-            c,
-            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
-        )?,
+        DbConnection::Postgresql(c) => {
+            AnsiTransactionManager::begin_transaction_sql(c, PG_READ_SNAPSHOT)?
+        }
     }
     let outcome = f(conn);
     // Nothing was written, so ending it by rollback loses nothing.
