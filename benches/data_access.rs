@@ -142,19 +142,16 @@ fn seed(bench: &Bench, n: usize) -> String {
     ))
     .execute(c)
     .unwrap();
+    // Every grant permits all four items, except industry use for one
+    // patient in five (i % 10 in 7, 8).
     diesel::sql_query(format!(
         "INSERT INTO consent_events (id, patient_pseudonym, family, document_version_id, kind, signer_kind, \
-           explained_by, signed_at, recorded_at, form_hash, hospital_org, recorded_by, idempotency_key, request_hash) \
+           explained_by, signed_at, recorded_at, form_hash, hospital_org, recorded_by, idempotency_key, request_hash, decisions) \
          SELECT 'g-' || i, 'PT' || lpad(i::text, 10, '0'), 'cancer', 'cancer-v1', 'grant', 'patient', 'nurse', \
-           now() - interval '1 day', now() - interval '1 day', repeat('a', 64), 'hospital-a', 'staff', 'g-' || i, 'h' \
+           now() - interval '1 day', now() - interval '1 day', repeat('a', 64), 'hospital-a', 'staff', 'g-' || i, 'h', \
+           '{{\"ccat_registration\":\"permit\",\"recontact\":\"permit\",\"secondary_use_academic\":\"permit\",\"secondary_use_industry\":\"' \
+             || CASE WHEN i % 10 IN (7, 8) THEN 'deny' ELSE 'permit' END || '\"}}' \
          FROM generate_series(1, {n}) i"
-    ))
-    .execute(c)
-    .unwrap();
-    diesel::sql_query(format!(
-        "INSERT INTO consent_event_items (event_id, item_key, decision) \
-         SELECT 'g-' || i, k, CASE WHEN k = 'secondary_use_industry' AND i % 10 IN (7, 8) THEN 'deny' ELSE 'permit' END \
-         FROM generate_series(1, {n}) i, unnest(ARRAY['ccat_registration', 'secondary_use_academic', 'secondary_use_industry', 'recontact']) k"
     ))
     .execute(c)
     .unwrap();

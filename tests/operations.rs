@@ -241,7 +241,7 @@ fn command_line_certs_migrate_and_token() {
         .output()
         .unwrap();
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains("applied 7 migration"),
+        String::from_utf8_lossy(&out.stdout).contains("applied 8 migration"),
         "{out:?}"
     );
     let out = binary()

@@ -24,6 +24,7 @@ on_both_backends!(
     minors_and_deceased_patients,
     auditors_are_read_only,
     the_database_refuses_rewrites,
+    decisions_survive_the_migration_that_inlined_them,
 );
 
 async fn document_lifecycle(backend: Backend) {
@@ -398,7 +399,12 @@ async fn concurrent_retries_write_one_event(backend: Backend) {
     assert_eq!(ids.len(), 1, "every retry names the same event");
     assert_eq!(results.iter().filter(|(s, _)| *s == 201).count(), 1);
     assert_eq!(app.count("consent_events"), 1);
-    assert_eq!(app.count("consent_event_items"), 4);
+    assert_eq!(
+        app.texts("SELECT decisions AS t FROM consent_events"),
+        [
+            r#"{"ccat_registration":"permit","recontact":"permit","secondary_use_academic":"permit","secondary_use_industry":"permit"}"#
+        ]
+    );
 }
 
 async fn bad_input_is_refused_and_writes_nothing(backend: Backend) {
@@ -509,7 +515,6 @@ async fn bad_input_is_refused_and_writes_nothing(backend: Backend) {
     assert_problem(s, &b, 422, "document_version_not_active");
 
     assert_eq!(app.count("consent_events"), 0);
-    assert_eq!(app.count("consent_event_items"), 0);
     assert_eq!(app.count("patients"), 0);
 }
 
@@ -1001,8 +1006,7 @@ async fn the_database_refuses_rewrites(backend: Backend) {
     for sql in [
         "UPDATE consent_events SET explained_by = 'someone else'",
         "DELETE FROM consent_events",
-        "UPDATE consent_event_items SET decision = 'deny'",
-        "DELETE FROM consent_event_items",
+        "UPDATE consent_events SET decisions = '{}'",
         "UPDATE document_versions SET body_en = 'rewritten' WHERE id = 'cancer-v1'",
         "DELETE FROM document_versions WHERE id = 'cancer-v1'",
         "UPDATE document_scope_items SET text_en = 'rewritten' WHERE version_id = 'cancer-v1'",
@@ -1012,7 +1016,7 @@ async fn the_database_refuses_rewrites(backend: Backend) {
         assert!(err.to_string().contains("genomegate"), "{sql}: {err}");
     }
     if backend == Backend::Postgres {
-        let err = diesel::sql_query("TRUNCATE consent_event_items, consent_events CASCADE")
+        let err = diesel::sql_query("TRUNCATE consent_events CASCADE")
             .execute(&mut conn)
             .unwrap_err();
         assert!(err.to_string().contains("append-only"), "{err}");
@@ -1093,7 +1097,6 @@ async fn one_statement_grant_is_all_or_nothing() {
             "patients",
             "identity_vault",
             "consent_events",
-            "consent_event_items",
             "access_log_entries",
             "enrollment_codes",
         ]
@@ -1108,7 +1111,7 @@ async fn one_statement_grant_is_all_or_nothing() {
         &extras("c1")
     )
     .unwrap());
-    assert_eq!(counts(&app), [1, 1, 1, 4, 1, 1]);
+    assert_eq!(counts(&app), [1, 1, 1, 1, 1]);
     // Unknown version, and a signature before the version came into force: nothing written.
     assert!(!grant_in_one_statement(
         &mut conn,
@@ -1136,5 +1139,87 @@ async fn one_statement_grant_is_all_or_nothing() {
         &extras("c4")
     )
     .is_err());
-    assert_eq!(counts(&app), [1, 1, 1, 4, 1, 1]);
+    assert_eq!(counts(&app), [1, 1, 1, 1, 1]);
+}
+
+/// Migration 000008 moved each event's item decisions from rows of their own
+/// onto the event row. Reverting it must give the rows back, and applying
+/// it again must fold them into the same decisions, so the consent read
+/// through the API does not change.
+async fn decisions_survive_the_migration_that_inlined_them(backend: Backend) {
+    use diesel_migrations::MigrationHarness;
+    use genomegate::db::{DbConnection, POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS};
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let v1 = app.publish("cancer", &first_draft()).await;
+    let mixed = json!({"ccat_registration": "permit", "secondary_use_academic": "permit", "secondary_use_industry": "deny", "recontact": "deny"});
+    let (s, event) = app.grant("hospital-a", "MRN-8", &v1, mixed, "k8").await;
+    assert_eq!(s, 201, "{event}");
+    let (_, withdrawn) = app
+        .grant("hospital-a", "MRN-9", &v1, all_permit(), "k9")
+        .await;
+    let staff = app.staff("hospital-a");
+    let withdraw = json!({"items": ["recontact"], "signer": {"kind": "patient"}, "explained_by": "nurse-1",
+        "signed_at": now_rfc3339(), "form_hash": FORM_HASH});
+    let path = format!(
+        "/v1/patients/{}/consents/cancer/withdrawals",
+        withdrawn["patient_ref"].as_str().unwrap()
+    );
+    let (s, b) = app.post(&path, &staff, Some("w9"), &withdraw).await;
+    assert_eq!(s, 201, "{b}");
+    let consent = |patient: Value| {
+        let path = format!("/v1/patients/{}/consents/cancer", patient.as_str().unwrap());
+        let staff = staff.clone();
+        let app = &app;
+        async move {
+            let mut consent = app.get(&path, Some(&staff)).await.1;
+            // The moment of reading; everything else must stay the same.
+            consent.as_object_mut().unwrap().remove("as_of");
+            consent
+        }
+    };
+    let before = [
+        consent(event["patient_ref"].clone()).await,
+        consent(withdrawn["patient_ref"].clone()).await,
+    ];
+
+    let mut conn = app.raw_db();
+    let reverted = match &mut conn {
+        DbConnection::Postgresql(c) => c.revert_last_migration(POSTGRES_MIGRATIONS),
+        DbConnection::Sqlite(c) => c.revert_last_migration(SQLITE_MIGRATIONS),
+    }
+    .unwrap();
+    assert!(reverted.to_string().ends_with("000008"), "{reverted}");
+    let items = app.texts(
+        "SELECT e.kind || ' ' || i.item_key || ' ' || i.decision AS t FROM consent_event_items i \
+         JOIN consent_events e ON e.id = i.event_id ORDER BY t",
+    );
+    assert_eq!(
+        items,
+        [
+            "grant ccat_registration permit",
+            "grant ccat_registration permit",
+            "grant recontact deny",
+            "grant recontact permit",
+            "grant secondary_use_academic permit",
+            "grant secondary_use_academic permit",
+            "grant secondary_use_industry deny",
+            "grant secondary_use_industry permit",
+            "withdraw_items recontact deny",
+        ]
+    );
+    genomegate::db::run_migrations(&mut conn).unwrap();
+    assert_eq!(app.count("consent_events"), 3);
+    let after = [
+        consent(event["patient_ref"].clone()).await,
+        consent(withdrawn["patient_ref"].clone()).await,
+    ];
+    assert_eq!(before, after);
+    assert_eq!(
+        before[0]["items"].as_array().unwrap().len(),
+        4,
+        "{}",
+        before[0]
+    );
 }

@@ -488,7 +488,6 @@ async fn no_local_identifier_is_stored_in_plain_text(backend: Backend) {
             for table in [
                 "patients",
                 "consent_events",
-                "consent_event_items",
                 "genome_samples",
                 "genome_data_objects",
                 "identity_vault",

@@ -179,11 +179,7 @@ fn decide_page(
     let mut patients: Vec<String> = page.iter().map(|s| s.patient_pseudonym.clone()).collect();
     patients.sort();
     patients.dedup();
-    // Item states derive independently of one another, so the decision
-    // needs the patients' decisions on its own items only (one or two of
-    // each event's eight); these snapshots speak for nothing else.
-    let required = request.required_items();
-    let events = consents::events_for_patients(conn, &patients, family, &required)?;
+    let events = consents::events_for_patients(conn, &patients, family)?;
     let mut snapshots = HashMap::with_capacity(patients.len());
     for (patient, list) in &events {
         snapshots.insert(patient.as_str(), derive_consent(list, history, now));

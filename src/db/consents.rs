@@ -2,7 +2,7 @@
 //! inserted; the database refuses updates and deletes.
 
 use super::documents::utc;
-use super::schema::{consent_event_items as event_items, consent_events as events, patients};
+use super::schema::{consent_events as events, patients};
 use super::DbConnection;
 use crate::consent::{ConsentEvent, Decision, DocumentFamily, EventKind, ScopeItemKey};
 use crate::db_run;
@@ -39,14 +39,6 @@ pub struct EventRow {
     pub recorded_by: String,
     pub idempotency_key: String,
     pub request_hash: String,
-}
-
-#[derive(Queryable, Selectable, Insertable, Debug, Clone)]
-#[diesel(table_name = event_items)]
-pub struct EventItemRow {
-    pub event_id: String,
-    pub item_key: String,
-    pub decision: String,
 }
 
 /// An event as stored: the domain event plus who recorded it and how.
@@ -126,49 +118,47 @@ pub fn insert_event(
     row: &EventRow,
     decisions: &[(ScopeItemKey, Decision)],
 ) -> Result<(), DieselError> {
-    let item_rows: Vec<EventItemRow> = decisions
-        .iter()
-        .map(|(key, decision)| EventItemRow {
-            event_id: row.id.clone(),
-            item_key: key.to_string(),
-            decision: decision.as_str().to_owned(),
-        })
-        .collect();
-    db_run!(conn, c => {
-        diesel::insert_into(events::table).values(row).execute(c)?;
-        if !item_rows.is_empty() {
-            diesel::insert_into(event_items::table).values(&item_rows).execute(c)?;
-        }
-        Ok(())
-    })
+    let decisions = encode_decisions(decisions);
+    db_run!(conn, c => diesel::insert_into(events::table)
+        .values((row, events::decisions.eq(&decisions)))
+        .execute(c))?;
+    Ok(())
 }
 
 type Decisions = Vec<(ScopeItemKey, Decision)>;
 
-/// Item rows decoded and grouped by their event.
-fn decisions_by_event(
-    item_rows: Vec<EventItemRow>,
-) -> Result<std::collections::HashMap<String, Decisions>, DieselError> {
-    let mut decisions: std::collections::HashMap<String, Decisions> =
-        std::collections::HashMap::new();
-    for item in item_rows {
-        let key = ScopeItemKey::parse(&item.item_key).map_err(|_| corrupt("item key"))?;
-        let decision = Decision::parse(&item.decision).ok_or_else(|| corrupt("decision"))?;
-        decisions
-            .entry(item.event_id)
-            .or_default()
-            .push((key, decision));
-    }
-    Ok(decisions)
+/// An event's item decisions as its row stores them: a JSON object of item
+/// key to `permit` or `deny`, keys in order (decision 0015). Item keys are
+/// lowercase ASCII, letters, digits and `_` (`ScopeItemKey::parse`), so
+/// nothing needs escaping.
+pub fn encode_decisions(decisions: &[(ScopeItemKey, Decision)]) -> String {
+    let mut sorted: Vec<_> = decisions.iter().collect();
+    sorted.sort_unstable_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+    let members: Vec<String> = sorted
+        .iter()
+        .map(|(key, decision)| format!("\"{}\":\"{}\"", key.as_str(), decision.as_str()))
+        .collect();
+    format!("{{{}}}", members.join(","))
 }
 
-fn assemble(
-    rows: Vec<EventRow>,
-    item_rows: Vec<EventItemRow>,
-) -> Result<Vec<StoredEvent>, DieselError> {
-    let mut decisions = decisions_by_event(item_rows)?;
+/// The decisions of an event row; the database may have written the
+/// object with other spacing (the migration that introduced the column).
+fn decode_decisions(stored: &str) -> Result<Decisions, DieselError> {
+    let map: BTreeMap<String, String> =
+        serde_json::from_str(stored).map_err(|_| corrupt("event decisions"))?;
+    map.into_iter()
+        .map(|(key, decision)| {
+            Ok((
+                ScopeItemKey::parse(&key).map_err(|_| corrupt("item key"))?,
+                Decision::parse(&decision).ok_or_else(|| corrupt("decision"))?,
+            ))
+        })
+        .collect()
+}
+
+fn assemble(rows: Vec<(EventRow, String)>) -> Result<Vec<StoredEvent>, DieselError> {
     rows.into_iter()
-        .map(|row| {
+        .map(|(row, decisions)| {
             let version = row
                 .document_version_id
                 .parse::<crate::consent::DocumentVersionId>()
@@ -181,7 +171,7 @@ fn assemble(
                     version,
                     signed_at: utc(row.signed_at),
                     recorded_at: utc(row.recorded_at),
-                    decisions: decisions.remove(&row.id).unwrap_or_default(),
+                    decisions: decode_decisions(&decisions)?,
                 },
                 row,
             })
@@ -195,36 +185,33 @@ pub fn events_for_patient(
     pseudonym: &str,
     family: DocumentFamily,
 ) -> Result<Vec<StoredEvent>, DieselError> {
-    let (rows, items): (Vec<EventRow>, Vec<EventItemRow>) = db_run!(conn, c => {
-        let rows = events::table
-            .filter(events::patient_pseudonym.eq(pseudonym))
-            .filter(events::family.eq(family.as_str()))
-            .order((events::signed_at, events::recorded_at, events::id))
-            .select(EventRow::as_select())
-            .load(c)?;
-        let items = event_items::table
-            .inner_join(events::table)
-            .filter(events::patient_pseudonym.eq(pseudonym))
-            .filter(events::family.eq(family.as_str()))
-            .select(EventItemRow::as_select())
-            .load(c)?;
-        (rows, items)
-    });
-    assemble(rows, items)
+    let rows = db_run!(conn, c => events::table
+        .filter(events::patient_pseudonym.eq(pseudonym))
+        .filter(events::family.eq(family.as_str()))
+        .order((events::signed_at, events::recorded_at, events::id))
+        .select((EventRow::as_select(), events::decisions))
+        .load(c))?;
+    assemble(rows)
 }
 
 /// Every event of the named patients in one family, grouped by patient in
 /// the order they took effect. Used to check a whole page of a cohort at
-/// once, so it reads only what derivation needs: of each event's
-/// decisions, only those on `only_items`. A snapshot derived from these
-/// events is right about those items and says nothing true about others.
+/// once: one index lookup per patient, and only the columns derivation
+/// needs.
 pub fn events_for_patients(
     conn: &mut DbConnection,
     pseudonyms: &[String],
     family: DocumentFamily,
-    only_items: &[&str],
 ) -> Result<BTreeMap<String, Vec<ConsentEvent>>, DieselError> {
-    type Lean = (String, String, String, String, NaiveDateTime, NaiveDateTime);
+    type Lean = (
+        String,
+        String,
+        String,
+        String,
+        NaiveDateTime,
+        NaiveDateTime,
+        String,
+    );
     let mut grouped: BTreeMap<String, Vec<ConsentEvent>> = BTreeMap::new();
     if pseudonyms.is_empty() {
         return Ok(grouped);
@@ -233,18 +220,9 @@ pub fn events_for_patients(
         .filter(events::patient_pseudonym.eq_any(pseudonyms))
         .filter(events::family.eq(family.as_str()))
         .order((events::patient_pseudonym, events::signed_at, events::recorded_at, events::id))
-        .select((events::patient_pseudonym, events::id, events::kind, events::document_version_id, events::signed_at, events::recorded_at))
+        .select((events::patient_pseudonym, events::id, events::kind, events::document_version_id, events::signed_at, events::recorded_at, events::decisions))
         .load(c))?;
-    // By event ID, so the items' primary key is used: a join on the
-    // patient would make the planner scan every item of every patient.
-    let ids: Vec<&str> = rows.iter().map(|r| r.1.as_str()).collect();
-    let items: Vec<EventItemRow> = db_run!(conn, c => event_items::table
-        .filter(event_items::event_id.eq_any(&ids))
-        .filter(event_items::item_key.eq_any(only_items))
-        .select(EventItemRow::as_select())
-        .load(c))?;
-    let mut decisions = decisions_by_event(items)?;
-    for (patient, id, kind, version, signed_at, recorded_at) in rows {
+    for (patient, id, kind, version, signed_at, recorded_at, decisions) in rows {
         let event = ConsentEvent {
             kind: EventKind::parse(&kind).ok_or_else(|| corrupt("event kind"))?,
             version: version
@@ -253,7 +231,7 @@ pub fn events_for_patients(
                 .number,
             signed_at: utc(signed_at),
             recorded_at: utc(recorded_at),
-            decisions: decisions.remove(&id).unwrap_or_default(),
+            decisions: decode_decisions(&decisions)?,
             id,
         };
         grouped.entry(patient).or_default().push(event);
@@ -268,24 +246,15 @@ pub fn events_for_hospital(
     hospital_org: &str,
     family: DocumentFamily,
 ) -> Result<BTreeMap<String, Vec<StoredEvent>>, DieselError> {
-    let (rows, items): (Vec<EventRow>, Vec<EventItemRow>) = db_run!(conn, c => {
-        let rows = events::table
-            .inner_join(patients::table)
-            .filter(patients::hospital_org.eq(hospital_org))
-            .filter(events::family.eq(family.as_str()))
-            .order((events::patient_pseudonym, events::signed_at, events::recorded_at, events::id))
-            .select(EventRow::as_select())
-            .load(c)?;
-        let items = event_items::table
-            .inner_join(events::table.inner_join(patients::table))
-            .filter(patients::hospital_org.eq(hospital_org))
-            .filter(events::family.eq(family.as_str()))
-            .select(EventItemRow::as_select())
-            .load(c)?;
-        (rows, items)
-    });
+    let rows = db_run!(conn, c => events::table
+        .inner_join(patients::table)
+        .filter(patients::hospital_org.eq(hospital_org))
+        .filter(events::family.eq(family.as_str()))
+        .order((events::patient_pseudonym, events::signed_at, events::recorded_at, events::id))
+        .select((EventRow::as_select(), events::decisions))
+        .load(c))?;
     let mut grouped: BTreeMap<String, Vec<StoredEvent>> = BTreeMap::new();
-    for stored in assemble(rows, items)? {
+    for stored in assemble(rows)? {
         grouped
             .entry(stored.row.patient_pseudonym.clone())
             .or_default()
@@ -307,13 +276,14 @@ pub fn patients_of_hospital(
 
 /// The event columns in the order [`with_event_binds`] binds them.
 const EVENT_COLUMNS: &str = "id, patient_pseudonym, family, document_version_id, kind, signer_kind, proxy_relationship, \
-     explained_by, signed_at, recorded_at, form_hash, hospital_org, recorded_by, idempotency_key, request_hash";
+     explained_by, signed_at, recorded_at, form_hash, hospital_org, recorded_by, idempotency_key, request_hash, decisions";
 
 type PgQuery<'a> =
     diesel::query_builder::BoxedSqlQuery<'a, diesel::pg::Pg, diesel::query_builder::SqlQuery>;
 
-/// `sql` with the event's fifteen columns bound as `$1` … `$15`.
-fn with_event_binds(sql: String, row: &EventRow) -> PgQuery<'_> {
+/// `sql` with the event's sixteen columns bound as `$1` … `$16`, the last
+/// being its encoded decisions.
+fn with_event_binds<'a>(sql: String, row: &'a EventRow, decisions: &'a str) -> PgQuery<'a> {
     use diesel::sql_types::{Nullable, Text, Timestamp};
     diesel::sql_query(sql)
         .into_boxed::<diesel::pg::Pg>()
@@ -332,13 +302,14 @@ fn with_event_binds(sql: String, row: &EventRow) -> PgQuery<'_> {
         .bind::<Text, _>(&row.recorded_by)
         .bind::<Text, _>(&row.idempotency_key)
         .bind::<Text, _>(&row.request_hash)
+        .bind::<Text, _>(decisions)
 }
 
 /// Stores a consent event with its item decisions, registering the patient
 /// (and sealing its identity into the vault) on first sight.
 ///
-/// PostgreSQL does it in two statements, each a data-modifying CTE: on a
-/// busy two-core host every round trip saved is throughput. SQLite is
+/// PostgreSQL does it in two statements, the first a data-modifying CTE: on
+/// a busy two-core host every round trip saved is throughput. SQLite is
 /// in-process and takes the plain statements.
 pub fn record_event(
     conn: &mut DbConnection,
@@ -390,29 +361,21 @@ pub fn record_event(
                 .execute(c)?;
         }
     }
-    let mut sql = format!(
-        "INSERT INTO consent_events ({EVENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
-    );
-    if !decisions.is_empty() {
-        let values: Vec<String> = (0..decisions.len())
-            .map(|i| format!("($1, ${}, ${})", 16 + 2 * i, 17 + 2 * i))
-            .collect();
-        sql = format!("WITH e AS ({sql}) INSERT INTO consent_event_items (event_id, item_key, decision) VALUES {}", values.join(", "));
-    }
-    let mut query = with_event_binds(sql, row);
-    for (key, decision) in decisions {
-        query = query
-            .bind::<Text, _>(key.as_str())
-            .bind::<Text, _>(decision.as_str());
-    }
-    query.execute(c)?;
+    let decisions = encode_decisions(decisions);
+    with_event_binds(
+        format!("INSERT INTO consent_events ({EVENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"),
+        row,
+        &decisions,
+    )
+    .execute(c)?;
     Ok(())
 }
 
 /// The common case of a grant on PostgreSQL as one self-committing
 /// statement: only if the version is active and was in force when signed,
-/// the patient (with its sealed identity), the event and its items are
-/// written together; otherwise nothing is. Returns whether it wrote.
+/// the patient (with its sealed identity), the event with its decisions,
+/// its log entry and the enrollment code are written together; otherwise
+/// nothing is. Returns whether it wrote.
 ///
 /// A `false` or an error is not an answer: the caller falls back to the
 /// general path, which says precisely why (and replays retries).
@@ -427,42 +390,28 @@ pub fn grant_in_one_statement(
     let DbConnection::Postgresql(c) = conn else {
         return Ok(false);
     };
-    if decisions.is_empty() {
-        return Ok(false);
-    }
-    let values: Vec<String> = (0..decisions.len())
-        .map(|i| format!("(${}, ${})", 19 + 2 * i, 20 + 2 * i))
-        .collect();
-    let entry_at = 19 + 2 * decisions.len();
+    let entry_at = 20;
     let (code_at, expires_at) = (entry_at + 6, entry_at + 7);
     let sql = format!(
         "WITH ok AS (SELECT 1 FROM document_versions WHERE id = $4 AND status = 'active' AND effective_from <= $9), \
          p AS (INSERT INTO patients (pseudonym, hospital_org, created_at) SELECT $2, $12, $10 WHERE EXISTS (SELECT 1 FROM ok) \
                ON CONFLICT (pseudonym) DO NOTHING RETURNING pseudonym), \
          v AS (INSERT INTO identity_vault (patient_pseudonym, hospital_org, key_version, nonce, ciphertext, sealed_at) \
-               SELECT pseudonym, $12, $16, $17, $18, $10 FROM p), \
+               SELECT pseudonym, $12, $17, $18, $19, $10 FROM p), \
          e AS (INSERT INTO consent_events ({EVENT_COLUMNS}) \
-               SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15 WHERE EXISTS (SELECT 1 FROM ok) \
+               SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16 WHERE EXISTS (SELECT 1 FROM ok) \
                RETURNING id), \
-         {}, \
-         c AS (INSERT INTO enrollment_codes (code_hash, patient_pseudonym, issued_by, issued_at, expires_at) \
-               SELECT ${code_at}, $2, $13, $10, ${expires_at} FROM e) \
-         INSERT INTO consent_event_items (event_id, item_key, decision) \
-         SELECT e.id, x.k, x.d FROM e, (VALUES {}) AS x(k, d)",
+         {} \
+         INSERT INTO enrollment_codes (code_hash, patient_pseudonym, issued_by, issued_at, expires_at) \
+         SELECT ${code_at}, $2, $13, $10, ${expires_at} FROM e",
         super::ledger::append_cte("l", entry_at, "e"),
-        values.join(", ")
     );
-    let mut query = with_event_binds(sql, row)
+    let decisions = encode_decisions(decisions);
+    let entry = extras.entry;
+    let query = with_event_binds(sql, row, &decisions)
         .bind::<Integer, _>(i32::try_from(sealed.key_version).unwrap_or(i32::MAX))
         .bind::<Binary, _>(&sealed.nonce)
-        .bind::<Binary, _>(&sealed.ciphertext);
-    for (key, decision) in decisions {
-        query = query
-            .bind::<Text, _>(key.as_str())
-            .bind::<Text, _>(decision.as_str());
-    }
-    let entry = extras.entry;
-    let query = query
+        .bind::<Binary, _>(&sealed.ciphertext)
         .bind::<Binary, _>(entry.to_bytes())
         .bind::<Timestamp, _>(entry.at.naive_utc())
         .bind::<Text, _>(&entry.patient)
@@ -471,7 +420,7 @@ pub fn grant_in_one_statement(
         .bind::<Text, _>(entry.action.as_str())
         .bind::<Text, _>(extras.code_hash)
         .bind::<Timestamp, _>(extras.code_expires_at);
-    Ok(query.execute(c)? == decisions.len())
+    Ok(query.execute(c)? == 1)
 }
 
 /// What a fast-path grant writes besides the consent: its access-log entry

@@ -60,14 +60,7 @@ diesel::table! {
         recorded_by -> Text,
         idempotency_key -> Text,
         request_hash -> Text,
-    }
-}
-
-diesel::table! {
-    consent_event_items (event_id, item_key) {
-        event_id -> Text,
-        item_key -> Text,
-        decision -> Text,
+        decisions -> Text,
     }
 }
 
@@ -432,7 +425,6 @@ diesel::joinable!(dataset_samples -> datasets (dataset_id));
 diesel::joinable!(genome_samples -> patients (patient_pseudonym));
 diesel::joinable!(recontact_steps -> recontact_requests (request_id));
 diesel::joinable!(document_scope_items -> document_versions (version_id));
-diesel::joinable!(consent_event_items -> consent_events (event_id));
 diesel::joinable!(consent_events -> patients (patient_pseudonym));
 diesel::joinable!(access_log_leaves -> access_log_entries (seq));
 diesel::joinable!(patient_preferences -> patients (patient_pseudonym));
@@ -443,7 +435,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     document_scope_items,
     patients,
     consent_events,
-    consent_event_items,
     sequencing_authorizations,
     genome_samples,
     genome_data_objects,

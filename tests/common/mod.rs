@@ -391,6 +391,18 @@ impl TestApp {
         genomegate::db::connect_one(&self.db_url).unwrap()
     }
 
+    /// The text column `t` of every row `sql` returns.
+    pub fn texts(&self, sql: &str) -> Vec<String> {
+        #[derive(diesel::QueryableByName)]
+        struct Text {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            t: String,
+        }
+        let mut conn = self.raw_db();
+        let rows: Vec<Text> = diesel::sql_query(sql).load(&mut conn).unwrap();
+        rows.into_iter().map(|r| r.t).collect()
+    }
+
     pub fn count(&self, table: &str) -> i64 {
         #[derive(diesel::QueryableByName)]
         struct Count {
