@@ -724,6 +724,60 @@ async fn patient_for(
     Ok((pseudonym, row))
 }
 
+/// A logged read of one patient's consent record in one family, in one
+/// round of database work: the patient is found and the caller authorized
+/// on the same connection that then reads and appends the read's entry. A
+/// caller that may not see the patient is refused before anything is read
+/// or logged, with the same 404 as for a patient that does not exist.
+async fn read_consent_record<T, F>(
+    state: &web::Data<AppState>,
+    caller: &Caller,
+    patient_ref: &str,
+    family: DocumentFamily,
+    read: F,
+) -> Result<ConsentRecordRead<T>, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut DbConnection, &str, DateTime<Utc>) -> Result<T, ApiError> + Send + 'static,
+{
+    principal(caller)?;
+    let pseudonym = PatientPseudonym::parse(patient_ref).ok_or(ApiError::NotFound)?;
+    let now = state.now();
+    let (state_in, caller) = (state.clone(), caller.clone());
+    state
+        .read_then_log(move |conn| {
+            let patient =
+                store::find_patient(conn, pseudonym.as_str())?.ok_or(ApiError::NotFound)?;
+            state_in.authorize_patient(
+                &caller,
+                Action::ConsentRead,
+                pseudonym.as_str(),
+                &patient.hospital_org,
+                &[],
+            )?;
+            let entry = read_entry(&caller, &patient.hospital_org, &pseudonym, family, now)?;
+            let value = read(conn, pseudonym.as_str(), now)?;
+            Ok((
+                ConsentRecordRead {
+                    pseudonym,
+                    patient,
+                    now,
+                    value,
+                },
+                vec![entry],
+            ))
+        })
+        .await
+}
+
+/// What [`read_consent_record`] read, and when.
+struct ConsentRecordRead<T> {
+    pseudonym: PatientPseudonym,
+    patient: store::PatientRow,
+    now: DateTime<Utc>,
+    value: T,
+}
+
 /// The log entry of a read of one consent record.
 fn read_entry(
     caller: &Caller,
@@ -1065,18 +1119,27 @@ pub async fn read_consent(
     query: web::Query<AsOfQuery>,
 ) -> Result<web::Json<ConsentView>, ApiError> {
     let family = family_of(&path.family)?;
-    let (pseudonym, patient) =
-        patient_for(&state, &caller, Action::ConsentRead, &path.patient_ref).await?;
-    let now = state.now();
-    let as_of = parse_as_of(query.as_of.as_deref(), now)?;
-    let entry = read_entry(&caller, &patient.hospital_org, &pseudonym, family, now)?;
-    let key = pseudonym.as_str().to_owned();
-    let (_, _, snap) = state
-        .read_logged(vec![entry], move |conn| {
-            let read = snapshot(conn, &key, family, as_of)?;
-            Ok(read)
-        })
-        .await?;
+    // Checked before anything is read; the moment of reading is the default.
+    let as_of = match query.as_of.as_deref() {
+        Some(raw) => Some(parse_as_of(Some(raw), state.now())?),
+        None => None,
+    };
+    let ConsentRecordRead {
+        pseudonym,
+        patient,
+        now: _,
+        value: (as_of, snap),
+    } = read_consent_record(
+        &state,
+        &caller,
+        &path.patient_ref,
+        family,
+        move |conn, key, now| {
+            let as_of = as_of.unwrap_or(now);
+            Ok((as_of, snapshot(conn, key, family, as_of)?.2))
+        },
+    )
+    .await?;
     Ok(web::Json(ConsentView {
         patient_ref: pseudonym.to_string(),
         family,
@@ -1112,22 +1175,15 @@ pub async fn list_events(
     path: web::Path<ConsentPath>,
 ) -> Result<web::Json<EventList>, ApiError> {
     let family = family_of(&path.family)?;
-    let (pseudonym, patient) =
-        patient_for(&state, &caller, Action::ConsentRead, &path.patient_ref).await?;
-    let entry = read_entry(
+    let events = read_consent_record(
+        &state,
         &caller,
-        &patient.hospital_org,
-        &pseudonym,
+        &path.patient_ref,
         family,
-        state.now(),
-    )?;
-    let key = pseudonym.as_str().to_owned();
-    let events = state
-        .read_logged(vec![entry], move |conn| {
-            let events = store::events_for_patient(conn, &key, family)?;
-            Ok(events)
-        })
-        .await?;
+        move |conn, key, _| Ok(store::events_for_patient(conn, key, family)?),
+    )
+    .await?
+    .value;
     Ok(web::Json(EventList {
         events: events
             .into_iter()
@@ -1164,17 +1220,19 @@ pub async fn export_fhir(
     path: web::Path<ConsentPath>,
 ) -> Result<HttpResponse, ApiError> {
     let family = family_of(&path.family)?;
-    let (pseudonym, patient) =
-        patient_for(&state, &caller, Action::ConsentRead, &path.patient_ref).await?;
-    let now = state.now();
-    let entry = read_entry(&caller, &patient.hospital_org, &pseudonym, family, now)?;
-    let key = pseudonym.as_str().to_owned();
-    let (events, _, snap) = state
-        .read_logged(vec![entry], move |conn| {
-            let read = snapshot(conn, &key, family, now)?;
-            Ok(read)
-        })
-        .await?;
+    let ConsentRecordRead {
+        pseudonym,
+        patient,
+        now,
+        value: (events, _, snap),
+    } = read_consent_record(
+        &state,
+        &caller,
+        &path.patient_ref,
+        family,
+        move |conn, key, now| snapshot(conn, key, family, now),
+    )
+    .await?;
     // The latest event in force says who signed and when.
     let latest = events
         .iter()

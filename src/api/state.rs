@@ -138,9 +138,24 @@ impl AppState {
         T: Send + 'static,
         F: FnOnce(&mut DbConnection) -> Result<T, ApiError> + Send + 'static,
     {
+        self.read_then_log(move |conn| Ok((read(conn)?, entries)))
+            .await
+    }
+
+    /// A logged read whose entries depend on what it read (the patient's
+    /// hospital, say): `read` returns the value and its entries, which are
+    /// appended atomically on the same connection before anything is shown.
+    /// One round of database work, so one pooled connection per request.
+    pub async fn read_then_log<T, F>(&self, read: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut DbConnection) -> Result<(T, Vec<crate::ledger::entry::LogEntry>), ApiError>
+            + Send
+            + 'static,
+    {
         let value = self
             .db(move |conn| {
-                let value = read(conn)?;
+                let (value, entries) = read(conn)?;
                 crate::db::ledger::append_atomically(conn, &entries)?;
                 Ok(value)
             })
