@@ -205,8 +205,8 @@ fn seed(bench: &Bench, n: usize) -> String {
     );
     let dataset = created["id"].as_str().unwrap().to_owned();
     diesel::sql_query(format!(
-        "INSERT INTO dataset_samples (dataset_id, genome_id, diagnosis, added_at) \
-         SELECT '{dataset}', genome_id, 'MONDO:0007254', now() FROM genome_samples"
+        "INSERT INTO dataset_samples (dataset_id, genome_id, diagnosis, added_at, patient_pseudonym) \
+         SELECT '{dataset}', genome_id, 'MONDO:0007254', now(), patient_pseudonym FROM genome_samples"
     ))
     .execute(c)
     .unwrap();

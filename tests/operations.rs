@@ -241,7 +241,7 @@ fn command_line_certs_migrate_and_token() {
         .output()
         .unwrap();
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains("applied 8 migration"),
+        String::from_utf8_lossy(&out.stdout).contains("applied 9 migration"),
         "{out:?}"
     );
     let out = binary()
@@ -554,4 +554,55 @@ fn keys_command_creates_rotates_and_lists_without_revealing() {
         .output()
         .unwrap();
     assert!(!bad.status.success());
+}
+
+/// The pool hands a recently returned connection out again without a test
+/// query, so it must never return a connection it saw die: a connection
+/// whose server process is gone fails the one use it is in, is dropped on
+/// its way back, and the next checkout gets a working one. A connection
+/// that died while idle for longer is tested and replaced before use.
+#[test]
+fn the_pool_drops_a_connection_it_saw_die() {
+    use diesel::RunQueryDsl;
+    #[derive(diesel::QueryableByName)]
+    struct Pid {
+        #[diesel(sql_type = diesel::sql_types::Integer)]
+        pid: i32,
+    }
+    let Ok(url) = std::env::var(PG_ENV) else {
+        eprintln!("skipped: {PG_ENV} is not set");
+        return;
+    };
+    let pool = genomegate::db::connect(&url, 1).unwrap();
+    let mut admin = genomegate::db::connect_one(&url).unwrap();
+    let pid = |conn: &mut genomegate::db::DbConnection| {
+        diesel::sql_query("SELECT pg_backend_pid() AS pid")
+            .get_result::<Pid>(conn)
+            .map(|p| p.pid)
+    };
+    let terminate = |admin: &mut genomegate::db::DbConnection, pid: i32| {
+        diesel::sql_query(format!("SELECT pg_terminate_backend({pid})"))
+            .execute(admin)
+            .unwrap();
+        // Termination is asynchronous; give the backend time to exit.
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+
+    let first = pid(&mut pool.get().unwrap()).unwrap();
+    terminate(&mut admin, first);
+    // Returned moments ago, so not tested on checkout: this use fails...
+    let failed = pid(&mut pool.get().unwrap());
+    assert!(
+        failed.is_err(),
+        "the terminated connection was reused untested"
+    );
+    // ...and the pool (of one) dropped it instead of taking it back.
+    let second = pid(&mut pool.get().unwrap()).unwrap();
+    assert_ne!(first, second);
+
+    terminate(&mut admin, second);
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    // Idle for longer than the window: tested, found dead, replaced.
+    let third = pid(&mut pool.get().unwrap()).unwrap();
+    assert_ne!(second, third);
 }

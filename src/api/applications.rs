@@ -331,7 +331,7 @@ pub async fn add_dataset_samples(
         return Err(ApiError::field("samples", "1-10000 samples per call"));
     }
     let now = state.now().naive_utc();
-    let mut rows = Vec::with_capacity(body.samples.len());
+    let mut samples = Vec::with_capacity(body.samples.len());
     for (i, s) in body.samples.iter().enumerate() {
         let genome_id = parse_genome_id(&s.genome_id, &format!("samples[{i}].genome_id"))?;
         if let Some(d) = &s.diagnosis {
@@ -342,12 +342,7 @@ pub async fn add_dataset_samples(
                 ));
             }
         }
-        rows.push(DatasetSampleRow {
-            dataset_id: path.id.clone(),
-            genome_id: genome_id.to_string(),
-            diagnosis: s.diagnosis.clone(),
-            added_at: now,
-        });
+        samples.push((genome_id.to_string(), s.diagnosis.clone()));
     }
     let dataset_id = path.id.clone();
     let added = state
@@ -356,15 +351,24 @@ pub async fn add_dataset_samples(
                 if store::find_datasets(conn, std::slice::from_ref(&dataset_id))?.is_empty() {
                     return Err(ApiError::NotFound);
                 }
-                let mut ids: Vec<String> = rows.iter().map(|r| r.genome_id.clone()).collect();
+                let mut ids: Vec<String> = samples.iter().map(|(g, _)| g.clone()).collect();
                 ids.sort();
                 ids.dedup();
-                if store::count_samples(conn, &ids)? != ids.len() as i64 {
-                    return Err(ApiError::field(
-                        "samples",
-                        "every genome_id must be a registered sample",
-                    ));
-                }
+                let owners = store::sample_owners(conn, &ids)?;
+                let unknown =
+                    || ApiError::field("samples", "every genome_id must be a registered sample");
+                let rows = samples
+                    .into_iter()
+                    .map(|(genome_id, diagnosis)| {
+                        Ok(DatasetSampleRow {
+                            dataset_id: dataset_id.clone(),
+                            patient_pseudonym: owners.get(&genome_id).ok_or_else(unknown)?.clone(),
+                            genome_id,
+                            diagnosis,
+                            added_at: now,
+                        })
+                    })
+                    .collect::<Result<Vec<_>, ApiError>>()?;
                 Ok(store::add_dataset_samples(conn, &rows)?)
             })
         })

@@ -55,6 +55,8 @@ pub struct DatasetSampleRow {
     pub genome_id: String,
     pub diagnosis: Option<String>,
     pub added_at: NaiveDateTime,
+    /// Copied from the sample: a page of the cohort needs no second lookup.
+    pub patient_pseudonym: String,
 }
 
 #[derive(Queryable, Selectable, Insertable, Debug, Clone)]
@@ -277,12 +279,17 @@ pub fn list_datasets(conn: &mut DbConnection) -> Result<Vec<(DatasetRow, i64)>, 
         .collect())
 }
 
-/// How many of `genome_ids` are registered samples.
-pub fn count_samples(conn: &mut DbConnection, genome_ids: &[String]) -> Result<i64, DieselError> {
-    db_run!(conn, c => genome_samples::table
+/// The patient of each of `genome_ids` that is a registered sample.
+pub fn sample_owners(
+    conn: &mut DbConnection,
+    genome_ids: &[String],
+) -> Result<std::collections::HashMap<String, String>, DieselError> {
+    Ok(db_run!(conn, c => genome_samples::table
         .filter(genome_samples::genome_id.eq_any(genome_ids))
-        .count()
-        .get_result(c))
+        .select((genome_samples::genome_id, genome_samples::patient_pseudonym))
+        .load::<(String, String)>(c))?
+    .into_iter()
+    .collect())
 }
 
 /// Adds samples to a dataset; samples already in it keep their diagnosis.
@@ -304,10 +311,9 @@ pub fn samples_per_patient(
     dataset_id: &str,
 ) -> Result<std::collections::HashMap<String, u32>, DieselError> {
     let counts: Vec<(String, i64)> = db_run!(conn, c => dataset_samples::table
-        .inner_join(genome_samples::table.on(genome_samples::genome_id.eq(dataset_samples::genome_id)))
         .filter(dataset_samples::dataset_id.eq(dataset_id))
-        .group_by(genome_samples::patient_pseudonym)
-        .select((genome_samples::patient_pseudonym, diesel::dsl::count_star()))
+        .group_by(dataset_samples::patient_pseudonym)
+        .select((dataset_samples::patient_pseudonym, diesel::dsl::count_star()))
         .load(c))?;
     Ok(counts
         .into_iter()
@@ -323,43 +329,29 @@ pub struct CohortSample {
     pub diagnosis: Option<String>,
 }
 
-/// A page of a dataset's samples in genome-ID order, after `after`. Two
-/// key lookups rather than a join: on a large dataset the planner would
-/// otherwise hash-join every sample for every page.
+/// A page of a dataset's samples in genome-ID order, after `after`: one
+/// range of the dataset's primary key.
 pub fn dataset_page(
     conn: &mut DbConnection,
     dataset_id: &str,
     after: &str,
     limit: i64,
 ) -> Result<Vec<CohortSample>, DieselError> {
-    let members: Vec<(String, Option<String>)> = db_run!(conn, c => dataset_samples::table
+    let members: Vec<(String, String, Option<String>)> = db_run!(conn, c => dataset_samples::table
         .filter(dataset_samples::dataset_id.eq(dataset_id))
         .filter(dataset_samples::genome_id.gt(after))
         .order(dataset_samples::genome_id)
         .limit(limit)
-        .select((dataset_samples::genome_id, dataset_samples::diagnosis))
+        .select((dataset_samples::genome_id, dataset_samples::patient_pseudonym, dataset_samples::diagnosis))
         .load(c))?;
-    let ids: Vec<&str> = members.iter().map(|(g, _)| g.as_str()).collect();
-    let owners: std::collections::HashMap<String, String> =
-        db_run!(conn, c => genome_samples::table
-        .filter(genome_samples::genome_id.eq_any(&ids))
-        .select((genome_samples::genome_id, genome_samples::patient_pseudonym))
-        .load::<(String, String)>(c))?
+    Ok(members
         .into_iter()
-        .collect();
-    members
-        .into_iter()
-        .map(|(genome_id, diagnosis)| {
-            let patient_pseudonym = owners.get(&genome_id).cloned().ok_or_else(|| {
-                DieselError::DeserializationError("dataset names an unknown sample".into())
-            })?;
-            Ok(CohortSample {
-                genome_id,
-                patient_pseudonym,
-                diagnosis,
-            })
+        .map(|(genome_id, patient_pseudonym, diagnosis)| CohortSample {
+            genome_id,
+            patient_pseudonym,
+            diagnosis,
         })
-        .collect()
+        .collect())
 }
 
 pub fn insert_application(

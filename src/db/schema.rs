@@ -298,6 +298,7 @@ diesel::table! {
         genome_id -> Text,
         diagnosis -> Nullable<Text>,
         added_at -> Timestamp,
+        patient_pseudonym -> Text,
     }
 }
 

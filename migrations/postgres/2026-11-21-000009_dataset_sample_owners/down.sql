@@ -1,0 +1,1 @@
+ALTER TABLE dataset_samples DROP COLUMN patient_pseudonym;
