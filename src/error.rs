@@ -528,6 +528,12 @@ impl From<diesel::result::Error> for ApiError {
             Error::DatabaseError(DatabaseErrorKind::UniqueViolation, info) => {
                 ApiError::UniqueViolation(format!("database: {}", info.message()))
             }
+            // The connection itself is gone: worth a retry, as when the pool
+            // has none to give.
+            lost if crate::db::connection_lost(&lost) => {
+                tracing::warn!(cause = %lost, "database connection lost");
+                ApiError::Unavailable
+            }
             other => ApiError::Internal(format!("database: {other}")),
         }
     }

@@ -127,7 +127,8 @@ impl Instrumentation for LossDetector {
     }
 }
 
-fn connection_lost(error: &DieselError) -> bool {
+/// Whether `error` means the connection it came from is gone.
+pub fn connection_lost(error: &DieselError) -> bool {
     matches!(
         error,
         DieselError::DatabaseError(
