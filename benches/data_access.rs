@@ -250,7 +250,7 @@ fn approved_application(bench: &Bench, dataset: &str) -> String {
         "/v1/applications",
         &researcher,
         &json!({"title": "Benchmark", "purpose": {"code": "HMB"}, "datasets": [dataset], "members": [],
-                "ethics_ref": "IRB-1", "starts_on": "2026-12-01", "ends_on": "2028-11-30", "recipients_abroad": false}),
+                "ethics_ref": "IRB-1", "starts_on": "2026-11-01", "ends_on": "2028-11-30", "recipients_abroad": false}),
         201,
     );
     let id = submitted["id"].as_str().unwrap().to_owned();

@@ -129,6 +129,7 @@ pub enum AccessRefusal {
     AgreementSuspended,
     AgreementRevoked,
     AgreementExpired,
+    AgreementNotStarted,
     CohortBelowMinimum,
     UnknownAudience,
     HandleInvalid,
@@ -222,6 +223,11 @@ impl AccessRefusal {
                 S::CONFLICT,
                 "agreement_expired",
                 "The data-use agreement has expired",
+            ),
+            AgreementNotStarted => (
+                S::CONFLICT,
+                "agreement_not_started",
+                "The agreed period of use has not begun",
             ),
             CohortBelowMinimum => (
                 S::CONFLICT,

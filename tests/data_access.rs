@@ -152,6 +152,12 @@ async fn publish_text(app: &TestApp, body: &str) -> String {
     b["sha256"].as_str().unwrap().to_owned()
 }
 
+fn days_from_today(days: i64) -> String {
+    (chrono::Utc::now() + chrono::Duration::days(days))
+        .date_naive()
+        .to_string()
+}
+
 fn application(datasets: &[&str], members: &[&str], code: &str) -> Value {
     json!({
         "title": "Germline variants and drug response",
@@ -159,7 +165,8 @@ fn application(datasets: &[&str], members: &[&str], code: &str) -> Value {
         "datasets": datasets,
         "members": members,
         "ethics_ref": "IRB-2026-041",
-        "starts_on": "2026-12-01",
+        // Under way already: nothing is released before the period starts.
+        "starts_on": days_from_today(-30),
         "ends_on": "2028-11-30",
         "recipients_abroad": false,
     })
@@ -676,6 +683,29 @@ async fn refusals_are_named_and_write_nothing(backend: Backend) {
     assert_eq!(app.count("release_samples"), 0);
     assert_eq!(app.count("access_log_entries"), log_before);
     assert_eq!(entries_with_action(&app, "dataset_release"), 0);
+
+    // A period that has not begun: no release yet, whatever else holds.
+    let mut later = application(&[&hmb], &[], "HMB");
+    later["starts_on"] = json!(days_from_today(60));
+    let early = submit(&app, &prof, &later).await;
+    let early_id = early["id"].as_str().unwrap();
+    let early_agreement = approve(&app, early_id).await["agreement"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (s, _) = accept(
+        &app,
+        &early_agreement,
+        &prof,
+        text["sha256"].as_str().unwrap(),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let (s, b) = release(&app, early_id, &prof).await;
+    assert_problem(s, &b, 409, "agreement_not_started");
+    assert_eq!(app.count("releases"), 0);
+    assert_eq!(app.count("release_samples"), 0);
+    assert_eq!(app.count("access_log_entries"), log_before);
 
     // An unknown genome store.
     let (s, b) = app

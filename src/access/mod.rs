@@ -7,6 +7,7 @@ pub mod duo;
 pub mod handle;
 pub mod review;
 
+use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use serde::Deserialize;
 
 pub const POLICY_FILE: &str = "data-use.toml";
@@ -63,6 +64,22 @@ impl DataUsePolicy {
     }
 }
 
+/// The first instant of a declared period of use: midnight UTC at the start
+/// of its first day.
+pub fn period_start(starts_on: NaiveDate) -> DateTime<Utc> {
+    starts_on.and_time(NaiveTime::MIN).and_utc()
+}
+
+/// The instant a declared period of use ends: midnight UTC after its last
+/// day, so the whole last day is inside it.
+pub fn period_end(ends_on: NaiveDate) -> DateTime<Utc> {
+    ends_on
+        .succ_opt()
+        .unwrap_or(ends_on)
+        .and_time(NaiveTime::MIN)
+        .and_utc()
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -76,5 +93,18 @@ mod tests {
         assert!(!policy.forbids("HMB"));
         let zero_k = text.replace("min_cohort = 5", "min_cohort = 0");
         assert!(DataUsePolicy::parse(&zero_k).is_err());
+    }
+
+    #[test]
+    fn a_period_runs_from_its_first_midnight_to_the_midnight_after_its_last_day() {
+        let day = |s: &str| NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
+        assert_eq!(
+            period_start(day("2027-01-01")).to_rfc3339(),
+            "2027-01-01T00:00:00+00:00"
+        );
+        assert_eq!(
+            period_end(day("2027-12-31")).to_rfc3339(),
+            "2028-01-01T00:00:00+00:00"
+        );
     }
 }

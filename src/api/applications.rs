@@ -1177,13 +1177,7 @@ fn agreement_expiry(
     conditions: &[Condition],
     now: DateTime<Utc>,
 ) -> DateTime<Utc> {
-    let period_end = d
-        .ends_on
-        .succ_opt()
-        .unwrap_or(d.ends_on)
-        .and_hms_opt(0, 0, 0)
-        .map(|t| t.and_utc())
-        .unwrap_or(now);
+    let period_end = crate::access::period_end(d.ends_on);
     conditions
         .iter()
         .filter_map(|c| match c {

@@ -102,6 +102,19 @@ fn refuse_unless_usable(agreement: &AgreementRow, now: DateTime<Utc>) -> Result<
     }
 }
 
+/// The agreement covers the declared period only: its end is the
+/// agreement's expiry, and before its first day (from midnight UTC, as the
+/// expiry is) nothing is released.
+fn refuse_before_period(app: &Application, now: DateTime<Utc>) -> Result<(), ApiError> {
+    if now < crate::access::period_start(app.declaration.starts_on) {
+        return Err(ApiError::refused(
+            Refusal::AgreementNotStarted,
+            format!("the agreed period starts on {}", app.declaration.starts_on),
+        ));
+    }
+    Ok(())
+}
+
 /// Every member has accepted the current agreement text.
 fn check_acceptances(
     conn: &mut DbConnection,
@@ -218,6 +231,7 @@ fn release(
     let agreement = store::agreement_of_application(conn, &app.row.id)?
         .ok_or_else(|| ApiError::internal("approved application without agreement"))?;
     refuse_unless_usable(&agreement, now)?;
+    refuse_before_period(&app, now)?;
     check_attestations(
         conn,
         &app.row.org,

@@ -143,6 +143,7 @@ fn agreement_terms(
             #[derive(serde::Deserialize)]
             struct Declared {
                 purpose: crate::access::duo::ResearchPurpose,
+                starts_on: chrono::NaiveDate,
             }
             let declared: Declared = serde_json::from_str(&declaration).map_err(|_| {
                 DieselError::DeserializationError("corrupt application declaration".into())
@@ -150,7 +151,11 @@ fn agreement_terms(
             let terms = AgreementTerms {
                 org,
                 purposes: vec![declared.purpose.duo_id().to_owned()],
-                starts_at: created.and_utc(),
+                // Nothing may happen under an agreement before it exists,
+                // nor before its declared period begins.
+                starts_at: created
+                    .and_utc()
+                    .max(crate::access::period_start(declared.starts_on)),
                 ends_at: expires.and_utc(),
                 halted: halted_periods(history.iter().filter(|t| t.agreement_id == id)),
                 audiences: audiences
