@@ -29,6 +29,7 @@ on_both_backends!(
     enrollment_codes_are_single_use_and_rate_limited,
     screening_flags_missing_bases_and_unusual_volume,
     a_large_batch_is_appended_in_parts_all_or_nothing,
+    screening_catches_up_on_periods_missed_while_down,
 );
 
 async fn actions_are_logged_and_patients_see_only_their_own_entries(backend: Backend) {
@@ -952,4 +953,68 @@ fn staff_read(
         },
         at,
     )
+}
+
+/// Periods that ended while no instance ran are screened when one runs
+/// again: every one of them, oldest first, each exactly once.
+async fn screening_catches_up_on_periods_missed_while_down(backend: Backend) {
+    use genomegate::ledger::entry::{DataScope, LegalBasis, LogAction, Purpose};
+    use genomegate::workers::screening::screen_missed_periods;
+    let options = Options {
+        // No worker of its own: this test plays the instance coming back.
+        env: vec![("GENOMEGATE__SCREENING__ENABLED", "false".into())],
+        ..Options::default()
+    };
+    let Some(app) = TestApp::spawn_with(backend, options).await else {
+        return;
+    };
+    let now = chrono::SubsecRound::trunc_subsecs(chrono::Utc::now(), 6);
+    let minute = 60;
+    let entry_at = |seconds_ago: i64| {
+        genomegate::api::access::entry_by(
+            "hospital-a",
+            "hospital_staff",
+            "nurse-1",
+            &format!("{:064x}", 7),
+            genomegate::api::access::Access {
+                action: LogAction::ConsentRead,
+                purpose: Purpose::ConsentManagement,
+                basis: LegalBasis::Oversight,
+                scope: DataScope::PatientSummary,
+            },
+            now - chrono::Duration::seconds(seconds_ago),
+        )
+    };
+    // Old enough to lie in complete periods whatever the second now is
+    // (the last complete period ends at least a minute of grace ago).
+    append_directly(&app, entry_at(4 * minute + 10));
+    append_directly(&app, entry_at(3 * minute + 10));
+    let mut config = app.config.screening.clone();
+    config.period_seconds = minute as u64;
+    let mut conn = app.raw_db();
+
+    let stored = screen_missed_periods(&mut conn, now, &config).unwrap();
+    let auditor = app.token(&["auditor"], "oversight");
+    let (s, body) = app
+        .get("/v1/audit/screening-reports?limit=100", Some(&auditor))
+        .await;
+    assert_eq!(s, 200, "{body}");
+    let reports = body["reports"].as_array().unwrap();
+    assert_eq!(reports.len(), stored);
+    assert!((3..=4).contains(&stored), "{body}");
+    let starts: Vec<chrono::DateTime<chrono::Utc>> = reports
+        .iter()
+        .map(|r| r["period_start"].as_str().unwrap().parse().unwrap())
+        .collect();
+    // Newest first, one period apart: nothing skipped.
+    assert!(starts
+        .windows(2)
+        .all(|w| w[0] - w[1] == chrono::Duration::seconds(minute)));
+    let screened: i64 = reports
+        .iter()
+        .map(|r| r["entries_screened"].as_i64().unwrap())
+        .sum();
+    assert_eq!(screened, 2, "{body}");
+    // Caught up: a second pass finds nothing left to screen.
+    assert_eq!(screen_missed_periods(&mut conn, now, &config).unwrap(), 0);
 }

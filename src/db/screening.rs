@@ -228,6 +228,25 @@ pub fn report_exists(conn: &mut DbConnection, start: NaiveDateTime) -> Result<bo
     Ok(found.is_some())
 }
 
+/// The start of the newest period with a stored report.
+pub fn newest_report_start(conn: &mut DbConnection) -> Result<Option<DateTime<Utc>>, DieselError> {
+    let newest: Option<NaiveDateTime> = db_run!(conn, c => reports::table
+        .select(diesel::dsl::max(reports::period_start))
+        .first(c))?;
+    Ok(newest.map(|t| t.and_utc()))
+}
+
+/// When the log's first entry was recorded, if it has any.
+pub fn first_entry_at(conn: &mut DbConnection) -> Result<Option<DateTime<Utc>>, DieselError> {
+    use super::schema::access_log_entries as entries;
+    let first: Option<NaiveDateTime> = db_run!(conn, c => entries::table
+        .order(entries::seq)
+        .select(entries::recorded_at)
+        .first(c)
+        .optional())?;
+    Ok(first.map(|t| t.and_utc()))
+}
+
 /// Stores a period's report unless another instance already did.
 pub fn store_report(conn: &mut DbConnection, row: &ReportRow) -> Result<(), DieselError> {
     db_run!(conn, c => diesel::insert_into(reports::table)

@@ -1,11 +1,18 @@
 //! The periodic screening report: once a period (a UTC day by default) has
 //! ended, one instance screens its entries and stores the report for the
-//! auditors (`GET /v1/audit/screening-reports`).
+//! auditors (`GET /v1/audit/screening-reports`). Periods missed while no
+//! instance ran are screened when one comes back, oldest first.
 
 use super::{spawn_named, WorkerContext};
+use crate::config::ScreeningConfig;
 use crate::db::screening::{self as store, ReportRow};
+use crate::db::DbConnection;
 use chrono::{DateTime, Utc};
 use std::time::Duration;
+
+/// Missed periods screened per tick at most, so an instance back from a
+/// long outage catches up in steps instead of one long pause.
+const CATCH_UP_PER_TICK: usize = 24;
 
 pub(crate) fn spawn(ctx: WorkerContext) -> Result<std::thread::JoinHandle<()>, String> {
     spawn_named("log-screening", move || run(ctx))
@@ -28,6 +35,37 @@ pub fn last_complete_period(
     ))
 }
 
+/// The complete periods not yet screened, oldest first and at most `max`:
+/// from the period after the newest stored report up to the last complete
+/// period. Without any report, from the period of the log's first entry, or
+/// just the last complete period of an empty log.
+pub fn periods_to_screen(
+    last_complete: (DateTime<Utc>, DateTime<Utc>),
+    newest_report: Option<DateTime<Utc>>,
+    first_entry: Option<DateTime<Utc>>,
+    period_seconds: u64,
+    max: usize,
+) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
+    let period = i64::try_from(period_seconds).unwrap_or(i64::MAX).max(1);
+    let first = match (newest_report, first_entry) {
+        (Some(newest), _) => newest.timestamp().saturating_add(period),
+        (None, Some(entry)) => entry.timestamp().div_euclid(period) * period,
+        (None, None) => last_complete.0.timestamp(),
+    };
+    let last = last_complete.0.timestamp();
+    (0..)
+        .map(|i: i64| first.saturating_add(i.saturating_mul(period)))
+        .take_while(|start| *start <= last)
+        .take(max)
+        .filter_map(|start| {
+            Some((
+                DateTime::from_timestamp(start, 0)?,
+                DateTime::from_timestamp(start.saturating_add(period), 0)?,
+            ))
+        })
+        .collect()
+}
+
 fn grace(period_seconds: u64) -> Duration {
     Duration::from_secs(period_seconds.min(60))
 }
@@ -48,33 +86,58 @@ fn run(ctx: WorkerContext) {
 }
 
 fn screen_last_period(ctx: &WorkerContext) -> Result<(), String> {
-    let config = &ctx.config.screening;
-    let now = ctx.clock.now();
-    let Some((from, to)) =
-        last_complete_period(now, config.period_seconds, grace(config.period_seconds))
-    else {
-        return Ok(());
-    };
     let mut conn = ctx.pool.get().map_err(|e| e.to_string())?;
-    let err = |e: diesel::result::Error| e.to_string();
-    if store::report_exists(&mut conn, from.naive_utc()).map_err(err)? {
-        return Ok(());
-    }
-    let report = store::screen(&mut conn, from, to, config.volume_rule()).map_err(err)?;
-    store::store_report(&mut conn, &ReportRow::of(&report, ctx.clock.now())).map_err(err)?;
-    tracing::info!(
-        period_start = %from,
-        entries = report.entries_screened,
-        flagged = report.counts.values().sum::<u64>(),
-        unusual_actors = report.unusual_volume.len(),
-        "access log screened"
-    );
+    screen_missed_periods(&mut conn, ctx.clock.now(), &ctx.config.screening)
+        .map_err(|e| e.to_string())?;
     Ok(())
+}
+
+/// Screens and stores every complete period not yet reported as of `now`
+/// (up to [`CATCH_UP_PER_TICK`] of them), oldest first. Returns how many
+/// reports it stored. Another instance may store a period first; its report
+/// stands.
+pub fn screen_missed_periods(
+    conn: &mut DbConnection,
+    now: DateTime<Utc>,
+    config: &ScreeningConfig,
+) -> Result<usize, diesel::result::Error> {
+    let Some(last) = last_complete_period(now, config.period_seconds, grace(config.period_seconds))
+    else {
+        return Ok(0);
+    };
+    let newest = store::newest_report_start(conn)?;
+    let first_entry = match newest {
+        Some(_) => None,
+        None => store::first_entry_at(conn)?,
+    };
+    let mut stored = 0;
+    for (from, to) in periods_to_screen(
+        last,
+        newest,
+        first_entry,
+        config.period_seconds,
+        CATCH_UP_PER_TICK,
+    ) {
+        if store::report_exists(conn, from.naive_utc())? {
+            continue;
+        }
+        let report = store::screen(conn, from, to, config.volume_rule())?;
+        store::store_report(conn, &ReportRow::of(&report, now))?;
+        stored += 1;
+        tracing::info!(
+            period_start = %from,
+            entries = report.entries_screened,
+            flagged = report.counts.values().sum::<u64>(),
+            unusual_actors = report.unusual_volume.len(),
+            "access log screened"
+        );
+    }
+    Ok(stored)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::last_complete_period;
+    use super::{last_complete_period, periods_to_screen};
     use chrono::{DateTime, TimeZone, Utc};
     use std::time::Duration;
 
@@ -103,6 +166,46 @@ mod tests {
         assert_eq!(
             (from, to),
             (t(9, 0, 0) - chrono::Duration::seconds(5), t(9, 0, 0))
+        );
+    }
+
+    #[test]
+    fn missed_periods_are_screened_oldest_first_and_in_steps() {
+        let hour = 3_600;
+        let last = (t(9, 0, 0), t(10, 0, 0));
+        let starts = |periods: Vec<(DateTime<Utc>, DateTime<Utc>)>| {
+            periods
+                .iter()
+                .map(|(from, to)| {
+                    assert_eq!(*to - *from, chrono::Duration::hours(1));
+                    from.format("%H").to_string()
+                })
+                .collect::<Vec<_>>()
+        };
+        // Up to date: only the last complete period, once.
+        assert_eq!(
+            starts(periods_to_screen(last, Some(t(8, 0, 0)), None, hour, 24)),
+            ["09"]
+        );
+        assert!(periods_to_screen(last, Some(t(9, 0, 0)), None, hour, 24).is_empty());
+        // Back from an outage: every missed period, oldest first, in steps.
+        assert_eq!(
+            starts(periods_to_screen(last, Some(t(4, 0, 0)), None, hour, 24)),
+            ["05", "06", "07", "08", "09"]
+        );
+        assert_eq!(
+            starts(periods_to_screen(last, Some(t(4, 0, 0)), None, hour, 2)),
+            ["05", "06"]
+        );
+        // No report yet: from the period of the first entry.
+        assert_eq!(
+            starts(periods_to_screen(last, None, Some(t(7, 42, 5)), hour, 24)),
+            ["07", "08", "09"]
+        );
+        // An empty log: just the last complete period.
+        assert_eq!(
+            starts(periods_to_screen(last, None, None, hour, 24)),
+            ["09"]
         );
     }
 }
