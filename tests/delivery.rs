@@ -103,11 +103,44 @@ async fn notifications_are_published_to_nats(backend: Backend) {
         .await
         .unwrap();
     assert!(ack.duplicate);
-    let nats_delivered = app.count(
-        "notification_deliveries d JOIN notification_endpoints e ON e.id = d.endpoint_id \
-         WHERE e.kind = 'nats' AND d.state = 'delivered'",
+    let nats_delivered = || {
+        app.count(
+            "notification_deliveries d JOIN notification_endpoints e ON e.id = d.endpoint_id \
+             WHERE e.kind = 'nats' AND d.state = 'delivered' AND d.attempts = 1",
+        ) as u64
+    };
+    assert_eq!(nats_delivered(), logged);
+
+    // An instance without NATS joins: it neither turns publication off for
+    // the others nor takes (and fails) their NATS deliveries.
+    let mut without_nats = app.config.clone();
+    without_nats.notify.nats_url = None;
+    let _other = app.another_instance_with(&without_nats);
+    for _ in 0..5 {
+        let (s, _) = app
+            .get(
+                &format!("/v1/patients/{alice}/consents/cancer"),
+                Some(&app.staff("hospital-a")),
+            )
+            .await;
+        assert_eq!(s, 200);
+    }
+    let logged = app.wait_integrated().await as u64;
+    for _ in 0..500 {
+        if nats_delivered() == logged {
+            break;
+        }
+        sleep_ms(20).await;
+    }
+    assert_eq!(
+        nats_delivered(),
+        logged,
+        "every entry published once, at the first attempt"
     );
-    assert_eq!(nats_delivered as u64, logged);
+    assert_eq!(
+        app.count("notification_endpoints WHERE kind = 'nats' AND disabled_at IS NULL"),
+        1
+    );
     js.delete_stream(&stream_name).await.unwrap();
 }
 

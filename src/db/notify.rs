@@ -76,43 +76,48 @@ pub fn nats_endpoint_id(subject: &str) -> String {
     format!("nats:{subject}")
 }
 
-/// Makes the NATS endpoint match the configuration: the configured
-/// subject's endpoint active, every other NATS endpoint disabled. Run at
-/// start-up; instances starting together agree because the id is derived
-/// from the subject.
+/// Makes the NATS endpoint match an instance configured to publish to
+/// `subject`: that subject's endpoint active, every other NATS endpoint
+/// disabled. Run at start-up; instances starting together agree because
+/// the id is derived from the subject.
+///
+/// An instance without NATS (`subject` is `None`) changes nothing: it does
+/// not speak for the instances that publish, and its dispatcher leaves NATS
+/// deliveries to them (`claim_due`).
 pub fn sync_nats_endpoint(
     conn: &mut DbConnection,
     subject: Option<&str>,
     now: NaiveDateTime,
 ) -> Result<(), DieselError> {
-    let wanted = subject.map(nats_endpoint_id);
+    let Some(subject) = subject else {
+        return Ok(());
+    };
+    let id = nats_endpoint_id(subject);
     write_transaction(conn, |conn| {
         db_run!(conn, c => {
             let others = endpoints::table
                 .filter(endpoints::kind.eq("nats"))
                 .filter(endpoints::disabled_at.is_null())
-                .filter(endpoints::id.ne(wanted.clone().unwrap_or_default()));
+                .filter(endpoints::id.ne(&id));
             diesel::update(others).set(endpoints::disabled_at.eq(now)).execute(c)?;
-            if let (Some(id), Some(subject)) = (&wanted, subject) {
-                diesel::insert_into(endpoints::table)
-                    .values(&EndpointRow {
-                        id: id.clone(),
-                        kind: "nats".into(),
-                        patient_pseudonym: None,
-                        hospital_org: None,
-                        target: subject.to_owned(),
-                        key_version: None,
-                        nonce: None,
-                        ciphertext: None,
-                        created_at: now,
-                        disabled_at: None,
-                    })
-                    .on_conflict_do_nothing()
-                    .execute(c)?;
-                diesel::update(endpoints::table.find(id))
-                    .set(endpoints::disabled_at.eq(None::<NaiveDateTime>))
-                    .execute(c)?;
-            }
+            diesel::insert_into(endpoints::table)
+                .values(&EndpointRow {
+                    id: id.clone(),
+                    kind: "nats".into(),
+                    patient_pseudonym: None,
+                    hospital_org: None,
+                    target: subject.to_owned(),
+                    key_version: None,
+                    nonce: None,
+                    ciphertext: None,
+                    created_at: now,
+                    disabled_at: None,
+                })
+                .on_conflict_do_nothing()
+                .execute(c)?;
+            diesel::update(endpoints::table.find(&id))
+                .set(endpoints::disabled_at.eq(None::<NaiveDateTime>))
+                .execute(c)?;
             Ok::<_, DieselError>(())
         })
     })
@@ -128,13 +133,18 @@ pub struct Claim {
 
 /// Claims up to `limit` due deliveries until `lease_until`. Another
 /// dispatcher skips them; if this one dies, they fall due again when the
-/// lease ends.
+/// lease ends. A dispatcher without NATS (`with_nats` false) claims only
+/// webhook deliveries, so it never fails a NATS delivery it cannot make.
 pub fn claim_due(
     conn: &mut DbConnection,
     now: NaiveDateTime,
     lease_until: NaiveDateTime,
     limit: i64,
+    with_nats: bool,
 ) -> Result<Vec<Claim>, DieselError> {
+    use diesel::sql_types::Bool;
+    // Every NATS endpoint's id starts so (`nats_endpoint_id`).
+    const NATS_IDS: &str = "nats:%";
     use diesel::sql_types::{BigInt, Integer, Text, Timestamp};
     #[derive(QueryableByName)]
     struct Row {
@@ -150,6 +160,7 @@ pub fn claim_due(
             "UPDATE notification_deliveries d SET next_attempt_at = $1 \
              FROM (SELECT endpoint_id, idx FROM notification_deliveries \
                    WHERE state = 'pending' AND next_attempt_at <= $2 \
+                     AND ($4 OR endpoint_id NOT LIKE $5) \
                    ORDER BY next_attempt_at, idx LIMIT $3 FOR UPDATE SKIP LOCKED) due \
              WHERE d.endpoint_id = due.endpoint_id AND d.idx = due.idx \
              RETURNING d.endpoint_id, d.idx, d.attempts",
@@ -157,14 +168,21 @@ pub fn claim_due(
         .bind::<Timestamp, _>(lease_until)
         .bind::<Timestamp, _>(now)
         .bind::<BigInt, _>(limit)
+        .bind::<Bool, _>(with_nats)
+        .bind::<Text, _>(NATS_IDS)
         .load(c)?,
         DbConnection::Sqlite(_) => write_transaction(conn, |conn| {
             let DbConnection::Sqlite(c) = conn else {
                 return Ok(Vec::new());
             };
-            let due: Vec<(String, i64, i32)> = deliveries::table
+            let mut due = deliveries::table
                 .filter(deliveries::state.eq("pending"))
                 .filter(deliveries::next_attempt_at.le(now))
+                .into_boxed();
+            if !with_nats {
+                due = due.filter(deliveries::endpoint_id.not_like(NATS_IDS));
+            }
+            let due: Vec<(String, i64, i32)> = due
                 .order((deliveries::next_attempt_at, deliveries::idx))
                 .limit(limit)
                 .select((

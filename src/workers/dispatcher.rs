@@ -201,8 +201,14 @@ async fn dispatch_batch(ctx: &WorkerContext, transports: &mut Transports) -> Res
     let now = ctx.clock.now();
     let lease = chrono::Duration::milliseconds(ctx.config.notify.lease_ms as i64);
     let mut conn = ctx.pool.get().map_err(|e| e.to_string())?;
-    let claims = store::claim_due(&mut conn, now.naive_utc(), (now + lease).naive_utc(), BATCH)
-        .map_err(|e| e.to_string())?;
+    let claims = store::claim_due(
+        &mut conn,
+        now.naive_utc(),
+        (now + lease).naive_utc(),
+        BATCH,
+        ctx.config.notify.nats_url.is_some(),
+    )
+    .map_err(|e| e.to_string())?;
     if claims.is_empty() {
         return Ok(0);
     }

@@ -350,8 +350,13 @@ impl TestApp {
     /// Another service instance on the same database (its own workers,
     /// pool and port); stops when dropped.
     pub fn another_instance(&self) -> Instance {
-        let state = genomegate::server::build_state(&self.config, Arc::new(SystemClock)).unwrap();
-        let bound = genomegate::server::bind(&self.config, state).unwrap();
+        self.another_instance_with(&self.config)
+    }
+
+    /// Another service instance on the same database, configured otherwise.
+    pub fn another_instance_with(&self, config: &Config) -> Instance {
+        let state = genomegate::server::build_state(config, Arc::new(SystemClock)).unwrap();
+        let bound = genomegate::server::bind(config, state).unwrap();
         let handle = bound.server.handle();
         actix_web::rt::spawn(bound.server);
         Instance {
