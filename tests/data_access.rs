@@ -632,6 +632,38 @@ async fn refusals_are_named_and_write_nothing(backend: Backend) {
     assert_eq!(app.count("applications"), 0);
     attest(&app, UNIVERSITY, "prof-1", "2029-06-30").await;
 
+    // Retries under one Idempotency-Key make one application.
+    let body = application(&[&hmb], &[], "HMB");
+    let (s, first) = app
+        .post("/v1/applications", &prof, Some("apply-1"), &body)
+        .await;
+    assert_eq!(s, 201, "{first}");
+    let (s, again) = app
+        .post("/v1/applications", &prof, Some("apply-1"), &body)
+        .await;
+    assert_eq!((s, &again["id"]), (200, &first["id"]), "{again}");
+    let mut other = body.clone();
+    other["title"] = json!("Another study");
+    let (s, b) = app
+        .post("/v1/applications", &prof, Some("apply-1"), &other)
+        .await;
+    assert_problem(s, &b, 409, "idempotency_key_reused");
+    let (s, b) = app
+        .post("/v1/applications", &prof, Some("not a key"), &body)
+        .await;
+    assert_problem(s, &b, 422, "validation_failed");
+    let racing = (0..4).map(|_| app.post("/v1/applications", &prof, Some("apply-2"), &other));
+    let ids: std::collections::BTreeSet<String> = futures_util::future::join_all(racing)
+        .await
+        .into_iter()
+        .map(|(s, b)| {
+            assert!(s == 201 || s == 200, "{s} {b}");
+            b["id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(ids.len(), 1, "concurrent retries name one application");
+    assert_eq!(app.count("applications"), 2);
+
     // DUO deny: an industry applicant on a non-commercial dataset is
     // rejected at once, with the rule that fired.
     attest(&app, PHARMA, "res-1", "2029-06-30").await;

@@ -4,6 +4,7 @@
 //! register. Releases and handles are in `releases.rs`.
 
 use super::consents::principal;
+use super::extract::OptionalIdempotencyKey;
 use super::samples::parse_genome_id;
 use super::state::AppState;
 use crate::access::duo::{self, Applicant, DataUseTerms, MatchResult, Outcome, ResearchPurpose};
@@ -781,12 +782,16 @@ fn view(conn: &mut DbConnection, app: &Application) -> Result<ApplicationView, A
 /// a `deny` on any dataset rejects the application with its rationale;
 /// otherwise it goes to the review committee, `abstain` results included.
 #[utoipa::path(tag = "data-access", request_body = ApplicationRequest,
-    responses((status = 201, body = ApplicationView), (status = 403, body = Problem, content_type = "application/problem+json"),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Optional, unique per organization: a retry with the same body returns the original application (200); another body under the same key is refused (409 idempotency_key_reused)")),
+    responses((status = 201, body = ApplicationView), (status = 200, body = ApplicationView, description = "a retry under the same Idempotency-Key"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json"),
         (status = 422, body = Problem, content_type = "application/problem+json")))]
 #[post("/v1/applications")]
 pub async fn submit_application(
     state: web::Data<AppState>,
     caller: Caller,
+    idempotency: OptionalIdempotencyKey,
     body: web::Json<ApplicationRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let p = principal(&caller)?.clone();
@@ -800,6 +805,18 @@ pub async fn submit_application(
         },
     )?;
     let body = body.into_inner();
+    // The key's keyed hashes (one per key version; the first is stored) and
+    // what the request asked for, so a retry is told from a reuse.
+    let idempotency = match idempotency.0 {
+        Some(key) => Some((
+            state.keys.idempotency_tags(&p.org, &key),
+            submission_fingerprint(&p, &body)?,
+        )),
+        None => None,
+    };
+    if let Some(replayed) = replay(&state, &caller, &p, idempotency.as_ref()).await? {
+        return Ok(replayed);
+    }
     let purpose = parse_purpose(&body.purpose, &state)?;
     let today = state.now().date_naive();
     if body.ends_on < body.starts_on || body.ends_on < today {
@@ -837,8 +854,10 @@ pub async fn submit_application(
     };
     let now = state.now();
     let shared = state.clone();
-    let app = state
+    let (caller_in, p_in, idempotency_in) = (caller.clone(), p.clone(), idempotency.clone());
+    let submitted = state
         .db(move |conn| {
+            let (caller, p, idempotency) = (caller_in, p_in, idempotency_in);
             write_transaction(conn, |conn| {
                 let org = store::find_organization(conn, &p.org)?.ok_or_else(|| {
                     ApiError::refused(
@@ -893,6 +912,10 @@ pub async fn submit_application(
                     submitted_at: now.naive_utc(),
                     decided_at: None,
                     access_started_at: None,
+                    idempotency_key: idempotency
+                        .as_ref()
+                        .and_then(|(tags, _)| tags.first().cloned()),
+                    request_hash: idempotency.as_ref().map(|(_, hash)| hash.clone()),
                 };
                 store::insert_application(conn, &row)?;
                 store::record_transition(conn, &id, "submitted", &p.subject, now.naive_utc())?;
@@ -918,9 +941,64 @@ pub async fn submit_application(
                 view(conn, &app)
             })
         })
-        .await?;
+        .await;
+    let app = match submitted {
+        // A concurrent retry under the same key committed first.
+        Err(ApiError::UniqueViolation(_)) if idempotency.is_some() => {
+            return replay(&state, &caller, &p, idempotency.as_ref())
+                .await?
+                .ok_or_else(|| ApiError::internal("idempotency key conflict without a row"));
+        }
+        other => other?,
+    };
     tracing::info!(application = %app.id, state = %app.state, "data-use application submitted");
     Ok(HttpResponse::Created().json(app))
+}
+
+/// The keyed hashes of a submission's `Idempotency-Key`, and the
+/// fingerprint of the submission.
+type SubmissionKey = (Vec<String>, String);
+
+/// What a submission asked for, whoever sends it again: the submitter and
+/// the request as sent (serde_json objects are sorted, so this is
+/// canonical).
+fn submission_fingerprint(p: &Principal, body: &ApplicationRequest) -> Result<String, ApiError> {
+    let mut value = serde_json::to_value(body).map_err(ApiError::internal)?;
+    if let Some(obj) = value.as_object_mut() {
+        obj.insert("submitted_by".into(), p.subject.clone().into());
+    }
+    let bytes = serde_json::to_vec(&value).map_err(ApiError::internal)?;
+    Ok(format!(
+        "sha256:{}",
+        hex::encode(ring::digest::digest(&ring::digest::SHA256, &bytes))
+    ))
+}
+
+/// The application an earlier submission under the same key created (200),
+/// or `idempotency_key_reused` if that submission asked for something else.
+async fn replay(
+    state: &web::Data<AppState>,
+    caller: &Caller,
+    p: &Principal,
+    idempotency: Option<&SubmissionKey>,
+) -> Result<Option<HttpResponse>, ApiError> {
+    let Some((tags, fingerprint)) = idempotency.cloned() else {
+        return Ok(None);
+    };
+    let (shared, caller, org) = (state.clone(), caller.clone(), p.org.clone());
+    let earlier = state
+        .db(move |conn| {
+            let Some(row) = store::find_application_by_idempotency_key(conn, &org, &tags)? else {
+                return Ok(None);
+            };
+            if row.request_hash.as_deref() != Some(fingerprint.as_str()) {
+                return Err(ApiError::IdempotencyKeyReused);
+            }
+            let app = application_for(&shared, conn, &caller, Action::ApplicationRead, &row.id)?;
+            Ok(Some(view(conn, &app)?))
+        })
+        .await?;
+    Ok(earlier.map(|app| HttpResponse::Ok().json(app)))
 }
 
 #[derive(Deserialize, IntoParams)]

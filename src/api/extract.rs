@@ -66,19 +66,41 @@ impl FromRequest for IdempotencyKey {
     type Future = Ready<Result<Self, Self::Error>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let key = req
-            .headers()
-            .get("idempotency-key")
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-            .filter(|k| !k.is_empty());
-        ready(match key {
-            None => Err(ApiError::IdempotencyKeyRequired),
-            Some(k) if k.len() > 128 || !k.chars().all(|c| c.is_ascii_graphic()) => Err(
-                ApiError::field("Idempotency-Key", "must be 1-128 visible ASCII characters"),
-            ),
-            Some(k) => Ok(IdempotencyKey(k.to_owned())),
+        ready(match idempotency_key(req) {
+            Ok(None) => Err(ApiError::IdempotencyKeyRequired),
+            Ok(Some(k)) => Ok(IdempotencyKey(k)),
+            Err(e) => Err(e),
         })
+    }
+}
+
+/// An `Idempotency-Key` where the header is optional. A malformed key is
+/// still refused, never silently ignored.
+#[derive(Debug, Clone)]
+pub struct OptionalIdempotencyKey(pub Option<String>);
+
+impl FromRequest for OptionalIdempotencyKey {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(idempotency_key(req).map(OptionalIdempotencyKey))
+    }
+}
+
+fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
+    let key = req
+        .headers()
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|k| !k.is_empty());
+    match key {
+        None => Ok(None),
+        Some(k) if k.len() > 128 || !k.chars().all(|c| c.is_ascii_graphic()) => Err(
+            ApiError::field("Idempotency-Key", "must be 1-128 visible ASCII characters"),
+        ),
+        Some(k) => Ok(Some(k.to_owned())),
     }
 }
 

@@ -73,6 +73,10 @@ pub struct ApplicationRow {
     pub submitted_at: NaiveDateTime,
     pub decided_at: Option<NaiveDateTime>,
     pub access_started_at: Option<NaiveDateTime>,
+    /// The keyed hash of the submission's `Idempotency-Key`, if it had one.
+    pub idempotency_key: Option<String>,
+    /// The fingerprint of that submission, to tell a retry from a reuse.
+    pub request_hash: Option<String>,
 }
 
 #[derive(Queryable, Selectable, Insertable, Debug, Clone)]
@@ -360,6 +364,21 @@ pub fn insert_application(
 ) -> Result<(), DieselError> {
     db_run!(conn, c => diesel::insert_into(applications::table).values(row).execute(c))?;
     Ok(())
+}
+
+/// The application `org` submitted under one of `tags` (the keyed hashes
+/// of an `Idempotency-Key` under every key version).
+pub fn find_application_by_idempotency_key(
+    conn: &mut DbConnection,
+    org: &str,
+    tags: &[String],
+) -> Result<Option<ApplicationRow>, DieselError> {
+    db_run!(conn, c => applications::table
+        .filter(applications::org.eq(org))
+        .filter(applications::idempotency_key.eq_any(tags))
+        .select(ApplicationRow::as_select())
+        .first(c)
+        .optional())
 }
 
 pub fn find_application(

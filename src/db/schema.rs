@@ -315,6 +315,8 @@ diesel::table! {
         submitted_at -> Timestamp,
         decided_at -> Nullable<Timestamp>,
         access_started_at -> Nullable<Timestamp>,
+        idempotency_key -> Nullable<Text>,
+        request_hash -> Nullable<Text>,
     }
 }
 

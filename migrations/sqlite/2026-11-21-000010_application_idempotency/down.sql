@@ -1,0 +1,3 @@
+DROP INDEX applications_idempotency;
+ALTER TABLE applications DROP COLUMN request_hash;
+ALTER TABLE applications DROP COLUMN idempotency_key;
