@@ -960,18 +960,13 @@ pub async fn submit_application(
 type SubmissionKey = (Vec<String>, String);
 
 /// What a submission asked for, whoever sends it again: the submitter and
-/// the request as sent (serde_json objects are sorted, so this is
-/// canonical).
+/// the request as sent.
 fn submission_fingerprint(p: &Principal, body: &ApplicationRequest) -> Result<String, ApiError> {
     let mut value = serde_json::to_value(body).map_err(ApiError::internal)?;
     if let Some(obj) = value.as_object_mut() {
         obj.insert("submitted_by".into(), p.subject.clone().into());
     }
-    let bytes = serde_json::to_vec(&value).map_err(ApiError::internal)?;
-    Ok(format!(
-        "sha256:{}",
-        hex::encode(ring::digest::digest(&ring::digest::SHA256, &bytes))
-    ))
+    super::consents::fingerprint(&value)
 }
 
 /// The application an earlier submission under the same key created (200),

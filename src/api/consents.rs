@@ -425,8 +425,13 @@ pub(crate) fn request_fingerprint(
         obj.insert("action".into(), action.into());
         obj.insert("patient".into(), pseudonym.as_str().into());
     }
-    // serde_json objects are sorted maps, so this serialization is canonical.
-    let bytes = serde_json::to_vec(&value).map_err(ApiError::internal)?;
+    fingerprint(&value)
+}
+
+/// `sha256:<hex>` of a request as JSON. serde_json objects are sorted maps,
+/// so the serialization, and with it the fingerprint, is canonical.
+pub(crate) fn fingerprint(value: &serde_json::Value) -> Result<String, ApiError> {
+    let bytes = serde_json::to_vec(value).map_err(ApiError::internal)?;
     Ok(format!(
         "sha256:{}",
         hex::encode(ring::digest::digest(&ring::digest::SHA256, &bytes))
