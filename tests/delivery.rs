@@ -49,13 +49,7 @@ async fn notifications_are_published_to_nats(backend: Backend) {
         return;
     };
     let (alice, _) = enrolled_patient(&app, "MRN-NATS").await;
-    let (s, _) = app
-        .get(
-            &format!("/v1/patients/{alice}/consents/cancer"),
-            Some(&app.staff("hospital-a")),
-        )
-        .await;
-    assert_eq!(s, 200);
+    assert_eq!(app.staff_reads_consent("hospital-a", &alice).await, 200);
     let logged = app.wait_integrated().await as u64;
 
     // The stream (created by the service) holds one message per entry.
@@ -117,13 +111,7 @@ async fn notifications_are_published_to_nats(backend: Backend) {
     without_nats.notify.nats_url = None;
     let _other = app.another_instance_with(&without_nats);
     for _ in 0..5 {
-        let (s, _) = app
-            .get(
-                &format!("/v1/patients/{alice}/consents/cancer"),
-                Some(&app.staff("hospital-a")),
-            )
-            .await;
-        assert_eq!(s, 200);
+        assert_eq!(app.staff_reads_consent("hospital-a", &alice).await, 200);
     }
     let logged = app.wait_integrated().await as u64;
     for _ in 0..500 {

@@ -720,13 +720,25 @@ async fn patient_for(
 ) -> Result<(PatientPseudonym, store::PatientRow), ApiError> {
     principal(caller)?;
     let pseudonym = PatientPseudonym::parse(patient_ref).ok_or(ApiError::NotFound)?;
-    let key = pseudonym.as_str().to_owned();
+    let (state_in, caller, key) = (state.clone(), caller.clone(), pseudonym.clone());
     let row = state
-        .db(move |conn| Ok(store::find_patient(conn, &key)?))
+        .db(move |conn| visible_patient(&state_in, conn, &caller, action, &key))
         .await?;
-    let row = row.ok_or(ApiError::NotFound)?;
-    state.authorize_patient(caller, action, pseudonym.as_str(), &row.hospital_org, &[])?;
     Ok((pseudonym, row))
+}
+
+/// The patient row, if the caller may act on it; missing and forbidden look
+/// the same.
+fn visible_patient(
+    state: &AppState,
+    conn: &mut DbConnection,
+    caller: &Caller,
+    action: Action,
+    pseudonym: &PatientPseudonym,
+) -> Result<store::PatientRow, ApiError> {
+    let row = store::find_patient(conn, pseudonym.as_str())?.ok_or(ApiError::NotFound)?;
+    state.authorize_patient(caller, action, pseudonym.as_str(), &row.hospital_org, &[])?;
+    Ok(row)
 }
 
 /// A logged read of one patient's consent record in one family, in one
@@ -752,14 +764,7 @@ where
     state
         .read_then_log(move |conn| {
             let patient =
-                store::find_patient(conn, pseudonym.as_str())?.ok_or(ApiError::NotFound)?;
-            state_in.authorize_patient(
-                &caller,
-                Action::ConsentRead,
-                pseudonym.as_str(),
-                &patient.hospital_org,
-                &[],
-            )?;
+                visible_patient(&state_in, conn, &caller, Action::ConsentRead, &pseudonym)?;
             let entry = read_entry(&caller, &patient.hospital_org, &pseudonym, family, now)?;
             let value = read(conn, pseudonym.as_str(), now)?;
             Ok((

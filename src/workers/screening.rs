@@ -74,7 +74,7 @@ fn run(ctx: WorkerContext) {
     let config = &ctx.config.screening;
     let tick = Duration::from_millis((config.period_seconds * 1000 / 4).clamp(200, 30_000));
     while !ctx.stopped() {
-        if let Err(e) = screen_last_period(&ctx) {
+        if let Err(e) = screen_pending(&ctx) {
             tracing::error!(error = %e, "screening failed; will try again");
         }
         let mut slept = Duration::ZERO;
@@ -85,7 +85,7 @@ fn run(ctx: WorkerContext) {
     }
 }
 
-fn screen_last_period(ctx: &WorkerContext) -> Result<(), String> {
+fn screen_pending(ctx: &WorkerContext) -> Result<(), String> {
     let mut conn = ctx.pool.get().map_err(|e| e.to_string())?;
     screen_missed_periods(&mut conn, ctx.clock.now(), &ctx.config.screening)
         .map_err(|e| e.to_string())?;

@@ -353,6 +353,17 @@ impl TestApp {
         self.another_instance_with(&self.config)
     }
 
+    /// A staff member of `org` reads the patient's cancer consent (one
+    /// logged read); the response status.
+    pub async fn staff_reads_consent(&self, org: &str, patient: &str) -> u16 {
+        self.get(
+            &format!("/v1/patients/{patient}/consents/cancer"),
+            Some(&self.staff(org)),
+        )
+        .await
+        .0
+    }
+
     /// Another service instance on the same database, configured otherwise.
     pub fn another_instance_with(&self, config: &Config) -> Instance {
         let state = genomegate::server::build_state(config, Arc::new(SystemClock)).unwrap();
