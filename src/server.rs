@@ -89,6 +89,7 @@ pub fn build_state(config: &Config, clock: SharedClock) -> Result<AppState, Stri
         diseases,
         handles,
         versions: Default::default(),
+        histories: Default::default(),
         pool,
         backend,
         verifier,

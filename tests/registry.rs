@@ -25,6 +25,7 @@ on_both_backends!(
     auditors_are_read_only,
     the_database_refuses_rewrites,
     decisions_survive_the_migration_that_inlined_them,
+    a_new_version_reaches_consent_reads_on_every_instance,
 );
 
 async fn document_lifecycle(backend: Backend) {
@@ -1228,4 +1229,69 @@ async fn decisions_survive_the_migration_that_inlined_them(backend: Backend) {
         "{}",
         before[0]
     );
+}
+
+/// Consent reads keep each family's version history in memory (decision
+/// 0016). A version published through one instance must show at once in
+/// reads through another that had already cached the old history; and each
+/// read, through either path, logs exactly one entry, while a refused read
+/// logs none.
+async fn a_new_version_reaches_consent_reads_on_every_instance(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let v1 = app.publish("cancer", &first_draft()).await;
+    let (_, event) = app
+        .grant("hospital-a", "MRN-CACHE", &v1, all_permit(), "k1")
+        .await;
+    let patient = event["patient_ref"].as_str().unwrap().to_owned();
+    let other = app.another_instance();
+    let read_through = |base: String, org: &'static str| {
+        let (client, token) = (app.client.clone(), app.staff(org));
+        let url = format!("{base}/v1/patients/{patient}/consents/cancer");
+        async move { read(client.get(url).bearer_auth(token).send().await.unwrap()).await }
+    };
+    let reads = || {
+        app.texts("SELECT action AS t FROM access_log_entries WHERE action = 'consent_read'")
+            .len()
+    };
+
+    let (s, before) = read_through(other.base.clone(), "hospital-a").await;
+    assert_eq!(s, 200, "{before}");
+    assert_eq!(before["version_in_force"], "cancer-v1");
+    assert_eq!(reads(), 1);
+
+    app.publish(
+        "cancer",
+        &draft(vec![
+            item("ccat_registration", "unchanged", "Register with C-CAT"),
+            item("secondary_use_academic", "unchanged", "Academic use"),
+            item(
+                "secondary_use_industry",
+                "material",
+                "Industry use, including overseas affiliates",
+            ),
+            item("recontact", "unchanged", "Recontact"),
+        ]),
+    )
+    .await;
+    for base in [other.base.clone(), app.base.clone()] {
+        let (s, after) = read_through(base, "hospital-a").await;
+        assert_eq!(s, 200, "{after}");
+        assert_eq!(after["version_in_force"], "cancer-v2", "{after}");
+        let industry = after["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["key"] == "secondary_use_industry")
+            .cloned()
+            .unwrap();
+        assert_eq!(industry["basis"]["reason"], "needs_reconsent");
+    }
+    assert_eq!(reads(), 3, "one entry per read");
+
+    // Another hospital's staff: the same 404 as for no patient, unlogged.
+    let (s, b) = read_through(other.base.clone(), "hospital-b").await;
+    assert_problem(s, &b, 404, "not_found");
+    assert_eq!(reads(), 3, "the refused read wrote nothing");
 }

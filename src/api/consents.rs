@@ -741,21 +741,25 @@ fn visible_patient(
     Ok(row)
 }
 
-/// A logged read of one patient's consent record in one family, in one
-/// round of database work: the patient is found and the caller authorized
-/// on the same connection that then reads and appends the read's entry. A
-/// caller that may not see the patient is refused before anything is read
-/// or logged, with the same 404 as for a patient that does not exist.
+/// A logged read of one patient's consent record in one family, in two
+/// statements on one pooled connection: the patient with their events (and
+/// the family's published version count, which keeps the cached version
+/// history current), then the read's log entry. A caller that may not see
+/// the patient is refused before anything is shown or logged, with the same
+/// 404 as for a patient that does not exist; `shape` sees only what an
+/// authorized caller may.
 async fn read_consent_record<T, F>(
     state: &web::Data<AppState>,
     caller: &Caller,
     patient_ref: &str,
     family: DocumentFamily,
-    read: F,
+    shape: F,
 ) -> Result<ConsentRecordRead<T>, ApiError>
 where
     T: Send + 'static,
-    F: FnOnce(&mut DbConnection, &str, DateTime<Utc>) -> Result<T, ApiError> + Send + 'static,
+    F: FnOnce(Vec<StoredEvent>, &VersionHistory, DateTime<Utc>) -> Result<T, ApiError>
+        + Send
+        + 'static,
 {
     principal(caller)?;
     let pseudonym = PatientPseudonym::parse(patient_ref).ok_or(ApiError::NotFound)?;
@@ -763,21 +767,80 @@ where
     let (state_in, caller) = (state.clone(), caller.clone());
     state
         .read_then_log(move |conn| {
-            let patient =
-                visible_patient(&state_in, conn, &caller, Action::ConsentRead, &pseudonym)?;
-            let entry = read_entry(&caller, &patient.hospital_org, &pseudonym, family, now)?;
-            let value = read(conn, pseudonym.as_str(), now)?;
+            let (record, unwritten) =
+                match own_record_logged(&state_in, conn, &caller, &pseudonym, family, now)? {
+                    Some(record) => (record, Vec::new()),
+                    None => {
+                        let record = store::patient_record(conn, pseudonym.as_str(), family)?
+                            .ok_or(ApiError::NotFound)?;
+                        state_in.authorize_patient(
+                            &caller,
+                            Action::ConsentRead,
+                            pseudonym.as_str(),
+                            &record.patient.hospital_org,
+                            &[],
+                        )?;
+                        let entry = read_entry(
+                            &caller,
+                            &record.patient.hospital_org,
+                            &pseudonym,
+                            family,
+                            now,
+                        )?;
+                        (record, vec![entry])
+                    }
+                };
+            let history = state_in
+                .histories
+                .current(conn, family, record.published_versions)?;
+            let value = shape(record.events, &history, now)?;
             Ok((
                 ConsentRecordRead {
                     pseudonym,
-                    patient,
+                    patient: record.patient,
                     now,
                     value,
                 },
-                vec![entry],
+                unwritten,
             ))
         })
         .await
+}
+
+/// The common case of a consent read in one statement: staff reading a
+/// patient of their own hospital. Policy is asked first, about a patient of
+/// the caller's hospital; the statement then reads the patient, and writes
+/// the read's entry, only if the patient is one. So what is read and logged
+/// is exactly what the general path would read and log. `None`: nothing was
+/// read or written, and the general path decides.
+fn own_record_logged(
+    state: &AppState,
+    conn: &mut DbConnection,
+    caller: &Caller,
+    pseudonym: &PatientPseudonym,
+    family: DocumentFamily,
+    now: DateTime<Utc>,
+) -> Result<Option<store::PatientRecord>, ApiError> {
+    let own_hospital = &principal(caller)?.org;
+    let resource = Resource::Patient {
+        pseudonym: pseudonym.as_str(),
+        hospital: own_hospital,
+        centers: &[],
+    };
+    if !state
+        .policy
+        .is_allowed(caller, Action::ConsentRead, &resource)
+    {
+        return Ok(None);
+    }
+    let entry = read_entry(caller, own_hospital, pseudonym, family, now)?;
+    Ok(store::own_patient_record_logged(
+        conn,
+        pseudonym.as_str(),
+        family,
+        own_hospital,
+        &entry,
+    )?)
 }
 
 /// What [`read_consent_record`] read, and when.
@@ -822,9 +885,18 @@ pub(crate) fn snapshot(
     // Storage returns events in the order they took effect.
     let events = store::events_for_patient(conn, pseudonym, family)?;
     let history = documents::history(conn, family)?;
-    let domain: Vec<_> = events.iter().map(|e| e.event.clone()).collect();
-    let snap = derive_consent(&domain, &history, at);
+    let snap = snapshot_of(&events, &history, at);
     Ok((events, history, snap))
+}
+
+/// The consent at `at` of stored events, in the order they took effect.
+fn snapshot_of(
+    events: &[StoredEvent],
+    history: &VersionHistory,
+    at: DateTime<Utc>,
+) -> ConsentSnapshot {
+    let domain: Vec<_> = events.iter().map(|e| e.event.clone()).collect();
+    derive_consent(&domain, history, at)
 }
 
 /// A patient's consent status in each family with any event, at `at`.
@@ -1144,9 +1216,9 @@ pub async fn read_consent(
         &caller,
         &path.patient_ref,
         family,
-        move |conn, key, now| {
+        move |events, history, now| {
             let as_of = as_of.unwrap_or(now);
-            Ok((as_of, snapshot(conn, key, family, as_of)?.2))
+            Ok((as_of, snapshot_of(&events, history, as_of)))
         },
     )
     .await?;
@@ -1190,7 +1262,7 @@ pub async fn list_events(
         &caller,
         &path.patient_ref,
         family,
-        move |conn, key, _| Ok(store::events_for_patient(conn, key, family)?),
+        |events, _, _| Ok(events),
     )
     .await?
     .value;
@@ -1234,13 +1306,16 @@ pub async fn export_fhir(
         pseudonym,
         patient,
         now,
-        value: (events, _, snap),
+        value: (events, snap),
     } = read_consent_record(
         &state,
         &caller,
         &path.patient_ref,
         family,
-        move |conn, key, now| snapshot(conn, key, family, now),
+        |events, history, now| {
+            let snap = snapshot_of(&events, history, now);
+            Ok((events, snap))
+        },
     )
     .await?;
     // The latest event in force says who signed and when.

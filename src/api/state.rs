@@ -75,6 +75,44 @@ impl PublishedVersions {
     }
 }
 
+/// Each family's published version history, as last read. A version's
+/// place in the history (number, effective date, item changes) is fixed
+/// when it is published, and no version is ever unpublished, so a cached
+/// history is current exactly when it holds as many versions as the
+/// database says are published. Consent reads learn that count in the
+/// statement that reads the events, so every instance sees a new version
+/// at once, without any invalidation message (decision 0016).
+#[derive(Default)]
+pub struct VersionHistories(
+    std::sync::RwLock<
+        std::collections::HashMap<
+            crate::consent::DocumentFamily,
+            std::sync::Arc<crate::consent::VersionHistory>,
+        >,
+    >,
+);
+
+impl VersionHistories {
+    /// The history of `family` when `published` versions are published:
+    /// the cached one if it holds that many, otherwise read (and cached).
+    pub fn current(
+        &self,
+        conn: &mut DbConnection,
+        family: crate::consent::DocumentFamily,
+        published: i64,
+    ) -> Result<std::sync::Arc<crate::consent::VersionHistory>, ApiError> {
+        let cached = self.0.read().ok().and_then(|m| m.get(&family).cloned());
+        if let Some(history) = cached.filter(|h| h.len() as i64 == published) {
+            return Ok(history);
+        }
+        let history = std::sync::Arc::new(crate::db::documents::history(conn, family)?);
+        if let Ok(mut m) = self.0.write() {
+            m.insert(family, history.clone());
+        }
+        Ok(history)
+    }
+}
+
 pub struct AppState {
     /// Review, release and purpose rules from `policies/data-use.toml`.
     pub data_use: crate::access::DataUsePolicy,
@@ -82,6 +120,7 @@ pub struct AppState {
     /// Signs and checks dataset handles.
     pub handles: crate::access::handle::HandleKeys,
     pub versions: PublishedVersions,
+    pub histories: VersionHistories,
     pub pool: DbPool,
     pub backend: Backend,
     pub verifier: JwtVerifier,

@@ -159,7 +159,21 @@ pub struct PolicyEngine {
     policies: PolicySet,
     authorizer: Authorizer,
     action_uids: HashMap<&'static str, EntityUid>,
+    /// Every entity type a request names, parsed once: parsing a type name
+    /// runs Cedar's parser, which cost more than the decision itself.
+    type_names: HashMap<&'static str, EntityTypeName>,
 }
+
+const ENTITY_TYPES: [&str; 8] = [
+    "GenomeGate::Anonymous",
+    "GenomeGate::User",
+    "GenomeGate::Document",
+    "GenomeGate::Patient",
+    "GenomeGate::AccessLog",
+    "GenomeGate::Registry",
+    "GenomeGate::Application",
+    "GenomeGate::Hospital",
+];
 
 impl std::fmt::Debug for PolicyEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -231,6 +245,13 @@ impl PolicyEngine {
                 errors.join("; ")
             ));
         }
+        let mut type_names = HashMap::new();
+        for name in ENTITY_TYPES {
+            type_names.insert(
+                name,
+                EntityTypeName::from_str(name).map_err(|e| e.to_string())?,
+            );
+        }
         let mut action_uids = HashMap::new();
         for action in Action::ALL {
             action_uids.insert(
@@ -243,6 +264,7 @@ impl PolicyEngine {
             policies,
             authorizer: Authorizer::new(),
             action_uids,
+            type_names,
         })
     }
 
@@ -258,16 +280,61 @@ impl PolicyEngine {
         }
     }
 
+    fn uid(&self, type_name: &'static str, id: &str) -> Result<EntityUid, String> {
+        let name = self
+            .type_names
+            .get(type_name)
+            .cloned()
+            .ok_or_else(|| format!("entity type {type_name} missing"))?;
+        Ok(EntityUid::from_type_name_and_id(name, EntityId::new(id)))
+    }
+
     fn decide(
         &self,
         caller: &Caller,
         action: Action,
         resource: &Resource<'_>,
     ) -> Result<bool, String> {
+        let (principal_entity, resource_entity) = self.entities_of(caller, resource)?;
+        let principal_uid = principal_entity.uid();
+        let resource_uid = resource_entity.uid();
+        // The entities are not checked against the schema here: they are
+        // built only by `entities_of`, whose every shape a test checks
+        // against the schema, and the check cost more than the decision
+        // (decision 0016). The request is still checked, so an action
+        // named with the wrong kind of resource is refused.
+        let entities = Entities::from_entities([principal_entity, resource_entity], None)
+            .map_err(|e| e.to_string())?;
+        let action_uid = self
+            .action_uids
+            .get(action.cedar_id())
+            .cloned()
+            .ok_or_else(|| format!("action {} missing", action.cedar_id()))?;
+        let request = Request::new(
+            principal_uid,
+            action_uid,
+            resource_uid,
+            Context::empty(),
+            Some(&self.schema),
+        )
+        .map_err(|e| e.to_string())?;
+        let response = self
+            .authorizer
+            .is_authorized(&request, &self.policies, &entities);
+        Ok(response.decision() == Decision::Allow)
+    }
+
+    /// The principal and resource entities of a request.
+    fn entities_of(
+        &self,
+        caller: &Caller,
+        resource: &Resource<'_>,
+    ) -> Result<(Entity, Entity), String> {
         let principal_entity = match caller {
-            Caller::Anonymous => {
-                Entity::new_no_attrs(uid("GenomeGate::Anonymous", "anonymous")?, HashSet::new())
-            }
+            Caller::Anonymous => Entity::new_no_attrs(
+                self.uid("GenomeGate::Anonymous", "anonymous")?,
+                HashSet::new(),
+            ),
             Caller::User(p) => {
                 let mut attrs = HashMap::from([
                     (
@@ -289,15 +356,19 @@ impl PolicyEngine {
                         RestrictedExpression::new_string(patient_ref.clone()),
                     );
                 }
-                Entity::new(uid("GenomeGate::User", &p.subject)?, attrs, HashSet::new())
-                    .map_err(|e| e.to_string())?
+                Entity::new(
+                    self.uid("GenomeGate::User", &p.subject)?,
+                    attrs,
+                    HashSet::new(),
+                )
+                .map_err(|e| e.to_string())?
             }
         };
         let string_attr =
             |k: &str, v: &str| (k.to_owned(), RestrictedExpression::new_string(v.to_owned()));
         let resource_entity = match resource {
             Resource::Document { id, status } => Entity::new(
-                uid("GenomeGate::Document", id)?,
+                self.uid("GenomeGate::Document", id)?,
                 HashMap::from([string_attr("status", status)]),
                 HashSet::new(),
             ),
@@ -306,7 +377,7 @@ impl PolicyEngine {
                 hospital,
                 centers,
             } => Entity::new(
-                uid("GenomeGate::Patient", pseudonym)?,
+                self.uid("GenomeGate::Patient", pseudonym)?,
                 HashMap::from([
                     string_attr("pseudonym", pseudonym),
                     string_attr("hospital", hospital),
@@ -322,47 +393,26 @@ impl PolicyEngine {
                 HashSet::new(),
             ),
             Resource::AccessLog => Ok(Entity::new_no_attrs(
-                uid("GenomeGate::AccessLog", "access-log")?,
+                self.uid("GenomeGate::AccessLog", "access-log")?,
                 HashSet::new(),
             )),
             Resource::Registry => Ok(Entity::new_no_attrs(
-                uid("GenomeGate::Registry", "registry")?,
+                self.uid("GenomeGate::Registry", "registry")?,
                 HashSet::new(),
             )),
             Resource::Application { id, org } => Entity::new(
-                uid("GenomeGate::Application", id)?,
+                self.uid("GenomeGate::Application", id)?,
                 HashMap::from([string_attr("org", org)]),
                 HashSet::new(),
             ),
             Resource::Hospital { org } => Entity::new(
-                uid("GenomeGate::Hospital", org)?,
+                self.uid("GenomeGate::Hospital", org)?,
                 HashMap::from([string_attr("org", org)]),
                 HashSet::new(),
             ),
         }
         .map_err(|e| e.to_string())?;
-        let principal_uid = principal_entity.uid();
-        let resource_uid = resource_entity.uid();
-        let entities =
-            Entities::from_entities([principal_entity, resource_entity], Some(&self.schema))
-                .map_err(|e| e.to_string())?;
-        let action_uid = self
-            .action_uids
-            .get(action.cedar_id())
-            .cloned()
-            .ok_or_else(|| format!("action {} missing", action.cedar_id()))?;
-        let request = Request::new(
-            principal_uid,
-            action_uid,
-            resource_uid,
-            Context::empty(),
-            Some(&self.schema),
-        )
-        .map_err(|e| e.to_string())?;
-        let response = self
-            .authorizer
-            .is_authorized(&request, &self.policies, &entities);
-        Ok(response.decision() == Decision::Allow)
+        Ok((principal_entity, resource_entity))
     }
 }
 
@@ -381,6 +431,50 @@ mod tests {
             roles: roles.to_vec(),
             patient_ref: None,
         })
+    }
+
+    /// Requests skip the schema check of their entities for speed, so every
+    /// shape `entities_of` builds is checked against the schema here.
+    #[test]
+    fn every_entity_a_request_builds_conforms_to_the_schema() {
+        let e = engine();
+        let centers = vec!["seq-center".to_owned()];
+        let resources = [
+            Resource::Document {
+                id: "cancer-v1",
+                status: "active",
+            },
+            Resource::Patient {
+                pseudonym: "p",
+                hospital: "hosp-a",
+                centers: &centers,
+            },
+            Resource::Hospital { org: "hosp-a" },
+            Resource::AccessLog,
+            Resource::Registry,
+            Resource::Application {
+                id: "app-1",
+                org: "pharma",
+            },
+        ];
+        let patient = Caller::User(Principal {
+            subject: "patient-1".into(),
+            org: "hosp-a".into(),
+            roles: vec![Role::Patient],
+            patient_ref: Some("p".into()),
+        });
+        let callers = [
+            Caller::Anonymous,
+            user("hosp-a", &[Role::HospitalStaff, Role::Auditor]),
+            patient,
+        ];
+        for caller in &callers {
+            for resource in &resources {
+                let (principal, resource_entity) = e.entities_of(caller, resource).unwrap();
+                Entities::from_entities([principal, resource_entity], Some(&e.schema))
+                    .unwrap_or_else(|err| panic!("{caller:?} on {resource:?}: {err}"));
+            }
+        }
     }
 
     #[test]

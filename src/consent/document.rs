@@ -312,6 +312,15 @@ impl VersionHistory {
             .max_by_key(|v| v.number)
     }
 
+    /// How many published versions the history holds.
+    pub fn len(&self) -> usize {
+        self.versions.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.versions.is_empty()
+    }
+
     pub fn get(&self, number: u32) -> Option<&PublishedVersion> {
         self.versions.iter().find(|v| v.number == number)
     }

@@ -221,30 +221,53 @@ impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for AppendStatement<'_
         &'b self,
         mut out: diesel::query_builder::AstPass<'_, 'b, diesel::pg::Pg>,
     ) -> QueryResult<()> {
-        use diesel::sql_types::{Array, Binary, Text, Timestamp};
-        let batch = self.0;
-        out.push_sql(
-            "WITH e AS (INSERT INTO access_log_entries \
-               (entry, recorded_at, patient_pseudonym, actor_org, actor_user, action) \
-               SELECT * FROM unnest(",
-        );
-        out.push_bind_param::<Array<Binary>, _>(&batch.bytes)?;
-        out.push_sql("::bytea[], ");
-        out.push_bind_param::<Array<Timestamp>, _>(&batch.at)?;
-        out.push_sql("::timestamp[], ");
-        out.push_bind_param::<Array<Text>, _>(&batch.patient)?;
-        out.push_sql("::text[], ");
-        out.push_bind_param::<Array<Text>, _>(&batch.org)?;
-        out.push_sql("::text[], ");
-        out.push_bind_param::<Array<Text>, _>(&batch.user)?;
-        out.push_sql("::text[], ");
-        out.push_bind_param::<Array<Text>, _>(&batch.action)?;
-        out.push_sql(
-            "::text[]) RETURNING seq, patient_pseudonym) \
-             INSERT INTO notification_outbox (seq, patient_pseudonym) SELECT seq, patient_pseudonym FROM e",
-        );
+        out.push_sql("WITH e AS (");
+        walk_entry_insert(out.reborrow(), self.0, None)?;
+        out.push_sql(") ");
+        out.push_sql(OUTBOX_INSERT_FROM);
+        out.push_sql("e");
         Ok(())
     }
+}
+
+/// The start of the statement that gives every entry returned by a CTE
+/// (as `seq, patient_pseudonym`) its outbox row; the CTE's name follows.
+pub const OUTBOX_INSERT_FROM: &str =
+    "INSERT INTO notification_outbox (seq, patient_pseudonym) SELECT seq, patient_pseudonym FROM ";
+
+/// The insert of `batch` into the log, as the body of a CTE returning
+/// `seq, patient_pseudonym` for [`OUTBOX_INSERT_FROM`]. With a `guard`,
+/// nothing is written unless the CTE of that name produced a row.
+pub fn walk_entry_insert<'b>(
+    mut out: diesel::query_builder::AstPass<'_, 'b, diesel::pg::Pg>,
+    batch: &'b PreparedEntries,
+    guard: Option<&'static str>,
+) -> QueryResult<()> {
+    use diesel::sql_types::{Array, Binary, Text, Timestamp};
+    out.push_sql(
+        "INSERT INTO access_log_entries \
+           (entry, recorded_at, patient_pseudonym, actor_org, actor_user, action) \
+           SELECT * FROM unnest(",
+    );
+    out.push_bind_param::<Array<Binary>, _>(&batch.bytes)?;
+    out.push_sql("::bytea[], ");
+    out.push_bind_param::<Array<Timestamp>, _>(&batch.at)?;
+    out.push_sql("::timestamp[], ");
+    out.push_bind_param::<Array<Text>, _>(&batch.patient)?;
+    out.push_sql("::text[], ");
+    out.push_bind_param::<Array<Text>, _>(&batch.org)?;
+    out.push_sql("::text[], ");
+    out.push_bind_param::<Array<Text>, _>(&batch.user)?;
+    out.push_sql("::text[], ");
+    out.push_bind_param::<Array<Text>, _>(&batch.action)?;
+    out.push_sql("::text[])");
+    if let Some(guard) = guard {
+        out.push_sql(" WHERE EXISTS (SELECT 1 FROM ");
+        out.push_sql(guard);
+        out.push_sql(")");
+    }
+    out.push_sql(" RETURNING seq, patient_pseudonym");
+    Ok(())
 }
 
 impl RunQueryDsl<diesel::PgConnection> for AppendStatement<'_> {}
