@@ -572,7 +572,7 @@ fn verify_log(bench: &Bench, conn: &mut DbConnection, size: u64) {
 /// gets its own connection: diesel's raw COPY stream leaves the connection
 /// unusable for a next command.
 fn copy_out<T: diesel::pg::CopyTarget>(url: &str, table: T) -> usize {
-    let mut pg = diesel::PgConnection::establish(url).unwrap();
+    let mut pg = genomegate::db::establish_pg(url).unwrap();
     let mut stream = diesel::copy_to(table).load_raw(&mut pg).unwrap();
     std::io::copy(&mut stream, &mut std::io::sink()).unwrap() as usize
 }

@@ -11,7 +11,7 @@
     clippy::disallowed_methods
 )]
 
-use diesel::{Connection, PgConnection, RunQueryDsl};
+use diesel::RunQueryDsl;
 use genomegate::clock::SystemClock;
 use genomegate::config::Config;
 use genomegate::db::DbPool;
@@ -79,7 +79,7 @@ impl Bench {
         let admin_url = std::env::var("GENOMEGATE_BENCH_PG_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
         let db_name = format!("gg_bench_{}", uuid::Uuid::new_v4().simple());
-        let mut admin = PgConnection::establish(&admin_url).expect("PostgreSQL reachable");
+        let mut admin = genomegate::db::establish_pg(&admin_url).expect("PostgreSQL reachable");
         diesel::sql_query(format!("CREATE DATABASE {db_name}"))
             .execute(&mut admin)
             .unwrap();
@@ -348,7 +348,7 @@ impl Drop for Bench {
             );
             return;
         }
-        if let Ok(mut admin) = PgConnection::establish(&self.admin_url) {
+        if let Ok(mut admin) = genomegate::db::establish_pg(&self.admin_url) {
             let _ = diesel::sql_query(format!(
                 "DROP DATABASE IF EXISTS {} WITH (FORCE)",
                 self.db_name

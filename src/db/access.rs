@@ -723,18 +723,20 @@ pub fn release_page(
             ((missing as f64 * per_row * 1.25).ceil() as i64).clamp(missing, MAX_WINDOW)
         };
         let through = from.saturating_add(window);
+        // Two fixed queries rather than one boxed one: diesel prepares only
+        // queries whose shape is known at compile time.
         let found: Vec<ReleaseSampleRow> = db_run!(conn, c => {
-            let mut q = release_samples::table
+            let window = release_samples::table
                 .filter(release_samples::release_id.eq(&release.id))
                 .filter(release_samples::position.gt(from))
                 .filter(release_samples::position.le(through))
                 .order(release_samples::position)
-                .select(ReleaseSampleRow::as_select())
-                .into_boxed();
+                .select(ReleaseSampleRow::as_select());
             if included_only {
-                q = q.filter(release_samples::included.eq(true));
+                window.filter(release_samples::included.eq(true)).load(c)
+            } else {
+                window.load(c)
             }
-            q.load(c)
         })?;
         rows.extend(found);
         from = through;

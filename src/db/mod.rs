@@ -159,13 +159,24 @@ pub struct Manager {
     target: String,
 }
 
+/// Opens a PostgreSQL connection. OpenSSL is set up first, without its exit
+/// handler: otherwise libpq is first to set it up, with a handler that frees
+/// OpenSSL's locks when the process exits while server and worker threads
+/// may still be using TLS (a SIGSEGV in `pthread_rwlock_unlock` at the exit
+/// of test and benchmark processes). Every PostgreSQL connection, the
+/// tests' and benchmarks' included, is opened here.
+pub fn establish_pg(url: &str) -> diesel::ConnectionResult<PgConnection> {
+    openssl::init();
+    PgConnection::establish(url)
+}
+
 impl Manager {
     /// Opens one connection with the per-backend set-up applied. SQLite: WAL
     /// so readers never block the writer, a busy timeout so writers queue
     /// instead of failing, and foreign keys on.
     pub fn open(&self) -> Result<DbConnection, diesel::r2d2::Error> {
         match self.backend {
-            Backend::Postgres => PgConnection::establish(&self.target)
+            Backend::Postgres => establish_pg(&self.target)
                 .map(DbConnection::Postgresql)
                 .map_err(diesel::r2d2::Error::ConnectionError),
             Backend::Sqlite => {

@@ -15,7 +15,7 @@ pub mod receipts;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use diesel::{Connection, PgConnection, RunQueryDsl};
+use diesel::RunQueryDsl;
 use genomegate::auth::dev::Ed25519Signer;
 use genomegate::clock::SystemClock;
 use genomegate::config::{Config, IssuerConfig};
@@ -122,8 +122,8 @@ fn fresh_pg_database() -> Option<(String, String, String)> {
         return None;
     };
     let name = format!("gg_test_{}", uuid::Uuid::new_v4().simple());
-    let mut admin =
-        PgConnection::establish(&admin_url).unwrap_or_else(|e| panic!("{PG_ENV} unreachable: {e}"));
+    let mut admin = genomegate::db::establish_pg(&admin_url)
+        .unwrap_or_else(|e| panic!("{PG_ENV} unreachable: {e}"));
     diesel::sql_query(format!("CREATE DATABASE {name}"))
         .execute(&mut admin)
         .unwrap();
@@ -543,7 +543,7 @@ impl Drop for TestApp {
     fn drop(&mut self) {
         drop(self.handle.stop(false));
         if let Some((admin, name)) = self.pg_drop.take() {
-            if let Ok(mut conn) = PgConnection::establish(&admin) {
+            if let Ok(mut conn) = genomegate::db::establish_pg(&admin) {
                 let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
                     .execute(&mut conn);
             }
