@@ -741,13 +741,15 @@ fn visible_patient(
     Ok(row)
 }
 
-/// A logged read of one patient's consent record in one family, in two
-/// statements on one pooled connection: the patient with their events (and
-/// the family's published version count, which keeps the cached version
-/// history current), then the read's log entry. A caller that may not see
-/// the patient is refused before anything is shown or logged, with the same
-/// 404 as for a patient that does not exist; `shape` sees only what an
-/// authorized caller may.
+/// A logged read of one patient's consent record in one family, on one
+/// pooled connection: the patient with their events (and the family's
+/// published version count, which keeps the cached version history
+/// current), and the read's log entry. Staff of the patient's own hospital
+/// on PostgreSQL get both in one statement (`own_record_logged`); everyone
+/// else in two, authorized in between (decision 0016). A caller that may
+/// not see the patient is refused before anything is shown or logged, with
+/// the same 404 as for a patient that does not exist; `shape` sees only
+/// what an authorized caller may.
 async fn read_consent_record<T, F>(
     state: &web::Data<AppState>,
     caller: &Caller,
