@@ -244,11 +244,8 @@ pub fn walk_entry_insert<'b>(
     guard: Option<&'static str>,
 ) -> QueryResult<()> {
     use diesel::sql_types::{Array, Binary, Text, Timestamp};
-    out.push_sql(
-        "INSERT INTO access_log_entries \
-           (entry, recorded_at, patient_pseudonym, actor_org, actor_user, action) \
-           SELECT * FROM unnest(",
-    );
+    out.push_sql(ENTRY_INSERT);
+    out.push_sql(" SELECT * FROM unnest(");
     out.push_bind_param::<Array<Binary>, _>(&batch.bytes)?;
     out.push_sql("::bytea[], ");
     out.push_bind_param::<Array<Timestamp>, _>(&batch.at)?;
@@ -292,12 +289,17 @@ pub fn append_atomically(conn: &mut DbConnection, batch: &[LogEntry]) -> Result<
 pub fn append_cte(name: &str, first: usize, guard: &str) -> String {
     let p = |i: usize| format!("${}", first + i);
     format!(
-        "{name} AS (INSERT INTO access_log_entries (entry, recorded_at, patient_pseudonym, actor_org, actor_user, action) \
-           SELECT {}, {}, {}, {}, {}, {} WHERE EXISTS (SELECT 1 FROM {guard}) RETURNING seq, patient_pseudonym), \
-         {name}_o AS (INSERT INTO notification_outbox (seq, patient_pseudonym) SELECT seq, patient_pseudonym FROM {name})",
+        "{name} AS ({ENTRY_INSERT} SELECT {}, {}, {}, {}, {}, {} WHERE EXISTS (SELECT 1 FROM {guard}) \
+           RETURNING seq, patient_pseudonym), \
+         {name}_o AS ({OUTBOX_INSERT_FROM}{name})",
         p(0), p(1), p(2), p(3), p(4), p(5)
     )
 }
+
+/// The head of every insert into the log: the entry and its indexed
+/// columns.
+const ENTRY_INSERT: &str = "INSERT INTO access_log_entries \
+    (entry, recorded_at, patient_pseudonym, actor_org, actor_user, action)";
 
 /// What one integration did.
 #[derive(Debug, Clone)]
