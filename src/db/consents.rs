@@ -207,6 +207,43 @@ pub struct PatientRecord {
     pub published_versions: i64,
 }
 
+/// `EventRow`'s columns in field order, for left joins: diesel cannot make
+/// a `Selectable` nullable. The type gives [`OwnRecordLogged`] its row type.
+type EventRowColumns = (
+    events::id,
+    events::patient_pseudonym,
+    events::family,
+    events::document_version_id,
+    events::kind,
+    events::signer_kind,
+    events::proxy_relationship,
+    events::explained_by,
+    events::signed_at,
+    events::recorded_at,
+    events::form_hash,
+    events::hospital_org,
+    events::recorded_by,
+    events::idempotency_key,
+    events::request_hash,
+);
+const EVENT_ROW_COLUMNS: EventRowColumns = (
+    events::id,
+    events::patient_pseudonym,
+    events::family,
+    events::document_version_id,
+    events::kind,
+    events::signer_kind,
+    events::proxy_relationship,
+    events::explained_by,
+    events::signed_at,
+    events::recorded_at,
+    events::form_hash,
+    events::hospital_org,
+    events::recorded_by,
+    events::idempotency_key,
+    events::request_hash,
+);
+
 /// The patient, their events in `family` and the family's published
 /// version count, in one statement; `None` if there is no such patient.
 pub fn patient_record(
@@ -226,26 +263,7 @@ pub fn patient_record(
         .order((events::signed_at, events::recorded_at, events::id))
         .select((
             PatientRow::as_select(),
-            // `EventRow`'s columns in field order: diesel cannot make a
-            // `Selectable` nullable for the left join.
-            (
-                events::id,
-                events::patient_pseudonym,
-                events::family,
-                events::document_version_id,
-                events::kind,
-                events::signer_kind,
-                events::proxy_relationship,
-                events::explained_by,
-                events::signed_at,
-                events::recorded_at,
-                events::form_hash,
-                events::hospital_org,
-                events::recorded_by,
-                events::idempotency_key,
-                events::request_hash,
-            )
-                .nullable(),
+            EVENT_ROW_COLUMNS.nullable(),
             events::decisions.nullable(),
             // A scalar subquery in the query language, so the statement is
             // prepared once per connection like the others.
@@ -330,23 +348,7 @@ impl diesel::query_builder::QueryId for OwnRecordLogged<'_> {
 impl diesel::query_builder::Query for OwnRecordLogged<'_> {
     type SqlType = (
         diesel::dsl::SqlTypeOf<diesel::dsl::AsSelect<PatientRow, diesel::pg::Pg>>,
-        diesel::sql_types::Nullable<(
-            diesel::sql_types::Text,
-            diesel::sql_types::Text,
-            diesel::sql_types::Text,
-            diesel::sql_types::Text,
-            diesel::sql_types::Text,
-            diesel::sql_types::Text,
-            diesel::sql_types::Nullable<diesel::sql_types::Text>,
-            diesel::sql_types::Text,
-            diesel::sql_types::Timestamp,
-            diesel::sql_types::Timestamp,
-            diesel::sql_types::Text,
-            diesel::sql_types::Text,
-            diesel::sql_types::Text,
-            diesel::sql_types::Text,
-            diesel::sql_types::Text,
-        )>,
+        diesel::sql_types::Nullable<diesel::dsl::SqlTypeOf<EventRowColumns>>,
         diesel::sql_types::Nullable<diesel::sql_types::Text>,
         diesel::sql_types::BigInt,
     );
@@ -370,11 +372,11 @@ impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for OwnRecordLogged<'_
         out.push_sql("), lo AS (");
         out.push_sql(super::ledger::OUTBOX_INSERT_FROM);
         out.push_sql(
-            "l) SELECT p.pseudonym, p.hospital_org, p.majority_on, p.deceased_on, p.created_at, \
-               e.id, e.patient_pseudonym, e.family, e.document_version_id, e.kind, e.signer_kind, \
-               e.proxy_relationship, e.explained_by, e.signed_at, e.recorded_at, e.form_hash, \
-               e.hospital_org, e.recorded_by, e.idempotency_key, e.request_hash, e.decisions, \
-               (SELECT COUNT(*) FROM document_versions WHERE status <> 'draft' AND family = ",
+            "l) SELECT p.pseudonym, p.hospital_org, p.majority_on, p.deceased_on, p.created_at, ",
+        );
+        out.push_sql(&JOINED_EVENT_COLUMNS);
+        out.push_sql(
+            ", (SELECT COUNT(*) FROM document_versions WHERE status <> 'draft' AND family = ",
         );
         out.push_bind_param::<Text, _>(self.family)?;
         out.push_sql(
@@ -471,6 +473,15 @@ pub fn patients_of_hospital(
 /// The event columns in the order [`with_event_binds`] binds them.
 const EVENT_COLUMNS: &str = "id, patient_pseudonym, family, document_version_id, kind, signer_kind, proxy_relationship, \
      explained_by, signed_at, recorded_at, form_hash, hospital_org, recorded_by, idempotency_key, request_hash, decisions";
+
+/// [`EVENT_COLUMNS`] as the `e` side of a join.
+static JOINED_EVENT_COLUMNS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    EVENT_COLUMNS
+        .split(", ")
+        .map(|column| format!("e.{column}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+});
 
 type PgQuery<'a> =
     diesel::query_builder::BoxedSqlQuery<'a, diesel::pg::Pg, diesel::query_builder::SqlQuery>;
