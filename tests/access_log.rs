@@ -15,10 +15,10 @@ mod common;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use common::receipts::{assert_receipt, enroll, enrolled_patient};
+use common::webhooks::webhook_receiver;
 use common::*;
 use diesel::RunQueryDsl;
 use serde_json::{json, Value};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 on_both_backends!(
@@ -232,68 +232,6 @@ async fn live_stream_delivers_a_verifiable_receipt(backend: Backend) {
         .unwrap()
         .contains("hospital-a"));
     assert_receipt(&app, &n).await;
-}
-
-/// One request as received: path kind, `webhook-id`, "timestamp signature", body.
-type Request = (String, String, String, Vec<u8>);
-
-#[derive(Clone, Default)]
-struct Received(Arc<Mutex<Vec<Request>>>);
-
-/// A real local HTTP receiver: `/ok` answers 200, `/flaky` 500 on the first
-/// request then 200, `/down` always 503.
-async fn webhook_receiver() -> (String, Received, actix_web::dev::ServerHandle) {
-    use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
-    let received = Received::default();
-    let flaky_calls = Arc::new(Mutex::new(0));
-    let r = received.clone();
-    let server = HttpServer::new(move || {
-        let r = r.clone();
-        let flaky_calls = flaky_calls.clone();
-        App::new().route(
-            "/{kind}",
-            web::post().to(move |req: HttpRequest, body: web::Bytes| {
-                let r = r.clone();
-                let flaky_calls = flaky_calls.clone();
-                async move {
-                    let h = |n: &str| {
-                        req.headers()
-                            .get(n)
-                            .map(|v| v.to_str().unwrap().to_owned())
-                            .unwrap_or_default()
-                    };
-                    let kind = req.match_info()["kind"].to_owned();
-                    r.0.lock().unwrap().push((
-                        kind.clone(),
-                        h("webhook-id"),
-                        format!("{} {}", h("webhook-timestamp"), h("webhook-signature")),
-                        body.to_vec(),
-                    ));
-                    match kind.as_str() {
-                        "ok" => HttpResponse::Ok().finish(),
-                        "flaky" => {
-                            let mut calls = flaky_calls.lock().unwrap();
-                            *calls += 1;
-                            if *calls == 1 {
-                                HttpResponse::InternalServerError().finish()
-                            } else {
-                                HttpResponse::Ok().finish()
-                            }
-                        }
-                        _ => HttpResponse::ServiceUnavailable().finish(),
-                    }
-                }
-            }),
-        )
-    })
-    .workers(1)
-    .bind("127.0.0.1:0")
-    .unwrap();
-    let addr = server.addrs()[0];
-    let server = server.run();
-    let handle = server.handle();
-    actix_web::rt::spawn(server);
-    (format!("http://{addr}"), received, handle)
 }
 
 async fn webhooks_are_signed_retried_and_dead_lettered(backend: Backend) {

@@ -11,7 +11,10 @@
 
 mod common;
 
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
 use common::receipts::enroll;
+use common::webhooks::webhook_receiver;
 use common::*;
 use serde_json::{json, Value};
 
@@ -461,6 +464,36 @@ async fn the_full_journey_releases_consenting_patients_and_resolution_rechecks_c
     assert_problem(s, &b, 403, "forbidden");
     assert_eq!(entries_with_action(&app, "handle_resolve"), 6);
 
+    // Members register a webhook for recall notices; nobody else may.
+    let (receiver, received, _server) = webhook_receiver().await;
+    let hooks = format!("/v1/applications/{id}/webhooks");
+    let hook_url = json!({ "url": format!("{receiver}/ok") });
+    let (s, b) = app
+        .post(&hooks, &researcher(PHARMA, "not-a-member"), None, &hook_url)
+        .await;
+    assert_problem(s, &b, 403, "not_a_member");
+    let (s, b) = app
+        .post(&hooks, &researcher("another-org", "res-1"), None, &hook_url)
+        .await;
+    assert_problem(s, &b, 404, "not_found");
+    let (s, hook) = app
+        .post(&hooks, &researcher(PHARMA, "res-2"), None, &hook_url)
+        .await;
+    assert_eq!(s, 201, "{hook}");
+    let hook_id = hook["id"].as_str().unwrap().to_owned();
+    let secret = STANDARD
+        .decode(
+            hook["secret"]
+                .as_str()
+                .unwrap()
+                .strip_prefix("whsec_")
+                .unwrap(),
+        )
+        .unwrap();
+    let (_, listed) = app.get(&hooks, Some(&researcher(PHARMA, "res-1"))).await;
+    assert_eq!(listed["webhooks"][0]["id"], hook_id.as_str(), "{listed}");
+    assert!(listed["webhooks"][0].get("secret").is_none());
+
     // A withdrawal after the release: recall notice, and the object is withheld.
     let withdrawn = &both[1].0;
     let (s, b) = app
@@ -481,6 +514,75 @@ async fn the_full_journey_releases_consenting_patients_and_resolution_rechecks_c
     assert_eq!(s, 200, "{recalls}");
     assert_eq!(recalls["notices"].as_array().unwrap().len(), 1);
     assert_eq!(recalls["notices"][0]["reason"], "withdraw_all");
+    // The notice is pushed to the members' webhook, signed, exactly once.
+    let mut pushed = Vec::new();
+    for _ in 0..500 {
+        pushed = received.0.lock().unwrap().clone();
+        if !pushed.is_empty() {
+            break;
+        }
+        actix_web::rt::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(pushed.len(), 1, "one recall, one request");
+    let (_, webhook_id, stamp, body) = &pushed[0];
+    let (ts, signature) = stamp.split_once(' ').unwrap();
+    assert!(genomegate::notify::signing::verify(
+        &secret,
+        webhook_id,
+        ts.parse().unwrap(),
+        body,
+        signature,
+        chrono::Utc::now().timestamp(),
+        300,
+    ));
+    let recall: Value = serde_json::from_slice(body).unwrap();
+    assert_eq!(recall["id"], webhook_id.as_str());
+    assert!(webhook_id.starts_with("recall-"), "{webhook_id}");
+    assert_eq!(recall["application"], id.as_str());
+    assert_eq!(recall["notice"], recalls["notices"][0], "{recall}");
+    assert!(recall["instruction"]["en"]
+        .as_str()
+        .unwrap()
+        .contains("delete"));
+    let (_, deliveries) = app
+        .get(
+            &format!("{hooks}/{hook_id}/deliveries"),
+            Some(&researcher(PHARMA, "res-2")),
+        )
+        .await;
+    assert_eq!(
+        deliveries["deliveries"][0]["state"], "delivered",
+        "{deliveries}"
+    );
+    assert_eq!(
+        format!("recall-{}", deliveries["deliveries"][0]["index"]),
+        *webhook_id
+    );
+    // The application's webhook hears recalls only, never log receipts.
+    app.wait_integrated().await;
+    let queued = app.texts(&format!(
+        "SELECT CAST(idx AS TEXT) AS t FROM notification_deliveries WHERE endpoint_id = '{hook_id}'"
+    ));
+    assert_eq!(queued.len(), 1, "{queued:?}");
+    let remove = |token: String| {
+        let path = format!("{hooks}/{hook_id}");
+        let app = &app;
+        async move {
+            app.send_json(
+                reqwest::Method::DELETE,
+                &path,
+                Some(&token),
+                None,
+                &Value::Null,
+            )
+            .await
+        }
+    };
+    let (s, b) = remove(researcher(PHARMA, "not-a-member")).await;
+    assert_problem(s, &b, 403, "not_a_member");
+    assert_eq!(remove(researcher(PHARMA, "res-1")).await.0, 204);
+    let (s, b) = remove(researcher(PHARMA, "res-1")).await;
+    assert_problem(s, &b, 404, "not_found");
     let (_, resolved) = resolve(&app, STORE, &handle).await;
     assert_eq!(resolved["objects"].as_array().unwrap().len(), 10);
     assert_eq!(resolved["withheld"][0]["reason"], "consent_withdrawn");

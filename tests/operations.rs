@@ -241,7 +241,7 @@ fn command_line_certs_migrate_and_token() {
         .output()
         .unwrap();
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains("applied 10 migration"),
+        String::from_utf8_lossy(&out.stdout).contains("applied 11 migration"),
         "{out:?}"
     );
     let out = binary()

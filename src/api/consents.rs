@@ -562,10 +562,7 @@ async fn record(
                 // A withdrawal reaches every live release that included the
                 // patient: its members get a recall notice, in this same
                 // transaction.
-                if matches!(
-                    pending.kind,
-                    EventKind::WithdrawAll | EventKind::WithdrawItems
-                ) {
+                if pending.kind.is_withdrawal() {
                     crate::db::access::record_recalls(
                         conn,
                         pending.pseudonym.as_str(),
@@ -603,6 +600,10 @@ async fn record(
     match outcome {
         Recorded::Created(row, code) => {
             state.log.entries_committed();
+            if EventKind::parse(&row.kind).is_some_and(EventKind::is_withdrawal) {
+                // It may have queued recall notices for delivery.
+                state.log.deliveries_queued();
+            }
             created(state, &row, code)
         }
         Recorded::Replayed(row) => Ok(HttpResponse::Ok()

@@ -156,6 +156,10 @@ pub fn app(
         .service(releases::resolve_handle)
         .service(releases::jwks)
         .service(releases::recalls)
+        .service(releases::add_recall_webhook)
+        .service(releases::recall_webhooks)
+        .service(releases::remove_recall_webhook)
+        .service(releases::recall_webhook_deliveries)
         .split_for_parts();
     let spec_json = spec.to_json().unwrap_or_else(|_| "{}".to_owned());
     app.app_data(state)

@@ -14,7 +14,9 @@ use crate::auth::policy::{Action, Resource};
 use crate::auth::Caller;
 use crate::config::PatientsConfig;
 use crate::db::{
-    consents as patients, ledger, notify as endpoints_store, portal as store, DbConnection,
+    consents as patients, ledger,
+    notify::{self as endpoints_store, EndpointOwner},
+    portal as store, DbConnection,
 };
 use crate::error::{ApiError, Problem};
 use crate::ledger::entry::{explain, Explanation, Language, LogEntry};
@@ -604,13 +606,12 @@ fn check_url(state: &AppState, url: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Registers a webhook for a patient (`owner_patient`) or a hospital's
-/// patient app (`owner_hospital`).
-async fn register_webhook(
+/// Registers a webhook for its owner: a patient, a hospital's patient app,
+/// or an application's members (recall notices).
+pub(crate) async fn register_webhook(
     state: &web::Data<AppState>,
     url: String,
-    owner_patient: Option<String>,
-    owner_hospital: Option<String>,
+    owner: EndpointOwner,
 ) -> Result<HttpResponse, ApiError> {
     check_url(state, &url)?;
     let id = uuid::Uuid::new_v4().to_string();
@@ -623,8 +624,18 @@ async fn register_webhook(
     let row = endpoints_store::EndpointRow {
         id: id.clone(),
         kind: "webhook".into(),
-        patient_pseudonym: owner_patient,
-        hospital_org: owner_hospital,
+        patient_pseudonym: match &owner {
+            EndpointOwner::Patient(p) => Some(p.clone()),
+            _ => None,
+        },
+        hospital_org: match &owner {
+            EndpointOwner::Hospital(h) => Some(h.clone()),
+            _ => None,
+        },
+        application_id: match owner {
+            EndpointOwner::Application(a) => Some(a),
+            _ => None,
+        },
         target: url.clone(),
         key_version: i32::try_from(sealed.key_version).ok(),
         nonce: Some(sealed.nonce),
@@ -647,7 +658,7 @@ async fn register_webhook(
     }))
 }
 
-fn webhook_views(rows: Vec<endpoints_store::EndpointRow>) -> WebhookList {
+pub(crate) fn webhook_views(rows: Vec<endpoints_store::EndpointRow>) -> WebhookList {
     WebhookList {
         webhooks: rows
             .into_iter()
@@ -671,7 +682,12 @@ pub async fn add_my_webhook(
     body: web::Json<WebhookRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let (pseudonym, _) = me(&state, &caller).await?;
-    register_webhook(&state, body.into_inner().url, Some(pseudonym), None).await
+    register_webhook(
+        &state,
+        body.into_inner().url,
+        EndpointOwner::Patient(pseudonym),
+    )
+    .await
 }
 
 #[utoipa::path(tag = "portal", responses((status = 200, body = WebhookList)))]
@@ -685,8 +701,7 @@ pub async fn my_webhooks(
         .db(move |conn| {
             Ok(endpoints_store::endpoints_owned_by(
                 conn,
-                Some(&pseudonym),
-                None,
+                &EndpointOwner::Patient(pseudonym),
             )?)
         })
         .await?;
@@ -708,13 +723,26 @@ pub async fn remove_my_webhook(
     path: web::Path<WebhookPath>,
 ) -> Result<HttpResponse, ApiError> {
     let (pseudonym, _) = me(&state, &caller).await?;
-    let id = path.into_inner().id;
+    remove_webhook(
+        &state,
+        path.into_inner().id,
+        EndpointOwner::Patient(pseudonym),
+    )
+    .await
+}
+
+/// Disables one of `owner`'s webhooks; anyone else's is not found.
+pub(crate) async fn remove_webhook(
+    state: &web::Data<AppState>,
+    id: String,
+    owner: EndpointOwner,
+) -> Result<HttpResponse, ApiError> {
     let now = state.now();
     state
         .db(move |conn| {
             crate::db::write_transaction(conn, |conn| {
-                let owned = endpoints_store::find_endpoint(conn, &id)?
-                    .is_some_and(|e| e.patient_pseudonym.as_deref() == Some(pseudonym.as_str()));
+                let owned =
+                    endpoints_store::find_endpoint(conn, &id)?.is_some_and(|e| owner.owns(&e));
                 if !owned || !endpoints_store::disable_endpoint(conn, &id, now.naive_utc())? {
                     return Err(ApiError::NotFound);
                 }
@@ -761,16 +789,17 @@ pub async fn my_webhook_deliveries(
         &state,
         path.into_inner().id,
         query.into_inner().state,
-        move |e| e.patient_pseudonym.as_deref() == Some(pseudonym.as_str()),
+        EndpointOwner::Patient(pseudonym),
     )
     .await
 }
 
-async fn deliveries(
+/// The deliveries of one of `owner`'s webhooks; anyone else's is not found.
+pub(crate) async fn deliveries(
     state: &web::Data<AppState>,
     id: String,
     wanted_state: Option<String>,
-    owns: impl FnOnce(&endpoints_store::EndpointRow) -> bool + Send + 'static,
+    owner: EndpointOwner,
 ) -> Result<web::Json<DeliveryList>, ApiError> {
     if wanted_state
         .as_deref()
@@ -783,7 +812,7 @@ async fn deliveries(
     }
     let rows = state
         .db(move |conn| {
-            let owned = endpoints_store::find_endpoint(conn, &id)?.is_some_and(|e| owns(&e));
+            let owned = endpoints_store::find_endpoint(conn, &id)?.is_some_and(|e| owner.owns(&e));
             if !owned {
                 return Err(ApiError::NotFound);
             }
@@ -825,7 +854,12 @@ pub async fn add_hospital_webhook(
         Action::WebhookManageHospital,
         &Resource::Hospital { org: &p.org },
     )?;
-    register_webhook(&state, body.into_inner().url, None, Some(p.org)).await
+    register_webhook(
+        &state,
+        body.into_inner().url,
+        EndpointOwner::Hospital(p.org),
+    )
+    .await
 }
 
 /// Delivery state of one of the caller's hospital's webhooks.
@@ -848,7 +882,7 @@ pub async fn hospital_webhook_deliveries(
         &state,
         path.into_inner().id,
         query.into_inner().state,
-        move |e| e.patient_pseudonym.is_none() && e.hospital_org.as_deref() == Some(p.org.as_str()),
+        EndpointOwner::Hospital(p.org),
     )
     .await
 }

@@ -8,6 +8,10 @@
 
 use super::applications::{application_for, check_attestations, Application};
 use super::consents::principal;
+use super::portal::{
+    deliveries, register_webhook, remove_webhook, webhook_views, DeliveryList, DeliveryQuery,
+    WebhookList, WebhookRequest, WebhookView,
+};
 use super::state::AppState;
 use crate::access::cohort::{SampleDecision, UseRequest};
 use crate::access::duo::MATCHER_VERSION;
@@ -18,10 +22,12 @@ use crate::consent::state::derive_consent;
 use crate::consent::DocumentFamily;
 use crate::db::access::{self as store, AgreementRow, ReleaseRow, ReleaseSampleRow};
 use crate::db::documents::utc;
+use crate::db::notify::EndpointOwner;
 use crate::db::{consents, documents, ledger, samples, write_transaction, DbConnection, PooledDb};
 use crate::error::{AccessRefusal as Refusal, ApiError, Problem};
 use crate::ledger::entry::{DataScope, LegalBasis, LogAction, LogEntry, Purpose};
-use actix_web::{get, post, web, HttpResponse};
+use crate::notify::RecallNotice;
+use actix_web::{delete, get, post, web, HttpResponse};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -694,16 +700,6 @@ pub async fn jwks(state: web::Data<AppState>) -> HttpResponse {
 }
 
 #[derive(Serialize, ToSchema)]
-pub struct RecallNotice {
-    pub id: String,
-    pub release: String,
-    pub project_sample_id: String,
-    /// `withdraw_all` or `withdraw_items`: stop using and delete this sample's data.
-    pub reason: String,
-    pub created_at: DateTime<Utc>,
-}
-
-#[derive(Serialize, ToSchema)]
 pub struct RecallList {
     pub notices: Vec<RecallNotice>,
 }
@@ -729,15 +725,122 @@ pub async fn recalls(
             }
             Ok(store::recalls_of(conn, &id)?
                 .into_iter()
-                .map(|r| RecallNotice {
-                    id: r.id,
-                    release: r.release_id,
-                    project_sample_id: r.project_sample_id,
-                    reason: r.reason,
-                    created_at: utc(r.created_at),
-                })
+                .map(RecallNotice::from)
                 .collect())
         })
         .await?;
     Ok(web::Json(RecallList { notices }))
+}
+
+/// Refuses unless the caller is a member of the application (an outsider
+/// who may not read it gets 404).
+async fn require_member(
+    state: &web::Data<AppState>,
+    caller: Caller,
+    id: String,
+) -> Result<(), ApiError> {
+    let p = principal(&caller)?.clone();
+    let shared = state.clone();
+    state
+        .db(move |conn| {
+            let app = application_for(&shared, conn, &caller, Action::ApplicationRead, &id)?;
+            if !app.is_member(&p) {
+                return Err(ApiError::Access(Refusal::NotAMember, None));
+            }
+            Ok(())
+        })
+        .await
+}
+
+#[derive(Deserialize, IntoParams)]
+pub struct ApplicationWebhookPath {
+    /// The application.
+    pub id: String,
+    /// The webhook.
+    pub webhook: String,
+}
+
+/// Registers a webhook for the application's recall notices (members).
+/// Each notice written from now on is POSTed to it at once, signed like
+/// every GenomeGate webhook (HMAC-SHA256 over id, timestamp and body),
+/// retried with backoff and dead-lettered after `notify.max_attempts`.
+#[utoipa::path(tag = "data-access", params(ApplicationPath), request_body = WebhookRequest,
+    responses((status = 201, body = WebhookView), (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json")))]
+#[post("/v1/applications/{id}/webhooks")]
+pub async fn add_recall_webhook(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<ApplicationPath>,
+    body: web::Json<WebhookRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let id = path.into_inner().id;
+    require_member(&state, caller, id.clone()).await?;
+    register_webhook(
+        &state,
+        body.into_inner().url,
+        EndpointOwner::Application(id),
+    )
+    .await
+}
+
+/// The application's active recall webhooks (members).
+#[utoipa::path(tag = "data-access", params(ApplicationPath),
+    responses((status = 200, body = WebhookList), (status = 404, body = Problem, content_type = "application/problem+json")))]
+#[get("/v1/applications/{id}/webhooks")]
+pub async fn recall_webhooks(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<ApplicationPath>,
+) -> Result<web::Json<WebhookList>, ApiError> {
+    let id = path.into_inner().id;
+    require_member(&state, caller, id.clone()).await?;
+    let rows = state
+        .db(move |conn| {
+            Ok(crate::db::notify::endpoints_owned_by(
+                conn,
+                &EndpointOwner::Application(id),
+            )?)
+        })
+        .await?;
+    Ok(web::Json(webhook_views(rows)))
+}
+
+/// Stops one of the application's recall webhooks (members). Its
+/// undelivered notices are dead-lettered; `GET /recalls` still lists them.
+#[utoipa::path(tag = "data-access", params(ApplicationWebhookPath),
+    responses((status = 204), (status = 404, body = Problem, content_type = "application/problem+json")))]
+#[delete("/v1/applications/{id}/webhooks/{webhook}")]
+pub async fn remove_recall_webhook(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<ApplicationWebhookPath>,
+) -> Result<HttpResponse, ApiError> {
+    let ApplicationWebhookPath { id, webhook } = path.into_inner();
+    require_member(&state, caller, id.clone()).await?;
+    remove_webhook(&state, webhook, EndpointOwner::Application(id)).await
+}
+
+/// Delivery state of one of the application's recall webhooks (members),
+/// newest first. `index` is the notice's number, as in its `recall-<number>`
+/// idempotency key.
+#[utoipa::path(tag = "data-access", params(ApplicationWebhookPath, DeliveryQuery),
+    responses((status = 200, body = DeliveryList), (status = 404, body = Problem, content_type = "application/problem+json")))]
+#[get("/v1/applications/{id}/webhooks/{webhook}/deliveries")]
+pub async fn recall_webhook_deliveries(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<ApplicationWebhookPath>,
+    query: web::Query<DeliveryQuery>,
+) -> Result<web::Json<DeliveryList>, ApiError> {
+    let ApplicationWebhookPath { id, webhook } = path.into_inner();
+    require_member(&state, caller, id.clone()).await?;
+    deliveries(
+        &state,
+        webhook,
+        query.into_inner().state,
+        EndpointOwner::Application(id),
+    )
+    .await
 }

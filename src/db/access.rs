@@ -747,7 +747,9 @@ pub fn release_page(
 
 /// Records a recall notice for every live release that included the
 /// patient in a dataset of `family`: the members must stop using and
-/// delete what they hold of that patient. Returns how many were written.
+/// delete what they hold of that patient. Each notice is queued for
+/// delivery to every active webhook of its application, in the caller's
+/// transaction. Returns how many notices were written.
 pub fn record_recalls(
     conn: &mut DbConnection,
     patient: &str,
@@ -779,7 +781,56 @@ pub fn record_recalls(
             },
         )
         .collect();
-    Ok(insert_many!(conn, recall_notices::table, &rows))
+    let written = insert_many!(conn, recall_notices::table, &rows);
+    if written > 0 {
+        queue_recall_deliveries(conn, &rows, at)?;
+    }
+    Ok(written)
+}
+
+/// One pending delivery per (notice, active webhook of its application),
+/// keyed by the notice's number: the database assigns it, so it is read
+/// back here in the same statement that queues.
+fn queue_recall_deliveries(
+    conn: &mut DbConnection,
+    notices: &[RecallRow],
+    at: DateTime<Utc>,
+) -> Result<(), DieselError> {
+    use super::schema::{
+        notification_deliveries as deliveries, notification_endpoints as endpoints,
+    };
+    use diesel::dsl::AsExprOf;
+    use diesel::sql_types::{Integer, Text, Timestamp};
+    let ids: Vec<&str> = notices.iter().map(|n| n.id.as_str()).collect();
+    let pending: AsExprOf<&str, Text> = "pending".into_sql::<Text>();
+    let first_attempt: AsExprOf<i32, Integer> = 0.into_sql::<Integer>();
+    let due: AsExprOf<NaiveDateTime, Timestamp> = at.naive_utc().into_sql::<Timestamp>();
+    db_run!(conn, c => diesel::insert_into(deliveries::table)
+        .values(
+            recall_notices::table
+                .inner_join(endpoints::table.on(endpoints::application_id.eq(recall_notices::application_id.nullable())))
+                .filter(recall_notices::id.eq_any(&ids))
+                .filter(endpoints::disabled_at.is_null())
+                .select((endpoints::id, recall_notices::seq.assume_not_null(), pending, first_attempt, due)),
+        )
+        .into_columns((deliveries::endpoint_id, deliveries::idx, deliveries::state, deliveries::attempts, deliveries::next_attempt_at))
+        .execute(c))?;
+    Ok(())
+}
+
+/// Recall notices by number (`seq`), for delivery.
+pub fn recalls_numbered(
+    conn: &mut DbConnection,
+    numbers: &[i64],
+) -> Result<Vec<(i64, RecallRow)>, DieselError> {
+    let rows: Vec<(Option<i64>, RecallRow)> = db_run!(conn, c => recall_notices::table
+        .filter(recall_notices::seq.eq_any(numbers))
+        .select((recall_notices::seq, RecallRow::as_select()))
+        .load(c))?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(seq, row)| Some((seq?, row)))
+        .collect())
 }
 
 pub fn recalls_of(

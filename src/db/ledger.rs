@@ -456,6 +456,8 @@ fn endpoints_for(
         let mut found: Vec<EndpointTarget> = endpoints::table
             .filter(endpoints::disabled_at.is_null())
             .filter(endpoints::patient_pseudonym.is_null())
+            // An application's webhook hears only its recall notices.
+            .filter(endpoints::application_id.is_null())
             .select((endpoints::id, endpoints::patient_pseudonym, endpoints::hospital_org))
             .load(c)?;
         for chunk in list.chunks(CHUNK) {

@@ -20,6 +20,35 @@ pub struct EndpointRow {
     pub ciphertext: Option<Vec<u8>>,
     pub created_at: NaiveDateTime,
     pub disabled_at: Option<NaiveDateTime>,
+    /// Set on an application's webhook, which hears that application's
+    /// recall notices and nothing else.
+    pub application_id: Option<String>,
+}
+
+/// Whose notifications an endpoint receives.
+#[derive(Debug, Clone)]
+pub enum EndpointOwner {
+    /// One patient's (by pseudonym).
+    Patient(String),
+    /// Every patient's of a hospital, through its patient app.
+    Hospital(String),
+    /// The recall notices of one data-use application, for its members.
+    Application(String),
+}
+
+impl EndpointOwner {
+    pub fn owns(&self, endpoint: &EndpointRow) -> bool {
+        let (patient, hospital, application) = (
+            endpoint.patient_pseudonym.as_deref(),
+            endpoint.hospital_org.as_deref(),
+            endpoint.application_id.as_deref(),
+        );
+        match self {
+            EndpointOwner::Patient(p) => patient == Some(p.as_str()),
+            EndpointOwner::Hospital(h) => patient.is_none() && hospital == Some(h.as_str()),
+            EndpointOwner::Application(a) => application == Some(a.as_str()),
+        }
+    }
 }
 
 pub fn insert_endpoint(conn: &mut DbConnection, row: &EndpointRow) -> Result<(), DieselError> {
@@ -38,22 +67,23 @@ pub fn find_endpoint(
         .optional())
 }
 
-/// Active endpoints owned by a patient or by a hospital.
+/// Active endpoints of an owner, oldest first.
 pub fn endpoints_owned_by(
     conn: &mut DbConnection,
-    patient: Option<&str>,
-    hospital: Option<&str>,
+    owner: &EndpointOwner,
 ) -> Result<Vec<EndpointRow>, DieselError> {
     db_run!(conn, c => {
-        let mut query = endpoints::table
+        let query = endpoints::table
             .filter(endpoints::disabled_at.is_null())
             .into_boxed();
-        query = match (patient, hospital) {
-            (Some(p), _) => query.filter(endpoints::patient_pseudonym.eq(p.to_owned())),
-            (None, Some(h)) => query
-                .filter(endpoints::hospital_org.eq(h.to_owned()))
+        let query = match owner {
+            EndpointOwner::Patient(p) => query.filter(endpoints::patient_pseudonym.eq(p.clone())),
+            EndpointOwner::Hospital(h) => query
+                .filter(endpoints::hospital_org.eq(h.clone()))
                 .filter(endpoints::patient_pseudonym.is_null()),
-            (None, None) => return Ok(Vec::new()),
+            EndpointOwner::Application(a) => {
+                query.filter(endpoints::application_id.eq(a.clone()))
+            }
         };
         query.order(endpoints::created_at).select(EndpointRow::as_select()).load(c)
     })
@@ -112,6 +142,7 @@ pub fn sync_nats_endpoint(
                     ciphertext: None,
                     created_at: now,
                     disabled_at: None,
+                    application_id: None,
                 })
                 .on_conflict_do_nothing()
                 .execute(c)?;

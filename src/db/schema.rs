@@ -200,6 +200,7 @@ diesel::table! {
         ciphertext -> Nullable<Binary>,
         created_at -> Timestamp,
         disabled_at -> Nullable<Timestamp>,
+        application_id -> Nullable<Text>,
     }
 }
 
@@ -419,6 +420,7 @@ diesel::table! {
         project_sample_id -> Text,
         reason -> Text,
         created_at -> Timestamp,
+        seq -> Nullable<BigInt>,
     }
 }
 

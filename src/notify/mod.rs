@@ -9,11 +9,13 @@
 pub mod hub;
 pub mod signing;
 
+use crate::db::access::RecallRow;
 use crate::db::ledger::{self, IndexedEntry};
 use crate::db::DbConnection;
 use crate::ledger::entry::{explain, Explanation, Language, LogEntry};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -85,6 +87,62 @@ pub fn build(
         ));
     }
     Ok(out)
+}
+
+/// A recall notice as an application's members see it: listed, and pushed
+/// to the application's webhooks.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct RecallNotice {
+    pub id: String,
+    pub release: String,
+    pub project_sample_id: String,
+    /// `withdraw_all` or `withdraw_items`: stop using and delete this sample's data.
+    pub reason: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<RecallRow> for RecallNotice {
+    fn from(r: RecallRow) -> Self {
+        RecallNotice {
+            id: r.id,
+            release: r.release_id,
+            project_sample_id: r.project_sample_id,
+            reason: r.reason,
+            created_at: crate::db::documents::utc(r.created_at),
+        }
+    }
+}
+
+/// The body of a recall webhook: one notice, for one application.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct RecallDelivery {
+    /// Idempotency key, `recall-<number>`: the same for every delivery of
+    /// this notice.
+    pub id: String,
+    pub application: String,
+    pub notice: RecallNotice,
+    /// What the members must do, in Japanese and English.
+    pub instruction: RecallInstruction,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct RecallInstruction {
+    pub ja: &'static str,
+    pub en: &'static str,
+}
+
+impl RecallDelivery {
+    pub fn new(number: i64, row: RecallRow) -> Self {
+        RecallDelivery {
+            id: format!("recall-{number}"),
+            application: row.application_id.clone(),
+            notice: RecallNotice::from(row),
+            instruction: RecallInstruction {
+                ja: "このサンプルの提供者が同意を撤回しました。このサンプルのデータの利用を直ちに停止し、保有するデータを削除してください。",
+                en: "The person behind this sample withdrew their consent. Stop using this sample's data at once and delete what you hold of it.",
+            },
+        }
+    }
 }
 
 /// One Server-Sent Events frame.

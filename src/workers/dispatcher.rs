@@ -11,8 +11,8 @@
 
 use super::{nap, spawn_named, WorkerContext};
 use crate::db::notify::{self as store, Claim, EndpointRow};
-use crate::db::{ledger, DbConnection};
-use crate::notify::{self, signing, Notification};
+use crate::db::{access, ledger, DbConnection};
+use crate::notify::{self, signing};
 use crate::pseudonym::vault::Sealed;
 use std::collections::HashMap;
 use std::sync::mpsc::Receiver;
@@ -94,7 +94,24 @@ enum Outcome {
 struct Prepared {
     claim: Claim,
     endpoint: Option<(EndpointRow, Vec<u8>)>,
-    notification: Option<Notification>,
+    message: Option<Message>,
+}
+
+/// What one delivery sends.
+#[derive(Clone)]
+struct Message {
+    /// The idempotency key (`webhook-id`, `Nats-Msg-Id`).
+    id: String,
+    body: Vec<u8>,
+    /// The patient a receipt is about: the last token of its NATS subject.
+    patient: Option<String>,
+}
+
+impl Message {
+    fn of<T: serde::Serialize>(id: String, value: &T, patient: Option<String>) -> Option<Self> {
+        let body = serde_json::to_vec(value).ok()?;
+        Some(Message { id, body, patient })
+    }
 }
 
 fn prepare(
@@ -102,6 +119,79 @@ fn prepare(
     conn: &mut DbConnection,
     claims: Vec<Claim>,
 ) -> Result<Vec<Prepared>, String> {
+    let err = |e: diesel::result::Error| e.to_string();
+    let mut rows: HashMap<String, Option<EndpointRow>> = HashMap::new();
+    for claim in &claims {
+        if !rows.contains_key(&claim.endpoint_id) {
+            let row = store::find_endpoint(conn, &claim.endpoint_id).map_err(err)?;
+            rows.insert(claim.endpoint_id.clone(), row);
+        }
+    }
+    // An application's webhook is keyed by recall notice number; every
+    // other endpoint by log index.
+    let is_recall = |claim: &Claim| {
+        rows.get(&claim.endpoint_id)
+            .and_then(Option::as_ref)
+            .is_some_and(|r| r.application_id.is_some())
+    };
+    let (recall_claims, log_claims): (Vec<&Claim>, Vec<&Claim>) =
+        claims.iter().partition(|c| is_recall(c));
+    let receipts = receipts_for(conn, &log_claims)?;
+    let recalls = recalls_for(conn, &recall_claims)?;
+    let endpoints: HashMap<String, Option<(EndpointRow, Vec<u8>)>> = rows
+        .into_iter()
+        .map(|(id, row)| {
+            let usable = row.and_then(|r| usable_endpoint(ctx, r));
+            (id, usable)
+        })
+        .collect();
+    Ok(claims
+        .into_iter()
+        .map(|claim| {
+            let endpoint = endpoints.get(&claim.endpoint_id).cloned().flatten();
+            let message = match &endpoint {
+                Some((row, _)) if row.application_id.is_some() => recalls.get(&claim.idx),
+                _ => receipts.get(&claim.idx),
+            };
+            Prepared {
+                endpoint,
+                // Several endpoints may share a message, so each takes a copy.
+                message: message.cloned(),
+                claim,
+            }
+        })
+        .collect())
+}
+
+/// An endpoint with its opened secret, unless it is disabled or its secret
+/// does not open.
+fn usable_endpoint(ctx: &WorkerContext, r: EndpointRow) -> Option<(EndpointRow, Vec<u8>)> {
+    if r.disabled_at.is_some() {
+        return None;
+    }
+    if r.kind == "nats" {
+        // A NATS receipt needs no shared secret: the signed checkpoint and
+        // the inclusion proof authenticate it.
+        return Some((r, Vec::new()));
+    }
+    let sealed = Sealed {
+        key_version: u32::try_from(r.key_version?).ok()?,
+        nonce: r.nonce.clone()?,
+        ciphertext: r.ciphertext.clone()?,
+    };
+    let secret = ctx.keys.open_bytes(&secret_aad(&r.id), &sealed).ok()?;
+    Some((r, secret))
+}
+
+/// The receipts (entry, inclusion proof, checkpoint) of claimed log
+/// indices, by index.
+fn receipts_for(
+    conn: &mut DbConnection,
+    claims: &[&Claim],
+) -> Result<HashMap<i64, Message>, String> {
+    if claims.is_empty() {
+        return Ok(HashMap::new());
+    }
     let err = |e: diesel::result::Error| e.to_string();
     let Some(latest) = ledger::latest_checkpoint(conn).map_err(err)? else {
         return Err("deliveries exist but no checkpoint does".into());
@@ -111,40 +201,35 @@ fn prepare(
     indices.sort_unstable();
     indices.dedup();
     let entries = ledger::entries_at(conn, &indices).map_err(err)?;
-    let built: HashMap<u64, Notification> = notify::build(conn, &entries, size, &latest.note)
+    Ok(notify::build(conn, &entries, size, &latest.note)
         .map_err(err)?
         .into_iter()
-        .map(|(_, n)| (n.index, n))
-        .collect();
-    let mut endpoints: HashMap<String, Option<(EndpointRow, Vec<u8>)>> = HashMap::new();
-    let mut out = Vec::with_capacity(claims.len());
-    for claim in claims {
-        if !endpoints.contains_key(&claim.endpoint_id) {
-            let row = store::find_endpoint(conn, &claim.endpoint_id).map_err(err)?;
-            let usable = row.filter(|r| r.disabled_at.is_none()).and_then(|r| {
-                if r.kind == "nats" {
-                    // A NATS receipt needs no shared secret: the signed
-                    // checkpoint and the inclusion proof authenticate it.
-                    return Some((r, Vec::new()));
-                }
-                let sealed = Sealed {
-                    key_version: u32::try_from(r.key_version?).ok()?,
-                    nonce: r.nonce.clone()?,
-                    ciphertext: r.ciphertext.clone()?,
-                };
-                let secret = ctx.keys.open_bytes(&secret_aad(&r.id), &sealed).ok()?;
-                Some((r, secret))
-            });
-            endpoints.insert(claim.endpoint_id.clone(), usable);
-        }
-        out.push(Prepared {
-            endpoint: endpoints.get(&claim.endpoint_id).cloned().flatten(),
-            // Several endpoints may share an entry, so each takes a copy.
-            notification: built.get(&(claim.idx as u64)).cloned(),
-            claim,
-        });
+        .filter_map(|(patient, n)| {
+            let message = Message::of(n.id.clone(), &n, Some(patient))?;
+            Some((n.index as i64, message))
+        })
+        .collect())
+}
+
+/// The recall notices of claimed application deliveries, by number.
+fn recalls_for(
+    conn: &mut DbConnection,
+    claims: &[&Claim],
+) -> Result<HashMap<i64, Message>, String> {
+    if claims.is_empty() {
+        return Ok(HashMap::new());
     }
-    Ok(out)
+    let mut numbers: Vec<i64> = claims.iter().map(|c| c.idx).collect();
+    numbers.sort_unstable();
+    numbers.dedup();
+    Ok(access::recalls_numbered(conn, &numbers)
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .filter_map(|(number, row)| {
+            let delivery = notify::RecallDelivery::new(number, row);
+            Some((number, Message::of(delivery.id.clone(), &delivery, None)?))
+        })
+        .collect())
 }
 
 /// How notifications leave: HTTP for webhooks, and a JetStream context
@@ -251,27 +336,13 @@ async fn send(transports: &Transports, p: &Prepared, timestamp: i64) -> Outcome 
     let Some((endpoint, secret)) = &p.endpoint else {
         return Outcome::Failed("endpoint disabled, removed or its secret does not open".into());
     };
-    let Some(notification) = &p.notification else {
-        return Outcome::Failed("the logged entry is unreadable".into());
-    };
-    let body = match serde_json::to_vec(notification) {
-        Ok(b) => b,
-        Err(e) => return Outcome::Failed(e.to_string()),
+    let Some(message) = &p.message else {
+        return Outcome::Failed("the logged entry or recall notice is unreadable".into());
     };
     match endpoint.kind.as_str() {
-        "webhook" => {
-            post_webhook(
-                &transports.http,
-                endpoint,
-                secret,
-                notification,
-                timestamp,
-                body,
-            )
-            .await
-        }
+        "webhook" => post_webhook(&transports.http, endpoint, secret, message, timestamp).await,
         "nats" => match &transports.nats {
-            Some(js) => publish_nats(js, endpoint, notification, body).await,
+            Some(js) => publish_nats(js, endpoint, message).await,
             None => Outcome::Failed("NATS unavailable".into()),
         },
         other => Outcome::Failed(format!("no transport for endpoint kind {other}")),
@@ -283,13 +354,18 @@ async fn send(transports: &Transports, p: &Prepared, timestamp: i64) -> Outcome 
 async fn publish_nats(
     js: &async_nats::jetstream::Context,
     endpoint: &EndpointRow,
-    notification: &Notification,
-    body: Vec<u8>,
+    message: &Message,
 ) -> Outcome {
-    let subject = format!("{}.{}", endpoint.target, notification.entry.patient);
+    let Some(patient) = &message.patient else {
+        return Outcome::Failed("only receipts are published to NATS".into());
+    };
+    let subject = format!("{}.{}", endpoint.target, patient);
     let mut headers = async_nats::HeaderMap::new();
-    headers.insert("Nats-Msg-Id", notification.id.as_str());
-    let ack = match js.publish_with_headers(subject, headers, body.into()).await {
+    headers.insert("Nats-Msg-Id", message.id.as_str());
+    let ack = match js
+        .publish_with_headers(subject, headers, message.body.clone().into())
+        .await
+    {
         Ok(pending) => pending.await,
         Err(e) => return Outcome::Failed(format!("publish: {}", e.kind())),
     };
@@ -303,18 +379,17 @@ async fn post_webhook(
     client: &reqwest::Client,
     endpoint: &EndpointRow,
     secret: &[u8],
-    notification: &Notification,
+    message: &Message,
     timestamp: i64,
-    body: Vec<u8>,
 ) -> Outcome {
-    let signature = signing::sign(secret, &notification.id, timestamp, &body);
+    let signature = signing::sign(secret, &message.id, timestamp, &message.body);
     let response = client
         .post(&endpoint.target)
         .header("content-type", "application/json")
-        .header("webhook-id", &notification.id)
+        .header("webhook-id", &message.id)
         .header("webhook-timestamp", timestamp.to_string())
         .header("webhook-signature", signature)
-        .body(body)
+        .body(message.body.clone())
         .send()
         .await;
     match response {

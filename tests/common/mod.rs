@@ -12,6 +12,7 @@
 
 pub mod fhir;
 pub mod receipts;
+pub mod webhooks;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
