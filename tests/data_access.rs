@@ -22,6 +22,7 @@ on_both_backends!(
     the_full_journey_releases_consenting_patients_and_resolution_rechecks_consent,
     refusals_are_named_and_write_nothing,
     a_release_pages_its_cohort_alike_on_one_connection_or_two,
+    migration_000009_names_the_patient_of_existing_dataset_samples,
 );
 
 const STORE: &str = "genome-store.example";
@@ -1102,4 +1103,62 @@ async fn release_in_pages(app: &TestApp) -> PagedRelease {
         manifest,
         entries,
     }
+}
+
+/// Migration 000009 copied each dataset sample's patient onto its row.
+/// Applied to a database that already holds datasets, every row must name
+/// its sample's patient, and releases must work on them.
+async fn migration_000009_names_the_patient_of_existing_dataset_samples(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let version = app.publish("cancer", &first_draft()).await;
+    let patients = patients_with_samples(&app, &version, "MIG", 5, all_permit()).await;
+    let genome_ids: Vec<String> = patients.iter().map(|(_, g, _)| g.clone()).collect();
+    let first = dataset(
+        &app,
+        "Before 000009",
+        json!({"permission": "GRU"}),
+        &genome_ids,
+    )
+    .await;
+    dataset(
+        &app,
+        "Also before",
+        json!({"permission": "HMB"}),
+        &genome_ids[..2],
+    )
+    .await;
+
+    let mut conn = app.raw_db();
+    revert_through(&mut conn, "000009");
+    let rows = app.texts("SELECT 'rows ' || CAST(COUNT(*) AS TEXT) AS t FROM dataset_samples");
+    assert_eq!(rows, ["rows 7"]);
+    genomegate::db::run_migrations(&mut conn).unwrap();
+    let owners = app.texts(
+        "SELECT d.dataset_id || ' ' || d.genome_id || ' ' || \
+                CASE WHEN d.patient_pseudonym = g.patient_pseudonym THEN 'owner' ELSE 'wrong' END AS t \
+           FROM dataset_samples d JOIN genome_samples g ON g.genome_id = d.genome_id ORDER BY t",
+    );
+    assert_eq!(owners.len(), 7, "{owners:?}");
+    assert!(owners.iter().all(|o| o.ends_with(" owner")), "{owners:?}");
+
+    // A release over the migrated rows includes every consenting patient.
+    verify_org(&app, UNIVERSITY, "academic").await;
+    attest(&app, UNIVERSITY, "res-1", "2029-01-10").await;
+    let sha = publish_text(&app, "Data-use agreement v1.").await;
+    let view = submit(
+        &app,
+        &researcher(UNIVERSITY, "res-1"),
+        &application(&[&first], &[], "GRU"),
+    )
+    .await;
+    let id = view["id"].as_str().unwrap().to_owned();
+    let approved = approve(&app, &id).await;
+    let agreement = approved["agreement"]["id"].as_str().unwrap().to_owned();
+    let (s, b) = accept(&app, &agreement, &researcher(UNIVERSITY, "res-1"), &sha).await;
+    assert_eq!(s, 200, "{b}");
+    let (s, rel) = release(&app, &id, &researcher(UNIVERSITY, "res-1")).await;
+    assert_eq!(s, 201, "{rel}");
+    assert_eq!(rel["included"], 5, "{rel}");
 }

@@ -1148,8 +1148,6 @@ async fn one_statement_grant_is_all_or_nothing() {
 /// it again must fold them into the same decisions, so the consent read
 /// through the API does not change.
 async fn decisions_survive_the_migration_that_inlined_them(backend: Backend) {
-    use diesel_migrations::MigrationHarness;
-    use genomegate::db::{DbConnection, POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS};
     let Some(app) = TestApp::spawn(backend).await else {
         return;
     };
@@ -1187,17 +1185,7 @@ async fn decisions_survive_the_migration_that_inlined_them(backend: Backend) {
 
     let mut conn = app.raw_db();
     // Back to just before 000008, then forward again with the rest.
-    loop {
-        let reverted = match &mut conn {
-            DbConnection::Postgresql(c) => c.revert_last_migration(POSTGRES_MIGRATIONS),
-            DbConnection::Sqlite(c) => c.revert_last_migration(SQLITE_MIGRATIONS),
-        }
-        .unwrap()
-        .to_string();
-        if reverted.ends_with("000008") {
-            break;
-        }
-    }
+    revert_through(&mut conn, "000008");
     let items = app.texts(
         "SELECT e.kind || ' ' || i.item_key || ' ' || i.decision AS t FROM consent_event_items i \
          JOIN consent_events e ON e.id = i.event_id ORDER BY t",

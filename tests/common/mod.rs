@@ -628,3 +628,22 @@ pub fn assert_problem(status: u16, body: &Value, expected_status: u16, code: &st
         "problem names the request: {body}"
     );
 }
+
+/// Reverts migrations, newest first, down to and including the one whose
+/// name ends with `suffix`, so a test can check what a later migration does
+/// to existing rows.
+pub fn revert_through(conn: &mut DbConnection, suffix: &str) {
+    use diesel_migrations::MigrationHarness;
+    use genomegate::db::{POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS};
+    loop {
+        let reverted = match conn {
+            DbConnection::Postgresql(c) => c.revert_last_migration(POSTGRES_MIGRATIONS),
+            DbConnection::Sqlite(c) => c.revert_last_migration(SQLITE_MIGRATIONS),
+        }
+        .unwrap()
+        .to_string();
+        if reverted.ends_with(suffix) {
+            break;
+        }
+    }
+}
