@@ -630,6 +630,47 @@ async fn the_full_journey_releases_consenting_patients_and_resolution_rechecks_c
         "gov-officer"
     );
 
+    // The list shows each application exactly as its own view does, the
+    // decided one beside one still under review.
+    let pending = submit(
+        &app,
+        &researcher(PHARMA, "res-1"),
+        &application(&[&ds], &["res-3"], "HMB"),
+    )
+    .await;
+    let (s, list) = app.get("/v1/applications", Some(&governance())).await;
+    assert_eq!(s, 200, "{list}");
+    let listed = list["applications"].as_array().unwrap();
+    assert_eq!(listed.len(), 2, "{list}");
+    for item in listed {
+        let (_, own) = app
+            .get(
+                &format!("/v1/applications/{}", item["id"].as_str().unwrap()),
+                Some(&governance()),
+            )
+            .await;
+        assert_eq!(*item, own);
+    }
+    let decided_item = listed.iter().find(|a| a["id"] == id.as_str()).unwrap();
+    assert_eq!(
+        decided_item["agreement"]["history"]
+            .as_array()
+            .unwrap()
+            .len(),
+        4
+    );
+    let pending_item = listed.iter().find(|a| a["id"] == pending["id"]).unwrap();
+    assert!(pending_item["agreement"].is_null(), "{pending_item}");
+    assert_eq!(pending_item["votes"], 0);
+    let (_, theirs) = app
+        .get("/v1/applications", Some(&researcher(UNIVERSITY, "prof-1")))
+        .await;
+    assert_eq!(
+        theirs["applications"].as_array().unwrap().len(),
+        0,
+        "{theirs}"
+    );
+
     // Screening finds a valid basis for every release and resolution: the
     // agreement's applicant released, its audience resolved, within its
     // purpose and period.

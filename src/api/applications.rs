@@ -21,6 +21,7 @@ use crate::error::{AccessRefusal as Refusal, ApiError, Problem};
 use actix_web::{get, post, put, web, HttpResponse};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use utoipa::{IntoParams, ToSchema};
 
 /// Who acts for the matcher in an application's transitions.
@@ -715,43 +716,89 @@ fn parse_purpose(body: &PurposeRequest, state: &AppState) -> Result<ResearchPurp
 }
 
 fn view(conn: &mut DbConnection, app: &Application) -> Result<ApplicationView, ApiError> {
-    let transitions = store::transitions_of(conn, &app.row.id)?
-        .into_iter()
-        .map(|t| TransitionView {
-            state: t.state,
-            actor: t.actor,
-            at: utc(t.at),
-        })
-        .collect();
-    let votes = store::votes_of(conn, &app.row.id)?.len();
-    let agreement = match store::agreement_of_application(conn, &app.row.id)? {
-        Some(a) => {
-            let current = store::current_text(conn)?.map(|t| t.version);
-            let accepted = store::acceptances_of(conn, &a.id)?
-                .into_iter()
-                .filter(|x| Some(x.text_version) == current)
-                .map(|x| x.member)
-                .collect();
-            let history = store::agreement_transitions_of(conn, std::slice::from_ref(&a.id))?
-                .into_iter()
-                .map(|t| AgreementStateView {
+    views(conn, std::slice::from_ref(app))?
+        .pop()
+        .ok_or_else(|| ApiError::internal("an application without its view"))
+}
+
+/// The views of applications, in order, from one query per related table
+/// however many applications there are.
+fn views(conn: &mut DbConnection, apps: &[Application]) -> Result<Vec<ApplicationView>, ApiError> {
+    if apps.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<String> = apps.iter().map(|a| a.row.id.clone()).collect();
+    let mut transitions: HashMap<String, Vec<TransitionView>> = HashMap::new();
+    for t in store::transitions_of(conn, &ids)? {
+        transitions
+            .entry(t.application_id)
+            .or_default()
+            .push(TransitionView {
+                state: t.state,
+                actor: t.actor,
+                at: utc(t.at),
+            });
+    }
+    let mut votes: HashMap<String, usize> = HashMap::new();
+    for v in store::votes_of(conn, &ids)? {
+        *votes.entry(v.application_id).or_default() += 1;
+    }
+    let agreements = store::agreements_of_applications(conn, &ids)?;
+    let mut agreement_views: HashMap<String, AgreementView> = HashMap::new();
+    if !agreements.is_empty() {
+        let agreement_ids: Vec<String> = agreements.iter().map(|a| a.id.clone()).collect();
+        let current = store::current_text(conn)?.map(|t| t.version);
+        let mut accepted: HashMap<String, Vec<String>> = HashMap::new();
+        for x in store::acceptances_of(conn, &agreement_ids)? {
+            if Some(x.text_version) == current {
+                accepted.entry(x.agreement_id).or_default().push(x.member);
+            }
+        }
+        let mut history: HashMap<String, Vec<AgreementStateView>> = HashMap::new();
+        for t in store::agreement_transitions_of(conn, &agreement_ids)? {
+            history
+                .entry(t.agreement_id)
+                .or_default()
+                .push(AgreementStateView {
                     state: t.state,
                     reason: t.reason,
                     actor: t.actor,
                     at: utc(t.at),
-                })
-                .collect();
-            Some(AgreementView {
-                history,
-                id: a.id,
-                state: a.state,
-                expires_at: utc(a.expires_at),
-                state_reason: a.state_reason,
-                accepted_current_text: accepted,
-            })
+                });
         }
-        None => None,
-    };
+        for a in agreements {
+            agreement_views.insert(
+                a.application_id.clone(),
+                AgreementView {
+                    history: history.remove(&a.id).unwrap_or_default(),
+                    accepted_current_text: accepted.remove(&a.id).unwrap_or_default(),
+                    id: a.id,
+                    state: a.state,
+                    expires_at: utc(a.expires_at),
+                    state_reason: a.state_reason,
+                },
+            );
+        }
+    }
+    apps.iter()
+        .map(|app| {
+            let id = &app.row.id;
+            view_with(
+                app,
+                transitions.remove(id).unwrap_or_default(),
+                votes.get(id).copied().unwrap_or(0),
+                agreement_views.remove(id),
+            )
+        })
+        .collect()
+}
+
+fn view_with(
+    app: &Application,
+    transitions: Vec<TransitionView>,
+    votes: usize,
+    agreement: Option<AgreementView>,
+) -> Result<ApplicationView, ApiError> {
     let d = &app.declaration;
     Ok(ApplicationView {
         id: app.row.id.clone(),
@@ -1070,7 +1117,7 @@ pub async fn list_applications(
                     ],
                 )?,
             };
-            let mut out = Vec::new();
+            let mut readable = Vec::new();
             for row in rows {
                 let resource = Resource::Application {
                     id: &row.id,
@@ -1080,10 +1127,10 @@ pub async fn list_applications(
                     .policy
                     .is_allowed(&caller, Action::ApplicationRead, &resource)
                 {
-                    out.push(view(conn, &Application::from_row(row)?)?);
+                    readable.push(Application::from_row(row)?);
                 }
             }
-            Ok(out)
+            views(conn, &readable)
         })
         .await?;
     Ok(web::Json(ApplicationList { applications }))
@@ -1188,7 +1235,7 @@ pub async fn vote(
                         voted_at: now.naive_utc(),
                     },
                 )?;
-                let votes: Vec<Vote> = store::votes_of(conn, &id)?
+                let votes: Vec<Vote> = store::votes_of(conn, std::slice::from_ref(&id))?
                     .iter()
                     .map(|v| parse_json(&v.vote))
                     .collect::<Result<_, _>>()?;

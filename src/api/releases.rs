@@ -129,7 +129,7 @@ fn check_acceptances(
 ) -> Result<(i32, String), ApiError> {
     let text =
         store::current_text(conn)?.ok_or(ApiError::Access(Refusal::AgreementTextMissing, None))?;
-    let accepted = store::acceptances_of(conn, &agreement.id)?;
+    let accepted = store::acceptances_of(conn, std::slice::from_ref(&agreement.id))?;
     for member in members {
         let mine: Vec<_> = accepted.iter().filter(|a| &a.member == member).collect();
         if mine

@@ -468,13 +468,14 @@ pub fn record_transition(
     Ok(())
 }
 
+/// The transitions of applications, oldest first within each.
 pub fn transitions_of(
     conn: &mut DbConnection,
-    id: &str,
+    ids: &[String],
 ) -> Result<Vec<TransitionRow>, DieselError> {
     db_run!(conn, c => transitions::table
-        .filter(transitions::application_id.eq(id))
-        .order(transitions::seq)
+        .filter(transitions::application_id.eq_any(ids))
+        .order((transitions::application_id, transitions::seq))
         .select(TransitionRow::as_select())
         .load(c))
 }
@@ -498,10 +499,11 @@ pub fn insert_vote(conn: &mut DbConnection, row: &VoteRow) -> Result<(), DieselE
     Ok(())
 }
 
-pub fn votes_of(conn: &mut DbConnection, id: &str) -> Result<Vec<VoteRow>, DieselError> {
+/// The votes on applications, oldest first within each.
+pub fn votes_of(conn: &mut DbConnection, ids: &[String]) -> Result<Vec<VoteRow>, DieselError> {
     db_run!(conn, c => votes::table
-        .filter(votes::application_id.eq(id))
-        .order(votes::voted_at)
+        .filter(votes::application_id.eq_any(ids))
+        .order((votes::application_id, votes::voted_at))
         .select(VoteRow::as_select())
         .load(c))
 }
@@ -539,11 +541,18 @@ pub fn agreement_of_application(
     conn: &mut DbConnection,
     application_id: &str,
 ) -> Result<Option<AgreementRow>, DieselError> {
+    Ok(agreements_of_applications(conn, &[application_id.to_owned()])?.pop())
+}
+
+/// The agreements of applications (at most one each).
+pub fn agreements_of_applications(
+    conn: &mut DbConnection,
+    application_ids: &[String],
+) -> Result<Vec<AgreementRow>, DieselError> {
     db_run!(conn, c => agreements::table
-        .filter(agreements::application_id.eq(application_id))
+        .filter(agreements::application_id.eq_any(application_ids))
         .select(AgreementRow::as_select())
-        .first(c)
-        .optional())
+        .load(c))
 }
 
 /// Sets an agreement's state unless it is revoked (revocation is final).
@@ -622,12 +631,13 @@ pub fn insert_acceptance(conn: &mut DbConnection, row: &AcceptanceRow) -> Result
     Ok(())
 }
 
+/// The acceptances of agreements.
 pub fn acceptances_of(
     conn: &mut DbConnection,
-    agreement_id: &str,
+    agreement_ids: &[String],
 ) -> Result<Vec<AcceptanceRow>, DieselError> {
     db_run!(conn, c => acceptances::table
-        .filter(acceptances::agreement_id.eq(agreement_id))
+        .filter(acceptances::agreement_id.eq_any(agreement_ids))
         .select(AcceptanceRow::as_select())
         .load(c))
 }
