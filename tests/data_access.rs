@@ -662,6 +662,33 @@ async fn the_full_journey_releases_consenting_patients_and_resolution_rechecks_c
     let pending_item = listed.iter().find(|a| a["id"] == pending["id"]).unwrap();
     assert!(pending_item["agreement"].is_null(), "{pending_item}");
     assert_eq!(pending_item["votes"], 0);
+    // Paged, oldest first: the same two, one at a time.
+    let mut paged = Vec::new();
+    let mut next = String::from("/v1/applications?limit=1");
+    loop {
+        let (s, page) = app.get(&next, Some(&governance())).await;
+        assert_eq!(s, 200, "{page}");
+        paged.extend(
+            page["applications"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a["id"].clone()),
+        );
+        match page["next_after"].as_str() {
+            Some(cursor) => next = format!("/v1/applications?limit=1&after={cursor}"),
+            None => break,
+        }
+    }
+    let ids: Vec<Value> = listed.iter().map(|a| a["id"].clone()).collect();
+    assert_eq!(paged, ids);
+    assert_eq!(paged[0], id.as_str(), "oldest first");
+    for bad in ["?limit=0", "?limit=501", "?after=nonsense", "?after=12_"] {
+        let (s, b) = app
+            .get(&format!("/v1/applications{bad}"), Some(&governance()))
+            .await;
+        assert_problem(s, &b, 422, "validation_failed");
+    }
     let (_, theirs) = app
         .get("/v1/applications", Some(&researcher(UNIVERSITY, "prof-1")))
         .await;

@@ -1072,17 +1072,44 @@ pub async fn get_application(
 #[derive(Serialize, ToSchema)]
 pub struct ApplicationList {
     pub applications: Vec<ApplicationView>,
+    /// Pass as `after` for the next page; absent on the last.
+    pub next_after: Option<String>,
 }
 
 #[derive(Deserialize, IntoParams)]
 pub struct ApplicationQuery {
     /// Only applications in this state.
     pub state: Option<String>,
+    /// The `next_after` of the previous page (opaque).
+    pub after: Option<String>,
+    /// Applications per page, 1–500 (default 100).
+    pub limit: Option<i64>,
 }
 
-/// Applications the caller may read: the committee's work list, or a
-/// researcher's own organization's.
-#[utoipa::path(tag = "data-access", params(ApplicationQuery), responses((status = 200, body = ApplicationList)))]
+const APPLICATION_PAGE: i64 = 100;
+const MAX_APPLICATION_PAGE: i64 = 500;
+
+/// A list position: the last application's submission time (microseconds
+/// since the epoch) and id. Opaque to callers; it names nothing they could
+/// not read.
+fn list_cursor(row: &ApplicationRow) -> String {
+    format!(
+        "{}_{}",
+        row.submitted_at.and_utc().timestamp_micros(),
+        row.id
+    )
+}
+
+fn parse_list_cursor(raw: &str) -> Option<(chrono::NaiveDateTime, String)> {
+    let (micros, id) = raw.split_once('_')?;
+    let at = DateTime::from_timestamp_micros(micros.parse().ok()?)?.naive_utc();
+    (!id.is_empty()).then(|| (at, id.to_owned()))
+}
+
+/// Applications the caller may read, oldest first and paged: the
+/// committee's work list, or a researcher's own organization's.
+#[utoipa::path(tag = "data-access", params(ApplicationQuery),
+    responses((status = 200, body = ApplicationList), (status = 422, body = Problem, content_type = "application/problem+json")))]
 #[get("/v1/applications")]
 pub async fn list_applications(
     state: web::Data<AppState>,
@@ -1099,24 +1126,41 @@ pub async fn list_applications(
             ));
         }
     }
+    let limit = query.limit.unwrap_or(APPLICATION_PAGE);
+    if !(1..=MAX_APPLICATION_PAGE).contains(&limit) {
+        return Err(ApiError::field("limit", "1-500"));
+    }
+    let after = match query.after.as_deref() {
+        Some(raw) => Some(
+            parse_list_cursor(raw)
+                .ok_or_else(|| ApiError::field("after", "a next_after from a previous page"))?,
+        ),
+        None => None,
+    };
     let shared = state.clone();
-    let applications = state
+    let (applications, next_after) = state
         .db(move |conn| {
-            let rows = match &wanted {
-                Some(s) => store::applications_in_state(conn, &[s.as_str()])?,
-                None if p.has(crate::auth::Role::Researcher) => {
-                    store::applications_of_org(conn, &p.org)?
-                }
-                None => store::applications_in_state(
-                    conn,
-                    &[
-                        "under_review",
-                        "approved",
-                        "approved_with_conditions",
-                        "rejected",
-                    ],
-                )?,
+            const EVERY_STATE: [&str; 4] = [
+                "under_review",
+                "approved",
+                "approved_with_conditions",
+                "rejected",
+            ];
+            let one = wanted.as_deref().map(|s| [s]);
+            let filter = store::ApplicationFilter {
+                states: match &one {
+                    Some(one) => one,
+                    None => &EVERY_STATE,
+                },
+                // Without a state, a researcher lists their organization's.
+                org: (wanted.is_none() && p.has(crate::auth::Role::Researcher))
+                    .then_some(p.org.as_str()),
             };
+            let after = after.as_ref().map(|(at, id)| (*at, id.as_str()));
+            let rows = store::applications_page(conn, &filter, after, limit)?;
+            let next_after = (rows.len() as i64 == limit)
+                .then(|| rows.last().map(list_cursor))
+                .flatten();
             let mut readable = Vec::new();
             for row in rows {
                 let resource = Resource::Application {
@@ -1130,10 +1174,13 @@ pub async fn list_applications(
                     readable.push(Application::from_row(row)?);
                 }
             }
-            views(conn, &readable)
+            Ok((views(conn, &readable)?, next_after))
         })
         .await?;
-    Ok(web::Json(ApplicationList { applications }))
+    Ok(web::Json(ApplicationList {
+        applications,
+        next_after,
+    }))
 }
 
 // ---------------------------------------------------------------------------

@@ -403,15 +403,41 @@ pub fn applications_in_state(
         .load(c))
 }
 
-pub fn applications_of_org(
+/// Which applications a list reads.
+pub struct ApplicationFilter<'a> {
+    pub states: &'a [&'a str],
+    /// One applicant organization's only.
+    pub org: Option<&'a str>,
+}
+
+/// A page of applications in submission order (then by id), after the
+/// position `after` (submitted at, id).
+pub fn applications_page(
     conn: &mut DbConnection,
-    org: &str,
+    filter: &ApplicationFilter<'_>,
+    after: Option<(NaiveDateTime, &str)>,
+    limit: i64,
 ) -> Result<Vec<ApplicationRow>, DieselError> {
-    db_run!(conn, c => applications::table
-        .filter(applications::org.eq(org))
-        .order(applications::submitted_at)
-        .select(ApplicationRow::as_select())
-        .load(c))
+    db_run!(conn, c => {
+        let mut query = applications::table
+            .filter(applications::state.eq_any(filter.states))
+            .into_boxed();
+        if let Some(org) = filter.org {
+            query = query.filter(applications::org.eq(org));
+        }
+        if let Some((at, id)) = after {
+            query = query.filter(
+                applications::submitted_at
+                    .gt(at)
+                    .or(applications::submitted_at.eq(at).and(applications::id.gt(id))),
+            );
+        }
+        query
+            .order((applications::submitted_at, applications::id))
+            .limit(limit)
+            .select(ApplicationRow::as_select())
+            .load(c)
+    })
 }
 
 /// Moves an application from `from` to `to` and records the transition.
