@@ -680,6 +680,27 @@ async fn material_changes_need_reconsent_editorial_ones_do_not(backend: Backend)
         .find(|t| t["patient_ref"] == untouched["patient_ref"])
         .unwrap();
     assert_eq!(theirs["items"].as_array().unwrap().len(), 1);
+    // One patient per page gives the same list, in patient_ref order.
+    let mut paged = Vec::new();
+    let mut next = String::from("/v1/reconsent-tasks?family=cancer&limit=1");
+    loop {
+        let (s, page) = app.get(&next, Some(&staff)).await;
+        assert_eq!(s, 200, "{page}");
+        paged.extend(page["tasks"].as_array().unwrap().iter().cloned());
+        match page["next_after"].as_str() {
+            Some(cursor) => {
+                next = format!("/v1/reconsent-tasks?family=cancer&limit=1&after={cursor}")
+            }
+            None => break,
+        }
+    }
+    let mut whole = tasks.clone();
+    whole.sort_by_key(|t| t["patient_ref"].as_str().unwrap().to_owned());
+    assert_eq!(paged, whole);
+    let (s, b) = app
+        .get("/v1/reconsent-tasks?family=cancer&limit=0", Some(&staff))
+        .await;
+    assert_problem(s, &b, 422, "validation_failed");
     let (_, other_hospital) = app
         .get(
             "/v1/reconsent-tasks?family=cancer",

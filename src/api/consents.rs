@@ -1469,7 +1469,14 @@ pub async fn update_patient_status(
 pub struct ReconsentQuery {
     /// `cancer` or `rare_disease`.
     pub family: String,
+    /// The `next_after` of the previous page.
+    pub after: Option<String>,
+    /// Patients examined per page, 1–5000 (default 1000).
+    pub limit: Option<i64>,
 }
+
+const RECONSENT_PAGE: i64 = 1_000;
+const MAX_RECONSENT_PAGE: i64 = 5_000;
 
 #[derive(Serialize, ToSchema)]
 pub struct ReconsentItem {
@@ -1495,12 +1502,18 @@ pub struct ReconsentList {
     pub family: DocumentFamily,
     pub version_in_force: Option<String>,
     pub tasks: Vec<ReconsentTask>,
+    /// Pass as `after` for the next page; absent on the last. A page
+    /// examines `limit` patients, so it may hold few tasks, or none, and
+    /// still have a next page.
+    pub next_after: Option<String>,
 }
 
 /// The caller's hospital's re-consent work list: patients with an active
 /// consent who must be asked again, and about which items only. Editorial
-/// changes never appear here.
-#[utoipa::path(tag = "consents", params(ReconsentQuery), responses((status = 200, body = ReconsentList)))]
+/// changes never appear here. Paged over the hospital's patients in
+/// `patient_ref` order.
+#[utoipa::path(tag = "consents", params(ReconsentQuery),
+    responses((status = 200, body = ReconsentList), (status = 422, body = Problem, content_type = "application/problem+json")))]
 #[get("/v1/reconsent-tasks")]
 pub async fn reconsent_tasks(
     state: web::Data<AppState>,
@@ -1517,16 +1530,32 @@ pub async fn reconsent_tasks(
         Action::ReconsentList,
         &Resource::Hospital { org: &p.org },
     )?;
+    let limit = query.limit.unwrap_or(RECONSENT_PAGE);
+    if !(1..=MAX_RECONSENT_PAGE).contains(&limit) {
+        return Err(ApiError::field("limit", "1-5000"));
+    }
+    let after = query.after.clone();
     let now = state.now();
     let org = p.org.clone();
     let (patients, mut events, history) = state
         .db(move |conn| {
-            let patients = store::patients_of_hospital(conn, &org)?;
-            let events = store::events_for_hospital(conn, &org, family)?;
+            let patients = store::patients_of_hospital(conn, &org, after.as_deref(), limit)?;
+            let events = match (patients.first(), patients.last()) {
+                (Some(first), Some(last)) => store::events_for_hospital(
+                    conn,
+                    &org,
+                    family,
+                    (&first.pseudonym, &last.pseudonym),
+                )?,
+                _ => Default::default(),
+            };
             let history = documents::history(conn, family)?;
             Ok((patients, events, history))
         })
         .await?;
+    let next_after = (patients.len() as i64 == limit)
+        .then(|| patients.last().map(|p| p.pseudonym.clone()))
+        .flatten();
     let version_in_force = history
         .in_force_at(now)
         .map(|v| DocumentVersionId::new(family, v.number).to_string());
@@ -1592,5 +1621,6 @@ pub async fn reconsent_tasks(
         family,
         version_in_force,
         tasks,
+        next_after,
     }))
 }

@@ -437,15 +437,19 @@ pub fn events_for_patients(
 
 /// Every event of every patient of one hospital in one family, grouped by
 /// patient. Used for the re-consent work list.
+/// The events in `family` of a hospital's patients whose pseudonyms lie in
+/// `first..=last`, grouped by patient.
 pub fn events_for_hospital(
     conn: &mut DbConnection,
     hospital_org: &str,
     family: DocumentFamily,
+    (first, last): (&str, &str),
 ) -> Result<BTreeMap<String, Vec<StoredEvent>>, DieselError> {
     let rows = db_run!(conn, c => events::table
         .inner_join(patients::table)
         .filter(patients::hospital_org.eq(hospital_org))
         .filter(events::family.eq(family.as_str()))
+        .filter(events::patient_pseudonym.between(first, last))
         .order((events::patient_pseudonym, events::signed_at, events::recorded_at, events::id))
         .select((EventRow::as_select(), events::decisions))
         .load(c))?;
@@ -459,15 +463,26 @@ pub fn events_for_hospital(
     Ok(grouped)
 }
 
+/// A page of a hospital's patients in pseudonym order, after `after`.
 pub fn patients_of_hospital(
     conn: &mut DbConnection,
     hospital_org: &str,
+    after: Option<&str>,
+    limit: i64,
 ) -> Result<Vec<PatientRow>, DieselError> {
-    db_run!(conn, c => patients::table
-        .filter(patients::hospital_org.eq(hospital_org))
-        .order(patients::pseudonym)
-        .select(PatientRow::as_select())
-        .load(c))
+    db_run!(conn, c => {
+        let mut query = patients::table
+            .filter(patients::hospital_org.eq(hospital_org))
+            .into_boxed();
+        if let Some(after) = after {
+            query = query.filter(patients::pseudonym.gt(after));
+        }
+        query
+            .order(patients::pseudonym)
+            .limit(limit)
+            .select(PatientRow::as_select())
+            .load(c)
+    })
 }
 
 /// The event columns in the order [`with_event_binds`] binds them.
