@@ -229,10 +229,14 @@ pub fn report_exists(conn: &mut DbConnection, start: NaiveDateTime) -> Result<bo
 }
 
 /// The start of the newest period with a stored report.
-pub fn newest_report_start(conn: &mut DbConnection) -> Result<Option<DateTime<Utc>>, DieselError> {
+/// The end of the newest stored report's period: screening goes on from
+/// there.
+pub fn screened_until(conn: &mut DbConnection) -> Result<Option<DateTime<Utc>>, DieselError> {
     let newest: Option<NaiveDateTime> = db_run!(conn, c => reports::table
-        .select(diesel::dsl::max(reports::period_start))
-        .first(c))?;
+        .order(reports::period_start.desc())
+        .select(reports::period_end)
+        .first(c)
+        .optional())?;
     Ok(newest.map(|t| t.and_utc()))
 }
 

@@ -36,34 +36,47 @@ pub fn last_complete_period(
 }
 
 /// The complete periods not yet screened, oldest first and at most `max`:
-/// from the period after the newest stored report up to the last complete
-/// period. Without any report, from the period of the log's first entry, or
-/// just the last complete period of an empty log.
+/// from the end of the newest stored report (`screened_until`) up to the end
+/// of the last complete period. Without any report, from the period of the
+/// log's first entry, or just the last complete period of an empty log.
+///
+/// Periods end on multiples of `period_seconds` since the epoch. After the
+/// period length changes, the first period runs only to the next such
+/// multiple, so no time is left unscreened or screened twice.
 pub fn periods_to_screen(
     last_complete: (DateTime<Utc>, DateTime<Utc>),
-    newest_report: Option<DateTime<Utc>>,
+    screened_until: Option<DateTime<Utc>>,
     first_entry: Option<DateTime<Utc>>,
     period_seconds: u64,
     max: usize,
 ) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
     let period = i64::try_from(period_seconds).unwrap_or(i64::MAX).max(1);
-    let first = match (newest_report, first_entry) {
-        (Some(newest), _) => newest.timestamp().saturating_add(period),
+    let mut start = match (screened_until, first_entry) {
+        (Some(until), _) => until.timestamp(),
         (None, Some(entry)) => entry.timestamp().div_euclid(period) * period,
         (None, None) => last_complete.0.timestamp(),
     };
-    let last = last_complete.0.timestamp();
-    (0..)
-        .map(|i: i64| first.saturating_add(i.saturating_mul(period)))
-        .take_while(|start| *start <= last)
-        .take(max)
-        .filter_map(|start| {
-            Some((
-                DateTime::from_timestamp(start, 0)?,
-                DateTime::from_timestamp(start.saturating_add(period), 0)?,
-            ))
-        })
-        .collect()
+    let last_end = last_complete.1.timestamp();
+    let mut periods = Vec::new();
+    while periods.len() < max {
+        // The first multiple of the period after `start`.
+        let end = start
+            .div_euclid(period)
+            .saturating_add(1)
+            .saturating_mul(period);
+        if end > last_end {
+            break;
+        }
+        let (Some(from), Some(to)) = (
+            DateTime::from_timestamp(start, 0),
+            DateTime::from_timestamp(end, 0),
+        ) else {
+            break;
+        };
+        periods.push((from, to));
+        start = end;
+    }
+    periods
 }
 
 fn grace(period_seconds: u64) -> Duration {
@@ -105,7 +118,7 @@ pub fn screen_missed_periods(
     else {
         return Ok(0);
     };
-    let newest = store::newest_report_start(conn)?;
+    let newest = store::screened_until(conn)?;
     let first_entry = match newest {
         Some(_) => None,
         None => store::first_entry_at(conn)?,
@@ -184,17 +197,17 @@ mod tests {
         };
         // Up to date: only the last complete period, once.
         assert_eq!(
-            starts(periods_to_screen(last, Some(t(8, 0, 0)), None, hour, 24)),
+            starts(periods_to_screen(last, Some(t(9, 0, 0)), None, hour, 24)),
             ["09"]
         );
-        assert!(periods_to_screen(last, Some(t(9, 0, 0)), None, hour, 24).is_empty());
+        assert!(periods_to_screen(last, Some(t(10, 0, 0)), None, hour, 24).is_empty());
         // Back from an outage: every missed period, oldest first, in steps.
         assert_eq!(
-            starts(periods_to_screen(last, Some(t(4, 0, 0)), None, hour, 24)),
+            starts(periods_to_screen(last, Some(t(5, 0, 0)), None, hour, 24)),
             ["05", "06", "07", "08", "09"]
         );
         assert_eq!(
-            starts(periods_to_screen(last, Some(t(4, 0, 0)), None, hour, 2)),
+            starts(periods_to_screen(last, Some(t(5, 0, 0)), None, hour, 2)),
             ["05", "06"]
         );
         // No report yet: from the period of the first entry.
@@ -206,6 +219,48 @@ mod tests {
         assert_eq!(
             starts(periods_to_screen(last, None, None, hour, 24)),
             ["09"]
+        );
+    }
+
+    #[test]
+    fn a_change_of_period_length_leaves_no_gap_and_no_overlap() {
+        let span = |periods: Vec<(DateTime<Utc>, DateTime<Utc>)>| {
+            periods
+                .iter()
+                .map(|(from, to)| format!("{}-{}", from.format("%H"), to.format("%H")))
+                .collect::<Vec<_>>()
+        };
+        // Hourly reports up to 05:00, then four-hour periods: at 10:00 the
+        // last complete one is 04:00-08:00, so 05:00-08:00 bridges to it.
+        let four_hours = 4 * 3_600;
+        let last = (t(4, 0, 0), t(8, 0, 0));
+        assert_eq!(
+            span(periods_to_screen(
+                last,
+                Some(t(5, 0, 0)),
+                None,
+                four_hours,
+                24
+            )),
+            ["05-08"]
+        );
+        // The next tick after 12:00 goes on from 08:00.
+        let last = (t(8, 0, 0), t(12, 0, 0));
+        assert_eq!(
+            span(periods_to_screen(
+                last,
+                Some(t(8, 0, 0)),
+                None,
+                four_hours,
+                24
+            )),
+            ["08-12"]
+        );
+        // Back to hourly periods after a four-hour report that ended at 08:00.
+        let last = (t(9, 0, 0), t(10, 0, 0));
+        assert_eq!(
+            span(periods_to_screen(last, Some(t(8, 0, 0)), None, 3_600, 24)),
+            ["08-09", "09-10"]
         );
     }
 }
