@@ -118,6 +118,12 @@ pub struct NotifyConfig {
     /// refuses them).
     #[serde(default)]
     pub allow_http: bool,
+    /// Allow webhook URLs that name or resolve to private, loopback,
+    /// link-local or reserved addresses. Off by default: a registered URL
+    /// must not reach the deployment's internal network (SSRF). Turn it on
+    /// only where webhook receivers live on a private network on purpose.
+    #[serde(default)]
+    pub allow_private_targets: bool,
     /// Run the delivery worker in this instance. Instances that should only
     /// serve requests turn it off; deliveries wait for an instance that runs it.
     #[serde(default = "yes")]

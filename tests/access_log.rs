@@ -25,6 +25,7 @@ on_both_backends!(
     actions_are_logged_and_patients_see_only_their_own_entries,
     live_stream_delivers_a_verifiable_receipt,
     webhooks_are_signed_retried_and_dead_lettered,
+    webhooks_cannot_reach_internal_addresses,
     verify_log_finds_edits_deletions_reorders_and_forged_checkpoints,
     enrollment_codes_are_single_use_and_rate_limited,
     screening_flags_missing_bases_and_unusual_volume,
@@ -955,4 +956,119 @@ async fn screening_catches_up_on_periods_missed_while_down(backend: Backend) {
     assert_eq!(screened, 2, "{body}");
     // Caught up: a second pass finds nothing left to screen.
     assert_eq!(screen_missed_periods(&mut conn, now, &config).unwrap(), 0);
+}
+
+/// With private targets off (the default), a webhook may not point into
+/// the deployment's network: refused at registration, and refused again at
+/// delivery for an endpoint that got past it (written here straight into
+/// the table). Names that resolve to internal addresses are filtered by the
+/// dispatcher's resolver (its unit test).
+async fn webhooks_cannot_reach_internal_addresses(backend: Backend) {
+    let options = Options {
+        env: vec![("GENOMEGATE__NOTIFY__ALLOW_PRIVATE_TARGETS", "false".into())],
+        ..Options::default()
+    };
+    let Some(app) = TestApp::spawn_with(backend, options).await else {
+        return;
+    };
+    let (receiver, received, _server) = webhook_receiver().await;
+    let port = receiver.rsplit(':').next().unwrap().to_owned();
+    let (alice, _) = enrolled_patient(&app, "MRN-SSRF").await;
+    app.wait_integrated().await;
+    let token = app.patient_token(&alice);
+    for url in [
+        format!("{receiver}/ok"),
+        format!("http://localhost:{port}/ok"),
+        "https://169.254.169.254/latest/meta-data".to_owned(),
+        "https://[::1]/hook".to_owned(),
+        "https://10.0.0.7/hook".to_owned(),
+        "https://[::ffff:192.168.0.1]/hook".to_owned(),
+    ] {
+        let (s, b) = app
+            .post("/v1/portal/webhooks", &token, None, &json!({ "url": url }))
+            .await;
+        assert_problem(s, &b, 422, "validation_failed");
+        assert_eq!(b["errors"][0]["field"], "url", "{b}");
+    }
+    let (_, list) = app.get("/v1/portal/webhooks", Some(&token)).await;
+    assert_eq!(list["webhooks"], json!([]));
+
+    let keys = genomegate::pseudonym::keyring::Keyring::load(&app.config.keys.file).unwrap();
+    let mut conn = app.raw_db();
+    let mut ids = Vec::new();
+    for (id, target) in [
+        ("hook-address", format!("{receiver}/ok")),
+        ("hook-name", format!("http://localhost:{port}/ok")),
+    ] {
+        let sealed = keys
+            .seal_bytes(&genomegate::workers::dispatcher::secret_aad(id), b"secret")
+            .unwrap();
+        genomegate::db::notify::insert_endpoint(
+            &mut conn,
+            &genomegate::db::notify::EndpointRow {
+                id: id.into(),
+                kind: "webhook".into(),
+                patient_pseudonym: Some(alice.clone()),
+                hospital_org: None,
+                target,
+                key_version: i32::try_from(sealed.key_version).ok(),
+                nonce: Some(sealed.nonce),
+                ciphertext: Some(sealed.ciphertext),
+                created_at: chrono::Utc::now().naive_utc(),
+                disabled_at: None,
+                application_id: None,
+            },
+        )
+        .unwrap();
+        ids.push(id);
+    }
+    let (s, _) = app
+        .get(
+            &format!("/v1/patients/{alice}/consents/cancer"),
+            Some(&app.staff("hospital-a")),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let deliveries = |id: &'static str| {
+        let token = token.clone();
+        let app = &app;
+        async move {
+            app.get(
+                &format!("/v1/portal/webhooks/{id}/deliveries"),
+                Some(&token),
+            )
+            .await
+            .1["deliveries"]
+                .as_array()
+                .unwrap()
+                .clone()
+        }
+    };
+    for _ in 0..500 {
+        let mut dead = 0;
+        for id in &ids {
+            let d = deliveries(id).await;
+            dead += usize::from(d.len() == 1 && d[0]["state"] == "dead");
+        }
+        if dead == ids.len() {
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    let by_address = deliveries("hook-address").await;
+    assert_eq!(by_address[0]["state"], "dead", "{by_address:?}");
+    assert_eq!(
+        by_address[0]["last_error"],
+        "the target is not a public address"
+    );
+    let by_name = deliveries("hook-name").await;
+    assert_eq!(by_name[0]["state"], "dead", "{by_name:?}");
+    assert_eq!(
+        by_name[0]["last_error"],
+        "the target is not a public address"
+    );
+    assert!(
+        received.0.lock().unwrap().is_empty(),
+        "nothing reached the internal receiver"
+    );
 }

@@ -603,6 +603,13 @@ fn check_url(state: &AppState, url: &str) -> Result<(), ApiError> {
     if !ok_scheme || url.len() > 2048 || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(ApiError::field("url", "must be an https:// URL"));
     }
+    let parsed = reqwest::Url::parse(url).map_err(|_| ApiError::field("url", "is not a URL"))?;
+    let host = parsed
+        .host_str()
+        .ok_or_else(|| ApiError::field("url", "names no host"))?;
+    if !state.allow_private_webhook_targets {
+        crate::notify::targets::check_host(host).map_err(|why| ApiError::field("url", why))?;
+    }
     Ok(())
 }
 

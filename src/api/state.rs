@@ -140,6 +140,8 @@ pub struct AppState {
     pub patient_tokens: crate::auth::dev::Ed25519Signer,
     pub patients: crate::config::PatientsConfig,
     pub allow_http_webhooks: bool,
+    /// Webhook URLs may name private or local addresses (`notify.allow_private_targets`).
+    pub allow_private_webhook_targets: bool,
     /// Thresholds of on-demand screening (the periodic one reads config).
     pub screening_volume: crate::ledger::screening::VolumeRule,
     pub limiter: super::ratelimit::RateLimiter,

@@ -8,6 +8,7 @@
 
 pub mod hub;
 pub mod signing;
+pub mod targets;
 
 use crate::db::access::RecallRow;
 use crate::db::ledger::{self, IndexedEntry};

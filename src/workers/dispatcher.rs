@@ -12,10 +12,11 @@
 use super::{nap, spawn_named, WorkerContext};
 use crate::db::notify::{self as store, Claim, EndpointRow};
 use crate::db::{access, ledger, DbConnection};
-use crate::notify::{self, signing};
+use crate::notify::{self, signing, targets};
 use crate::pseudonym::vault::Sealed;
 use std::collections::HashMap;
 use std::sync::mpsc::Receiver;
+use std::sync::Arc;
 use std::time::Duration;
 
 const BATCH: i64 = 64;
@@ -48,11 +49,13 @@ fn run(ctx: WorkerContext, wake: Receiver<()>) {
             return;
         }
     };
-    let client = match reqwest::Client::builder()
+    let mut builder = reqwest::Client::builder()
         .timeout(Duration::from_millis(ctx.config.notify.timeout_ms))
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-    {
+        .redirect(reqwest::redirect::Policy::none());
+    if !ctx.config.notify.allow_private_targets {
+        builder = builder.dns_resolver(Arc::new(PublicAddressesOnly));
+    }
+    let client = match builder.build() {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "webhook dispatcher cannot build its HTTP client");
@@ -62,6 +65,7 @@ fn run(ctx: WorkerContext, wake: Receiver<()>) {
     let mut transports = Transports {
         http: client,
         nats: None,
+        allow_private: ctx.config.notify.allow_private_targets,
     };
     while !ctx.stopped() {
         nap(&wake, IDLE_POLL);
@@ -232,11 +236,35 @@ fn recalls_for(
         .collect())
 }
 
+/// Resolves webhook hosts to their public addresses only. Checking at
+/// connection time, not only at registration, also stops a name that is
+/// later pointed at an internal address (DNS rebinding).
+struct PublicAddressesOnly;
+
+impl reqwest::dns::Resolve for PublicAddressesOnly {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let public: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
+                .await?
+                .filter(|addr| targets::is_public(addr.ip()))
+                .collect();
+            if public.is_empty() {
+                return Err("the host has no public address".into());
+            }
+            let addrs: reqwest::dns::Addrs = Box::new(public.into_iter());
+            Ok(addrs)
+        })
+    }
+}
+
 /// How notifications leave: HTTP for webhooks, and a JetStream context
 /// once a NATS delivery needs one.
 struct Transports {
     http: reqwest::Client,
     nats: Option<async_nats::jetstream::Context>,
+    /// `notify.allow_private_targets`.
+    allow_private: bool,
 }
 
 impl Transports {
@@ -340,7 +368,17 @@ async fn send(transports: &Transports, p: &Prepared, timestamp: i64) -> Outcome 
         return Outcome::Failed("the logged entry or recall notice is unreadable".into());
     };
     match endpoint.kind.as_str() {
-        "webhook" => post_webhook(&transports.http, endpoint, secret, message, timestamp).await,
+        "webhook" => {
+            post_webhook(
+                &transports.http,
+                endpoint,
+                secret,
+                message,
+                timestamp,
+                transports.allow_private,
+            )
+            .await
+        }
         "nats" => match &transports.nats {
             Some(js) => publish_nats(js, endpoint, message).await,
             None => Outcome::Failed("NATS unavailable".into()),
@@ -381,7 +419,15 @@ async fn post_webhook(
     secret: &[u8],
     message: &Message,
     timestamp: i64,
+    allow_private: bool,
 ) -> Outcome {
+    // A host written as an address never reaches the resolver.
+    let literal_host = reqwest::Url::parse(&endpoint.target)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_owned));
+    if !allow_private && literal_host.is_none_or(|host| targets::check_host(&host).is_err()) {
+        return Outcome::Failed("the target is not a public address".into());
+    }
     let signature = signing::sign(secret, &message.id, timestamp, &message.body);
     let response = client
         .post(&endpoint.target)
@@ -404,8 +450,24 @@ async fn post_webhook(
 
 #[cfg(test)]
 mod tests {
-    use super::backoff;
+    use super::{backoff, PublicAddressesOnly};
+    use reqwest::dns::Resolve;
+    use std::str::FromStr;
     use std::time::Duration;
+
+    #[test]
+    fn names_that_resolve_only_inside_are_not_connected_to() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let name = reqwest::dns::Name::from_str("localhost").unwrap();
+        let resolved = runtime.block_on(PublicAddressesOnly.resolve(name));
+        let Err(error) = resolved else {
+            panic!("localhost resolved to a public address");
+        };
+        assert_eq!(error.to_string(), "the host has no public address");
+    }
 
     #[test]
     fn backoff_doubles_and_caps() {

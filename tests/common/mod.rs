@@ -190,8 +190,10 @@ impl TestApp {
             ),
             ("GENOMEGATE__KEYS__DEV_DIR", certs_dir.display().to_string()),
             ("GENOMEGATE__POLICIES__DIR", policies.display().to_string()),
-            // Local webhook receivers speak plain HTTP; retries are quick.
+            // Local webhook receivers speak plain HTTP on 127.0.0.1;
+            // retries are quick.
             ("GENOMEGATE__NOTIFY__ALLOW_HTTP", "true".into()),
+            ("GENOMEGATE__NOTIFY__ALLOW_PRIVATE_TARGETS", "true".into()),
             ("GENOMEGATE__NOTIFY__BACKOFF_MS", "50".into()),
             ("GENOMEGATE__NOTIFY__MAX_ATTEMPTS", "3".into()),
         ]
