@@ -12,6 +12,7 @@ use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet};
 use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use std::collections::HashMap;
+use std::sync::Mutex;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
@@ -36,7 +37,23 @@ pub struct JwtVerifier {
     patient_issuer: Option<String>,
     audience: String,
     leeway_seconds: u64,
+    /// Tokens that passed every check, by SHA-256 of the token. A client
+    /// sends the same bearer token with each request, and verifying its
+    /// signature again proves nothing new; that verification was a tenth
+    /// of a logged consent read's CPU. Only verified tokens enter, each
+    /// still expires with its `exp`, and the trusted keys never change
+    /// after start-up (loading one empties the cache).
+    verified: Mutex<HashMap<[u8; 32], VerifiedToken>>,
 }
+
+#[derive(Clone)]
+struct VerifiedToken {
+    principal: Principal,
+    expires_at: u64,
+}
+
+/// Verified tokens kept at most; the cache starts over beyond this.
+const VERIFIED_CAPACITY: usize = 10_000;
 
 impl std::fmt::Debug for JwtVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -49,6 +66,7 @@ impl std::fmt::Debug for JwtVerifier {
 
 #[derive(Debug, Deserialize)]
 struct Claims {
+    exp: u64,
     sub: String,
     org: String,
     #[serde(default)]
@@ -64,6 +82,7 @@ impl JwtVerifier {
             patient_issuer: None,
             audience,
             leeway_seconds,
+            verified: Mutex::new(HashMap::new()),
         }
     }
 
@@ -84,6 +103,7 @@ impl JwtVerifier {
 
     /// Trusts every key of a JWKS document for `issuer`.
     pub fn trust_jwks(&mut self, issuer: &str, jwks_json: &str) -> Result<(), String> {
+        self.forget_verified();
         let set: JwkSet = serde_json::from_str(jwks_json)
             .map_err(|e| format!("issuer {issuer}: invalid JWKS: {e}"))?;
         if set.keys.is_empty() {
@@ -149,7 +169,15 @@ impl JwtVerifier {
     /// Names the service's own issuer: the only source of patient tokens,
     /// and a source of nothing else.
     pub fn set_patient_issuer(&mut self, issuer: &str) {
+        self.forget_verified();
         self.patient_issuer = Some(issuer.to_owned());
+    }
+
+    /// Trust changed: every token is checked afresh.
+    fn forget_verified(&mut self) {
+        if let Ok(verified) = self.verified.get_mut() {
+            verified.clear();
+        }
     }
 
     pub fn audience(&self) -> &str {
@@ -165,6 +193,50 @@ impl JwtVerifier {
     }
 
     pub fn verify(&self, token: &str) -> Result<Principal, TokenError> {
+        self.verify_at(token, jsonwebtoken::get_current_timestamp())
+    }
+
+    /// [`Self::verify`] as of `now` (seconds since the epoch) for a token
+    /// verified before; a new token's expiry is checked against the clock.
+    fn verify_at(&self, token: &str, now: u64) -> Result<Principal, TokenError> {
+        let digest = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
+        let mut key = [0u8; 32];
+        key.copy_from_slice(digest.as_ref());
+        if let Some(hit) = self.cached(&key) {
+            if now > hit.expires_at.saturating_add(self.leeway_seconds) {
+                self.forget(&key);
+                return Err(TokenError::Expired);
+            }
+            return Ok(hit.principal);
+        }
+        let (principal, expires_at) = self.verify_uncached(token)?;
+        if let Ok(mut verified) = self.verified.lock() {
+            if verified.len() >= VERIFIED_CAPACITY {
+                verified.clear();
+            }
+            verified.insert(
+                key,
+                VerifiedToken {
+                    principal: principal.clone(),
+                    expires_at,
+                },
+            );
+        }
+        Ok(principal)
+    }
+
+    fn cached(&self, key: &[u8; 32]) -> Option<VerifiedToken> {
+        self.verified.lock().ok()?.get(key).cloned()
+    }
+
+    fn forget(&self, key: &[u8; 32]) {
+        if let Ok(mut verified) = self.verified.lock() {
+            verified.remove(key);
+        }
+    }
+
+    /// Every check of a token, with its `exp`.
+    fn verify_uncached(&self, token: &str) -> Result<(Principal, u64), TokenError> {
         let header = decode_header(token).map_err(|_| TokenError::Invalid)?;
         let kid = header.kid.ok_or(TokenError::Invalid)?;
         let trusted = self.keys.get(&kid).ok_or(TokenError::UntrustedIssuer)?;
@@ -198,13 +270,84 @@ impl JwtVerifier {
             .filter_map(|r| Role::parse(r))
             .filter(|r| (*r == Role::Patient) == from_patient_issuer)
             .collect();
-        Ok(Principal {
+        let principal = Principal {
             subject: claims.sub,
             org: claims.org,
             patient_ref: claims
                 .patient_ref
                 .filter(|r| from_patient_issuer && sane(r)),
             roles,
-        })
+        };
+        Ok((principal, claims.exp))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{JwtVerifier, TokenError};
+    use crate::auth::dev::Ed25519Signer;
+    use crate::auth::Role;
+    use crate::clock::{Clock, SystemClock};
+
+    const ISSUER: &str = "https://idp.example";
+
+    fn verifier_and_signer() -> (JwtVerifier, Ed25519Signer) {
+        let signer = Ed25519Signer::generate("k1".into(), ISSUER.into()).unwrap();
+        let mut verifier = JwtVerifier::new("genomegate".into(), 5);
+        verifier.trust_jwks(ISSUER, &signer.jwks_json()).unwrap();
+        (verifier, signer)
+    }
+
+    #[test]
+    fn a_verified_token_is_remembered_until_it_expires() {
+        let (verifier, signer) = verifier_and_signer();
+        let now = SystemClock.now();
+        let token = signer
+            .sign(
+                "genomegate",
+                "nurse-1",
+                "hospital-a",
+                &["hospital_staff".into()],
+                now,
+                chrono::Duration::seconds(60),
+            )
+            .unwrap();
+        let first = verifier.verify(&token).unwrap();
+        assert_eq!(first.roles, [Role::HospitalStaff]);
+        assert_eq!(verifier.verify(&token).unwrap(), first);
+        assert_eq!(verifier.verified.lock().unwrap().len(), 1);
+
+        // A changed signature is a different token: checked in full.
+        let mut forged = token.clone();
+        let last = forged.pop().unwrap();
+        forged.push(if last == 'A' { 'B' } else { 'A' });
+        assert_eq!(verifier.verify(&forged), Err(TokenError::Invalid));
+        assert_eq!(verifier.verified.lock().unwrap().len(), 1);
+
+        // Past exp and the leeway, the remembered token is expired too.
+        let later = u64::try_from(now.timestamp()).unwrap() + 60 + 5 + 1;
+        assert_eq!(verifier.verify_at(&token, later), Err(TokenError::Expired));
+        assert!(verifier.verified.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn trusting_new_keys_forgets_what_was_verified() {
+        let (mut verifier, signer) = verifier_and_signer();
+        let token = signer
+            .sign(
+                "genomegate",
+                "nurse-1",
+                "hospital-a",
+                &["hospital_staff".into()],
+                SystemClock.now(),
+                chrono::Duration::seconds(60),
+            )
+            .unwrap();
+        verifier.verify(&token).unwrap();
+        let other = Ed25519Signer::generate("k2".into(), "https://other.example".into()).unwrap();
+        verifier
+            .trust_jwks("https://other.example", &other.jwks_json())
+            .unwrap();
+        assert!(verifier.verified.lock().unwrap().is_empty());
     }
 }
