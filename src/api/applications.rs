@@ -1072,7 +1072,9 @@ pub async fn get_application(
 #[derive(Serialize, ToSchema)]
 pub struct ApplicationList {
     pub applications: Vec<ApplicationView>,
-    /// Pass as `after` for the next page; absent on the last.
+    /// Pass as `after` for the next page; absent on the last. A page
+    /// leaves out what the caller may not read, so it may hold fewer than
+    /// `limit` and still have a next page.
     pub next_after: Option<String>,
 }
 
