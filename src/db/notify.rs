@@ -60,11 +60,18 @@ pub fn find_endpoint(
     conn: &mut DbConnection,
     id: &str,
 ) -> Result<Option<EndpointRow>, DieselError> {
+    Ok(find_endpoints(conn, &[id.to_owned()])?.pop())
+}
+
+/// The endpoints with these ids (those that exist).
+pub fn find_endpoints(
+    conn: &mut DbConnection,
+    ids: &[String],
+) -> Result<Vec<EndpointRow>, DieselError> {
     db_run!(conn, c => endpoints::table
-        .find(id)
+        .filter(endpoints::id.eq_any(ids))
         .select(EndpointRow::as_select())
-        .first(c)
-        .optional())
+        .load(c))
 }
 
 /// Active endpoints of an owner, oldest first.

@@ -124,12 +124,15 @@ fn prepare(
     claims: Vec<Claim>,
 ) -> Result<Vec<Prepared>, String> {
     let err = |e: diesel::result::Error| e.to_string();
-    let mut rows: HashMap<String, Option<EndpointRow>> = HashMap::new();
-    for claim in &claims {
-        if !rows.contains_key(&claim.endpoint_id) {
-            let row = store::find_endpoint(conn, &claim.endpoint_id).map_err(err)?;
-            rows.insert(claim.endpoint_id.clone(), row);
-        }
+    let mut ids: Vec<String> = claims.iter().map(|c| c.endpoint_id.clone()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    // One query for every endpoint of the batch; a removed one stays None.
+    let found = store::find_endpoints(conn, &ids).map_err(err)?;
+    let mut rows: HashMap<String, Option<EndpointRow>> =
+        ids.into_iter().map(|id| (id, None)).collect();
+    for row in found {
+        rows.insert(row.id.clone(), Some(row));
     }
     // An application's webhook is keyed by recall notice number; every
     // other endpoint by log index.
