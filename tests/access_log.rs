@@ -235,6 +235,16 @@ async fn live_stream_delivers_a_verifiable_receipt(backend: Backend) {
     assert_receipt(&app, &n).await;
 }
 
+/// The deliveries of a patient's webhook, as the patient sees them.
+async fn portal_deliveries(app: &TestApp, token: &str, id: String) -> Vec<Value> {
+    app.get(&format!("/v1/portal/webhooks/{id}/deliveries"), Some(token))
+        .await
+        .1["deliveries"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
 async fn webhooks_are_signed_retried_and_dead_lettered(backend: Backend) {
     // A batch that fails between claiming and recording (a busy CI host
     // once left a delivery claimed and unsent for the whole wait) is
@@ -294,22 +304,7 @@ async fn webhooks_are_signed_retried_and_dead_lettered(backend: Backend) {
         )
         .await;
     assert_eq!(s, 200);
-    let deliveries = |kind: &'static str| {
-        let id = ids[kind].clone();
-        let token = token.clone();
-        let app = &app;
-        async move {
-            app.get(
-                &format!("/v1/portal/webhooks/{id}/deliveries"),
-                Some(&token),
-            )
-            .await
-            .1["deliveries"]
-                .as_array()
-                .unwrap()
-                .clone()
-        }
-    };
+    let deliveries = |kind: &'static str| portal_deliveries(&app, &token, ids[kind].clone());
     for _ in 0..1000 {
         let settled = deliveries("ok")
             .await
@@ -1043,21 +1038,7 @@ async fn webhooks_cannot_reach_internal_addresses(backend: Backend) {
         )
         .await;
     assert_eq!(s, 200);
-    let deliveries = |id: &'static str| {
-        let token = token.clone();
-        let app = &app;
-        async move {
-            app.get(
-                &format!("/v1/portal/webhooks/{id}/deliveries"),
-                Some(&token),
-            )
-            .await
-            .1["deliveries"]
-                .as_array()
-                .unwrap()
-                .clone()
-        }
-    };
+    let deliveries = |id: &'static str| portal_deliveries(&app, &token, id.to_owned());
     for _ in 0..500 {
         let mut dead = 0;
         for id in &ids {

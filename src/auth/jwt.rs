@@ -291,6 +291,20 @@ mod tests {
 
     const ISSUER: &str = "https://idp.example";
 
+    /// A staff token from `signer`, valid for a minute from `now`.
+    fn staff_token(signer: &Ed25519Signer, now: chrono::DateTime<chrono::Utc>) -> String {
+        signer
+            .sign(
+                "genomegate",
+                "nurse-1",
+                "hospital-a",
+                &["hospital_staff".into()],
+                now,
+                chrono::Duration::seconds(60),
+            )
+            .unwrap()
+    }
+
     fn verifier_and_signer() -> (JwtVerifier, Ed25519Signer) {
         let signer = Ed25519Signer::generate("k1".into(), ISSUER.into()).unwrap();
         let mut verifier = JwtVerifier::new("genomegate".into(), 5);
@@ -302,16 +316,7 @@ mod tests {
     fn a_verified_token_is_remembered_until_it_expires() {
         let (verifier, signer) = verifier_and_signer();
         let now = SystemClock.now();
-        let token = signer
-            .sign(
-                "genomegate",
-                "nurse-1",
-                "hospital-a",
-                &["hospital_staff".into()],
-                now,
-                chrono::Duration::seconds(60),
-            )
-            .unwrap();
+        let token = staff_token(&signer, now);
         let first = verifier.verify(&token).unwrap();
         assert_eq!(first.roles, [Role::HospitalStaff]);
         assert_eq!(verifier.verify(&token).unwrap(), first);
@@ -333,16 +338,7 @@ mod tests {
     #[test]
     fn trusting_new_keys_forgets_what_was_verified() {
         let (mut verifier, signer) = verifier_and_signer();
-        let token = signer
-            .sign(
-                "genomegate",
-                "nurse-1",
-                "hospital-a",
-                &["hospital_staff".into()],
-                SystemClock.now(),
-                chrono::Duration::seconds(60),
-            )
-            .unwrap();
+        let token = staff_token(&signer, SystemClock.now());
         verifier.verify(&token).unwrap();
         let other = Ed25519Signer::generate("k2".into(), "https://other.example".into()).unwrap();
         verifier
