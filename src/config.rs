@@ -139,6 +139,11 @@ pub struct NotifyConfig {
     /// missing. Its duplicate window de-duplicates re-sent notifications.
     #[serde(default = "default_nats_stream")]
     pub nats_stream: String,
+    /// Receipts a reconnecting live stream replays at most (`Last-Event-ID`).
+    /// A stream that missed more replays the oldest this many and closes;
+    /// the client's reconnection continues from the last one it got.
+    #[serde(default = "default_stream_replay_page")]
+    pub stream_replay_page: i64,
 }
 
 /// Patient enrollment and patient tokens.
@@ -327,6 +332,9 @@ fn default_webhook_timeout_ms() -> u64 {
 fn default_nats_subject() -> String {
     "genomegate.notifications".into()
 }
+fn default_stream_replay_page() -> i64 {
+    500
+}
 fn default_nats_stream() -> String {
     "GENOMEGATE_NOTIFICATIONS".into()
 }
@@ -467,8 +475,11 @@ impl Config {
         if self.log.origin.is_empty() || self.log.origin.contains([' ', '+', '\n']) {
             return invalid("log.origin must be non-empty without spaces or `+`");
         }
-        if self.log.integrate_batch == 0 || self.notify.max_attempts < 1 {
-            return invalid("log.integrate_batch and notify.max_attempts must be at least 1");
+        if self.log.integrate_batch == 0
+            || self.notify.max_attempts < 1
+            || self.notify.stream_replay_page < 1
+        {
+            return invalid("log.integrate_batch, notify.max_attempts and notify.stream_replay_page must be at least 1");
         }
         if self.screening.period_seconds == 0
             || !(self.screening.volume_factor.is_finite() && self.screening.volume_factor >= 1.0)

@@ -101,6 +101,7 @@ pub fn build_state(config: &Config, clock: SharedClock) -> Result<AppState, Stri
         metrics: Metrics::default(),
         body_limit: config.server.body_limit_bytes,
         release_page: i64::from(config.database.release_page),
+        stream_replay_page: config.notify.stream_replay_page,
         log,
         patient_tokens,
         patients: config.patients.clone(),

@@ -24,6 +24,7 @@ use std::time::Duration;
 on_both_backends!(
     actions_are_logged_and_patients_see_only_their_own_entries,
     live_stream_delivers_a_verifiable_receipt,
+    a_reconnecting_stream_replays_every_missed_receipt_in_pages,
     webhooks_are_signed_retried_and_dead_lettered,
     webhooks_cannot_reach_internal_addresses,
     verify_log_finds_edits_deletions_reorders_and_forged_checkpoints,
@@ -235,6 +236,87 @@ async fn live_stream_delivers_a_verifiable_receipt(backend: Backend) {
     assert_receipt(&app, &n).await;
 }
 
+/// The `id`s of the receipts a live stream opened with `last_event_id`
+/// sends, until it ends or `wanted` have arrived (`None`: until it ends);
+/// and whether it ended.
+async fn stream_ids(
+    app: &TestApp,
+    token: &str,
+    last_event_id: &str,
+    wanted: Option<usize>,
+) -> (Vec<u64>, bool) {
+    let mut stream = app
+        .client
+        .get(format!("{}/v1/portal/notifications", app.base))
+        .bearer_auth(token)
+        .header("Last-Event-ID", last_event_id)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let mut seen = String::new();
+    let ids = |seen: &str| -> Vec<u64> {
+        seen.split("\n\n")
+            .filter(|frame| frame.contains("event: access"))
+            .filter_map(|frame| frame.strip_prefix("id: ")?.split('\n').next()?.parse().ok())
+            .collect()
+    };
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if wanted.is_some_and(|w| ids(&seen).len() >= w) && seen.ends_with("\n\n") {
+                return false;
+            }
+            match stream.chunk().await.unwrap() {
+                Some(chunk) => seen.push_str(&String::from_utf8_lossy(&chunk)),
+                None => return true,
+            }
+        }
+    })
+    .await
+    .expect("the stream answers within 10 s");
+    (ids(&seen), ended)
+}
+
+async fn a_reconnecting_stream_replays_every_missed_receipt_in_pages(backend: Backend) {
+    let options = Options {
+        env: vec![("GENOMEGATE__NOTIFY__STREAM_REPLAY_PAGE", "2".into())],
+        ..Options::default()
+    };
+    let Some(app) = TestApp::spawn_with(backend, options).await else {
+        return;
+    };
+    let (alice, _) = enrolled_patient(&app, "MRN-REPLAY").await;
+    let (bob, _) = enrolled_patient(&app, "MRN-REPLAY-B").await;
+    for patient in [&alice, &bob, &alice, &alice, &bob, &alice] {
+        assert_eq!(app.staff_reads_consent("hospital-a", patient).await, 200);
+    }
+    app.wait_integrated().await;
+    let indices: Vec<u64> = app
+        .texts(&format!(
+            "SELECT CAST(l.idx AS TEXT) AS t FROM access_log_leaves l \
+             JOIN access_log_entries e ON e.seq = l.seq \
+             WHERE e.patient_pseudonym = '{alice}' ORDER BY l.idx"
+        ))
+        .iter()
+        .map(|t| t.parse().unwrap())
+        .collect();
+    assert_eq!(indices.len(), 5, "registration and four reads: {indices:?}");
+    let token = app.patient_token(&alice);
+
+    // Seen the first: four missed, replayed two at a time, oldest first;
+    // a stream that replayed a full page of two closes so the client
+    // reconnects from its last id.
+    let (first, ended) = stream_ids(&app, &token, &indices[0].to_string(), None).await;
+    assert_eq!((first.as_slice(), ended), (&indices[1..3], true));
+    let (second, ended) = stream_ids(&app, &token, &first[1].to_string(), Some(2)).await;
+    assert_eq!(second.as_slice(), &indices[3..5]);
+    // Nothing more was missed: this stream stays open for live receipts.
+    assert!(!ended, "the stream that caught up stays open");
+    // Only the caller's own receipts are replayed.
+    let (all, _) = stream_ids(&app, &token, "0", Some(2)).await;
+    assert!(all.iter().all(|i| indices.contains(i)), "{all:?}");
+}
+
 /// The deliveries of a patient's webhook, as the patient sees them.
 async fn portal_deliveries(app: &TestApp, token: &str, id: String) -> Vec<Value> {
     app.get(&format!("/v1/portal/webhooks/{id}/deliveries"), Some(token))
@@ -264,15 +346,9 @@ async fn webhooks_are_signed_retried_and_dead_lettered(backend: Backend) {
     let mut secrets = std::collections::HashMap::new();
     let mut ids = std::collections::HashMap::new();
     for kind in ["ok", "flaky", "down"] {
-        let (s, hook) = app
-            .post(
-                "/v1/portal/webhooks",
-                &token,
-                None,
-                &json!({ "url": format!("{receiver}/{kind}") }),
-            )
+        let hook = app
+            .patient_webhook(&alice, &format!("{receiver}/{kind}"))
             .await;
-        assert_eq!(s, 201, "{hook}");
         let secret = hook["secret"]
             .as_str()
             .unwrap()

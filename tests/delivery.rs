@@ -21,6 +21,7 @@ use std::time::Duration;
 on_both_backends!(
     notifications_are_published_to_nats,
     a_killed_dispatcher_neither_loses_nor_duplicates,
+    claims_given_back_fall_due_before_their_lease_ends,
 );
 
 const NATS_ENV: &str = "GENOMEGATE_TEST_NATS_URL";
@@ -220,15 +221,7 @@ async fn a_killed_dispatcher_neither_loses_nor_duplicates(backend: Backend) {
     let (url, receiver, _server) = Receiver::start(64).await;
     let (alice, _) = enrolled_patient(&app, "MRN-CRASH").await;
     app.wait_integrated().await;
-    let (s, _) = app
-        .post(
-            "/v1/portal/webhooks",
-            &app.patient_token(&alice),
-            None,
-            &json!({ "url": format!("{url}/patient") }),
-        )
-        .await;
-    assert_eq!(s, 201);
+    app.patient_webhook(&alice, &format!("{url}/patient")).await;
     let (s, _) = app
         .post(
             "/v1/hospital-webhooks",
@@ -314,4 +307,50 @@ async fn a_killed_dispatcher_neither_loses_nor_duplicates(backend: Backend) {
     // carry a newer checkpoint, never another key).
     let first = kept.values().next().unwrap();
     assert_receipt(&app, first).await;
+}
+
+/// A dispatcher batch that fails before sending gives its claims back
+/// (`release_claims`), so they do not wait out the lease; deliveries
+/// already recorded are never re-opened.
+async fn claims_given_back_fall_due_before_their_lease_ends(backend: Backend) {
+    use genomegate::db::notify::{claim_due, mark_delivered, release_claims};
+    let options = Options {
+        env: vec![("GENOMEGATE__NOTIFY__DISPATCH", "false".into())],
+        ..Options::default()
+    };
+    let Some(app) = TestApp::spawn_with(backend, options).await else {
+        return;
+    };
+    let (receiver, _received, _server) = common::webhooks::webhook_receiver().await;
+    let (alice, _) = enrolled_patient(&app, "MRN-LEASE").await;
+    app.wait_integrated().await;
+    app.patient_webhook(&alice, &format!("{receiver}/ok")).await;
+    for _ in 0..2 {
+        assert_eq!(app.staff_reads_consent("hospital-a", &alice).await, 200);
+    }
+    app.wait_integrated().await;
+
+    let mut conn = app.raw_db();
+    let now = chrono::Utc::now().naive_utc();
+    let lease_until = now + chrono::Duration::seconds(30);
+    let claims = claim_due(&mut conn, now, lease_until, 64, false).unwrap();
+    assert_eq!(claims.len(), 2, "both entries' deliveries are due");
+    assert!(
+        claim_due(&mut conn, now, lease_until, 64, false)
+            .unwrap()
+            .is_empty(),
+        "claimed deliveries are leased"
+    );
+    mark_delivered(&mut conn, &claims[0], now).unwrap();
+    release_claims(&mut conn, &claims, now).unwrap();
+    let again = claim_due(&mut conn, now, lease_until, 64, false).unwrap();
+    assert_eq!(
+        again,
+        vec![claims[1].clone()],
+        "the unsent claim is due at once, unattempted; the delivered one stays delivered"
+    );
+    assert_eq!(
+        app.count("notification_deliveries WHERE state = 'delivered'"),
+        1
+    );
 }

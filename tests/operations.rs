@@ -468,6 +468,17 @@ async fn logs_never_contain_identifiers_or_consent_contents() {
             .unwrap();
         assert_eq!(r.status(), 200);
     }
+    // A sample's genome ID and object locations are genome references.
+    let r = client
+        .post(format!("{base}/v1/samples"))
+        .bearer_auth(&staff)
+        .json(&sample_body(local_id, "SPEC-LEAK-5150", "leak-check"))
+        .send()
+        .await
+        .unwrap();
+    let (s, sample) = read(r).await;
+    assert_eq!(s, 201, "{sample}");
+    let genome_id = sample["genome_id"].as_str().unwrap().to_owned();
     // Errors, too, must not echo what they were sent.
     let mut bad = grant_body(local_id, "cancer-v1", all_permit());
     bad["signed_at"] = json!("not a time");
@@ -500,7 +511,20 @@ async fn logs_never_contain_identifiers_or_consent_contents() {
         all.contains("consent event recorded"),
         "the logs were captured: {all}"
     );
-    for forbidden in [local_id, patient.as_str(), secret_text, "nurse-1"] {
+    assert!(
+        all.contains("genome sample registered"),
+        "the sample's log line was captured: {all}"
+    );
+    let forbidden = [
+        local_id,
+        patient.as_str(),
+        secret_text,
+        "nurse-1",
+        genome_id.as_str(),
+        "SPEC-LEAK-5150",
+        "leak-check",
+    ];
+    for forbidden in forbidden {
         assert!(
             !all.contains(forbidden),
             "`{forbidden}` leaked into the logs:\n{all}"

@@ -444,7 +444,10 @@ pub async fn my_consents(
 /// The calling patient's live notification stream (Server-Sent Events).
 /// Each `access` event is a receipt: the entry, its inclusion proof and the
 /// signed checkpoint. Reconnect with `Last-Event-ID` (the last index seen)
-/// to receive what was missed.
+/// to receive what was missed, oldest first. A stream that missed more than
+/// `notify.stream_replay_page` receipts gets that many and is closed, so the
+/// client's next reconnection continues from the last one: nothing is
+/// skipped.
 #[utoipa::path(tag = "portal", responses((status = 200, content_type = "text/event-stream", body = String)))]
 #[get("/v1/portal/notifications")]
 pub async fn my_notifications(
@@ -461,35 +464,54 @@ pub async fn my_notifications(
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let mut backlog = Vec::new();
+    let page = state.stream_replay_page;
+    let mut replay = Replay::default();
     if let Some(last) = last_seen {
         let key = pseudonym.clone();
-        backlog = state
+        replay = state
             .db(move |conn| {
                 let Some(cp) = ledger::latest_checkpoint(conn)? else {
-                    return Ok(Vec::new());
+                    return Ok(Replay::default());
                 };
-                let rows = ledger::patient_entries(conn, &key, None, 1000)?;
-                let missed: Vec<u64> = rows
-                    .iter()
-                    .filter_map(|(_, idx)| *idx)
-                    .filter(|i| *i > last && *i < cp.size as u64)
-                    .rev()
-                    .collect();
+                let size = cp.size as u64;
+                let mut missed = ledger::patient_indices_after(conn, &key, last, size, page + 1)?;
+                let more = missed.len() as i64 > page;
+                missed.truncate(page as usize);
                 let entries = ledger::entries_at(conn, &missed)?;
-                Ok(notify::build(conn, &entries, cp.size as u64, &cp.note)?
+                let frames = notify::build(conn, &entries, size, &cp.note)?
                     .into_iter()
                     .map(|(_, n)| notify::sse_frame(&n))
-                    .collect())
+                    .collect();
+                Ok(Replay { frames, more })
             })
             .await?;
     }
-    let stream = sse_body(subscription, backlog, live);
-    Ok(HttpResponse::Ok()
-        .content_type("text/event-stream")
-        .insert_header(("cache-control", "no-cache"))
-        .insert_header(("x-accel-buffering", "no"))
-        .streaming(stream))
+    let response = || {
+        let mut ok = HttpResponse::Ok();
+        ok.content_type("text/event-stream")
+            .insert_header(("cache-control", "no-cache"))
+            .insert_header(("x-accel-buffering", "no"));
+        ok
+    };
+    if replay.more {
+        drop(subscription);
+        let frames = std::iter::once(": connected\n\n".to_owned())
+            .chain(replay.frames)
+            .chain(std::iter::once(
+                ": more missed receipts; reconnect with the last id\n\n".to_owned(),
+            ))
+            .map(|f| Ok::<_, actix_web::Error>(web::Bytes::from(f)));
+        return Ok(response().streaming(futures_util::stream::iter(frames)));
+    }
+    let stream = sse_body(subscription, replay.frames, live);
+    Ok(response().streaming(stream))
+}
+
+/// Receipts a reconnecting stream missed, and whether more remain.
+#[derive(Default)]
+struct Replay {
+    frames: Vec<String>,
+    more: bool,
 }
 
 /// The SSE body: an opening comment, the backlog, then live frames with a

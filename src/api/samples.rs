@@ -579,7 +579,8 @@ pub async fn register_sample(
         .await?;
     match outcome {
         Registered::Created(sample, objects) => {
-            tracing::info!(genome_id = %sample.genome_id, objects = objects.len(), "genome sample registered");
+            // The genome ID and object locations are genome references: never logged.
+            tracing::info!(objects = objects.len(), "genome sample registered");
             Ok(HttpResponse::Created().json(sample_view(&sample, &objects)))
         }
         Registered::Replayed(sample, objects) => Ok(HttpResponse::Ok()

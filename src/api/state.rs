@@ -134,6 +134,9 @@ pub struct AppState {
     pub body_limit: usize,
     /// Samples per round trip during a release (`database.release_page`).
     pub release_page: i64,
+    /// Receipts a reconnecting live stream replays at most
+    /// (`notify.stream_replay_page`).
+    pub stream_replay_page: i64,
     /// The access log's signer, keys and live-stream hub.
     pub log: std::sync::Arc<crate::workers::LogRuntime>,
     /// Signs patient tokens; the only issuer trusted for the `patient` role.

@@ -712,6 +712,27 @@ pub fn entries_at(
     Ok(out)
 }
 
+/// The tree indices of a patient's entries after index `after` and below
+/// tree size `size`, oldest first, at most `limit` of them.
+pub fn patient_indices_after(
+    conn: &mut DbConnection,
+    pseudonym: &str,
+    after: u64,
+    size: u64,
+    limit: i64,
+) -> Result<Vec<u64>, DieselError> {
+    let indices: Vec<i64> = db_run!(conn, c => leaves::table
+        .inner_join(entries::table)
+        .filter(entries::patient_pseudonym.eq(pseudonym))
+        .filter(leaves::idx.gt(to_i64(after)))
+        .filter(leaves::idx.lt(to_i64(size)))
+        .order(leaves::idx)
+        .limit(limit)
+        .select(leaves::idx)
+        .load(c))?;
+    Ok(indices.into_iter().map(|i| i as u64).collect())
+}
+
 /// A patient's entries, newest first, before arrival number `before`.
 /// Entries still waiting for integration have no index yet.
 pub fn patient_entries(

@@ -257,6 +257,28 @@ pub fn claim_due(
     Ok(claims)
 }
 
+/// Gives claims back before their lease ends, unattempted: they fall due at
+/// `due_at`. For a batch that failed before sending anything, so its
+/// deliveries wait a short pause rather than the whole lease.
+pub fn release_claims(
+    conn: &mut DbConnection,
+    claims: &[Claim],
+    due_at: NaiveDateTime,
+) -> Result<(), DieselError> {
+    write_transaction(conn, |conn| {
+        for claim in claims {
+            db_run!(conn, c => diesel::update(
+                deliveries::table
+                    .find((&claim.endpoint_id, claim.idx))
+                    .filter(deliveries::state.eq("pending")),
+            )
+            .set(deliveries::next_attempt_at.eq(due_at))
+            .execute(c))?;
+        }
+        Ok(())
+    })
+}
+
 pub fn mark_delivered(
     conn: &mut DbConnection,
     claim: &Claim,

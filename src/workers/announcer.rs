@@ -22,10 +22,10 @@ pub(crate) fn spawn(
     ctx: WorkerContext,
     sizes: Receiver<u64>,
 ) -> Result<std::thread::JoinHandle<()>, String> {
-    spawn_named("log-announcer", move || run(ctx, sizes))
+    spawn_named("log-announcer", ctx.stop.clone(), move || run(&ctx, &sizes))
 }
 
-fn run(ctx: WorkerContext, sizes: Receiver<u64>) {
+fn run(ctx: &WorkerContext, sizes: &Receiver<u64>) {
     // Streams opened later replay what they missed from the log; live
     // frames start from the size at start-up.
     let mut seen = ctx
@@ -42,7 +42,7 @@ fn run(ctx: WorkerContext, sizes: Receiver<u64>) {
         while let Ok(more) = sizes.try_recv() {
             to = to.max(more);
         }
-        match announce(&ctx, seen, to) {
+        match announce(ctx, seen, to) {
             Ok(()) => seen = Some(to),
             Err(e) => tracing::error!(error = %e, "live notification failed"),
         }
@@ -82,7 +82,7 @@ pub(crate) fn spawn_listener(
     ctx: WorkerContext,
     sizes: Sender<u64>,
 ) -> Result<std::thread::JoinHandle<()>, String> {
-    spawn_named("log-listener", move || {
+    spawn_named("log-listener", ctx.stop.clone(), move || {
         let url = ctx.config.database.url.expose_secret().to_owned();
         while !ctx.stopped() {
             if let Err(e) = listen(&ctx, &url, &sizes) {

@@ -31,10 +31,12 @@ pub(crate) fn spawn(
     ctx: WorkerContext,
     wake: Receiver<()>,
 ) -> Result<std::thread::JoinHandle<()>, String> {
-    spawn_named("notify-dispatcher", move || run(ctx, wake))
+    spawn_named("notify-dispatcher", ctx.stop.clone(), move || {
+        run(&ctx, &wake)
+    })
 }
 
-fn run(ctx: WorkerContext, wake: Receiver<()>) {
+fn run(ctx: &WorkerContext, wake: &Receiver<()>) {
     // One worker thread keeps a NATS connection answering pings while this
     // thread sleeps between batches.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -68,9 +70,9 @@ fn run(ctx: WorkerContext, wake: Receiver<()>) {
         allow_private: ctx.config.notify.allow_private_targets,
     };
     while !ctx.stopped() {
-        nap(&wake, IDLE_POLL);
+        nap(wake, IDLE_POLL);
         while !ctx.stopped() {
-            match runtime.block_on(dispatch_batch(&ctx, &mut transports)) {
+            match runtime.block_on(dispatch_batch(ctx, &mut transports)) {
                 Ok(0) => break,
                 Ok(_) => {}
                 Err(e) => {
@@ -328,7 +330,20 @@ async fn dispatch_batch(ctx: &WorkerContext, transports: &mut Transports) -> Res
     if claims.is_empty() {
         return Ok(0);
     }
-    let prepared = prepare(ctx, &mut conn, claims)?;
+    let prepared = match prepare(ctx, &mut conn, claims.clone()) {
+        Ok(prepared) => prepared,
+        Err(error) => {
+            // Nothing was sent: give the claims back after a short pause
+            // instead of leaving them leased. If even that fails, the lease
+            // ends as usual.
+            let pause = chrono::Duration::milliseconds(ctx.config.notify.backoff_ms as i64);
+            let due_at = (ctx.clock.now() + pause).naive_utc();
+            if let Err(e) = store::release_claims(&mut conn, &claims, due_at) {
+                tracing::warn!(error = %e, "claims could not be given back; they wait for their lease");
+            }
+            return Err(error);
+        }
+    };
     drop(conn);
     transports.ensure_nats(ctx, &prepared).await;
     let sends = prepared

@@ -18,24 +18,26 @@ pub(crate) fn spawn(
     wake: Receiver<()>,
     announce: Option<Sender<u64>>,
 ) -> Result<std::thread::JoinHandle<()>, String> {
-    spawn_named("log-integrator", move || run(ctx, wake, announce))
+    spawn_named("log-integrator", ctx.stop.clone(), move || {
+        run(&ctx, &wake, announce.as_ref())
+    })
 }
 
-fn run(ctx: WorkerContext, wake: Receiver<()>, announce: Option<Sender<u64>>) {
+fn run(ctx: &WorkerContext, wake: &Receiver<()>, announce: Option<&Sender<u64>>) {
     let interval = Duration::from_millis(ctx.config.log.integrate_interval_ms);
     let mut idle_poll = IDLE_POLL;
     while !ctx.stopped() {
-        nap(&wake, idle_poll);
+        nap(wake, idle_poll);
         loop {
             if ctx.stopped() {
                 return;
             }
             let started = std::time::Instant::now();
-            let outcome = integrate_once(&ctx);
+            let outcome = integrate_once(ctx);
             idle_poll = IDLE_POLL;
             match outcome {
                 Ok(Some((to, full))) => {
-                    if let Some(tx) = &announce {
+                    if let Some(tx) = announce {
                         let _ = tx.send(to);
                     }
                     ctx.log.deliveries_queued();

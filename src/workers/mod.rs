@@ -172,12 +172,76 @@ pub fn start(
     Ok((log, Workers { stop, threads }))
 }
 
+/// How long a worker that panicked waits before it runs again.
+const RESTART_DELAY: Duration = Duration::from_secs(1);
+
+/// Starts a worker thread that is restarted if it panics. A worker that
+/// died silently would leave entries unintegrated or notifications unsent
+/// while the service kept answering, so a panic is logged and the worker
+/// runs again after [`RESTART_DELAY`]. `body` returns when `stop` is set.
 pub(crate) fn spawn_named(
     name: &str,
-    body: impl FnOnce() + Send + 'static,
+    stop: Arc<AtomicBool>,
+    body: impl FnMut() + Send + 'static,
 ) -> Result<JoinHandle<()>, String> {
+    let worker = name.to_owned();
     std::thread::Builder::new()
         .name(name.to_owned())
-        .spawn(body)
+        .spawn(move || {
+            supervise(&worker, &stop, body, RESTART_DELAY);
+        })
         .map_err(|e| format!("cannot start the {name} thread: {e}"))
+}
+
+/// Runs `body` until it returns normally or `stop` is set, running it again
+/// `delay` after each panic. Returns how many times it panicked.
+fn supervise(worker: &str, stop: &AtomicBool, mut body: impl FnMut(), delay: Duration) -> usize {
+    let mut panics = 0;
+    loop {
+        // The worker's state lives in the database and in channels, which
+        // stay consistent across an unwind; nothing half-updated is kept.
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(&mut body)) {
+            Ok(()) => return panics,
+            Err(_) => {
+                panics += 1;
+                tracing::error!(worker, panics, "worker panicked; restarting");
+                if stop.load(Ordering::Relaxed) {
+                    return panics;
+                }
+                std::thread::sleep(delay);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::supervise;
+    use std::sync::atomic::AtomicBool;
+    use std::time::Duration;
+
+    /// Supervises a body that panics on its first `failing` runs; returns
+    /// (panics reported, runs made).
+    fn supervised(stopped: bool, failing: usize) -> (usize, usize) {
+        let stop = AtomicBool::new(stopped);
+        let mut runs = 0;
+        let body = || {
+            runs += 1;
+            if runs <= failing {
+                panic!("failure {runs}");
+            }
+        };
+        let panics = supervise("test", &stop, body, Duration::from_millis(1));
+        (panics, runs)
+    }
+
+    #[test]
+    fn a_worker_that_panics_runs_again() {
+        assert_eq!(supervised(false, 2), (2, 3));
+    }
+
+    #[test]
+    fn a_stopped_worker_is_not_restarted() {
+        assert_eq!(supervised(true, usize::MAX), (1, 1));
+    }
 }

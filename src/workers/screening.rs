@@ -15,7 +15,7 @@ use std::time::Duration;
 const CATCH_UP_PER_TICK: usize = 24;
 
 pub(crate) fn spawn(ctx: WorkerContext) -> Result<std::thread::JoinHandle<()>, String> {
-    spawn_named("log-screening", move || run(ctx))
+    spawn_named("log-screening", ctx.stop.clone(), move || run(&ctx))
 }
 
 /// The latest period that ended at least `grace` ago: `[start, end)`,
@@ -83,11 +83,11 @@ fn grace(period_seconds: u64) -> Duration {
     Duration::from_secs(period_seconds.min(60))
 }
 
-fn run(ctx: WorkerContext) {
+fn run(ctx: &WorkerContext) {
     let config = &ctx.config.screening;
     let tick = Duration::from_millis((config.period_seconds * 1000 / 4).clamp(200, 30_000));
     while !ctx.stopped() {
-        if let Err(e) = screen_pending(&ctx) {
+        if let Err(e) = screen_pending(ctx) {
             tracing::error!(error = %e, "screening failed; will try again");
         }
         let mut slept = Duration::ZERO;

@@ -461,6 +461,17 @@ impl TestApp {
         sign_patient(&signer, &signer.issuer.clone(), patient_ref)
     }
 
+    /// Registers a webhook for `patient_ref` as that patient; returns the
+    /// new webhook (with its secret, shown this once).
+    pub async fn patient_webhook(&self, patient_ref: &str, url: &str) -> Value {
+        let token = self.patient_token(patient_ref);
+        let (s, hook) = self
+            .post("/v1/portal/webhooks", &token, None, &json!({ "url": url }))
+            .await;
+        assert_eq!(s, 201, "{hook}");
+        hook
+    }
+
     /// A patient token from the ordinary trusted issuer: must not work.
     pub fn foreign_patient_token(&self, patient_ref: &str) -> String {
         sign_patient(&issuer_keys().eddsa, ISSUER, patient_ref)
