@@ -25,6 +25,7 @@ on_both_backends!(
     actions_are_logged_and_patients_see_only_their_own_entries,
     live_stream_delivers_a_verifiable_receipt,
     a_reconnecting_stream_replays_every_missed_receipt_in_pages,
+    consistency_proofs_link_an_old_checkpoint_to_the_latest,
     webhooks_are_signed_retried_and_dead_lettered,
     webhooks_cannot_reach_internal_addresses,
     verify_log_finds_edits_deletions_reorders_and_forged_checkpoints,
@@ -315,6 +316,93 @@ async fn a_reconnecting_stream_replays_every_missed_receipt_in_pages(backend: Ba
     // Only the caller's own receipts are replayed.
     let (all, _) = stream_ids(&app, &token, "0", Some(2)).await;
     assert!(all.iter().all(|i| indices.contains(i)), "{all:?}");
+}
+
+/// Base64 hashes of a proof response.
+fn proof_hashes(body: &Value) -> Vec<genomegate::ledger::merkle::Hash> {
+    body["proof"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            STANDARD
+                .decode(h.as_str().unwrap())
+                .unwrap()
+                .try_into()
+                .unwrap()
+        })
+        .collect()
+}
+
+/// A patient who kept a receipt under an old checkpoint asks whether the
+/// latest checkpoint extends it: the served consistency proof verifies
+/// between the two signed roots, and impossible sizes are refused.
+async fn consistency_proofs_link_an_old_checkpoint_to_the_latest(backend: Backend) {
+    use genomegate::ledger::{checkpoint, merkle::verify_consistency};
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let (alice, _) = enrolled_patient(&app, "MRN-CONSISTENT").await;
+    app.wait_integrated().await;
+    let key = app.get("/v1/log/keys", None).await.1["verifier_keys"][0]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (s, held) = app.get("/v1/log/proofs/inclusion?index=0", None).await;
+    assert_eq!(s, 200, "{held}");
+    let old = checkpoint::open(held["checkpoint"].as_str().unwrap(), &key).unwrap();
+    for _ in 0..3 {
+        assert_eq!(app.staff_reads_consent("hospital-a", &alice).await, 200);
+    }
+    app.wait_integrated().await;
+
+    let (s, body) = app
+        .get(
+            &format!("/v1/log/proofs/consistency?from={}", old.size),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{body}");
+    let new = checkpoint::open(body["checkpoint"].as_str().unwrap(), &key).unwrap();
+    assert_eq!(
+        (body["from"].as_u64(), body["to"].as_u64()),
+        (Some(old.size), Some(new.size))
+    );
+    assert!(new.size >= old.size + 3, "{} then {}", old.size, new.size);
+    let proof = proof_hashes(&body);
+    verify_consistency(old.size, new.size, &old.root, &new.root, &proof)
+        .expect("the latest checkpoint extends the one the patient held");
+    let mut forged = proof.clone();
+    forged[0][0] ^= 1;
+    assert!(verify_consistency(old.size, new.size, &old.root, &new.root, &forged).is_err());
+
+    // To an older checkpoint of its own choosing, too.
+    let (s, pinned) = app
+        .get(
+            &format!(
+                "/v1/log/proofs/consistency?from={}&to={}",
+                old.size, old.size
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{pinned}");
+    assert!(
+        proof_hashes(&pinned).is_empty(),
+        "a tree is consistent with itself"
+    );
+
+    for refused in [
+        format!(
+            "/v1/log/proofs/consistency?from={}&to={}",
+            new.size, old.size
+        ),
+        format!("/v1/log/proofs/consistency?from=0&to={}", new.size + 1000),
+        format!("/v1/log/proofs/inclusion?index={}", new.size + 1000),
+    ] {
+        let (s, b) = app.get(&refused, None).await;
+        assert_problem(s, &b, 422, "proof_unavailable");
+    }
 }
 
 /// The deliveries of a patient's webhook, as the patient sees them.

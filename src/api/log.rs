@@ -6,6 +6,7 @@ use super::state::AppState;
 use crate::auth::policy::{Action, Resource};
 use crate::auth::Caller;
 use crate::db::ledger::{self, AuditFilter};
+use crate::db::DbConnection;
 use crate::error::{ApiError, Problem};
 use crate::ledger::entry::{Language, LogAction};
 use actix_web::{get, web, HttpResponse};
@@ -70,19 +71,28 @@ pub struct InclusionProof {
     pub checkpoint: String,
 }
 
-async fn checkpoint_for(
+/// The checkpoint of `size` (the latest when `None`) and `proof` of its
+/// tree size, read on one connection in one trip to the blocking pool.
+async fn with_checkpoint<T, F>(
     state: &web::Data<AppState>,
     size: Option<u64>,
-) -> Result<ledger::CheckpointRow, ApiError> {
+    proof: F,
+) -> Result<(ledger::CheckpointRow, T), ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut DbConnection, u64) -> Result<T, ApiError> + Send + 'static,
+{
     state
         .db(move |conn| {
-            Ok(match size {
+            let cp = match size {
                 Some(s) => ledger::checkpoint_at(conn, s)?,
                 None => ledger::latest_checkpoint(conn)?,
-            })
+            }
+            .ok_or(ApiError::ProofUnavailable)?;
+            let made = proof(conn, cp.size as u64)?;
+            Ok((cp, made))
         })
-        .await?
-        .ok_or(ApiError::ProofUnavailable)
+        .await
 }
 
 #[utoipa::path(tag = "log", params(InclusionQuery), responses((status = 200, body = InclusionProof),
@@ -92,17 +102,17 @@ pub async fn inclusion(
     state: web::Data<AppState>,
     query: web::Query<InclusionQuery>,
 ) -> Result<web::Json<InclusionProof>, ApiError> {
-    let cp = checkpoint_for(&state, query.size).await?;
-    let (index, size) = (query.index, cp.size as u64);
-    if index >= size {
-        return Err(ApiError::ProofUnavailable);
-    }
-    let proof = state
-        .db(move |conn| Ok(ledger::inclusion_proof(conn, index, size)?))
-        .await?;
+    let index = query.index;
+    let (cp, proof) = with_checkpoint(&state, query.size, move |conn, size| {
+        if index >= size {
+            return Err(ApiError::ProofUnavailable);
+        }
+        Ok(ledger::inclusion_proof(conn, index, size)?)
+    })
+    .await?;
     Ok(web::Json(InclusionProof {
         index,
-        tree_size: size,
+        tree_size: cp.size as u64,
         proof: b64(&proof),
         checkpoint: cp.note,
     }))
@@ -133,17 +143,17 @@ pub async fn consistency(
     state: web::Data<AppState>,
     query: web::Query<ConsistencyQuery>,
 ) -> Result<web::Json<ConsistencyProof>, ApiError> {
-    let cp = checkpoint_for(&state, query.to).await?;
-    let (from, to) = (query.from, cp.size as u64);
-    if from > to {
-        return Err(ApiError::ProofUnavailable);
-    }
-    let proof = state
-        .db(move |conn| Ok(ledger::consistency_proof(conn, from, to)?))
-        .await?;
+    let from = query.from;
+    let (cp, proof) = with_checkpoint(&state, query.to, move |conn, to| {
+        if from > to {
+            return Err(ApiError::ProofUnavailable);
+        }
+        Ok(ledger::consistency_proof(conn, from, to)?)
+    })
+    .await?;
     Ok(web::Json(ConsistencyProof {
         from,
-        to,
+        to: cp.size as u64,
         proof: b64(&proof),
         checkpoint: cp.note,
     }))
