@@ -545,12 +545,21 @@ async fn the_full_journey_releases_consenting_patients_and_resolution_rechecks_c
         .as_str()
         .unwrap()
         .contains("delete"));
-    let (_, deliveries) = app
-        .get(
-            &format!("{hooks}/{hook_id}/deliveries"),
-            Some(&researcher(PHARMA, "res-2")),
-        )
-        .await;
+    // The dispatcher records the outcome after the receiver answered.
+    let mut deliveries = Value::Null;
+    for _ in 0..500 {
+        deliveries = app
+            .get(
+                &format!("{hooks}/{hook_id}/deliveries"),
+                Some(&researcher(PHARMA, "res-2")),
+            )
+            .await
+            .1;
+        if deliveries["deliveries"][0]["state"] != "pending" {
+            break;
+        }
+        actix_web::rt::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     assert_eq!(
         deliveries["deliveries"][0]["state"], "delivered",
         "{deliveries}"
