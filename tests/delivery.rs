@@ -22,6 +22,7 @@ on_both_backends!(
     notifications_are_published_to_nats,
     a_killed_dispatcher_neither_loses_nor_duplicates,
     claims_given_back_fall_due_before_their_lease_ends,
+    metrics_show_what_waits_for_delivery,
 );
 
 const NATS_ENV: &str = "GENOMEGATE_TEST_NATS_URL";
@@ -309,26 +310,36 @@ async fn a_killed_dispatcher_neither_loses_nor_duplicates(backend: Backend) {
     assert_receipt(&app, first).await;
 }
 
-/// A dispatcher batch that fails before sending gives its claims back
-/// (`release_claims`), so they do not wait out the lease; deliveries
-/// already recorded are never re-opened.
-async fn claims_given_back_fall_due_before_their_lease_ends(backend: Backend) {
-    use genomegate::db::notify::{claim_due, mark_delivered, release_claims};
+/// An app without a dispatcher, a patient with one webhook (kept alive by
+/// the returned handle), and two staff reads of that patient integrated:
+/// two deliveries waiting.
+async fn two_reads_awaiting_delivery(
+    backend: Backend,
+) -> Option<(TestApp, actix_web::dev::ServerHandle)> {
     let options = Options {
         env: vec![("GENOMEGATE__NOTIFY__DISPATCH", "false".into())],
         ..Options::default()
     };
-    let Some(app) = TestApp::spawn_with(backend, options).await else {
-        return;
-    };
-    let (receiver, _received, _server) = common::webhooks::webhook_receiver().await;
-    let (alice, _) = enrolled_patient(&app, "MRN-LEASE").await;
+    let app = TestApp::spawn_with(backend, options).await?;
+    let (receiver, _received, server) = common::webhooks::webhook_receiver().await;
+    let (alice, _) = enrolled_patient(&app, "MRN-WAITING").await;
     app.wait_integrated().await;
     app.patient_webhook(&alice, &format!("{receiver}/ok")).await;
     for _ in 0..2 {
         assert_eq!(app.staff_reads_consent("hospital-a", &alice).await, 200);
     }
     app.wait_integrated().await;
+    Some((app, server))
+}
+
+/// A dispatcher batch that fails before sending gives its claims back
+/// (`release_claims`), so they do not wait out the lease; deliveries
+/// already recorded are never re-opened.
+async fn claims_given_back_fall_due_before_their_lease_ends(backend: Backend) {
+    use genomegate::db::notify::{claim_due, mark_delivered, release_claims};
+    let Some((app, _receiver)) = two_reads_awaiting_delivery(backend).await else {
+        return;
+    };
 
     let mut conn = app.raw_db();
     let now = chrono::Utc::now().naive_utc();
@@ -353,4 +364,55 @@ async fn claims_given_back_fall_due_before_their_lease_ends(backend: Backend) {
         app.count("notification_deliveries WHERE state = 'delivered'"),
         1
     );
+}
+
+/// The value of an unlabelled metric in a Prometheus text page.
+fn metric(page: &str, name: &str) -> i64 {
+    page.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} missing from:\n{page}"))
+}
+
+/// Operators see the notification backlog: entries without a receipt yet,
+/// deliveries waiting, and how overdue the oldest is when no dispatcher runs.
+async fn metrics_show_what_waits_for_delivery(backend: Backend) {
+    use diesel::{ExpressionMethods, RunQueryDsl};
+    let Some((app, _receiver)) = two_reads_awaiting_delivery(backend).await else {
+        return;
+    };
+    let scrape = || async {
+        app.client
+            .get(app.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let page = scrape().await;
+    assert_eq!(
+        metric(&page, "genomegate_log_entries_awaiting_integration"),
+        0
+    );
+    assert_eq!(
+        metric(&page, "genomegate_notification_deliveries_pending"),
+        2
+    );
+    assert!(
+        metric(&page, "genomegate_notification_overdue_seconds") < 60,
+        "{page}"
+    );
+    assert!(metric(&page, "genomegate_notification_dead_lettered_total") >= 0);
+    assert!(page.contains("# TYPE genomegate_worker_panics_total counter"));
+
+    // An hour without a dispatcher shows as an hour overdue.
+    let mut conn = app.raw_db();
+    let backdated = chrono::Utc::now().naive_utc() - chrono::Duration::hours(1);
+    diesel::update(genomegate::db::schema::notification_deliveries::table)
+        .set(genomegate::db::schema::notification_deliveries::next_attempt_at.eq(backdated))
+        .execute(&mut conn)
+        .unwrap();
+    let overdue = metric(&scrape().await, "genomegate_notification_overdue_seconds");
+    assert!((3600..3700).contains(&overdue), "{overdue}");
 }

@@ -1,5 +1,6 @@
 //! Liveness, readiness, metrics and the OpenAPI document.
 
+use super::metrics::Gauges;
 use super::state::AppState;
 use crate::error::{ApiError, Problem};
 use actix_web::{get, web, HttpResponse};
@@ -43,13 +44,21 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<web::Json<Readiness>, 
 #[get("/metrics")]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let pool = state.pool.state();
+    let now = state.clock.now().naive_utc();
+    let backlog = state
+        .db(move |conn| Ok(crate::db::notify::backlog(conn, now)?))
+        .await
+        .ok();
+    let gauges = Gauges {
+        pool_connections: pool.connections,
+        pool_idle: pool.idle_connections,
+        backlog,
+        worker_panics: crate::workers::panics_by_worker(),
+        dead_lettered: crate::workers::dead_lettered(),
+    };
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
-        .body(
-            state
-                .metrics
-                .render(pool.connections, pool.idle_connections),
-        )
+        .body(state.metrics.render(&gauges))
 }
 
 /// The generated OpenAPI document, held in app data after the routes were

@@ -49,7 +49,8 @@ impl Metrics {
         }
     }
 
-    pub fn render(&self, pool_connections: u32, pool_idle: u32) -> String {
+    pub fn render(&self, now: &Gauges) -> String {
+        let (pool_connections, pool_idle) = (now.pool_connections, now.pool_idle);
         let mut out = String::new();
         let _ = writeln!(
             out,
@@ -126,6 +127,65 @@ impl Metrics {
         );
         let _ = writeln!(out, "# TYPE genomegate_db_pool_idle_connections gauge");
         let _ = writeln!(out, "genomegate_db_pool_idle_connections {pool_idle}");
+        render_notification_health(&mut out, now);
         out
     }
+}
+
+/// Figures read at scrape time, beside the counters kept in process.
+pub struct Gauges {
+    pub pool_connections: u32,
+    pub pool_idle: u32,
+    /// `None` when the database could not be read; those gauges are left
+    /// out rather than reported as zero.
+    pub backlog: Option<crate::db::notify::Backlog>,
+    pub worker_panics: Vec<(String, u64)>,
+    pub dead_lettered: u64,
+}
+
+/// Whether notification keeps its promise: what waits for a receipt, what
+/// waits for delivery and for how long, and what failed for good.
+fn render_notification_health(out: &mut String, now: &Gauges) {
+    let mut metric = |name: &str, kind: &str, help: &str, lines: Vec<String>| {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        for line in lines {
+            let _ = writeln!(out, "{name}{line}");
+        }
+    };
+    if let Some(b) = now.backlog {
+        metric(
+            "genomegate_log_entries_awaiting_integration",
+            "gauge",
+            "Access-log entries appended but not yet given a tree position (no receipt yet).",
+            vec![format!(" {}", b.awaiting_integration)],
+        );
+        metric(
+            "genomegate_notification_deliveries_pending",
+            "gauge",
+            "Webhook and NATS deliveries neither delivered nor dead-lettered.",
+            vec![format!(" {}", b.pending_deliveries)],
+        );
+        metric(
+            "genomegate_notification_overdue_seconds",
+            "gauge",
+            "How long the most overdue pending delivery has been due; grows while no dispatcher runs.",
+            vec![format!(" {}", b.overdue_seconds)],
+        );
+    }
+    metric(
+        "genomegate_notification_dead_lettered_total",
+        "counter",
+        "Deliveries this process dead-lettered after notify.max_attempts.",
+        vec![format!(" {}", now.dead_lettered)],
+    );
+    metric(
+        "genomegate_worker_panics_total",
+        "counter",
+        "Background worker panics in this process; each worker is restarted.",
+        now.worker_panics
+            .iter()
+            .map(|(worker, n)| format!("{{worker=\"{worker}\"}} {n}"))
+            .collect(),
+    );
 }

@@ -257,6 +257,35 @@ pub fn claim_due(
     Ok(claims)
 }
 
+/// What is still on its way to patients, for the operators' metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backlog {
+    /// Entries appended but not yet integrated: no receipt exists yet.
+    pub awaiting_integration: i64,
+    /// Deliveries neither delivered nor dead-lettered.
+    pub pending_deliveries: i64,
+    /// How long the most overdue pending delivery has been due, in
+    /// seconds; 0 when none is overdue. Grows when no dispatcher runs.
+    pub overdue_seconds: i64,
+}
+
+/// Reads the backlog at `now`. Each figure is one indexed count or minimum.
+pub fn backlog(conn: &mut DbConnection, now: NaiveDateTime) -> Result<Backlog, DieselError> {
+    use super::schema::notification_outbox as outbox;
+    let awaiting_integration: i64 = db_run!(conn, c => outbox::table.count().get_result(c))?;
+    let pending = deliveries::table.filter(deliveries::state.eq("pending"));
+    let pending_deliveries: i64 = db_run!(conn, c => pending.count().get_result(c))?;
+    let oldest_due: Option<NaiveDateTime> = db_run!(conn, c => pending
+        .filter(deliveries::next_attempt_at.le(now))
+        .select(diesel::dsl::min(deliveries::next_attempt_at))
+        .first(c))?;
+    Ok(Backlog {
+        awaiting_integration,
+        pending_deliveries,
+        overdue_seconds: oldest_due.map_or(0, |due| (now - due).num_seconds().max(0)),
+    })
+}
+
 /// Gives claims back before their lease ends, unattempted: they fall due at
 /// `due_at`. For a batch that failed before sending anything, so its
 /// deliveries wait a short pause rather than the whole lease.

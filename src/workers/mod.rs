@@ -172,6 +172,31 @@ pub fn start(
     Ok((log, Workers { stop, threads }))
 }
 
+/// Worker panics by worker name, since the process started.
+static PANICS: std::sync::Mutex<std::collections::BTreeMap<String, u64>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+/// Deliveries this process dead-lettered, since it started.
+static DEAD_LETTERED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How often each worker panicked (and was restarted) in this process.
+pub fn panics_by_worker() -> Vec<(String, u64)> {
+    PANICS
+        .lock()
+        .map(|p| p.iter().map(|(k, v)| (k.clone(), *v)).collect())
+        .unwrap_or_default()
+}
+
+/// How many deliveries this process dead-lettered.
+pub fn dead_lettered() -> u64 {
+    DEAD_LETTERED.load(Ordering::Relaxed)
+}
+
+fn count_panic(worker: &str) {
+    if let Ok(mut panics) = PANICS.lock() {
+        *panics.entry(worker.to_owned()).or_default() += 1;
+    }
+}
+
 /// How long a worker that panicked waits before it runs again.
 const RESTART_DELAY: Duration = Duration::from_secs(1);
 
@@ -204,6 +229,7 @@ fn supervise(worker: &str, stop: &AtomicBool, mut body: impl FnMut(), delay: Dur
             Ok(()) => return panics,
             Err(_) => {
                 panics += 1;
+                count_panic(worker);
                 tracing::error!(worker, panics, "worker panicked; restarting");
                 if stop.load(Ordering::Relaxed) {
                     return panics;
@@ -238,6 +264,13 @@ mod tests {
     #[test]
     fn a_worker_that_panics_runs_again() {
         assert_eq!(supervised(false, 2), (2, 3));
+        let counted = super::panics_by_worker();
+        assert!(
+            counted
+                .iter()
+                .any(|(worker, n)| worker == "test" && *n >= 2),
+            "panics are counted for the metrics: {counted:?}"
+        );
     }
 
     #[test]
