@@ -14,7 +14,7 @@ mod common;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use common::receipts::{assert_receipt, enroll, enrolled_patient};
+use common::receipts::{assert_receipt, enroll, enrolled_patient, hashes};
 use common::webhooks::webhook_receiver;
 use common::*;
 use diesel::RunQueryDsl;
@@ -318,22 +318,6 @@ async fn a_reconnecting_stream_replays_every_missed_receipt_in_pages(backend: Ba
     assert!(all.iter().all(|i| indices.contains(i)), "{all:?}");
 }
 
-/// Base64 hashes of a proof response.
-fn proof_hashes(body: &Value) -> Vec<genomegate::ledger::merkle::Hash> {
-    body["proof"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| {
-            STANDARD
-                .decode(h.as_str().unwrap())
-                .unwrap()
-                .try_into()
-                .unwrap()
-        })
-        .collect()
-}
-
 /// A patient who kept a receipt under an old checkpoint asks whether the
 /// latest checkpoint extends it: the served consistency proof verifies
 /// between the two signed roots, and impossible sizes are refused.
@@ -369,7 +353,7 @@ async fn consistency_proofs_link_an_old_checkpoint_to_the_latest(backend: Backen
         (Some(old.size), Some(new.size))
     );
     assert!(new.size >= old.size + 3, "{} then {}", old.size, new.size);
-    let proof = proof_hashes(&body);
+    let proof = hashes(&body["proof"]);
     verify_consistency(old.size, new.size, &old.root, &new.root, &proof)
         .expect("the latest checkpoint extends the one the patient held");
     let mut forged = proof.clone();
@@ -388,7 +372,7 @@ async fn consistency_proofs_link_an_old_checkpoint_to_the_latest(backend: Backen
         .await;
     assert_eq!(s, 200, "{pinned}");
     assert!(
-        proof_hashes(&pinned).is_empty(),
+        hashes(&pinned["proof"]).is_empty(),
         "a tree is consistent with itself"
     );
 

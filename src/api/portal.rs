@@ -486,25 +486,14 @@ pub async fn my_notifications(
             })
             .await?;
     }
-    let response = || {
-        let mut ok = HttpResponse::Ok();
-        ok.content_type("text/event-stream")
-            .insert_header(("cache-control", "no-cache"))
-            .insert_header(("x-accel-buffering", "no"));
-        ok
-    };
-    if replay.more {
-        drop(subscription);
-        let frames = std::iter::once(": connected\n\n".to_owned())
-            .chain(replay.frames)
-            .chain(std::iter::once(
-                ": more missed receipts; reconnect with the last id\n\n".to_owned(),
-            ))
-            .map(|f| Ok::<_, actix_web::Error>(web::Bytes::from(f)));
-        return Ok(response().streaming(futures_util::stream::iter(frames)));
-    }
-    let stream = sse_body(subscription, replay.frames, live);
-    Ok(response().streaming(stream))
+    // A stream with more to replay ends after its page, so the client's
+    // reconnection continues from the last id; otherwise it goes live.
+    let live = (!replay.more).then_some((subscription, live));
+    Ok(HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header(("cache-control", "no-cache"))
+        .insert_header(("x-accel-buffering", "no"))
+        .streaming(sse_body(replay.frames, live)))
 }
 
 /// Receipts a reconnecting stream missed, and whether more remain.
@@ -516,26 +505,34 @@ struct Replay {
 
 /// The SSE body: an opening comment, the backlog, then live frames with a
 /// keep-alive comment every 15 s of silence. Ends when the hub drops the
-/// stream (too slow) or the client goes away.
+/// stream (too slow) or the client goes away; without `live`, right after
+/// the backlog, with a comment saying more remains.
 fn sse_body(
-    subscription: crate::notify::hub::Subscription,
     backlog: Vec<String>,
-    live: tokio::sync::mpsc::Receiver<Arc<str>>,
+    live: Option<(
+        crate::notify::hub::Subscription,
+        tokio::sync::mpsc::Receiver<Arc<str>>,
+    )>,
 ) -> impl futures_util::Stream<Item = Result<web::Bytes, actix_web::Error>> {
     use futures_util::StreamExt;
+    let closing = live
+        .is_none()
+        .then(|| ": more missed receipts; reconnect with the last id\n\n".to_owned());
     let opening = futures_util::stream::iter(
         std::iter::once(": connected\n\n".to_owned())
             .chain(backlog)
+            .chain(closing)
             .map(|f| Ok(web::Bytes::from(f))),
     );
-    let live = futures_util::stream::unfold((subscription, live), |(sub, mut rx)| async move {
+    let live = futures_util::stream::unfold(live, |state| async move {
+        let (sub, mut rx) = state?;
         let frame = match tokio::time::timeout(std::time::Duration::from_secs(15), rx.recv()).await
         {
             Ok(Some(frame)) => web::Bytes::from(frame.as_bytes().to_vec()),
             Ok(None) => return None,
             Err(_) => web::Bytes::from_static(b": keep-alive\n\n"),
         };
-        Some((Ok(frame), (sub, rx)))
+        Some((Ok(frame), Some((sub, rx))))
     });
     opening.chain(live)
 }

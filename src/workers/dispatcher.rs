@@ -368,7 +368,7 @@ async fn dispatch_batch(ctx: &WorkerContext, transports: &mut Transports) -> Res
                             .naive_utc()
                     });
                 if retry_at.is_none() {
-                    super::DEAD_LETTERED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    super::count_dead_letter();
                     tracing::warn!(endpoint = %p.claim.endpoint_id, index = p.claim.idx, attempts, "notification dead-lettered");
                 }
                 store::mark_failed(&mut conn, &p.claim, &error, retry_at)

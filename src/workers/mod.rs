@@ -22,9 +22,10 @@ use crate::db::{Backend, DbPool};
 use crate::ledger::checkpoint::NoteSigner;
 use crate::notify::hub::Hub;
 use crate::pseudonym::keyring::{KeyDomain, Keyring};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -173,10 +174,9 @@ pub fn start(
 }
 
 /// Worker panics by worker name, since the process started.
-static PANICS: std::sync::Mutex<std::collections::BTreeMap<String, u64>> =
-    std::sync::Mutex::new(std::collections::BTreeMap::new());
+static PANICS: Mutex<BTreeMap<String, u64>> = Mutex::new(BTreeMap::new());
 /// Deliveries this process dead-lettered, since it started.
-static DEAD_LETTERED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static DEAD_LETTERED: AtomicU64 = AtomicU64::new(0);
 
 /// How often each worker panicked (and was restarted) in this process.
 pub fn panics_by_worker() -> Vec<(String, u64)> {
@@ -189,6 +189,10 @@ pub fn panics_by_worker() -> Vec<(String, u64)> {
 /// How many deliveries this process dead-lettered.
 pub fn dead_lettered() -> u64 {
     DEAD_LETTERED.load(Ordering::Relaxed)
+}
+
+pub(crate) fn count_dead_letter() {
+    DEAD_LETTERED.fetch_add(1, Ordering::Relaxed);
 }
 
 fn count_panic(worker: &str) {

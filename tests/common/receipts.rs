@@ -54,15 +54,9 @@ pub async fn enroll(app: &TestApp, code: &str) -> Value {
     body
 }
 
-/// Checks a receipt: the checkpoint is signed by the log's key and the
-/// entry bytes are included at `index` under its root.
-pub async fn assert_receipt(app: &TestApp, n: &Value) {
-    let keys = app.get("/v1/log/keys", None).await.1;
-    let key = keys["verifier_keys"][0].as_str().unwrap();
-    let cp = checkpoint::open(n["checkpoint"].as_str().unwrap(), key).expect("signed checkpoint");
-    let bytes = STANDARD.decode(n["entry_bytes"].as_str().unwrap()).unwrap();
-    let proof: Vec<Hash> = n["inclusion_proof"]
-        .as_array()
+/// A JSON list of base64 hashes (a proof), decoded.
+pub fn hashes(list: &Value) -> Vec<Hash> {
+    list.as_array()
         .unwrap()
         .iter()
         .map(|h| {
@@ -72,7 +66,17 @@ pub async fn assert_receipt(app: &TestApp, n: &Value) {
                 .try_into()
                 .unwrap()
         })
-        .collect();
+        .collect()
+}
+
+/// Checks a receipt: the checkpoint is signed by the log's key and the
+/// entry bytes are included at `index` under its root.
+pub async fn assert_receipt(app: &TestApp, n: &Value) {
+    let keys = app.get("/v1/log/keys", None).await.1;
+    let key = keys["verifier_keys"][0].as_str().unwrap();
+    let cp = checkpoint::open(n["checkpoint"].as_str().unwrap(), key).expect("signed checkpoint");
+    let bytes = STANDARD.decode(n["entry_bytes"].as_str().unwrap()).unwrap();
+    let proof = hashes(&n["inclusion_proof"]);
     let index = n["index"].as_u64().unwrap();
     assert_eq!(cp.size, n["tree_size"].as_u64().unwrap());
     verify_inclusion(&leaf_hash(&bytes), index, cp.size, &proof, &cp.root)
