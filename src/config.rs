@@ -159,6 +159,11 @@ pub struct PatientsConfig {
     /// Enrollment and sign-in attempts allowed per client address per minute.
     #[serde(default = "default_attempts_per_minute")]
     pub attempts_per_minute: u32,
+    /// The patient portal's enrollment page (`https://…`, no fragment). Set,
+    /// an enrollment code's QR code carries this link with the code in its
+    /// fragment (`…#code=…`); unset, it carries the bare code.
+    #[serde(default)]
+    pub enrollment_link: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -481,6 +486,16 @@ impl Config {
         {
             return invalid("log.integrate_batch, notify.max_attempts and notify.stream_replay_page must be at least 1");
         }
+        if self
+            .patients
+            .enrollment_link
+            .as_deref()
+            .is_some_and(|link| !is_enrollment_link(link))
+        {
+            return invalid(
+                "patients.enrollment_link must be an https:// URL with a host and no fragment",
+            );
+        }
         if self.screening.period_seconds == 0
             || !(self.screening.volume_factor.is_finite() && self.screening.volume_factor >= 1.0)
         {
@@ -526,6 +541,18 @@ impl Config {
     pub fn database_backend(&self) -> Option<crate::db::Backend> {
         crate::db::Backend::from_url(self.database.url.expose_secret())
     }
+}
+
+/// Whether `link` can carry an enrollment code in its fragment: an
+/// `https://` URL with a host, no fragment of its own, and nothing a QR
+/// reader or browser would read differently (whitespace, control
+/// characters).
+fn is_enrollment_link(link: &str) -> bool {
+    link.strip_prefix("https://")
+        .is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'))
+        && !link.contains('#')
+        && link.chars().all(|c| c.is_ascii_graphic())
+        && link.len() <= 512
 }
 
 /// A literal NATS subject: no wildcards, no empty tokens.
@@ -614,6 +641,45 @@ mod tests {
         assert!(err.to_string().contains("without TLS"));
         let err = Config::load(None, env(&[("GENOMEGATE__MODE", "production")])).unwrap_err();
         assert!(err.to_string().contains("auth.issuers"));
+    }
+
+    /// The example the README calls complete must load and pass every
+    /// check that needs no files (the keys and certificates it names are
+    /// the operator's).
+    #[test]
+    fn the_production_example_is_a_valid_production_configuration() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/production.example.toml");
+        let c = Config::load(Some(&path), env(&[])).unwrap();
+        assert_eq!(c.mode, Mode::Production);
+        assert!(c.tls.enabled);
+        assert_eq!(c.database_backend(), Some(crate::db::Backend::Postgres));
+    }
+
+    #[test]
+    fn an_enrollment_link_is_https_with_a_host_and_no_fragment() {
+        let ok = Config::load(
+            None,
+            env(&[(
+                "GENOMEGATE__PATIENTS__ENROLLMENT_LINK",
+                "https://portal.example.jp/enroll",
+            )]),
+        )
+        .unwrap();
+        assert_eq!(
+            ok.patients.enrollment_link.as_deref(),
+            Some("https://portal.example.jp/enroll")
+        );
+        for bad in [
+            "http://portal.example.jp/enroll",
+            "https://",
+            "https:///enroll",
+            "https://portal.example.jp/enroll#x",
+            "https://portal.example.jp/en roll",
+            "javascript:alert(1)",
+        ] {
+            let err = Config::load(None, env(&[("GENOMEGATE__PATIENTS__ENROLLMENT_LINK", bad)]));
+            assert!(err.is_err(), "{bad:?} accepted");
+        }
     }
 
     #[test]

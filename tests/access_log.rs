@@ -30,6 +30,7 @@ on_both_backends!(
     webhooks_cannot_reach_internal_addresses,
     verify_log_finds_edits_deletions_reorders_and_forged_checkpoints,
     enrollment_codes_are_single_use_and_rate_limited,
+    enrollment_codes_print_as_qr_codes,
     screening_flags_missing_bases_and_unusual_volume,
     a_large_batch_is_appended_in_parts_all_or_nothing,
     screening_catches_up_on_periods_missed_while_down,
@@ -657,6 +658,107 @@ async fn verify_log_finds_edits_deletions_reorders_and_forged_checkpoints(backen
             );
         }
     }
+}
+
+/// A hospital prints the code as a QR code: the answer carries the SVG
+/// only when asked, it draws exactly the payload (decoded back by an
+/// independent reader in `enrollment_qr`'s unit tests), the payload opens
+/// the configured portal link with the code in its fragment, and the code
+/// read from it enrolls the patient. A malformed request writes nothing.
+async fn enrollment_codes_print_as_qr_codes(backend: Backend) {
+    const LINK: &str = "https://portal.example.jp/enroll";
+    let options = Options {
+        env: vec![("GENOMEGATE__PATIENTS__ENROLLMENT_LINK", LINK.into())],
+        ..Options::default()
+    };
+    let Some(app) = TestApp::spawn_with(backend, options).await else {
+        return;
+    };
+    let version = app.publish("cancer", &first_draft()).await;
+    let staff = app.staff("hospital-a");
+    let register = |local: &'static str, query: &'static str| {
+        let body = grant_body(local, &version, all_permit());
+        let staff = staff.clone();
+        let app = &app;
+        async move {
+            app.post(
+                &format!("/v1/consents{query}"),
+                &staff,
+                Some(&format!("qr-{local}")),
+                &body,
+            )
+            .await
+        }
+    };
+    let drawn_for = |issued: &Value| {
+        let code = issued["code"].as_str().unwrap();
+        let payload = issued["qr_payload"].as_str().unwrap();
+        assert_eq!(payload, format!("{LINK}#code={code}"));
+        payload.to_owned()
+    };
+
+    // Without `?qr=svg` the payload is there for hospitals that draw their
+    // own, but no SVG.
+    let (s, plain) = register("MRN-QR-1", "").await;
+    assert_eq!(s, 201, "{plain}");
+    drawn_for(&plain["enrollment_code"]);
+    assert!(plain["enrollment_code"].get("qr_svg").is_none(), "{plain}");
+
+    // With it, the SVG is the QR code of exactly that payload.
+    let (s, printed) = register("MRN-QR-2", "?qr=svg").await;
+    assert_eq!(s, 201, "{printed}");
+    let issued = &printed["enrollment_code"];
+    let payload = drawn_for(issued);
+    assert_eq!(
+        issued["qr_svg"].as_str().unwrap(),
+        genomegate::api::enrollment_qr::svg(&payload).unwrap()
+    );
+
+    // A new code for a lost letter, printed too.
+    let patient = printed["patient_ref"].as_str().unwrap();
+    let (s, reissued) = app
+        .post(
+            &format!("/v1/patients/{patient}/enrollment-codes?qr=svg"),
+            &staff,
+            None,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(s, 201, "{reissued}");
+    let payload = drawn_for(&reissued);
+    assert_eq!(
+        reissued["qr_svg"].as_str().unwrap(),
+        genomegate::api::enrollment_qr::svg(&payload).unwrap()
+    );
+
+    // An unknown format is refused, and nothing is written.
+    let codes = app.count("enrollment_codes");
+    let events = app.count("consent_events");
+    let entries = app.count("access_log_entries");
+    let (s, refused) = register("MRN-QR-3", "?qr=png").await;
+    assert_problem(s, &refused, 422, "validation_failed");
+    let (s, refused) = app
+        .post(
+            &format!("/v1/patients/{patient}/enrollment-codes?qr=png"),
+            &staff,
+            None,
+            &json!({}),
+        )
+        .await;
+    assert_problem(s, &refused, 422, "validation_failed");
+    assert_eq!(
+        (
+            app.count("enrollment_codes"),
+            app.count("consent_events"),
+            app.count("access_log_entries")
+        ),
+        (codes, events, entries)
+    );
+
+    // The patient's phone reads the code out of the link's fragment.
+    let scanned = payload.split_once("#code=").unwrap().1;
+    let session = enroll(&app, scanned).await;
+    assert!(session["access_token"].as_str().is_some());
 }
 
 async fn enrollment_codes_are_single_use_and_rate_limited(backend: Backend) {

@@ -8,6 +8,7 @@
 
 use super::access;
 use super::extract::IdempotencyKey;
+use super::portal::QrWanted;
 use super::state::AppState;
 use crate::auth::policy::{Action, Resource};
 use crate::auth::{Caller, Principal};
@@ -115,8 +116,8 @@ pub struct EventResponse {
     pub signed_at: DateTime<Utc>,
     pub recorded_at: DateTime<Utc>,
     /// Registration only, first answer only: the one-time code the hospital
-    /// hands to the patient (printed or as a QR code) to open their portal
-    /// account. Never stored in readable form; a replay does not repeat it
+    /// hands to the patient (printed, or as the QR code `?qr=svg` adds) to
+    /// open their portal account. Never stored in readable form; a replay does not repeat it
     /// (issue a new one with `POST /v1/patients/{patient_ref}/enrollment-codes`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub enrollment_code: Option<super::portal::IssuedCode>,
@@ -505,6 +506,8 @@ struct PendingEvent {
     request_hash: String,
     signature: Signature,
     decisions: Vec<(ScopeItemKey, Decision)>,
+    /// Whether a grant's answer carries its enrollment code's QR code.
+    enrollment_qr: QrWanted,
 }
 
 /// Stores a consent event in one transaction: the idempotency check, the
@@ -526,6 +529,7 @@ async fn record(
     );
     let shared_keys = state.keys.clone();
     let shared_patients = state.patients.clone();
+    let enrollment_qr = pending.enrollment_qr;
     let outcome = state
         .db(move |conn| {
             let attempt = write_transaction(conn, |conn| {
@@ -604,7 +608,7 @@ async fn record(
                 // It may have queued recall notices for delivery.
                 state.log.deliveries_queued();
             }
-            created(state, &row, code)
+            created(state, &row, code, enrollment_qr)
         }
         Recorded::Replayed(row) => Ok(HttpResponse::Ok()
             .insert_header(("Idempotent-Replayed", "true"))
@@ -641,6 +645,7 @@ fn created(
     state: &AppState,
     row: &EventRow,
     code: Option<super::portal::IssuedCode>,
+    enrollment_qr: QrWanted,
 ) -> Result<HttpResponse, ApiError> {
     state.metrics.consent_event_recorded(
         EventKind::parse(&row.kind)
@@ -649,7 +654,7 @@ fn created(
     );
     tracing::info!(event_id = %row.id, kind = %row.kind, version = %row.document_version_id, "consent event recorded");
     let mut response = event_response(row)?;
-    response.enrollment_code = code;
+    response.enrollment_code = code.map(|c| c.with_qr(enrollment_qr)).transpose()?;
     Ok(HttpResponse::Created().json(response))
 }
 
@@ -946,7 +951,7 @@ fn require_active(
 /// force. Requires `hospital_staff`; the patient belongs to the caller's
 /// hospital.
 #[utoipa::path(tag = "consents", request_body = GrantRequest,
-    params(("Idempotency-Key" = String, Header, description = "Unique per hospital; a retry with the same body returns the original event")),
+    params(("Idempotency-Key" = String, Header, description = "Unique per hospital; a retry with the same body returns the original event"), QrWanted),
     responses(
         (status = 201, body = EventResponse),
         (status = 200, body = EventResponse, description = "Idempotent replay of an earlier identical request"),
@@ -957,6 +962,7 @@ pub async fn register_consent(
     state: web::Data<AppState>,
     caller: Caller,
     idempotency: IdempotencyKey,
+    enrollment_qr: web::Query<QrWanted>,
     body: web::Json<GrantRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let p = principal(&caller)?.clone();
@@ -1009,10 +1015,11 @@ pub async fn register_consent(
         idempotency_tags: state.keys.idempotency_tags(&p.org, &idempotency.0),
         signature,
         decisions,
+        enrollment_qr: enrollment_qr.into_inner(),
     };
     if let Some((row, code)) = grant_fast_path(&state, &pending, version_id).await? {
         state.log.entries_committed();
-        return created(&state, &row, Some(code));
+        return created(&state, &row, Some(code), pending.enrollment_qr);
     }
     let shared = state.clone();
     record(&state, pending, move |conn, pending, _| {
@@ -1081,6 +1088,7 @@ pub async fn change_consent(
         idempotency_tags: state.keys.idempotency_tags(&p.org, &idempotency.0),
         signature,
         decisions,
+        enrollment_qr: QrWanted::default(),
     };
     let shared = state.clone();
     record(&state, pending, move |conn, pending, _| {
@@ -1163,6 +1171,7 @@ pub async fn withdraw_consent(
         idempotency_tags: state.keys.idempotency_tags(&p.org, &idempotency.0),
         signature,
         decisions,
+        enrollment_qr: QrWanted::default(),
     };
     record(&state, pending, move |conn, pending, _| {
         // A withdrawal is recorded against the version in force; without one

@@ -6,6 +6,7 @@ pub mod access;
 pub mod applications;
 pub mod consents;
 pub mod documents;
+pub mod enrollment_qr;
 pub mod extract;
 pub mod health;
 pub mod log;

@@ -38,6 +38,42 @@ pub struct IssuedCode {
     /// 20 characters in 5 groups (100 random bits), e.g. `7KQ2-…`.
     pub code: String,
     pub expires_at: DateTime<Utc>,
+    /// What the code's QR code carries: the portal's enrollment link with
+    /// the code in its fragment (`patients.enrollment_link`), or the bare
+    /// code when no link is configured. For a hospital that draws its own
+    /// QR codes.
+    pub qr_payload: String,
+    /// With `?qr=svg`: the QR code of `qr_payload` as an SVG document, to
+    /// print on the patient's letter (error correction M, quiet zone
+    /// included, one unit per module).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub qr_svg: Option<String>,
+}
+
+impl IssuedCode {
+    /// Adds the printable QR code when the caller asked for it.
+    pub fn with_qr(mut self, wanted: QrWanted) -> Result<Self, ApiError> {
+        if wanted.qr == Some(QrFormat::Svg) {
+            self.qr_svg = Some(
+                super::enrollment_qr::svg(&self.qr_payload)
+                    .map_err(|e| ApiError::internal(format!("QR code: {e}")))?,
+            );
+        }
+        Ok(self)
+    }
+}
+
+#[derive(Deserialize, Serialize, ToSchema, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum QrFormat {
+    Svg,
+}
+
+/// `?qr=svg` asks for the enrollment code's QR code as well.
+#[derive(Deserialize, IntoParams, Debug, Clone, Copy, Default)]
+#[into_params(parameter_in = Query)]
+pub struct QrWanted {
+    pub qr: Option<QrFormat>,
 }
 
 pub struct NewCode {
@@ -77,8 +113,10 @@ pub fn new_code(
         .ok_or_else(|| ApiError::internal("no patient key"))?;
     Ok(NewCode {
         issued: IssuedCode {
+            qr_payload: super::enrollment_qr::payload(cfg.enrollment_link.as_deref(), &code),
             code,
             expires_at: now + chrono::Duration::hours(cfg.enrollment_ttl_hours),
+            qr_svg: None,
         },
         hash,
     })
@@ -113,13 +151,14 @@ pub struct PatientPath {
 /// Issues a new enrollment code for one of the caller's hospital's patients
 /// (a lost printout, or a replayed registration). Earlier codes stay valid
 /// until they expire or are used.
-#[utoipa::path(tag = "patients", params(PatientPath),
+#[utoipa::path(tag = "patients", params(PatientPath, QrWanted),
     responses((status = 201, body = IssuedCode), (status = 404, body = Problem, content_type = "application/problem+json")))]
 #[post("/v1/patients/{patient_ref}/enrollment-codes")]
 pub async fn issue_enrollment_code(
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<PatientPath>,
+    qr: web::Query<QrWanted>,
 ) -> Result<HttpResponse, ApiError> {
     let p = principal(&caller)?.clone();
     let pseudonym =
@@ -152,7 +191,7 @@ pub async fn issue_enrollment_code(
             })
         })
         .await?;
-    Ok(HttpResponse::Created().json(code))
+    Ok(HttpResponse::Created().json(code.with_qr(*qr)?))
 }
 
 #[derive(Deserialize, Serialize, ToSchema)]
