@@ -88,11 +88,16 @@ pub struct AccessLogConfig {
     /// Most entries one integration (one checkpoint) takes.
     #[serde(default = "default_integrate_batch")]
     pub integrate_batch: usize,
-    /// Least time between two integrations. Each signs a checkpoint, so
-    /// this bounds checkpoints per second; it adds at most this much to
-    /// notification latency.
+    /// Least time between two integrations while the log is quiet. Each
+    /// signs a checkpoint, so this bounds checkpoints per second; it adds
+    /// at most this much to notification latency.
     #[serde(default = "default_integrate_interval_ms")]
     pub integrate_interval_ms: u64,
+    /// Least time between two integrations while the log is busy (the last
+    /// one took at least `integrator::BUSY_BATCH` entries). Longer, so that
+    /// under load each integration's fixed cost is shared by more entries.
+    #[serde(default = "default_integrate_busy_interval_ms")]
+    pub integrate_busy_interval_ms: u64,
 }
 
 /// Webhook delivery.
@@ -318,6 +323,9 @@ fn default_integrate_batch() -> usize {
 }
 fn default_integrate_interval_ms() -> u64 {
     5
+}
+fn default_integrate_busy_interval_ms() -> u64 {
+    25
 }
 fn default_max_attempts() -> i32 {
     8
