@@ -34,6 +34,18 @@ pub enum Role {
 }
 
 impl Role {
+    pub const ALL: [Role; 9] = [
+        Role::ConsentAdmin,
+        Role::HospitalStaff,
+        Role::Auditor,
+        Role::SequencingCenter,
+        Role::ReviewCommittee,
+        Role::Governance,
+        Role::Researcher,
+        Role::Patient,
+        Role::DataStore,
+    ];
+
     pub fn parse(raw: &str) -> Option<Self> {
         match raw {
             "consent_admin" => Some(Role::ConsentAdmin),
