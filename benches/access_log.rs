@@ -557,8 +557,9 @@ fn verify_log(bench: &Bench, conn: &mut DbConnection, size: u64) {
         checkpoints.len()
     );
     println!(
-        "  service (recompute every leaf and node, check every checkpoint): {:.0} ms",
-        ms(service)
+        "  service (recompute every leaf and node, check every checkpoint): {:.0} ms, at most {} rows read ahead",
+        ms(service),
+        report.peak_rows_held
     );
     println!(
         "  raw (read the same entries, nodes and checkpoints; {} MB): {:.0} ms",

@@ -590,7 +590,7 @@ fn verify(app: &TestApp) -> genomegate::ledger::verify::Report {
 }
 
 async fn verify_log_finds_edits_deletions_reorders_and_forged_checkpoints(backend: Backend) {
-    let cases: [(&str, Vec<String>, u64); 5] = [
+    let cases: [(&str, Vec<String>, u64); 6] = [
         ("edited entry", vec!["UPDATE access_log_entries SET entry = CAST('{\"forged\":1}' AS BLOB) WHERE seq = (SELECT seq FROM access_log_leaves WHERE idx = 5)".into()], 5),
         ("edited column", vec!["UPDATE access_log_entries SET actor_org = 'hospital-z' WHERE seq = (SELECT seq FROM access_log_leaves WHERE idx = 3)".into()], 3),
         ("deleted entry", vec!["DELETE FROM access_log_leaves WHERE idx = 4".into()], 4),
@@ -599,6 +599,9 @@ async fn verify_log_finds_edits_deletions_reorders_and_forged_checkpoints(backen
             "UPDATE access_log_leaves SET idx = 2 WHERE idx = 6".into(),
             "UPDATE access_log_leaves SET idx = 6 WHERE idx = 1000000".into(),
         ], 2),
+        // A leaf moved far out: the check stops at the gap instead of
+        // walking a billion empty positions.
+        ("leaf moved far out", vec!["UPDATE access_log_leaves SET idx = 1000000000 WHERE idx = 7".into()], 7),
         ("forged checkpoint", vec!["UPDATE access_log_checkpoints SET note = REPLACE(note, '— ', '— x') WHERE size = (SELECT MIN(size) FROM access_log_checkpoints)".into()], 0),
     ];
     for (name, sql, expected) in cases {
@@ -1120,6 +1123,13 @@ async fn a_large_batch_is_appended_in_parts_all_or_nothing(backend: Backend) {
     let report = verify(&app);
     assert_eq!(report.first_bad_index, None, "{:?}", report.findings);
     assert_eq!(report.size, size as u64);
+    // Storage order follows the tree, so the check streams the log rather
+    // than holding it (decision 0022).
+    assert!(
+        report.peak_rows_held < 100,
+        "{} rows held back",
+        report.peak_rows_held
+    );
 }
 
 /// A hospital-a staff member's read of `patient`'s consent, as user `bulk-{i}`,

@@ -21,7 +21,7 @@ use crate::db_run;
 use crate::ledger::checkpoint::{Checkpoint, NoteSigner};
 use crate::ledger::entry::{IndexedFields, LogEntry};
 use crate::ledger::merkle::{self, leaf_hash, Frontier, Hash};
-use crate::ledger::verify::{Leaf, LogChecker, StoredCheckpoint};
+use crate::ledger::verify::{InOrder, Leaf, LogChecker, NodePosition, StoredCheckpoint};
 use chrono::Timelike;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
@@ -858,196 +858,302 @@ struct LeafRow {
 /// corruption, and believing it would mean allocating for it.
 const MAX_INDEX: i64 = 1 << 40;
 
-/// Streams every row of a log table to `each` in storage order, without
-/// sorting or paging: PostgreSQL by binary `COPY`, SQLite by a cursor.
-macro_rules! scan {
-    ($conn:expr, $table:path, $row:ty, $each:expr) => {{
-        let mut each = $each;
-        match $conn {
-            DbConnection::Postgresql(c) => {
-                for row in diesel::copy_to($table).load::<$row, _>(c)? {
-                    each(row?)?;
-                }
-            }
-            DbConnection::Sqlite(c) => {
-                for row in $table
-                    .select(<$row>::as_select())
-                    .load_iter::<$row, diesel::connection::DefaultLoadingMode>(c)?
-                {
-                    each(row?)?;
-                }
-            }
-        }
-        Ok::<(), DieselError>(())
-    }};
-}
+/// Rows a reader hands to the check at a time, and batches in flight per
+/// table: enough to keep the check busy, little enough to bound memory.
+const VERIFY_BATCH: usize = 8_192;
+const VERIFY_BATCHES_IN_FLIGHT: usize = 4;
 
-/// Puts `value` at `idx`, leaving `None` in any gap before it (a missing
-/// row is a finding, not an error).
-fn place<T: Clone>(row: &mut Vec<Option<T>>, idx: usize, value: T) {
-    if row.len() <= idx {
-        row.resize(idx + 1, None);
+/// One stored node as the check takes it.
+fn node_of(n: NodeRow) -> Result<(NodePosition, Hash), DieselError> {
+    if !(0..MAX_INDEX).contains(&n.idx) || !(0..64).contains(&n.level) {
+        return Err(corrupt("node position"));
     }
-    row[idx] = Some(value);
+    // A malformed hash is as good as a wrong one.
+    let hash = n.hash.as_slice().try_into().unwrap_or([0xff; 32]);
+    Ok(((n.level as u32, n.idx as u64), hash))
 }
 
-/// Every stored node, by level and index.
-fn stored_nodes(conn: &mut DbConnection) -> Result<Vec<Vec<Option<Hash>>>, DieselError> {
-    let mut stored: Vec<Vec<Option<Hash>>> = Vec::new();
-    scan!(conn, nodes::table, NodeRow, |n: NodeRow| {
-        if !(0..MAX_INDEX).contains(&n.idx) || !(0..64).contains(&n.level) {
-            return Err(corrupt("node position"));
-        }
-        let level = n.level as usize;
-        if stored.len() <= level {
-            stored.resize(level + 1, Vec::new());
-        }
-        // A malformed hash is as good as a wrong one.
-        let hash = n.hash.as_slice().try_into().unwrap_or([0xff; 32]);
-        place(&mut stored[level], n.idx as usize, hash);
-        Ok::<(), DieselError>(())
-    })?;
-    Ok(stored)
+/// One leaf row: its tree index and the entry's arrival number.
+fn leaf_of(l: LeafRow) -> Result<(u64, i64), DieselError> {
+    if !(0..MAX_INDEX).contains(&l.idx) {
+        return Err(corrupt("leaf index"));
+    }
+    Ok((l.idx as u64, l.seq))
 }
 
-/// The entry's arrival number at every tree index (`None` where the leaf
-/// row is missing).
-fn leaf_seqs(conn: &mut DbConnection) -> Result<Vec<Option<i64>>, DieselError> {
-    let mut seqs: Vec<Option<i64>> = Vec::new();
-    scan!(conn, leaves::table, LeafRow, |l: LeafRow| {
-        if !(0..MAX_INDEX).contains(&l.idx) {
-            return Err(corrupt("leaf index"));
-        }
-        place(&mut seqs, l.idx as usize, l.seq);
-        Ok::<(), DieselError>(())
-    })?;
-    Ok(seqs)
+/// One entry: its leaf hash and whether its indexed columns agree with its
+/// bytes. The entry bytes themselves are not kept.
+fn entry_of(row: EntryRow) -> Result<(i64, Leaf), DieselError> {
+    let columns_match =
+        IndexedFields::read(&row.entry).is_some_and(|fields| row.columns_match(&fields));
+    Ok((
+        row.seq,
+        Leaf::Present {
+            hash: leaf_hash(&row.entry),
+            columns_match,
+        },
+    ))
 }
 
-/// Every entry's leaf hash and whether its indexed columns agree with its
-/// bytes, sorted by arrival number. The entry bytes themselves are not kept.
-fn entry_leaves(conn: &mut DbConnection) -> Result<Vec<(i64, Leaf)>, DieselError> {
-    let mut found = Vec::new();
-    scan!(conn, entries::table, EntryRow, |row: EntryRow| {
-        let columns_match =
-            IndexedFields::read(&row.entry).is_some_and(|fields| row.columns_match(&fields));
-        let hash = leaf_hash(&row.entry);
-        found.push((
-            row.seq,
-            Leaf::Present {
-                hash,
-                columns_match,
-            },
+fn checkpoint_of(c: CheckpointRow) -> Result<StoredCheckpoint, DieselError> {
+    Ok(StoredCheckpoint {
+        size: u64::try_from(c.size).map_err(|_| corrupt("checkpoint size"))?,
+        root: c.root,
+        note: c.note,
+    })
+}
+
+/// The rows a reader thread sends, in batches; the first error ends the
+/// stream and is kept for the end of the check.
+struct Received<T> {
+    batches: std::sync::mpsc::Receiver<Result<Vec<T>, DieselError>>,
+    current: std::vec::IntoIter<T>,
+    failed: std::rc::Rc<std::cell::RefCell<Option<DieselError>>>,
+}
+
+impl<T> Iterator for Received<T> {
+    type Item = T;
+    fn next(&mut self) -> Option<T> {
+        loop {
+            if let Some(row) = self.current.next() {
+                return Some(row);
+            }
+            match self.batches.recv().ok()? {
+                Ok(batch) => self.current = batch.into_iter(),
+                Err(e) => {
+                    *self.failed.borrow_mut() = Some(e);
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+/// Streams `rows` from a reader thread: `read` sends batches through
+/// `send`, which reports whether the check still wants more.
+fn spawn_reader<'scope, T: Send + 'scope>(
+    scope: &'scope std::thread::Scope<'scope, '_>,
+    failed: &std::rc::Rc<std::cell::RefCell<Option<DieselError>>>,
+    read: impl FnOnce(&mut dyn FnMut(T) -> bool) -> Result<(), DieselError> + Send + 'scope,
+) -> Received<T> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(VERIFY_BATCHES_IN_FLIGHT);
+    scope.spawn(move || {
+        let mut batch = Vec::with_capacity(VERIFY_BATCH);
+        let mut wanted = true;
+        let mut push = |row: T| {
+            batch.push(row);
+            if batch.len() == VERIFY_BATCH {
+                let full = std::mem::replace(&mut batch, Vec::with_capacity(VERIFY_BATCH));
+                // The check hung up: it has what it needs.
+                wanted = tx.send(Ok(full)).is_ok();
+            }
+            wanted
+        };
+        let outcome = read(&mut push);
+        let _ = match outcome {
+            Ok(()) => tx.send(Ok(batch)),
+            Err(e) => tx.send(Err(e)),
+        };
+    });
+    Received {
+        batches: rx,
+        current: Vec::new().into_iter(),
+        failed: failed.clone(),
+    }
+}
+
+/// Streams a whole log table in storage order by binary `COPY`, each row
+/// turned by `each` into what the check takes. Stops early when the check
+/// no longer wants rows.
+fn copy_rows<Row, T>(
+    conn: &mut DbConnection,
+    each: fn(Row) -> Result<T, DieselError>,
+    send: &mut dyn FnMut(T) -> bool,
+) -> Result<(), DieselError>
+where
+    Row: CopiedRow,
+{
+    let DbConnection::Postgresql(c) = conn else {
+        return Err(DieselError::QueryBuilderError(
+            "streamed reads are for PostgreSQL".into(),
         ));
-        Ok::<(), DieselError>(())
-    })?;
-    // Storage order is nearly arrival order, so this sort is cheap, and
-    // cheaper than a map keyed by a million arrival numbers.
-    found.sort_unstable_by_key(|(seq, _)| *seq);
-    Ok(found)
-}
-
-/// What one consistent read of the log found.
-struct StoredLog {
-    nodes: Vec<Vec<Option<Hash>>>,
-    checkpoints: Vec<CheckpointRow>,
-    seqs: Vec<Option<i64>>,
-    entries: Vec<(i64, Leaf)>,
-}
-
-/// Reads the log as of one instant. PostgreSQL reads nodes, leaves and
-/// entries on three connections at once, all in one exported snapshot
-/// (as `pg_dump` does), while this thread hashes the entries; SQLite reads
-/// them in turn in one read transaction.
-fn read_log(url: &str) -> Result<StoredLog, VerifyError> {
-    let mut conn = super::connect_one(url)?;
-    match &mut conn {
-        DbConnection::Sqlite(_) => super::read_snapshot(&mut conn, |conn| {
-            Ok(StoredLog {
-                nodes: stored_nodes(conn)?,
-                checkpoints: all_checkpoints(conn)?,
-                seqs: leaf_seqs(conn)?,
-                entries: entry_leaves(conn)?,
-            })
-        }),
-        DbConnection::Postgresql(c) => {
-            diesel::sql_query(super::PG_READ_SNAPSHOT).execute(c)?;
-            let snapshot: String = diesel::select(diesel::dsl::sql::<diesel::sql_types::Text>(
-                "pg_export_snapshot()",
-            ))
-            .get_result(c)?;
-            if !snapshot
-                .chars()
-                .all(|ch| ch.is_ascii_hexdigit() || ch == '-')
-            {
-                return Err(
-                    DieselError::DeserializationError("unexpected snapshot name".into()).into(),
-                );
-            }
-            let joined = |url: &str| -> Result<DbConnection, VerifyError> {
-                let mut other = super::connect_one(url)?;
-                db_run!(&mut other, c => {
-                    diesel::sql_query(super::PG_READ_SNAPSHOT).execute(c)?;
-                    diesel::sql_query(format!("SET TRANSACTION SNAPSHOT '{snapshot}'")).execute(c)
-                })?;
-                Ok(other)
-            };
-            let (mut for_nodes, mut for_leaves) = (joined(url)?, joined(url)?);
-            std::thread::scope(|scope| {
-                let nodes = scope.spawn(|| -> Result<_, DieselError> {
-                    Ok((
-                        stored_nodes(&mut for_nodes)?,
-                        all_checkpoints(&mut for_nodes)?,
-                    ))
-                });
-                let seqs = scope.spawn(|| leaf_seqs(&mut for_leaves));
-                let entries = entry_leaves(&mut conn);
-                let (nodes, checkpoints) = rejoin(nodes)?;
-                Ok(StoredLog {
-                    nodes,
-                    checkpoints,
-                    seqs: rejoin(seqs)?,
-                    entries: entries?,
-                })
-            })
+    };
+    for row in Row::copy(c)? {
+        if !send(each(row?)?) {
+            break;
         }
     }
+    Ok(())
 }
 
-/// A reader thread's result; its panic stays a panic.
-fn rejoin<T>(thread: std::thread::ScopedJoinHandle<'_, T>) -> T {
-    thread
-        .join()
-        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+/// A log table row that PostgreSQL streams by binary `COPY`.
+trait CopiedRow: Sized {
+    fn copy(
+        c: &mut diesel::PgConnection,
+    ) -> Result<Box<dyn Iterator<Item = Result<Self, DieselError>> + '_>, DieselError>;
+}
+
+macro_rules! copied_row {
+    ($row:ty, $table:path) => {
+        impl CopiedRow for $row {
+            fn copy(
+                c: &mut diesel::PgConnection,
+            ) -> Result<Box<dyn Iterator<Item = Result<Self, DieselError>> + '_>, DieselError>
+            {
+                Ok(Box::new(diesel::copy_to($table).load::<$row, _>(c)?))
+            }
+        }
+    };
+}
+copied_row!(NodeRow, nodes::table);
+copied_row!(LeafRow, leaves::table);
+copied_row!(EntryRow, entries::table);
+
+/// Feeds the leaves to the checker in tree order: each leaf row's entry,
+/// looked up by arrival number in the entries' stream. Returns the most
+/// rows either stream held back at once.
+fn check_leaves<N, C, L, E>(checker: &mut LogChecker<'_, N, C>, leaves: L, entries: E) -> usize
+where
+    N: Iterator<Item = (NodePosition, Hash)>,
+    C: Iterator<Item = StoredCheckpoint>,
+    L: Iterator<Item = (u64, i64)>,
+    E: Iterator<Item = (i64, Leaf)>,
+{
+    let mut leaves = InOrder::new(leaves);
+    let mut entries = InOrder::new(entries);
+    loop {
+        let index = checker.size();
+        let leaf = match leaves.take(index) {
+            Some(seq) => entries.take(seq).unwrap_or(Leaf::Missing),
+            // No row at this index: the end of the tree, or a gap before
+            // rows further on. A gap longer than what lies beyond it is
+            // not a tree to rebuild through (a forged index far out).
+            None => match leaves.lowest_held() {
+                None => break,
+                Some((next, beyond)) if next - index > beyond as u64 => {
+                    checker.leaves_beyond_gap(next, beyond);
+                    break;
+                }
+                Some(_) => Leaf::Missing,
+            },
+        };
+        checker.leaf(leaf);
+    }
+    leaves.peak_held().max(entries.peak_held())
 }
 
 /// Checks the whole stored log at `url` (see `ledger::verify`): every
 /// entry's leaf hash in tree order, every stored node and every
 /// checkpoint. Safe to run beside a live service: it reads one snapshot.
+///
+/// On PostgreSQL, four connections share one exported snapshot (as
+/// `pg_dump` does) and stream the nodes, leaves, entries and checkpoints
+/// while this thread checks them, so memory stays bounded however long the
+/// log (decision 0022). SQLite, the embedded single-site store, reads the
+/// tables in turn in one read transaction and checks them from memory.
 pub fn verify(
     url: &str,
     origin: &str,
     verifier_keys: &[String],
 ) -> Result<crate::ledger::verify::Report, VerifyError> {
-    let log = read_log(url)?;
-    let checkpoints = log
-        .checkpoints
-        .into_iter()
-        .map(|c| StoredCheckpoint {
-            size: c.size as u64,
-            root: c.root,
-            note: c.note,
-        })
-        .collect();
-    let mut checker = LogChecker::new(origin, log.nodes, checkpoints, verifier_keys);
-    for seq in &log.seqs {
-        let leaf = seq
-            .and_then(|seq| {
-                let at = log.entries.binary_search_by_key(&seq, |(s, _)| *s).ok()?;
-                Some(log.entries[at].1)
-            })
-            .unwrap_or(Leaf::Missing);
-        checker.leaf(leaf);
+    let mut conn = super::connect_one(url)?;
+    if let DbConnection::Sqlite(_) = conn {
+        return verify_in_memory(&mut conn, origin, verifier_keys);
     }
-    Ok(checker.finish())
+    db_run!(&mut conn, c => diesel::sql_query(super::PG_READ_SNAPSHOT).execute(c))?;
+    let snapshot: String = db_run!(&mut conn, c => diesel::select(
+        diesel::dsl::sql::<diesel::sql_types::Text>("pg_export_snapshot()"),
+    )
+    .get_result(c))?;
+    if !snapshot
+        .chars()
+        .all(|ch| ch.is_ascii_hexdigit() || ch == '-')
+    {
+        return Err(DieselError::DeserializationError("unexpected snapshot name".into()).into());
+    }
+    let joined = || -> Result<DbConnection, VerifyError> {
+        let mut other = super::connect_one(url)?;
+        db_run!(&mut other, c => {
+            diesel::sql_query(super::PG_READ_SNAPSHOT).execute(c)?;
+            diesel::sql_query(format!("SET TRANSACTION SNAPSHOT '{snapshot}'")).execute(c)
+        })?;
+        Ok(other)
+    };
+    let (mut for_nodes, mut for_leaves, mut for_checkpoints) = (joined()?, joined()?, joined()?);
+    let failed = std::rc::Rc::new(std::cell::RefCell::new(None));
+    let report = std::thread::scope(|scope| {
+        let nodes = spawn_reader(scope, &failed, |send| {
+            copy_rows(&mut for_nodes, node_of, send)
+        });
+        let leaves = spawn_reader(scope, &failed, |send| {
+            copy_rows(&mut for_leaves, leaf_of, send)
+        });
+        let entries = spawn_reader(scope, &failed, |send| copy_rows(&mut conn, entry_of, send));
+        let checkpoints = spawn_reader(scope, &failed, |send| {
+            let DbConnection::Postgresql(c) = &mut for_checkpoints else {
+                return Ok(());
+            };
+            let rows = checkpoints::table
+                .order(checkpoints::size)
+                .select(CheckpointRow::as_select())
+                .load_iter::<CheckpointRow, diesel::pg::PgRowByRowLoadingMode>(c)?;
+            for row in rows {
+                if !send(checkpoint_of(row?)?) {
+                    break;
+                }
+            }
+            Ok(())
+        });
+        let mut checker = LogChecker::new(origin, nodes, checkpoints, verifier_keys);
+        let held = check_leaves(&mut checker, leaves, entries);
+        checker.finish(held)
+        // The streams are dropped here, before the scope joins the
+        // readers: a reader the check no longer listens to stops sending.
+    });
+    let failure = failed.borrow_mut().take();
+    match failure {
+        Some(e) => Err(e.into()),
+        None => Ok(report),
+    }
+}
+
+/// SQLite: every table read in turn in one read transaction, then checked.
+fn verify_in_memory(
+    conn: &mut DbConnection,
+    origin: &str,
+    verifier_keys: &[String],
+) -> Result<crate::ledger::verify::Report, VerifyError> {
+    fn all<Row, T>(
+        c: &mut diesel::SqliteConnection,
+        query: impl diesel::query_dsl::LoadQuery<'static, diesel::SqliteConnection, Row>,
+        each: fn(Row) -> Result<T, DieselError>,
+    ) -> Result<Vec<T>, DieselError> {
+        query.load::<Row>(c)?.into_iter().map(each).collect()
+    }
+    let read = super::read_snapshot(conn, |conn| {
+        let DbConnection::Sqlite(c) = conn else {
+            return Err(DieselError::QueryBuilderError("SQLite expected".into()));
+        };
+        Ok((
+            all(c, nodes::table.select(NodeRow::as_select()), node_of)?,
+            all(
+                c,
+                checkpoints::table
+                    .order(checkpoints::size)
+                    .select(CheckpointRow::as_select()),
+                checkpoint_of,
+            )?,
+            all(c, leaves::table.select(LeafRow::as_select()), leaf_of)?,
+            all(c, entries::table.select(EntryRow::as_select()), entry_of)?,
+        ))
+    });
+    let (nodes, checkpoints, leaves, entries) = read?;
+    let mut checker = LogChecker::new(
+        origin,
+        nodes.into_iter(),
+        checkpoints.into_iter(),
+        verifier_keys,
+    );
+    let held = check_leaves(&mut checker, leaves.into_iter(), entries.into_iter());
+    Ok(checker.finish(held))
 }

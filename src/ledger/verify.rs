@@ -3,12 +3,86 @@
 //! every stored checkpoint (root and signature), and names the first index
 //! where anything disagrees.
 //!
-//! Pure: storage feeds it leaf hashes in index order, the stored nodes and
-//! the checkpoints; it never touches a database.
+//! Pure: storage feeds it leaf hashes in index order, and streams of the
+//! stored nodes (in any order) and checkpoints (smallest first); it never
+//! touches a database. Nothing here holds the whole log: a node is looked
+//! up when the rebuilt tree makes it, in a stream that storage writes in
+//! nearly that order (see [`InOrder`]).
 
 use super::checkpoint::{self, Checkpoint};
 use super::merkle::{Frontier, Hash};
 use serde::Serialize;
+use std::collections::HashMap;
+use std::iter::Peekable;
+
+/// Rows that storage streams in its own order, taken by key in the order a
+/// check needs them.
+///
+/// The log's tables are written as the tree grows, so their storage order
+/// is nearly the order the check asks for, and a lookup usually takes the
+/// very next row. Rows that arrive before they are asked for wait in a
+/// buffer. An intact log keeps that buffer to the rows of the largest batch
+/// committed out of turn (a release's entries wait while smaller actions
+/// that began after it commit first). A key with no row is known to be
+/// missing only at the end of the stream, so a lookup of a missing key
+/// reads the rest of the stream into the buffer: only a damaged log pays
+/// that memory.
+pub struct InOrder<K, V, I> {
+    rows: I,
+    early: HashMap<K, V>,
+    peak: usize,
+}
+
+impl<K, V, I> InOrder<K, V, I>
+where
+    K: Eq + std::hash::Hash + Copy + Ord,
+    I: Iterator<Item = (K, V)>,
+{
+    pub fn new(rows: I) -> Self {
+        Self {
+            rows,
+            early: HashMap::new(),
+            peak: 0,
+        }
+    }
+
+    /// The row with `key`, or `None` when no row has it (every row not
+    /// taken yet is then in the buffer).
+    pub fn take(&mut self, key: K) -> Option<V> {
+        if !self.early.is_empty() {
+            if let Some(value) = self.early.remove(&key) {
+                return Some(value);
+            }
+        }
+        for (k, value) in self.rows.by_ref() {
+            if k == key {
+                return Some(value);
+            }
+            self.early.insert(k, value);
+            self.peak = self.peak.max(self.early.len());
+        }
+        None
+    }
+
+    /// After a `take` that found nothing: the lowest key still held, and
+    /// how many rows are held.
+    pub fn lowest_held(&self) -> Option<(K, usize)> {
+        self.early
+            .keys()
+            .min()
+            .map(|lowest| (*lowest, self.early.len()))
+    }
+
+    /// The most rows ever held back at once.
+    pub fn peak_held(&self) -> usize {
+        self.peak
+    }
+
+    /// The keys of every row never taken; reads the rest of the stream.
+    pub fn untaken(self) -> impl Iterator<Item = K> {
+        self.early.into_keys().chain(self.rows.map(|(k, _)| k))
+    }
+}
 
 /// What storage found at one index.
 #[derive(Debug, Clone, Copy)]
@@ -34,6 +108,10 @@ pub struct Finding {
 pub struct Report {
     pub size: u64,
     pub checkpoints_checked: usize,
+    /// The most stored rows (nodes, leaves or entries, whichever peaked)
+    /// read ahead of their turn and held at once: a bound on what the check
+    /// kept in memory beyond fixed-size state.
+    pub peak_rows_held: usize,
     /// The lowest index anything is wrong at; `None` means the log is intact.
     pub first_bad_index: Option<u64>,
     /// Problems in index order (the first few hundred).
@@ -49,12 +127,19 @@ pub struct StoredCheckpoint {
 
 const MAX_FINDINGS: usize = 200;
 
-pub struct LogChecker<'k> {
+/// A stored node's position: (level, index).
+pub type NodePosition = (u32, u64);
+
+pub struct LogChecker<'k, N, C>
+where
+    N: Iterator<Item = (NodePosition, Hash)>,
+    C: Iterator<Item = StoredCheckpoint>,
+{
     frontier: Frontier,
-    /// `stored[level][index]`, `None` where a node row is missing.
-    stored: Vec<Vec<Option<Hash>>>,
-    checkpoints: Vec<StoredCheckpoint>,
-    next_checkpoint: usize,
+    /// Stored nodes, taken as the rebuilt tree makes each one.
+    stored: InOrder<NodePosition, Hash, N>,
+    /// Stored checkpoints, smallest first.
+    checkpoints: Peekable<C>,
     verifier_keys: &'k [String],
     origin: String,
     findings: Vec<Finding>,
@@ -64,21 +149,20 @@ pub struct LogChecker<'k> {
     checked: usize,
 }
 
-impl<'k> LogChecker<'k> {
-    /// `stored` holds every stored node by level; `checkpoints` in any
-    /// order; a checkpoint is good when one of `verifier_keys` signed it.
-    pub fn new(
-        origin: &str,
-        stored: Vec<Vec<Option<Hash>>>,
-        mut checkpoints: Vec<StoredCheckpoint>,
-        verifier_keys: &'k [String],
-    ) -> Self {
-        checkpoints.sort_by_key(|c| c.size);
+impl<'k, N, C> LogChecker<'k, N, C>
+where
+    N: Iterator<Item = (NodePosition, Hash)>,
+    C: Iterator<Item = StoredCheckpoint>,
+{
+    /// `stored` streams every stored node, in any order (cheapest in the
+    /// order they were written); `checkpoints` every stored checkpoint,
+    /// smallest first. A checkpoint is good when one of `verifier_keys`
+    /// signed it.
+    pub fn new(origin: &str, stored: N, checkpoints: C, verifier_keys: &'k [String]) -> Self {
         Self {
             frontier: Frontier::default(),
-            stored,
-            checkpoints,
-            next_checkpoint: 0,
+            stored: InOrder::new(stored),
+            checkpoints: checkpoints.peekable(),
             verifier_keys,
             origin: origin.to_owned(),
             findings: Vec::new(),
@@ -98,18 +182,33 @@ impl<'k> LogChecker<'k> {
         self.bad_leaves.get(at).is_some_and(|i| *i < end)
     }
 
-    fn stored_node(&self, level: u32, index: u64) -> Option<Hash> {
-        self.stored
-            .get(level as usize)
-            .and_then(|l| l.get(index as usize))
-            .copied()
-            .flatten()
+    /// The size of the tree rebuilt so far.
+    pub fn size(&self) -> u64 {
+        self.frontier.size()
+    }
+
+    /// The most stored nodes read ahead of their turn and held at once.
+    pub fn peak_nodes_held(&self) -> usize {
+        self.stored.peak_held()
+    }
+
+    /// Storage holds leaf rows beyond a gap longer than the rows after it:
+    /// the check ends at the gap instead of rebuilding a tree through it.
+    pub fn leaves_beyond_gap(&mut self, next_present: u64, rows_beyond: usize) {
+        let index = self.frontier.size();
+        self.report(
+            index,
+            format!(
+                "no leaf rows from index {index} to {}, then {rows_beyond} rows beyond",
+                next_present.saturating_sub(1)
+            ),
+        );
     }
 
     /// Feeds the leaf at the next index.
     pub fn leaf(&mut self, leaf: Leaf) {
         let index = self.frontier.size();
-        let hash = match leaf {
+        let (hash, stored_leaf) = match leaf {
             Leaf::Missing => {
                 self.bad_leaves.push(index);
                 self.report(
@@ -118,7 +217,8 @@ impl<'k> LogChecker<'k> {
                 );
                 // Carry on with the stored hash so later indices are judged
                 // on their own.
-                self.stored_node(0, index).unwrap_or([0; 32])
+                let stored = self.stored.take((0, index));
+                (stored.unwrap_or([0; 32]), Some(stored))
             }
             Leaf::Present {
                 hash,
@@ -130,13 +230,17 @@ impl<'k> LogChecker<'k> {
                         "the entry's indexed columns disagree with its signed bytes".into(),
                     );
                 }
-                hash
+                (hash, None)
             }
         };
         for made in self.frontier.push(hash) {
             let first_leaf = made.index << made.level;
             let covered = first_leaf + (1 << made.level);
-            match self.stored_node(made.level, made.index) {
+            let stored = match (made.level, stored_leaf) {
+                (0, Some(taken)) => taken,
+                _ => self.stored.take((made.level, made.index)),
+            };
+            match stored {
                 Some(stored) if stored == made.hash => {}
                 _ if made.level > 0 && self.has_bad_leaf_in(first_leaf, covered) => {}
                 Some(_) if made.level == 0 => {
@@ -163,14 +267,15 @@ impl<'k> LogChecker<'k> {
     }
 
     fn check_checkpoints_at(&mut self, size: u64) {
-        while self
-            .checkpoints
-            .get(self.next_checkpoint)
-            .is_some_and(|c| c.size == size)
-        {
-            let cp = &self.checkpoints[self.next_checkpoint];
+        while let Some(cp) = self.checkpoints.next_if(|c| c.size <= size) {
             let root = self.frontier.root();
-            let mut problem = self.judge_checkpoint(cp, root);
+            let mut problem = if cp.size < size {
+                // Only a stream out of order (or a checkpoint of size 0)
+                // gets here; it cannot be judged against the tree.
+                Some(format!("checkpoint {} is out of order", cp.size))
+            } else {
+                self.judge_checkpoint(&cp, root)
+            };
             if problem
                 .as_deref()
                 .is_some_and(|p| p.contains("does not match the tree"))
@@ -179,7 +284,6 @@ impl<'k> LogChecker<'k> {
                 // Already explained by a bad entry below this size.
                 problem = None;
             }
-            self.next_checkpoint += 1;
             self.checked += 1;
             if let Some(problem) = problem {
                 // The earliest checkpoint that fails bounds the damage from
@@ -220,9 +324,11 @@ impl<'k> LogChecker<'k> {
     }
 
     /// Finishes: checkpoints and nodes beyond the entries are problems too.
-    pub fn finish(mut self) -> Report {
+    /// `peak_rows_held` is the most rows storage held back while feeding
+    /// leaves (see [`InOrder`]); the nodes' own peak is added here.
+    pub fn finish(mut self, peak_rows_held: usize) -> Report {
         let size = self.frontier.size();
-        for cp in &self.checkpoints[self.next_checkpoint..] {
+        for cp in self.checkpoints.by_ref() {
             if self.findings.len() < MAX_FINDINGS {
                 self.findings.push(Finding {
                     index: size,
@@ -230,11 +336,18 @@ impl<'k> LogChecker<'k> {
                 });
             }
         }
-        for (level, nodes) in self.stored.iter().enumerate() {
-            let complete = (size >> level) as usize;
-            if nodes.len() > complete && self.findings.len() < MAX_FINDINGS {
+        let peak_rows_held = peak_rows_held.max(self.stored.peak_held());
+        // Every node the entries make was taken, so what is left lies
+        // beyond them: one finding per level, at the first leaf past the
+        // last complete node.
+        let mut beyond: Vec<u32> = self.stored.untaken().map(|(level, _)| level).collect();
+        beyond.sort_unstable();
+        beyond.dedup();
+        for level in beyond {
+            if self.findings.len() < MAX_FINDINGS {
+                let complete = size.checked_shr(level).unwrap_or(0);
                 self.findings.push(Finding {
-                    index: (complete as u64) << level,
+                    index: complete.checked_shl(level).unwrap_or(u64::MAX),
                     problem: format!("level {level} stores nodes beyond the entries"),
                 });
             }
@@ -243,6 +356,7 @@ impl<'k> LogChecker<'k> {
         Report {
             size,
             checkpoints_checked: self.checked,
+            peak_rows_held,
             first_bad_index: self.findings.first().map(|f| f.index),
             findings: self.findings,
         }
@@ -306,8 +420,34 @@ mod tests {
         }
     }
 
-    fn check(f: Fixture, leaves: impl Fn(usize, &[u8]) -> Option<Vec<u8>>) -> Report {
-        let mut checker = LogChecker::new("test/log", f.stored, f.checkpoints, &f.keys);
+    /// The fixture's stored nodes as storage streams them: in the order
+    /// the tree made them (as the integrator writes them), or reversed.
+    fn node_rows(stored: &[Vec<Option<Hash>>], reversed: bool) -> Vec<(NodePosition, Hash)> {
+        let mut rows: Vec<(NodePosition, Hash)> = stored
+            .iter()
+            .enumerate()
+            .flat_map(|(level, nodes)| {
+                nodes.iter().enumerate().filter_map(move |(index, hash)| {
+                    hash.map(|h| ((level as u32, index as u64), h))
+                })
+            })
+            .collect();
+        // Made order: node (level, index) is made by leaf ((index + 1) << level) - 1.
+        rows.sort_by_key(|((level, index), _)| (((index + 1) << level) - 1, *level));
+        if reversed {
+            rows.reverse();
+        }
+        rows
+    }
+
+    fn check_with(
+        f: Fixture,
+        reversed: bool,
+        leaves: impl Fn(usize, &[u8]) -> Option<Vec<u8>>,
+    ) -> Report {
+        let rows = node_rows(&f.stored, reversed);
+        let mut checker =
+            LogChecker::new("test/log", rows.into_iter(), f.checkpoints.into_iter(), &f.keys);
         for (i, e) in f.entries.iter().enumerate() {
             match leaves(i, e) {
                 Some(bytes) => checker.leaf(Leaf::Present {
@@ -317,7 +457,11 @@ mod tests {
                 None => checker.leaf(Leaf::Missing),
             }
         }
-        checker.finish()
+        checker.finish(0)
+    }
+
+    fn check(f: Fixture, leaves: impl Fn(usize, &[u8]) -> Option<Vec<u8>>) -> Report {
+        check_with(f, false, leaves)
     }
 
     #[test]
@@ -377,5 +521,57 @@ mod tests {
         f.stored[2][1] = Some([1; 32]);
         let report = check(f, |_, e| Some(e.to_vec()));
         assert_eq!(report.first_bad_index, Some(4));
+    }
+
+    #[test]
+    fn nodes_stored_in_made_order_are_taken_without_holding_any_back() {
+        let report = check(fixture(1000), |_, e| Some(e.to_vec()));
+        assert_eq!(report.first_bad_index, None, "{:?}", report.findings);
+        assert_eq!(report.peak_rows_held, 0);
+    }
+
+    #[test]
+    fn the_verdict_does_not_depend_on_storage_order() {
+        let intact = check_with(fixture(200), true, |_, e| Some(e.to_vec()));
+        assert_eq!(intact.first_bad_index, None, "{:?}", intact.findings);
+        assert!(intact.peak_rows_held > 100, "reversed order holds rows back");
+        let in_order = check(fixture(200), |i, e| {
+            Some(if i == 77 { b"x".to_vec() } else { e.to_vec() })
+        });
+        let reversed = check_with(fixture(200), true, |i, e| {
+            Some(if i == 77 { b"x".to_vec() } else { e.to_vec() })
+        });
+        assert_eq!(in_order.findings, reversed.findings);
+        assert_eq!(in_order.first_bad_index, Some(77));
+    }
+
+    #[test]
+    fn missing_and_extra_nodes_are_found() {
+        let mut f = fixture(16);
+        f.stored[1][3] = None;
+        let report = check(f, |_, e| Some(e.to_vec()));
+        assert_eq!(report.first_bad_index, Some(6), "{:?}", report.findings);
+        assert!(report.findings[0].problem.contains("(1, 3) is missing"));
+
+        let mut f = fixture(16);
+        f.stored[2].push(Some([9; 32]));
+        let report = check(f, |_, e| Some(e.to_vec()));
+        assert_eq!(report.first_bad_index, Some(16), "{:?}", report.findings);
+        assert!(report.findings[0].problem.contains("level 2 stores nodes beyond"));
+    }
+
+    #[test]
+    fn in_order_takes_by_key_and_knows_a_missing_key_at_the_end() {
+        let rows = vec![(1u64, 'b'), (0, 'a'), (2, 'c'), (4, 'e')];
+        let mut stream = InOrder::new(rows.into_iter());
+        assert_eq!(stream.take(0), Some('a'));
+        assert_eq!(stream.peak_held(), 1, "row 1 came early");
+        assert_eq!(stream.take(1), Some('b'));
+        assert_eq!(stream.take(2), Some('c'));
+        assert_eq!(stream.take(3), None);
+        assert_eq!(stream.lowest_held(), Some((4, 1)));
+        assert_eq!(stream.take(4), Some('e'));
+        assert_eq!(stream.lowest_held(), None);
+        assert_eq!(stream.untaken().count(), 0);
     }
 }
