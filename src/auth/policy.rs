@@ -610,7 +610,10 @@ mod tests {
                 }
             }
         }
-        assert!(checked > 200 && allowed > 20, "{checked} checked, {allowed} allowed");
+        assert!(
+            checked > 200 && allowed > 20,
+            "{checked} checked, {allowed} allowed"
+        );
     }
 
     /// Requests carry no action hierarchy, so a policy on an action group

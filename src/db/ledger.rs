@@ -998,8 +998,7 @@ macro_rules! copied_row {
         impl CopiedRow for $row {
             fn copy(
                 c: &mut diesel::PgConnection,
-            ) -> Result<Box<dyn Iterator<Item = Result<Self, DieselError>> + '_>, DieselError>
-            {
+            ) -> Result<Box<dyn Iterator<Item = Result<Self, DieselError>> + '_>, DieselError> {
                 Ok(Box::new(diesel::copy_to($table).load::<$row, _>(c)?))
             }
         }

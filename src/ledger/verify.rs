@@ -446,8 +446,12 @@ mod tests {
         leaves: impl Fn(usize, &[u8]) -> Option<Vec<u8>>,
     ) -> Report {
         let rows = node_rows(&f.stored, reversed);
-        let mut checker =
-            LogChecker::new("test/log", rows.into_iter(), f.checkpoints.into_iter(), &f.keys);
+        let mut checker = LogChecker::new(
+            "test/log",
+            rows.into_iter(),
+            f.checkpoints.into_iter(),
+            &f.keys,
+        );
         for (i, e) in f.entries.iter().enumerate() {
             match leaves(i, e) {
                 Some(bytes) => checker.leaf(Leaf::Present {
@@ -534,7 +538,10 @@ mod tests {
     fn the_verdict_does_not_depend_on_storage_order() {
         let intact = check_with(fixture(200), true, |_, e| Some(e.to_vec()));
         assert_eq!(intact.first_bad_index, None, "{:?}", intact.findings);
-        assert!(intact.peak_rows_held > 100, "reversed order holds rows back");
+        assert!(
+            intact.peak_rows_held > 100,
+            "reversed order holds rows back"
+        );
         let in_order = check(fixture(200), |i, e| {
             Some(if i == 77 { b"x".to_vec() } else { e.to_vec() })
         });
@@ -557,7 +564,9 @@ mod tests {
         f.stored[2].push(Some([9; 32]));
         let report = check(f, |_, e| Some(e.to_vec()));
         assert_eq!(report.first_bad_index, Some(16), "{:?}", report.findings);
-        assert!(report.findings[0].problem.contains("level 2 stores nodes beyond"));
+        assert!(report.findings[0]
+            .problem
+            .contains("level 2 stores nodes beyond"));
     }
 
     #[test]
