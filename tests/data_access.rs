@@ -23,6 +23,8 @@ on_both_backends!(
     refusals_are_named_and_write_nothing,
     a_release_pages_its_cohort_alike_on_one_connection_or_two,
     migration_000009_names_the_patient_of_existing_dataset_samples,
+    partner_members_from_other_organizations_share_an_application,
+    migration_000012_names_the_organization_of_existing_acceptances,
 );
 
 const STORE: &str = "genome-store.example";
@@ -94,11 +96,15 @@ async fn patients_with_samples(
 }
 
 async fn verify_org(app: &TestApp, org: &str, kind: &str) {
+    verify_org_in(app, org, kind, "JP").await;
+}
+
+async fn verify_org_in(app: &TestApp, org: &str, kind: &str, country: &str) {
     let (s, b) = put(
         app,
         &format!("/v1/organizations/{org}"),
         &governance(),
-        &json!({"kind": kind, "country": "JP"}),
+        &json!({"kind": kind, "country": country}),
     )
     .await;
     assert_eq!(s, 200, "{b}");
@@ -1238,4 +1244,240 @@ async fn migration_000009_names_the_patient_of_existing_dataset_samples(backend:
     let (s, rel) = release(&app, &id, &researcher(UNIVERSITY, "res-1")).await;
     assert_eq!(s, 201, "{rel}");
     assert_eq!(rel["included"], 5, "{rel}");
+}
+
+/// What a refused submission must leave unwritten.
+fn application_tables(app: &TestApp) -> [i64; 3] {
+    [
+        app.count("applications"),
+        app.count("application_partner_orgs"),
+        app.count("application_transitions"),
+    ]
+}
+
+/// A consortium: an academic applicant and a partner researcher from an
+/// industry organization who has the same subject as an applicant member.
+/// Members are told apart by organization; the partner's organization makes
+/// the use commercial, finds the application in its list, must accept the
+/// agreement, may release, and is screened as acting under the agreement.
+/// The register, not the applicant, says whether data goes abroad.
+async fn partner_members_from_other_organizations_share_an_application(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let started = chrono::Utc::now() - chrono::Duration::minutes(1);
+    let version = app.publish("cancer", &first_draft()).await;
+    let both = patients_with_samples(&app, &version, "BOTH", 5, all_permit()).await;
+    let academic_only = json!({"ccat_registration": "permit", "secondary_use_academic": "permit", "secondary_use_industry": "deny", "recontact": "permit"});
+    let academic = patients_with_samples(&app, &version, "ACAD", 3, academic_only).await;
+    let genome_ids: Vec<String> = both
+        .iter()
+        .chain(&academic)
+        .map(|(_, g, _)| g.clone())
+        .collect();
+    let ds = dataset(
+        &app,
+        "Consortium WGS",
+        json!({"permission": "HMB"}),
+        &genome_ids,
+    )
+    .await;
+    let sha = publish_text(&app, "Data-use agreement v1: no re-identification.").await;
+    verify_org(&app, UNIVERSITY, "academic").await;
+    attest(&app, UNIVERSITY, "res-1", "2029-01-10").await;
+    let lead = researcher(UNIVERSITY, "res-1");
+    let with_partners = |partners: Value, abroad: bool| {
+        let mut body = application(&[&ds], &[], "HMB");
+        body["partner_members"] = partners;
+        body["recipients_abroad"] = json!(abroad);
+        body
+    };
+    let pharma_partner = json!([{"org": PHARMA, "researcher": "res-1"}]);
+
+    // Refusals, each writing nothing: an unregistered partner organization,
+    // a partner without ethics training, an own researcher listed as a
+    // partner, and a partner registered abroad without a declared transfer.
+    let before = application_tables(&app);
+    let (s, b) = app
+        .post(
+            "/v1/applications",
+            &lead,
+            None,
+            &with_partners(pharma_partner.clone(), false),
+        )
+        .await;
+    assert_problem(s, &b, 403, "organization_not_verified");
+    assert!(b["detail"].as_str().unwrap().contains(PHARMA), "{b}");
+    verify_org(&app, PHARMA, "industry").await;
+    let (s, b) = app
+        .post(
+            "/v1/applications",
+            &lead,
+            None,
+            &with_partners(pharma_partner.clone(), false),
+        )
+        .await;
+    assert_problem(s, &b, 403, "attestation_missing");
+    assert!(
+        b["detail"].as_str().unwrap().contains("res-1 of pharma-co"),
+        "{b}"
+    );
+    attest(&app, PHARMA, "res-1", "2029-01-10").await;
+    let (s, b) = app
+        .post(
+            "/v1/applications",
+            &lead,
+            None,
+            &with_partners(json!([{"org": UNIVERSITY, "researcher": "res-9"}]), false),
+        )
+        .await;
+    assert_problem(s, &b, 422, "validation_failed");
+    verify_org_in(&app, "univ-us", "academic", "US").await;
+    attest(&app, "univ-us", "res-7", "2029-01-10").await;
+    let (s, b) = app
+        .post(
+            "/v1/applications",
+            &lead,
+            None,
+            &with_partners(json!([{"org": "univ-us", "researcher": "res-7"}]), false),
+        )
+        .await;
+    assert_problem(s, &b, 422, "validation_failed");
+    assert!(
+        b.to_string().contains("univ-us is registered outside JP"),
+        "{b}"
+    );
+    assert_eq!(application_tables(&app), before);
+
+    // Accepted: the industry partner makes the use commercial.
+    let view = submit(&app, &lead, &with_partners(pharma_partner.clone(), false)).await;
+    let id = view["id"].as_str().unwrap().to_owned();
+    assert_eq!(view["commercial"], true, "{view}");
+    assert_eq!(view["members"], json!(["res-1"]));
+    assert_eq!(view["partner_members"], pharma_partner);
+
+    // The partner's researchers find it; only the member may act on it.
+    let partner = researcher(PHARMA, "res-1");
+    let (s, listed) = app.get("/v1/applications", Some(&partner)).await;
+    assert_eq!(s, 200, "{listed}");
+    assert_eq!(listed["applications"][0]["id"], id.as_str(), "{listed}");
+    let (s, _) = app
+        .get(
+            &format!("/v1/applications/{id}"),
+            Some(&researcher(PHARMA, "res-2")),
+        )
+        .await;
+    assert_eq!(s, 200, "a partner organization reads its applications");
+    let (s, listed) = app
+        .get("/v1/applications", Some(&researcher("other-org", "res-1")))
+        .await;
+    assert_eq!(listed["applications"], json!([]), "{s} {listed}");
+
+    // A reviewer from the partner organization has a conflict of interest.
+    let (s, b) = app
+        .post(
+            &format!("/v1/applications/{id}/votes"),
+            &token_for(&["review_committee"], PHARMA, "c-9"),
+            None,
+            &json!({"decision": "approve"}),
+        )
+        .await;
+    assert_problem(s, &b, 409, "conflict_of_interest");
+    let decided = approve(&app, &id).await;
+    let agreement = decided["agreement"]["id"].as_str().unwrap().to_owned();
+
+    // Every member accepts, each under their own organization: the lead's
+    // acceptance does not stand in for the partner with the same subject.
+    let (s, b) = accept(&app, &agreement, &lead, &sha).await;
+    assert_eq!(s, 200, "{b}");
+    let (s, b) = release(&app, &id, &lead).await;
+    assert_problem(s, &b, 409, "agreement_not_accepted");
+    assert!(
+        b["detail"].as_str().unwrap().contains("res-1 of pharma-co"),
+        "{b}"
+    );
+    let (s, b) = accept(&app, &agreement, &researcher(PHARMA, "res-2"), &sha).await;
+    assert_problem(s, &b, 403, "not_a_member");
+    let (s, b) = accept(&app, &agreement, &partner, &sha).await;
+    assert_eq!(s, 200, "{b}");
+    let mut accepted: Vec<Value> = b["agreement"]["accepted_current_text"]
+        .as_array()
+        .unwrap()
+        .clone();
+    accepted.sort_by_key(|m| m["org"].as_str().unwrap().to_owned());
+    assert_eq!(
+        accepted,
+        [
+            json!({"org": PHARMA, "researcher": "res-1"}),
+            json!({"org": UNIVERSITY, "researcher": "res-1"})
+        ]
+    );
+
+    // The partner releases; industry use excludes the academic-only patients.
+    let (s, rel) = release(&app, &id, &partner).await;
+    assert_eq!(s, 201, "{rel}");
+    assert_eq!(rel["included"], 5, "{rel}");
+    assert_eq!(rel["excluded_by_reason"]["industry_use_not_consented"], 3);
+
+    // Screening sees the partner acting under the agreement.
+    let window = format!(
+        "/v1/audit/screening?from={}&to={}",
+        started.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        (chrono::Utc::now() + chrono::Duration::minutes(1))
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    );
+    app.wait_integrated().await;
+    let (s, report) = app
+        .get(
+            &window,
+            Some(&token_for(&["auditor"], "audit-office", "auditor-1")),
+        )
+        .await;
+    assert_eq!(s, 200, "{report}");
+    assert_eq!(report["findings"], json!([]), "{report}");
+
+    // The public register names the partner organization.
+    let (_, register) = app.get("/v1/transparency/approved-uses", None).await;
+    assert_eq!(register["approved_uses"][0]["organization"], UNIVERSITY);
+    assert_eq!(
+        register["approved_uses"][0]["partner_organizations"],
+        json!([PHARMA])
+    );
+}
+
+/// Acceptances recorded before migration 000012 name no organization; the
+/// migration gives each the applicant's, so a release still finds them.
+async fn migration_000012_names_the_organization_of_existing_acceptances(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let version = app.publish("cancer", &first_draft()).await;
+    let patients = patients_with_samples(&app, &version, "M12", 5, all_permit()).await;
+    let ids: Vec<String> = patients.iter().map(|(_, g, _)| g.clone()).collect();
+    let ds = dataset(&app, "Before 000012", json!({"permission": "HMB"}), &ids).await;
+    let sha = publish_text(&app, "Data-use agreement v1.").await;
+    verify_org(&app, PHARMA, "industry").await;
+    attest(&app, PHARMA, "res-1", "2029-01-10").await;
+    let lead = researcher(PHARMA, "res-1");
+    let id = submit(&app, &lead, &application(&[&ds], &[], "HMB")).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let agreement = approve(&app, &id).await["agreement"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (s, b) = accept(&app, &agreement, &lead, &sha).await;
+    assert_eq!(s, 200, "{b}");
+
+    let mut conn = app.raw_db();
+    revert_through(&mut conn, "000012");
+    assert_eq!(app.count("agreement_acceptances"), 1);
+    genomegate::db::run_migrations(&mut conn).unwrap();
+    assert_eq!(
+        app.texts("SELECT member_org AS t FROM agreement_acceptances"),
+        [PHARMA]
+    );
+    let (s, rel) = release(&app, &id, &lead).await;
+    assert_eq!(s, 201, "{rel}");
 }

@@ -19,7 +19,15 @@ pub const DISEASES_FILE: &str = "diseases.toml";
 pub struct DataUsePolicy {
     pub review: review::ReviewRules,
     pub release: ReleaseRules,
+    pub transfer: TransferRules,
     pub purposes: PurposeRules,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransferRules {
+    /// ISO 3166-1 alpha-2: organizations registered elsewhere are abroad.
+    pub home_country: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -56,11 +64,20 @@ impl DataUsePolicy {
         if policy.release.audiences.is_empty() {
             return Err("data-use policy: release.audiences names no genome store".into());
         }
+        let home = &policy.transfer.home_country;
+        if home.len() != 2 || !home.chars().all(|c| c.is_ascii_uppercase()) {
+            return Err("data-use policy: transfer.home_country must be an ISO 3166-1 alpha-2 code, e.g. JP".into());
+        }
         Ok(policy)
     }
 
     pub fn forbids(&self, purpose_code: &str) -> bool {
         self.purposes.forbidden.iter().any(|f| f == purpose_code)
+    }
+
+    /// Whether an organization verified in `country` receives data abroad.
+    pub fn is_abroad(&self, country: &str) -> bool {
+        country != self.transfer.home_country
     }
 }
 
@@ -93,6 +110,10 @@ mod tests {
         assert!(!policy.forbids("HMB"));
         let zero_k = text.replace("min_cohort = 5", "min_cohort = 0");
         assert!(DataUsePolicy::parse(&zero_k).is_err());
+        assert!(!policy.is_abroad("JP"));
+        assert!(policy.is_abroad("US"));
+        let bad_home = text.replace("home_country = \"JP\"", "home_country = \"Japan\"");
+        assert!(DataUsePolicy::parse(&bad_home).is_err());
     }
 
     #[test]

@@ -501,12 +501,29 @@ pub struct ApplicationRequest {
     /// Member researchers (token subjects at the applicant organization).
     /// The submitter is always a member.
     pub members: Vec<String>,
+    /// Member researchers of other verified organizations (a consortium's
+    /// partners). Each needs a current ethics-training attestation at their
+    /// own organization. Any industry organization among them makes the use
+    /// commercial; any organization registered abroad makes it a transfer
+    /// abroad.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub partner_members: Vec<Member>,
     /// The research ethics committee's approval reference.
     pub ethics_ref: String,
     pub starts_on: NaiveDate,
     pub ends_on: NaiveDate,
-    /// Whether any recipient is outside Japan.
+    /// Whether any recipient is outside the programme's home country
+    /// (`transfer.home_country` in `policies/data-use.toml`). Must be true
+    /// when any member organization is registered elsewhere.
     pub recipients_abroad: bool,
+}
+
+/// A member researcher and the organization whose token names them.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Member {
+    pub org: String,
+    pub researcher: String,
 }
 
 /// What the applicant declared, stored as submitted.
@@ -516,6 +533,9 @@ pub struct Declaration {
     pub purpose: ResearchPurpose,
     pub datasets: Vec<String>,
     pub members: Vec<String>,
+    /// Absent in applications stored before partner members existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub partner_members: Vec<Member>,
     pub ethics_ref: String,
     pub starts_on: NaiveDate,
     pub ends_on: NaiveDate,
@@ -549,7 +569,7 @@ pub struct AgreementView {
     pub expires_at: DateTime<Utc>,
     pub state_reason: Option<String>,
     /// Members who accepted the current text version.
-    pub accepted_current_text: Vec<String>,
+    pub accepted_current_text: Vec<Member>,
     /// Every state it entered, oldest first: creation, suspensions,
     /// reinstatements, revocation.
     pub history: Vec<AgreementStateView>,
@@ -572,11 +592,13 @@ pub struct ApplicationView {
     pub purpose: PurposeRequest,
     pub datasets: Vec<String>,
     pub members: Vec<String>,
+    pub partner_members: Vec<Member>,
     pub ethics_ref: String,
     pub starts_on: NaiveDate,
     pub ends_on: NaiveDate,
     pub recipients_abroad: bool,
-    /// From the organization's verified type.
+    /// From the member organizations' verified types: true when any of
+    /// them is industry.
     pub commercial: bool,
     /// `under_review`, `approved`, `approved_with_conditions` or `rejected`.
     pub state: String,
@@ -620,8 +642,54 @@ impl Application {
     pub fn matching(&self) -> Result<Vec<DatasetMatch>, ApiError> {
         parse_json(&self.row.matching)
     }
+    /// Every member as (organization, researcher): the applicant
+    /// organization's first, then the partners'.
+    pub fn members(&self) -> Vec<(&str, &str)> {
+        self.declaration.members_of(&self.row.org)
+    }
+
+    /// The partner organizations, each once.
+    pub fn partner_orgs(&self) -> Vec<String> {
+        self.declaration.partner_orgs()
+    }
+
     pub fn is_member(&self, p: &Principal) -> bool {
-        p.org == self.row.org && self.declaration.members.contains(&p.subject)
+        self.members()
+            .iter()
+            .any(|(org, researcher)| *org == p.org && *researcher == p.subject)
+    }
+
+    /// Whether `org` is the applicant or a partner organization.
+    pub fn has_member_org(&self, org: &str) -> bool {
+        self.row.org == org
+            || self
+                .declaration
+                .partner_members
+                .iter()
+                .any(|m| m.org == org)
+    }
+}
+
+impl Declaration {
+    /// Every member as (organization, researcher), given the applicant
+    /// organization.
+    pub fn members_of<'a>(&'a self, applicant: &'a str) -> Vec<(&'a str, &'a str)> {
+        self.members
+            .iter()
+            .map(|m| (applicant, m.as_str()))
+            .chain(
+                self.partner_members
+                    .iter()
+                    .map(|m| (m.org.as_str(), m.researcher.as_str())),
+            )
+            .collect()
+    }
+
+    pub fn partner_orgs(&self) -> Vec<String> {
+        let mut orgs: Vec<String> = self.partner_members.iter().map(|m| m.org.clone()).collect();
+        orgs.sort();
+        orgs.dedup();
+        orgs
     }
 }
 
@@ -634,8 +702,13 @@ pub(crate) fn application_for(
     action: Action,
     id: &str,
 ) -> Result<Application, ApiError> {
-    let row = store::find_application(conn, id)?.ok_or(ApiError::NotFound)?;
-    let resource = Resource::Application { id, org: &row.org };
+    let app = Application::from_row(store::find_application(conn, id)?.ok_or(ApiError::NotFound)?)?;
+    let partner_orgs = app.partner_orgs();
+    let resource = Resource::Application {
+        id,
+        org: &app.row.org,
+        partner_orgs: &partner_orgs,
+    };
     if !state.policy.is_allowed(caller, action, &resource) {
         return Err(
             if state
@@ -648,32 +721,45 @@ pub(crate) fn application_for(
             },
         );
     }
-    Application::from_row(row)
+    Ok(app)
 }
 
-/// Refuses unless every member has a current ethics-training attestation.
+/// Refuses unless every member, (organization, researcher), has a current
+/// ethics-training attestation recorded for that organization.
 pub(crate) fn check_attestations(
     conn: &mut DbConnection,
-    org: &str,
-    members: &[String],
+    members: &[(&str, &str)],
     today: NaiveDate,
 ) -> Result<(), ApiError> {
-    let attested = store::attestations_of(conn, org, members)?;
-    for member in members {
-        match attested.iter().find(|a| &a.subject == member) {
-            None => {
-                return Err(ApiError::refused(
-                    Refusal::AttestationMissing,
-                    format!("{member} has no ethics-training attestation"),
-                ))
+    let mut orgs: Vec<&str> = members.iter().map(|(org, _)| *org).collect();
+    orgs.sort_unstable();
+    orgs.dedup();
+    for org in orgs {
+        let researchers: Vec<String> = members
+            .iter()
+            .filter(|(o, _)| *o == org)
+            .map(|(_, r)| (*r).to_owned())
+            .collect();
+        let attested = store::attestations_of(conn, org, &researchers)?;
+        for member in &researchers {
+            match attested.iter().find(|a| &a.subject == member) {
+                None => {
+                    return Err(ApiError::refused(
+                        Refusal::AttestationMissing,
+                        format!("{member} of {org} has no ethics-training attestation"),
+                    ))
+                }
+                Some(a) if a.expires_on < today => {
+                    return Err(ApiError::refused(
+                        Refusal::AttestationExpired,
+                        format!(
+                            "{member} of {org}: the attestation expired on {}",
+                            a.expires_on
+                        ),
+                    ))
+                }
+                Some(_) => {}
             }
-            Some(a) if a.expires_on < today => {
-                return Err(ApiError::refused(
-                    Refusal::AttestationExpired,
-                    format!("{member}'s attestation expired on {}", a.expires_on),
-                ))
-            }
-            Some(_) => {}
         }
     }
     Ok(())
@@ -748,10 +834,13 @@ fn views(conn: &mut DbConnection, apps: &[Application]) -> Result<Vec<Applicatio
     if !agreements.is_empty() {
         let agreement_ids: Vec<String> = agreements.iter().map(|a| a.id.clone()).collect();
         let current = store::current_text(conn)?.map(|t| t.version);
-        let mut accepted: HashMap<String, Vec<String>> = HashMap::new();
+        let mut accepted: HashMap<String, Vec<Member>> = HashMap::new();
         for x in store::acceptances_of(conn, &agreement_ids)? {
             if Some(x.text_version) == current {
-                accepted.entry(x.agreement_id).or_default().push(x.member);
+                accepted.entry(x.agreement_id).or_default().push(Member {
+                    org: x.member_org,
+                    researcher: x.member,
+                });
             }
         }
         let mut history: HashMap<String, Vec<AgreementStateView>> = HashMap::new();
@@ -808,6 +897,7 @@ fn view_with(
         purpose: purpose_view(&d.purpose),
         datasets: d.datasets.clone(),
         members: d.members.clone(),
+        partner_members: d.partner_members.clone(),
         ethics_ref: d.ethics_ref.clone(),
         starts_on: d.starts_on,
         ends_on: d.ends_on,
@@ -849,6 +939,7 @@ pub async fn submit_application(
         &Resource::Application {
             id: &id,
             org: &p.org,
+            partner_orgs: &[],
         },
     )?;
     let body = body.into_inner();
@@ -886,7 +977,25 @@ pub async fn submit_application(
     members.push(p.subject.clone());
     members.sort();
     members.dedup();
-    if members.len() > 100 {
+    let mut partner_members: Vec<Member> = body
+        .partner_members
+        .iter()
+        .map(|m| {
+            Ok(Member {
+                org: text_field(&m.org, "partner_members", 200)?,
+                researcher: text_field(&m.researcher, "partner_members", 200)?,
+            })
+        })
+        .collect::<Result<_, ApiError>>()?;
+    if partner_members.iter().any(|m| m.org == p.org) {
+        return Err(ApiError::field(
+            "partner_members",
+            "researchers of the applicant organization go in members",
+        ));
+    }
+    partner_members.sort();
+    partner_members.dedup();
+    if members.len() + partner_members.len() > 100 {
         return Err(ApiError::field("members", "at most 100 members"));
     }
     let declaration = Declaration {
@@ -894,6 +1003,7 @@ pub async fn submit_application(
         purpose,
         datasets,
         members,
+        partner_members,
         ethics_ref: text_field(&body.ethics_ref, "ethics_ref", 200)?,
         starts_on: body.starts_on,
         ends_on: body.ends_on,
@@ -906,13 +1016,37 @@ pub async fn submit_application(
         .db(move |conn| {
             let (caller, p, idempotency) = (caller_in, p_in, idempotency_in);
             write_transaction(conn, |conn| {
-                let org = store::find_organization(conn, &p.org)?.ok_or_else(|| {
-                    ApiError::refused(
+                let partner_orgs = declaration.partner_orgs();
+                let member_orgs: Vec<&str> = std::iter::once(p.org.as_str())
+                    .chain(partner_orgs.iter().map(String::as_str))
+                    .collect();
+                let registered = store::find_organizations(conn, &member_orgs)?;
+                if let Some(unknown) = member_orgs
+                    .iter()
+                    .find(|org| !registered.iter().any(|r| r.org == **org))
+                {
+                    return Err(ApiError::refused(
                         Refusal::OrganizationNotVerified,
-                        format!("{} is not in the register of verified organizations", p.org),
-                    )
-                })?;
-                check_attestations(conn, &p.org, &declaration.members, today)?;
+                        format!("{unknown} is not in the register of verified organizations"),
+                    ));
+                }
+                check_attestations(conn, &declaration.members_of(&p.org), today)?;
+                // The register, not the applicant, says where the data goes.
+                let abroad: Vec<&str> = registered
+                    .iter()
+                    .filter(|o| shared.data_use.is_abroad(&o.country))
+                    .map(|o| o.org.as_str())
+                    .collect();
+                if !abroad.is_empty() && !declaration.recipients_abroad {
+                    return Err(ApiError::field(
+                        "recipients_abroad",
+                        format!(
+                            "{} is registered outside {}: its members receive data abroad",
+                            abroad.join(", "),
+                            shared.data_use.transfer.home_country
+                        ),
+                    ));
+                }
                 let rows = store::find_datasets(conn, &declaration.datasets)?;
                 if rows.len() != declaration.datasets.len() {
                     return Err(ApiError::field(
@@ -921,7 +1055,8 @@ pub async fn submit_application(
                     ));
                 }
                 let applicant = Applicant {
-                    commercial: org.kind == "industry",
+                    // Any industry member organization makes the use commercial.
+                    commercial: registered.iter().any(|o| o.kind == "industry"),
                     abroad: declaration.recipients_abroad,
                 };
                 let mut matching = Vec::with_capacity(rows.len());
@@ -965,6 +1100,10 @@ pub async fn submit_application(
                     request_hash: idempotency.as_ref().map(|(_, hash)| hash.clone()),
                 };
                 store::insert_application(conn, &row)?;
+                if !partner_orgs.is_empty() {
+                    let orgs: Vec<&str> = partner_orgs.iter().map(String::as_str).collect();
+                    store::insert_partner_orgs(conn, &id, &orgs)?;
+                }
                 store::record_transition(conn, &id, "submitted", &p.subject, now.naive_utc())?;
                 store::record_transition(
                     conn,
@@ -1154,7 +1293,8 @@ pub async fn list_applications(
                     Some(one) => one,
                     None => &EVERY_STATE,
                 },
-                // Without a state, a researcher lists their organization's.
+                // Without a state, a researcher lists their organization's:
+                // as applicant or as a partner.
                 org: (wanted.is_none() && p.has(crate::auth::Role::Researcher))
                     .then_some(p.org.as_str()),
             };
@@ -1165,15 +1305,18 @@ pub async fn list_applications(
                 .flatten();
             let mut readable = Vec::new();
             for row in rows {
+                let app = Application::from_row(row)?;
+                let partner_orgs = app.partner_orgs();
                 let resource = Resource::Application {
-                    id: &row.id,
-                    org: &row.org,
+                    id: &app.row.id,
+                    org: &app.row.org,
+                    partner_orgs: &partner_orgs,
                 };
                 if shared
                     .policy
                     .is_allowed(&caller, Action::ApplicationRead, &resource)
                 {
-                    readable.push(Application::from_row(row)?);
+                    readable.push(app);
                 }
             }
             Ok((views(conn, &readable)?, next_after))
@@ -1256,7 +1399,9 @@ pub async fn vote(
                         format!("the application is {}", app.row.state),
                     ));
                 }
-                if app.row.org == p.org {
+                // A reviewer from any member organization, partners
+                // included, reviews their own organization's use.
+                if app.has_member_org(&p.org) {
                     return Err(ApiError::Access(Refusal::ConflictOfInterest, None));
                 }
                 if ballot.approves() {
@@ -1413,12 +1558,7 @@ pub async fn accept_agreement(
                 if !app.is_member(&p) {
                     return Err(ApiError::Access(Refusal::NotAMember, None));
                 }
-                check_attestations(
-                    conn,
-                    &app.row.org,
-                    std::slice::from_ref(&p.subject),
-                    now.date_naive(),
-                )?;
+                check_attestations(conn, &[(&p.org, &p.subject)], now.date_naive())?;
                 let text = store::current_text(conn)?
                     .ok_or(ApiError::Access(Refusal::AgreementTextMissing, None))?;
                 if text.sha256 != hash {
@@ -1431,6 +1571,7 @@ pub async fn accept_agreement(
                     conn,
                     &AcceptanceRow {
                         agreement_id: agreement.id,
+                        member_org: p.org.clone(),
                         member: p.subject.clone(),
                         text_version: text.version,
                         text_sha256: text.sha256,
@@ -1501,6 +1642,8 @@ pub async fn sanction_agreement(
 #[derive(Serialize, ToSchema)]
 pub struct ApprovedUse {
     pub organization: String,
+    /// Partner organizations whose researchers are members.
+    pub partner_organizations: Vec<String>,
     pub purpose: PurposeRequest,
     /// Dataset names.
     pub datasets: Vec<String>,
@@ -1534,6 +1677,7 @@ pub async fn approved_uses(
                     let d: Declaration = parse_json(&row.declaration)?;
                     Ok(ApprovedUse {
                         organization: row.org,
+                        partner_organizations: d.partner_orgs(),
                         purpose: purpose_view(&d.purpose),
                         datasets: d
                             .datasets

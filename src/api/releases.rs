@@ -125,13 +125,17 @@ fn refuse_before_period(app: &Application, now: DateTime<Utc>) -> Result<(), Api
 fn check_acceptances(
     conn: &mut DbConnection,
     agreement: &AgreementRow,
-    members: &[String],
+    members: &[(&str, &str)],
 ) -> Result<(i32, String), ApiError> {
     let text =
         store::current_text(conn)?.ok_or(ApiError::Access(Refusal::AgreementTextMissing, None))?;
     let accepted = store::acceptances_of(conn, std::slice::from_ref(&agreement.id))?;
-    for member in members {
-        let mine: Vec<_> = accepted.iter().filter(|a| &a.member == member).collect();
+    for (org, researcher) in members {
+        let member = format!("{researcher} of {org}");
+        let mine: Vec<_> = accepted
+            .iter()
+            .filter(|a| a.member_org == *org && a.member == *researcher)
+            .collect();
         if mine
             .iter()
             .any(|a| a.text_version == text.version && a.text_sha256 == text.sha256)
@@ -238,14 +242,9 @@ fn release(
         .ok_or_else(|| ApiError::internal("approved application without agreement"))?;
     refuse_unless_usable(&agreement, now)?;
     refuse_before_period(&app, now)?;
-    check_attestations(
-        conn,
-        &app.row.org,
-        &app.declaration.members,
-        now.date_naive(),
-    )?;
-    let (text_version, text_sha256) =
-        check_acceptances(conn, &agreement, &app.declaration.members)?;
+    let members = app.members();
+    check_attestations(conn, &members, now.date_naive())?;
+    let (text_version, text_sha256) = check_acceptances(conn, &agreement, &members)?;
     let checkpoint = ledger::latest_checkpoint(conn)?;
     let conditions: Vec<String> = app
         .conditions()?

@@ -152,10 +152,12 @@ pub enum Resource<'a> {
     /// The governance body's registers: organizations, attestations,
     /// datasets, agreement texts and sanctions; and handle resolution.
     Registry,
-    /// A data-use application of `org` (also for one being submitted).
+    /// A data-use application of `org` (also for one being submitted),
+    /// with the organizations of its partner members.
     Application {
         id: &'a str,
         org: &'a str,
+        partner_orgs: &'a [String],
     },
 }
 
@@ -465,9 +467,23 @@ impl PolicyEngine {
                 self.uid("GenomeGate::Registry", "registry")?,
                 HashSet::new(),
             )),
-            Resource::Application { id, org } => Entity::new(
+            Resource::Application {
+                id,
+                org,
+                partner_orgs,
+            } => Entity::new(
                 self.uid("GenomeGate::Application", id)?,
-                HashMap::from([string_attr("org", org)]),
+                HashMap::from([
+                    string_attr("org", org),
+                    (
+                        "partner_orgs".to_owned(),
+                        RestrictedExpression::new_set(
+                            partner_orgs
+                                .iter()
+                                .map(|o| RestrictedExpression::new_string(o.clone())),
+                        ),
+                    ),
+                ]),
                 HashSet::new(),
             ),
             Resource::Hospital { org } => Entity::new(
@@ -504,6 +520,7 @@ mod tests {
     fn every_entity_a_request_builds_conforms_to_the_schema() {
         let e = engine();
         let centers = vec!["seq-center".to_owned()];
+        let partners = vec!["univ-b".to_owned()];
         let resources = [
             Resource::Document {
                 id: "cancer-v1",
@@ -520,6 +537,7 @@ mod tests {
             Resource::Application {
                 id: "app-1",
                 org: "pharma",
+                partner_orgs: &partners,
             },
         ];
         let patient = Caller::User(Principal {
@@ -556,6 +574,7 @@ mod tests {
     fn a_decision_on_the_actions_slice_equals_the_decision_on_every_policy() {
         let e = engine();
         let centers = vec!["hosp-b".to_owned()];
+        let partners = vec!["hosp-b".to_owned()];
         let resources = [
             Resource::Document {
                 id: "cancer-v1",
@@ -576,6 +595,7 @@ mod tests {
             Resource::Application {
                 id: "app-1",
                 org: "hosp-a",
+                partner_orgs: &partners,
             },
         ];
         let mut callers = vec![Caller::Anonymous];

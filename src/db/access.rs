@@ -3,9 +3,10 @@
 
 use super::schema::{
     agreement_acceptances as acceptances, agreement_texts as texts,
-    agreement_transitions as sanctions, agreements, application_transitions as transitions,
-    applications, dataset_samples, datasets, genome_samples, organizations, recall_notices,
-    release_samples, releases, researcher_attestations as attestations, review_votes as votes,
+    agreement_transitions as sanctions, agreements, application_partner_orgs as partner_orgs,
+    application_transitions as transitions, applications, dataset_samples, datasets,
+    genome_samples, organizations, recall_notices, release_samples, releases,
+    researcher_attestations as attestations, review_votes as votes,
 };
 use super::DbConnection;
 use crate::consent::DocumentFamily;
@@ -124,6 +125,8 @@ pub struct AgreementRow {
 #[diesel(table_name = acceptances)]
 pub struct AcceptanceRow {
     pub agreement_id: String,
+    /// The member's organization and subject.
+    pub member_org: String,
     pub member: String,
     pub text_version: i32,
     pub text_sha256: String,
@@ -209,6 +212,17 @@ pub fn upsert_organization(
         .set(row)
         .execute(c))?;
     Ok(())
+}
+
+/// The registered organizations among `orgs`.
+pub fn find_organizations(
+    conn: &mut DbConnection,
+    orgs: &[&str],
+) -> Result<Vec<OrganizationRow>, DieselError> {
+    db_run!(conn, c => organizations::table
+        .filter(organizations::org.eq_any(orgs))
+        .select(OrganizationRow::as_select())
+        .load(c))
 }
 
 pub fn find_organization(
@@ -406,7 +420,7 @@ pub fn applications_in_state(
 /// Which applications a list reads.
 pub struct ApplicationFilter<'a> {
     pub states: &'a [&'a str],
-    /// One applicant organization's only.
+    /// Only those of one organization: as the applicant, or as a partner.
     pub org: Option<&'a str>,
 }
 
@@ -423,7 +437,13 @@ pub fn applications_page(
             .filter(applications::state.eq_any(filter.states))
             .into_boxed();
         if let Some(org) = filter.org {
-            query = query.filter(applications::org.eq(org));
+            query = query.filter(
+                applications::org.eq(org).or(applications::id.eq_any(
+                    partner_orgs::table
+                        .filter(partner_orgs::org.eq(org))
+                        .select(partner_orgs::application_id),
+                )),
+            );
         }
         if let Some((at, id)) = after {
             query = query.filter(
@@ -647,6 +667,26 @@ pub fn agreement_transitions_of(
         .order((sanctions::agreement_id, sanctions::seq))
         .select(AgreementTransitionRow::as_select())
         .load(c))
+}
+
+/// Records the partner organizations of a new application, so that their
+/// researchers find it in their lists.
+pub fn insert_partner_orgs(
+    conn: &mut DbConnection,
+    application_id: &str,
+    orgs: &[&str],
+) -> Result<(), DieselError> {
+    let rows: Vec<_> = orgs
+        .iter()
+        .map(|org| {
+            (
+                partner_orgs::application_id.eq(application_id),
+                partner_orgs::org.eq(*org),
+            )
+        })
+        .collect();
+    db_run!(conn, c => diesel::insert_into(partner_orgs::table).values(&rows).execute(c))?;
+    Ok(())
 }
 
 pub fn insert_acceptance(conn: &mut DbConnection, row: &AcceptanceRow) -> Result<(), DieselError> {

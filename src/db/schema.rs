@@ -374,12 +374,20 @@ diesel::table! {
 }
 
 diesel::table! {
-    agreement_acceptances (agreement_id, member, text_version) {
+    agreement_acceptances (agreement_id, member_org, member, text_version) {
         agreement_id -> Text,
         member -> Text,
         text_version -> Integer,
         text_sha256 -> Text,
         accepted_at -> Timestamp,
+        member_org -> Text,
+    }
+}
+
+diesel::table! {
+    application_partner_orgs (application_id, org) {
+        application_id -> Text,
+        org -> Text,
     }
 }
 
@@ -468,6 +476,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     agreements,
     agreement_transitions,
     agreement_acceptances,
+    application_partner_orgs,
     releases,
     release_samples,
     recall_notices,

@@ -144,12 +144,24 @@ fn agreement_terms(
             struct Declared {
                 purpose: crate::access::duo::ResearchPurpose,
                 starts_on: chrono::NaiveDate,
+                #[serde(default)]
+                partner_members: Vec<Partner>,
+            }
+            #[derive(serde::Deserialize)]
+            struct Partner {
+                org: String,
             }
             let declared: Declared = serde_json::from_str(&declaration).map_err(|_| {
                 DieselError::DeserializationError("corrupt application declaration".into())
             })?;
+            let mut orgs = vec![org];
+            for partner in declared.partner_members {
+                if !orgs.contains(&partner.org) {
+                    orgs.push(partner.org);
+                }
+            }
             let terms = AgreementTerms {
-                org,
+                orgs,
                 purposes: vec![declared.purpose.duo_id().to_owned()],
                 // Nothing may happen under an agreement before it exists,
                 // nor before its declared period begins.

@@ -38,8 +38,9 @@ pub struct RecontactFacts {
 /// The terms of a data-use agreement that screening checks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgreementTerms {
-    /// The organization the agreement was granted to.
-    pub org: String,
+    /// The organizations whose researchers are members: the applicant
+    /// first, then any partners.
+    pub orgs: Vec<String>,
     /// The DUO purpose codes it allows.
     pub purposes: Vec<String>,
     pub starts_at: DateTime<Utc>,
@@ -279,7 +280,7 @@ pub fn check(entry: &LogEntry, facts: &Facts) -> Result<(), Flag> {
             let acting_for = if entry.action == LogAction::HandleResolve {
                 terms.audiences.contains(&entry.actor.org)
             } else {
-                terms.org == entry.actor.org
+                terms.orgs.contains(&entry.actor.org)
             };
             if !acting_for {
                 return Err(no_basis("agreement_of_another_organization"));
@@ -365,7 +366,7 @@ mod tests {
         f.agreements.insert(
             "dua-1".into(),
             AgreementTerms {
-                org: "pharma-x".into(),
+                orgs: vec!["pharma-x".into(), "univ-partner".into()],
                 purposes: vec!["HMB".into()],
                 starts_at: at(1),
                 ends_at: at(20),
@@ -547,6 +548,10 @@ mod tests {
             reason(&borrowed, &f),
             Some("agreement_of_another_organization")
         );
+        // A partner organization's member releases under the agreement too.
+        let mut by_partner = release("HMB", agreement("dua-1"));
+        by_partner.actor.org = "univ-partner".into();
+        assert_eq!(reason(&by_partner, &facts()), None);
         // A release under a hospital's treating role is no release basis.
         assert_eq!(
             reason(&release("HMB", treating("hospital-a")), &f),
