@@ -150,6 +150,22 @@ async fn openapi_matches_the_routes(backend: Backend) {
             "{method} {path} is documented but not served: {s} {b}"
         );
     }
+    // Newer request fields and parameters are described, not only served.
+    let schemas = &spec["components"]["schemas"];
+    assert!(
+        schemas["ApplicationRequest"]["properties"]["partner_members"].is_object(),
+        "{}",
+        schemas["ApplicationRequest"]
+    );
+    assert!(schemas["Member"]["properties"]["org"].is_object());
+    assert!(schemas["IssuedCode"]["properties"]["qr_payload"].is_object());
+    for path in [
+        "/v1/consents",
+        "/v1/patients/{patient_ref}/enrollment-codes",
+    ] {
+        let params = spec["paths"][path]["post"]["parameters"].to_string();
+        assert!(params.contains("\"qr\""), "{path}: {params}");
+    }
     // Every error response is documented as a problem document.
     let problem = &spec["components"]["schemas"]["Problem"];
     assert!(problem["properties"]["code"].is_object(), "{problem}");
