@@ -895,12 +895,13 @@ fn entry_of(row: EntryRow) -> Result<(i64, Leaf), DieselError> {
     ))
 }
 
-fn checkpoint_of(c: CheckpointRow) -> Result<StoredCheckpoint, DieselError> {
-    Ok(StoredCheckpoint {
-        size: u64::try_from(c.size).map_err(|_| corrupt("checkpoint size"))?,
-        root: c.root,
-        note: c.note,
-    })
+/// One checkpoint, its note opened with the log's verifier keys.
+fn checkpoint_of(
+    c: CheckpointRow,
+    verifier_keys: &[String],
+) -> Result<StoredCheckpoint, DieselError> {
+    let size = u64::try_from(c.size).map_err(|_| corrupt("checkpoint size"))?;
+    Ok(StoredCheckpoint::open(size, c.root, &c.note, verifier_keys))
 }
 
 /// The rows a reader thread sends, in batches; the first error ends the
@@ -1011,7 +1012,7 @@ copied_row!(EntryRow, entries::table);
 /// Feeds the leaves to the checker in tree order: each leaf row's entry,
 /// looked up by arrival number in the entries' stream. Returns the most
 /// rows either stream held back at once.
-fn check_leaves<N, C, L, E>(checker: &mut LogChecker<'_, N, C>, leaves: L, entries: E) -> usize
+fn check_leaves<N, C, L, E>(checker: &mut LogChecker<N, C>, leaves: L, entries: E) -> usize
 where
     N: Iterator<Item = (NodePosition, Hash)>,
     C: Iterator<Item = StoredCheckpoint>,
@@ -1096,14 +1097,15 @@ pub fn verify(
                 .order(checkpoints::size)
                 .select(CheckpointRow::as_select())
                 .load_iter::<CheckpointRow, diesel::pg::PgRowByRowLoadingMode>(c)?;
+            // The signatures are checked here, beside the check.
             for row in rows {
-                if !send(checkpoint_of(row?)?) {
+                if !send(checkpoint_of(row?, verifier_keys)?) {
                     break;
                 }
             }
             Ok(())
         });
-        let mut checker = LogChecker::new(origin, nodes, checkpoints, verifier_keys);
+        let mut checker = LogChecker::new(origin, nodes, checkpoints);
         let held = check_leaves(&mut checker, leaves, entries);
         checker.finish(held)
         // The streams are dropped here, before the scope joins the
@@ -1125,7 +1127,7 @@ fn verify_in_memory(
     fn all<Row, T>(
         c: &mut diesel::SqliteConnection,
         query: impl diesel::query_dsl::LoadQuery<'static, diesel::SqliteConnection, Row>,
-        each: fn(Row) -> Result<T, DieselError>,
+        each: impl Fn(Row) -> Result<T, DieselError>,
     ) -> Result<Vec<T>, DieselError> {
         query.load::<Row>(c)?.into_iter().map(each).collect()
     }
@@ -1140,19 +1142,14 @@ fn verify_in_memory(
                 checkpoints::table
                     .order(checkpoints::size)
                     .select(CheckpointRow::as_select()),
-                checkpoint_of,
+                |row| checkpoint_of(row, verifier_keys),
             )?,
             all(c, leaves::table.select(LeafRow::as_select()), leaf_of)?,
             all(c, entries::table.select(EntryRow::as_select()), entry_of)?,
         ))
     });
     let (nodes, checkpoints, leaves, entries) = read?;
-    let mut checker = LogChecker::new(
-        origin,
-        nodes.into_iter(),
-        checkpoints.into_iter(),
-        verifier_keys,
-    );
+    let mut checker = LogChecker::new(origin, nodes.into_iter(), checkpoints.into_iter());
     let held = check_leaves(&mut checker, leaves.into_iter(), entries.into_iter());
     Ok(checker.finish(held))
 }

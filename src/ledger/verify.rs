@@ -118,11 +118,28 @@ pub struct Report {
     pub findings: Vec<Finding>,
 }
 
-/// A stored checkpoint as storage holds it.
+/// A stored checkpoint, with its note already opened.
 pub struct StoredCheckpoint {
     pub size: u64,
     pub root: Vec<u8>,
-    pub note: String,
+    /// What the signed note says, when one of the log's verifier keys
+    /// signed it; `None` otherwise.
+    pub signed: Option<Checkpoint>,
+}
+
+impl StoredCheckpoint {
+    /// Opens `note` with the first of `verifier_keys` that signed it. An
+    /// Ed25519 verification each: storage does this on its reader thread,
+    /// beside the check, rather than on the checking thread.
+    pub fn open(size: u64, root: Vec<u8>, note: &str, verifier_keys: &[String]) -> Self {
+        Self {
+            size,
+            root,
+            signed: verifier_keys
+                .iter()
+                .find_map(|key| checkpoint::open(note, key).ok()),
+        }
+    }
 }
 
 const MAX_FINDINGS: usize = 200;
@@ -130,7 +147,7 @@ const MAX_FINDINGS: usize = 200;
 /// A stored node's position: (level, index).
 pub type NodePosition = (u32, u64);
 
-pub struct LogChecker<'k, N, C>
+pub struct LogChecker<N, C>
 where
     N: Iterator<Item = (NodePosition, Hash)>,
     C: Iterator<Item = StoredCheckpoint>,
@@ -140,7 +157,6 @@ where
     stored: InOrder<NodePosition, Hash, N>,
     /// Stored checkpoints, smallest first.
     checkpoints: Peekable<C>,
-    verifier_keys: &'k [String],
     origin: String,
     findings: Vec<Finding>,
     /// Indices whose entry is missing or differs, ascending: node and root
@@ -149,21 +165,19 @@ where
     checked: usize,
 }
 
-impl<'k, N, C> LogChecker<'k, N, C>
+impl<N, C> LogChecker<N, C>
 where
     N: Iterator<Item = (NodePosition, Hash)>,
     C: Iterator<Item = StoredCheckpoint>,
 {
     /// `stored` streams every stored node, in any order (cheapest in the
     /// order they were written); `checkpoints` every stored checkpoint,
-    /// smallest first. A checkpoint is good when one of `verifier_keys`
-    /// signed it.
-    pub fn new(origin: &str, stored: N, checkpoints: C, verifier_keys: &'k [String]) -> Self {
+    /// smallest first, its note opened with the log's verifier keys.
+    pub fn new(origin: &str, stored: N, checkpoints: C) -> Self {
         Self {
             frontier: Frontier::default(),
             stored: InOrder::new(stored),
             checkpoints: checkpoints.peekable(),
-            verifier_keys,
             origin: origin.to_owned(),
             findings: Vec::new(),
             bad_leaves: Vec::new(),
@@ -294,28 +308,24 @@ where
     }
 
     fn judge_checkpoint(&self, cp: &StoredCheckpoint, root: Hash) -> Option<String> {
-        let opened = self
-            .verifier_keys
-            .iter()
-            .find_map(|key| checkpoint::open(&cp.note, key).ok());
         let Some(Checkpoint {
             origin,
             size,
             root: signed_root,
-        }) = opened
+        }) = &cp.signed
         else {
             return Some(format!(
                 "checkpoint {} is not signed by the log's key",
                 cp.size
             ));
         };
-        if origin != self.origin || size != cp.size || signed_root.as_slice() != cp.root {
+        if *origin != self.origin || *size != cp.size || signed_root.as_slice() != cp.root {
             return Some(format!(
                 "checkpoint {} disagrees with its signed note",
                 cp.size
             ));
         }
-        (signed_root != root).then(|| {
+        (*signed_root != root).then(|| {
             format!(
                 "checkpoint {} does not match the tree rebuilt from the entries",
                 cp.size
@@ -384,6 +394,7 @@ mod tests {
 
     fn fixture(n: usize) -> Fixture {
         let signer = signer();
+        let keys = vec![signer.verifier_key()];
         let entries: Vec<Vec<u8>> = (0..n).map(|i| format!("entry {i}").into_bytes()).collect();
         let mut frontier = Frontier::default();
         let mut stored: Vec<Vec<Option<Hash>>> = Vec::new();
@@ -405,18 +416,19 @@ mod tests {
                     size: i as u64 + 1,
                     root,
                 };
-                checkpoints.push(StoredCheckpoint {
-                    size: cp.size,
-                    root: root.to_vec(),
-                    note: signer.sign(&cp),
-                });
+                checkpoints.push(StoredCheckpoint::open(
+                    cp.size,
+                    root.to_vec(),
+                    &signer.sign(&cp),
+                    &keys,
+                ));
             }
         }
         Fixture {
             entries,
             stored,
             checkpoints,
-            keys: vec![signer.verifier_key()],
+            keys,
         }
     }
 
@@ -446,12 +458,7 @@ mod tests {
         leaves: impl Fn(usize, &[u8]) -> Option<Vec<u8>>,
     ) -> Report {
         let rows = node_rows(&f.stored, reversed);
-        let mut checker = LogChecker::new(
-            "test/log",
-            rows.into_iter(),
-            f.checkpoints.into_iter(),
-            &f.keys,
-        );
+        let mut checker = LogChecker::new("test/log", rows.into_iter(), f.checkpoints.into_iter());
         for (i, e) in f.entries.iter().enumerate() {
             match leaves(i, e) {
                 Some(bytes) => checker.leaf(Leaf::Present {
@@ -509,11 +516,7 @@ mod tests {
             size: 8,
             root: [7; 32],
         };
-        f.checkpoints[1] = StoredCheckpoint {
-            size: 8,
-            root: vec![7; 32],
-            note: other.sign(&cp),
-        };
+        f.checkpoints[1] = StoredCheckpoint::open(8, vec![7; 32], &other.sign(&cp), &f.keys);
         let report = check(f, |_, e| Some(e.to_vec()));
         assert_eq!(report.first_bad_index, Some(7));
         assert!(report.findings[0].problem.contains("not signed"));
