@@ -1413,6 +1413,20 @@ async fn partner_members_from_other_organizations_share_an_application(backend: 
         ]
     );
 
+    // The register is read again at release: re-registered abroad after
+    // approval, the partner's organization reaches only patients who
+    // consented to international transfer (none here), so the cohort falls
+    // below k and nothing is released.
+    verify_org_in(&app, PHARMA, "industry", "US").await;
+    let (s, b) = release(&app, &id, &partner).await;
+    assert_problem(s, &b, 409, "cohort_below_minimum");
+    assert!(
+        b["detail"].as_str().unwrap().starts_with("0 samples"),
+        "{b}"
+    );
+    assert_eq!(app.count("releases"), 0);
+    verify_org(&app, PHARMA, "industry").await;
+
     // The partner releases; industry use excludes the academic-only patients.
     let (s, rel) = release(&app, &id, &partner).await;
     assert_eq!(s, 201, "{rel}");

@@ -160,12 +160,33 @@ fn check_acceptances(
     Ok((text.version, text.sha256))
 }
 
-fn use_request(app: &Application) -> UseRequest {
-    UseRequest {
-        commercial: app.row.commercial,
-        abroad: app.declaration.recipients_abroad,
+/// The use each patient's consent is checked against, now: commercial
+/// and abroad as declared and decided at submission, or as the register
+/// says of the member organizations today, whichever is stricter. An
+/// organization re-registered as industry, or abroad, after approval
+/// reaches only the patients who consented to that (decision 0023).
+fn use_request(
+    state: &AppState,
+    conn: &mut DbConnection,
+    app: &Application,
+) -> Result<UseRequest, ApiError> {
+    let member_orgs: Vec<&str> = std::iter::once(app.row.org.as_str())
+        .chain(
+            app.declaration
+                .partner_members
+                .iter()
+                .map(|m| m.org.as_str()),
+        )
+        .collect();
+    let registered = store::find_organizations(conn, &member_orgs)?;
+    Ok(UseRequest {
+        commercial: app.row.commercial || registered.iter().any(|o| o.kind == "industry"),
+        abroad: app.declaration.recipients_abroad
+            || registered
+                .iter()
+                .any(|o| state.data_use.is_abroad(&o.country)),
         diseases: app.declaration.purpose.diseases().to_vec(),
-    }
+    })
 }
 
 fn research_access(
@@ -271,6 +292,7 @@ fn release(
     store::insert_release(conn, &row)?;
 
     let datasets = store::find_datasets(conn, &app.declaration.datasets)?;
+    let request = use_request(state, conn, &app)?;
     let tally = pass::write_cohort(
         conn,
         spare,
@@ -279,7 +301,7 @@ fn release(
             app: &app,
             agreement_id: &agreement.id,
             releaser: p,
-            request: use_request(&app),
+            request,
             release_id: &release_id,
             datasets: &datasets,
             now,
@@ -574,7 +596,7 @@ pub async fn resolve_handle(
             // not change, so only consent is checked again.
             let request = UseRequest {
                 diseases: Vec::new(),
-                ..use_request(&app)
+                ..use_request(&shared, conn, &app)?
             };
             let rows = store::release_page(conn, &release, after, limit, true)?;
             let next_after = (rows.len() as i64 == limit)
