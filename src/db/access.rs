@@ -323,22 +323,6 @@ pub fn add_dataset_samples(
     ))
 }
 
-/// How many samples each patient has in a dataset.
-pub fn samples_per_patient(
-    conn: &mut DbConnection,
-    dataset_id: &str,
-) -> Result<std::collections::HashMap<String, u32>, DieselError> {
-    let counts: Vec<(String, i64)> = db_run!(conn, c => dataset_samples::table
-        .filter(dataset_samples::dataset_id.eq(dataset_id))
-        .group_by(dataset_samples::patient_pseudonym)
-        .select((dataset_samples::patient_pseudonym, diesel::dsl::count_star()))
-        .load(c))?;
-    Ok(counts
-        .into_iter()
-        .map(|(patient, n)| (patient, u32::try_from(n).unwrap_or(u32::MAX)))
-        .collect())
-}
-
 /// One sample of a dataset with what a release needs of it.
 #[derive(Debug, Clone)]
 pub struct CohortSample {
@@ -347,18 +331,25 @@ pub struct CohortSample {
     pub diagnosis: Option<String>,
 }
 
-/// A page of a dataset's samples in genome-ID order, after `after`: one
-/// range of the dataset's primary key.
+/// A page of a dataset's samples in patient order, after the sample
+/// `after` (patient pseudonym, genome ID): one range of
+/// `dataset_samples_by_patient` (decision 0024). `("", "")` starts at the
+/// first sample.
 pub fn dataset_page(
     conn: &mut DbConnection,
     dataset_id: &str,
-    after: &str,
+    (after_patient, after_genome_id): (&str, &str),
     limit: i64,
 ) -> Result<Vec<CohortSample>, DieselError> {
+    // The row comparison (patient, genome ID) > (after) spelled so both
+    // backends start the index scan at `after_patient`: the first filter is
+    // the range, the second drops the few samples of that patient already
+    // paged.
     let members: Vec<(String, String, Option<String>)> = db_run!(conn, c => dataset_samples::table
         .filter(dataset_samples::dataset_id.eq(dataset_id))
-        .filter(dataset_samples::genome_id.gt(after))
-        .order(dataset_samples::genome_id)
+        .filter(dataset_samples::patient_pseudonym.ge(after_patient))
+        .filter(dataset_samples::patient_pseudonym.gt(after_patient).or(dataset_samples::genome_id.gt(after_genome_id)))
+        .order((dataset_samples::patient_pseudonym, dataset_samples::genome_id))
         .limit(limit)
         .select((dataset_samples::genome_id, dataset_samples::patient_pseudonym, dataset_samples::diagnosis))
         .load(c))?;

@@ -10,9 +10,10 @@
 //! written (decision 0014). Without a spare connection the same pass runs in
 //! turn on the transaction's connection.
 //!
-//! A patient's log entry goes with the page that decides their last sample
-//! (the pass counts each patient's samples first), so the log is written
-//! while the pages are, not after them.
+//! Pages follow patients (decision 0024): a patient's samples are adjacent,
+//! so their log entry goes with the page that decides their last sample and
+//! the log is written while the pages are, not after them; and a page's
+//! consent lookups fall in one range of the events index.
 
 use super::{decide_page, research_access};
 use crate::access::cohort::{SampleDecision, UseRequest};
@@ -29,11 +30,7 @@ use crate::ledger::entry::LogAction;
 use crate::pseudonym::genome_id::{project_sample_id, IdKind, PrintedId};
 use crate::pseudonym::keyring::KeyDomain;
 use chrono::{DateTime, Utc};
-use std::collections::{BTreeMap, HashMap};
-
-/// Log entries per append statement, for entries still owed after a
-/// dataset's last page.
-const LOG_BATCH: usize = 10_000;
+use std::collections::BTreeMap;
 /// Batches the reader may run ahead of the writer: enough to keep both
 /// busy, few enough that memory stays bounded by pages, not by the cohort.
 const READ_AHEAD: usize = 2;
@@ -72,7 +69,8 @@ enum Batch<'a> {
         /// The entries of the patients whose last sample is on this page.
         entries: PreparedEntries,
     },
-    /// Entries still owed after a dataset's last page.
+    /// The entry of a dataset's last patient, when their last sample ended
+    /// a full page.
     Log(PreparedEntries),
 }
 
@@ -171,19 +169,43 @@ struct DatasetPass<'a> {
     dataset: &'a DatasetRow,
     family: DocumentFamily,
     history: VersionHistory,
-    /// The last genome ID paged.
-    after: String,
-    /// Samples per patient not yet decided. Pages follow genome IDs, not
-    /// patients, so this is how the pass knows a patient is complete and
-    /// their entry can go with the current page instead of after the last.
-    undecided: HashMap<String, u32>,
-    /// Included samples per patient not yet logged: one log entry per
-    /// included patient and dataset, however many of their samples it holds.
-    included: HashMap<String, u32>,
-    /// Set once the pages are done: entries still owed (none, unless the
-    /// dataset changed between counting and paging on the transaction's own
-    /// connection).
-    leftovers: Option<std::vec::IntoIter<(String, u32)>>,
+    /// The last sample paged: (patient pseudonym, genome ID).
+    after: (String, String),
+    /// The patient whose samples are being decided.
+    patients: PatientRun,
+    /// A page came back short: no sample is left to read.
+    exhausted: bool,
+}
+
+/// Included samples per patient over samples that arrive grouped by
+/// patient: one log entry per included patient and dataset, however many
+/// of their samples it holds, once their last sample is decided.
+#[derive(Default)]
+struct PatientRun {
+    /// The patient of the last sample counted, with their included samples
+    /// so far.
+    open: Option<(String, u32)>,
+}
+
+impl PatientRun {
+    /// Counts one sample of `patient`, and hands back the patient it
+    /// completes (the previous one, when this is the first sample of
+    /// another) if any of their samples was included.
+    fn count(&mut self, patient: &str, included: bool) -> Option<(String, u32)> {
+        let completed = match &self.open {
+            Some((open, _)) if open == patient => None,
+            _ => self.open.replace((patient.to_owned(), 0)),
+        };
+        if let Some((_, objects)) = self.open.as_mut() {
+            *objects += u32::from(included);
+        }
+        completed.filter(|(_, objects)| *objects > 0)
+    }
+
+    /// The last patient, now complete, if any of their samples was included.
+    fn close(&mut self) -> Option<(String, u32)> {
+        self.open.take().filter(|(_, objects)| *objects > 0)
+    }
 }
 
 impl<'a> Pass<'a> {
@@ -210,36 +232,37 @@ impl<'a> Pass<'a> {
                     dataset,
                     family,
                     history: documents::history(conn, family)?,
-                    after: String::new(),
-                    undecided: store::samples_per_patient(conn, &dataset.id)?,
-                    included: HashMap::new(),
-                    leftovers: None,
+                    after: (String::new(), String::new()),
+                    patients: PatientRun::default(),
+                    exhausted: false,
                 });
                 continue;
             };
-            if let Some(leftovers) = current.leftovers.as_mut() {
-                let owed: Vec<_> = leftovers.by_ref().take(LOG_BATCH).collect();
-                if owed.is_empty() {
-                    self.current = None;
-                    continue;
-                }
-                let entries = cohort.release_entries(current.dataset, owed)?;
-                return Ok(Some(Batch::Log(entries)));
-            }
-            let page = store::dataset_page(
-                conn,
-                &current.dataset.id,
-                &current.after,
-                cohort.state.release_page,
-            )?;
-            let Some(last) = page.last() else {
-                // Sorted, so the log's order does not depend on hashing.
-                let mut owed: Vec<_> = current.included.drain().collect();
-                owed.sort_unstable();
-                current.leftovers = Some(owed.into_iter());
-                continue;
+            let page = if current.exhausted {
+                Vec::new()
+            } else {
+                store::dataset_page(
+                    conn,
+                    &current.dataset.id,
+                    (&current.after.0, &current.after.1),
+                    cohort.state.release_page,
+                )?
             };
-            current.after = last.genome_id.clone();
+            let Some(last) = page.last() else {
+                let owed = current.patients.close();
+                let dataset = current.dataset;
+                self.current = None;
+                match owed {
+                    Some(patient) => {
+                        let entries = cohort.release_entries(dataset, vec![patient])?;
+                        return Ok(Some(Batch::Log(entries)));
+                    }
+                    None => continue,
+                }
+            };
+            current.after = (last.patient_pseudonym.clone(), last.genome_id.clone());
+            current.exhausted =
+                page.len() < usize::try_from(cohort.state.release_page).unwrap_or(0);
             let decisions = decide_page(
                 conn,
                 &cohort.state.diseases,
@@ -255,10 +278,6 @@ impl<'a> Pass<'a> {
                 self.position += 1;
                 let line = match decision {
                     SampleDecision::Included { version, .. } => {
-                        *current
-                            .included
-                            .entry(sample.patient_pseudonym.clone())
-                            .or_default() += 1;
                         *self
                             .tally
                             .consent_versions
@@ -285,16 +304,16 @@ impl<'a> Pass<'a> {
                 };
                 self.tally.included += i64::from(line.included);
                 self.tally.excluded += i64::from(!line.included);
-                if let Some(left) = current.undecided.get_mut(&sample.patient_pseudonym) {
-                    *left = left.saturating_sub(1);
-                    if *left == 0 {
-                        current.undecided.remove(&sample.patient_pseudonym);
-                        if let Some(objects) = current.included.remove(&sample.patient_pseudonym) {
-                            completed.push((sample.patient_pseudonym.clone(), objects));
-                        }
-                    }
-                }
+                completed.extend(
+                    current
+                        .patients
+                        .count(&sample.patient_pseudonym, line.included),
+                );
                 decided.push((sample, line));
+            }
+            if current.exhausted {
+                // The last page: its last patient is complete too.
+                completed.extend(current.patients.close());
             }
             return Ok(Some(Batch::Manifest {
                 dataset: current.dataset,
@@ -333,5 +352,49 @@ impl Cohort<'_> {
             })
             .collect();
         Ok(PreparedEntries::of(&entries)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PatientRun;
+
+    fn run(samples: &[(&str, bool)]) -> Vec<(String, u32)> {
+        let mut run = PatientRun::default();
+        let mut completed: Vec<_> = samples
+            .iter()
+            .filter_map(|(patient, included)| run.count(patient, *included))
+            .collect();
+        completed.extend(run.close());
+        completed
+    }
+
+    #[test]
+    fn each_included_patient_is_counted_once_when_their_samples_end() {
+        let completed = run(&[
+            ("a", true),
+            ("a", false),
+            ("a", true),
+            ("b", false),
+            ("c", true),
+        ]);
+        assert_eq!(completed, vec![("a".to_owned(), 2), ("c".to_owned(), 1)]);
+    }
+
+    #[test]
+    fn a_patient_without_included_samples_gets_no_entry() {
+        assert!(run(&[("a", false), ("a", false)]).is_empty());
+        assert!(run(&[]).is_empty());
+    }
+
+    #[test]
+    fn a_patient_is_complete_only_when_the_next_one_begins() {
+        let mut run = PatientRun::default();
+        assert_eq!(run.count("a", true), None);
+        // Across a page boundary: still the same patient.
+        assert_eq!(run.count("a", true), None);
+        assert_eq!(run.count("b", true), Some(("a".to_owned(), 2)));
+        assert_eq!(run.close(), Some(("b".to_owned(), 1)));
+        assert_eq!(run.close(), None);
     }
 }

@@ -1,0 +1,1 @@
+DROP INDEX dataset_samples_by_patient;
