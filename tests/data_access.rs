@@ -168,6 +168,11 @@ fn days_from_today(days: i64) -> String {
         .to_string()
 }
 
+/// A grant that permits academic secondary use and refuses industry use.
+fn academic_only() -> Value {
+    json!({"ccat_registration": "permit", "secondary_use_academic": "permit", "secondary_use_industry": "deny", "recontact": "permit"})
+}
+
 fn application(datasets: &[&str], members: &[&str], code: &str) -> Value {
     json!({
         "title": "Germline variants and drug response",
@@ -261,8 +266,7 @@ async fn the_full_journey_releases_consenting_patients_and_resolution_rechecks_c
     let started = chrono::Utc::now() - chrono::Duration::minutes(1);
     let version = app.publish("cancer", &first_draft()).await;
     let both = patients_with_samples(&app, &version, "BOTH", 6, all_permit()).await;
-    let academic_only = json!({"ccat_registration": "permit", "secondary_use_academic": "permit", "secondary_use_industry": "deny", "recontact": "permit"});
-    let academic = patients_with_samples(&app, &version, "ACAD", 2, academic_only).await;
+    let academic = patients_with_samples(&app, &version, "ACAD", 2, academic_only()).await;
     let genome_ids: Vec<String> = both
         .iter()
         .chain(&academic)
@@ -991,8 +995,7 @@ struct PagedRelease {
 async fn release_in_pages(app: &TestApp) -> PagedRelease {
     let version = app.publish("cancer", &first_draft()).await;
     let both = patients_with_samples(app, &version, "BOTH", 4, all_permit()).await;
-    let academic_only = json!({"ccat_registration": "permit", "secondary_use_academic": "permit", "secondary_use_industry": "deny", "recontact": "permit"});
-    let academic = patients_with_samples(app, &version, "ACAD", 2, academic_only).await;
+    let academic = patients_with_samples(app, &version, "ACAD", 2, academic_only()).await;
     // BOTH-0 gives a second sample, so their samples can fall on two pages.
     let (s, second) = app
         .register_sample(
@@ -1269,8 +1272,7 @@ async fn partner_members_from_other_organizations_share_an_application(backend: 
     let started = chrono::Utc::now() - chrono::Duration::minutes(1);
     let version = app.publish("cancer", &first_draft()).await;
     let both = patients_with_samples(&app, &version, "BOTH", 5, all_permit()).await;
-    let academic_only = json!({"ccat_registration": "permit", "secondary_use_academic": "permit", "secondary_use_industry": "deny", "recontact": "permit"});
-    let academic = patients_with_samples(&app, &version, "ACAD", 3, academic_only).await;
+    let academic = patients_with_samples(&app, &version, "ACAD", 3, academic_only()).await;
     let genome_ids: Vec<String> = both
         .iter()
         .chain(&academic)

@@ -360,12 +360,12 @@ mod tests {
     use super::PatientRun;
 
     fn run(samples: &[(&str, bool)]) -> Vec<(String, u32)> {
-        let mut run = PatientRun::default();
+        let mut patients = PatientRun::default();
         let mut completed: Vec<_> = samples
             .iter()
-            .filter_map(|(patient, included)| run.count(patient, *included))
+            .filter_map(|(patient, included)| patients.count(patient, *included))
             .collect();
-        completed.extend(run.close());
+        completed.extend(patients.close());
         completed
     }
 
@@ -389,12 +389,12 @@ mod tests {
 
     #[test]
     fn a_patient_is_complete_only_when_the_next_one_begins() {
-        let mut run = PatientRun::default();
-        assert_eq!(run.count("a", true), None);
+        let mut patients = PatientRun::default();
+        assert_eq!(patients.count("a", true), None);
         // Across a page boundary: still the same patient.
-        assert_eq!(run.count("a", true), None);
-        assert_eq!(run.count("b", true), Some(("a".to_owned(), 2)));
-        assert_eq!(run.close(), Some(("b".to_owned(), 1)));
-        assert_eq!(run.close(), None);
+        assert_eq!(patients.count("a", true), None);
+        assert_eq!(patients.count("b", true), Some(("a".to_owned(), 2)));
+        assert_eq!(patients.close(), Some(("b".to_owned(), 1)));
+        assert_eq!(patients.close(), None);
     }
 }
