@@ -602,62 +602,22 @@ pub async fn resolve_handle(
             let next_after = (rows.len() as i64 == limit)
                 .then(|| rows.last().map(|r| r.position))
                 .flatten();
-            // Re-check consent per dataset family; the disease scope was
-            // settled at release and a diagnosis does not change.
-            let mut by_dataset: BTreeMap<&str, Vec<&ReleaseSampleRow>> = BTreeMap::new();
-            for r in &rows {
-                by_dataset.entry(r.dataset_id.as_str()).or_default().push(r);
-            }
-            let mut served: Vec<&ReleaseSampleRow> = Vec::new();
-            let mut withheld = Vec::new();
-            for (dataset_id, members) in by_dataset {
-                let dataset = store::find_datasets(conn, &[dataset_id.to_owned()])?
-                    .pop()
-                    .ok_or_else(|| ApiError::internal("release of unknown dataset"))?;
-                let family: DocumentFamily = dataset.domain.parse().map_err(ApiError::internal)?;
-                let history = documents::history(conn, family)?;
-                let page: Vec<store::CohortSample> = members
-                    .iter()
-                    .map(|r| store::CohortSample {
-                        genome_id: r.genome_id.clone(),
-                        patient_pseudonym: r.patient_pseudonym.clone(),
-                        diagnosis: None,
-                    })
-                    .collect();
-                let decisions = decide_page(
-                    conn,
-                    &shared.diseases,
-                    &request,
-                    (family, &history),
-                    &page,
-                    now,
-                )?;
-                for (r, decision) in members.into_iter().zip(decisions) {
-                    match decision {
-                        SampleDecision::Included { .. } => served.push(r),
-                        SampleDecision::Excluded(why) => withheld.push(WithheldSample {
-                            project_sample_id: r.project_sample_id.clone(),
-                            reason: why.as_str().to_owned(),
-                        }),
-                    }
-                }
-            }
-            let genome_ids: Vec<String> = served.iter().map(|r| r.genome_id.clone()).collect();
+            // The page's objects are read on a second connection while
+            // consent is checked on this one; those of withheld samples
+            // are dropped unseen.
+            let (checked, objects) = crate::db::alongside(
+                conn,
+                shared.pool.try_get(),
+                |conn| recheck_consent(conn, &shared, &request, &rows, now),
+                |conn| latest_objects(conn, &rows),
+            );
+            let (served, withheld) = checked?;
+            let mut latest = objects?;
             let project_of: HashMap<&str, &str> = served
                 .iter()
                 .map(|r| (r.genome_id.as_str(), r.project_sample_id.as_str()))
                 .collect();
-            // The newest version of each named object.
-            let mut latest: BTreeMap<(String, String), samples::ObjectRow> = BTreeMap::new();
-            for o in samples::objects_of(conn, &genome_ids)? {
-                let key = (o.genome_id.clone(), o.name.clone());
-                if latest
-                    .get(&key)
-                    .is_none_or(|existing| existing.version < o.version)
-                {
-                    latest.insert(key, o);
-                }
-            }
+            latest.retain(|(genome_id, _), _| project_of.contains_key(genome_id.as_str()));
             let mut per_sample: HashMap<&str, u32> = HashMap::new();
             for (genome_id, _) in latest.keys() {
                 *per_sample.entry(genome_id.as_str()).or_default() += 1;
@@ -708,6 +668,77 @@ pub async fn resolve_handle(
         .await?;
     state.log.entries_committed();
     Ok(web::Json(resolution))
+}
+
+/// Checks again, as of `now`, the consent of each patient of a resolved
+/// page, per dataset family. Returns the rows served and the samples
+/// withheld, with why.
+fn recheck_consent<'a>(
+    conn: &mut DbConnection,
+    state: &AppState,
+    request: &UseRequest,
+    rows: &'a [ReleaseSampleRow],
+    now: DateTime<Utc>,
+) -> Result<(Vec<&'a ReleaseSampleRow>, Vec<WithheldSample>), ApiError> {
+    let mut by_dataset: BTreeMap<&str, Vec<&ReleaseSampleRow>> = BTreeMap::new();
+    for r in rows {
+        by_dataset.entry(r.dataset_id.as_str()).or_default().push(r);
+    }
+    let mut served = Vec::with_capacity(rows.len());
+    let mut withheld = Vec::new();
+    for (dataset_id, members) in by_dataset {
+        let dataset = store::find_datasets(conn, &[dataset_id.to_owned()])?
+            .pop()
+            .ok_or_else(|| ApiError::internal("release of unknown dataset"))?;
+        let family: DocumentFamily = dataset.domain.parse().map_err(ApiError::internal)?;
+        let history = documents::history(conn, family)?;
+        let page: Vec<store::CohortSample> = members
+            .iter()
+            .map(|r| store::CohortSample {
+                genome_id: r.genome_id.clone(),
+                patient_pseudonym: r.patient_pseudonym.clone(),
+                diagnosis: None,
+            })
+            .collect();
+        let decisions = decide_page(
+            conn,
+            &state.diseases,
+            request,
+            (family, &history),
+            &page,
+            now,
+        )?;
+        for (r, decision) in members.into_iter().zip(decisions) {
+            match decision {
+                SampleDecision::Included { .. } => served.push(r),
+                SampleDecision::Excluded(why) => withheld.push(WithheldSample {
+                    project_sample_id: r.project_sample_id.clone(),
+                    reason: why.as_str().to_owned(),
+                }),
+            }
+        }
+    }
+    Ok((served, withheld))
+}
+
+/// The newest version of each named object of the page's samples, by
+/// (genome ID, name).
+fn latest_objects(
+    conn: &mut DbConnection,
+    rows: &[ReleaseSampleRow],
+) -> Result<BTreeMap<(String, String), samples::ObjectRow>, ApiError> {
+    let genome_ids: Vec<String> = rows.iter().map(|r| r.genome_id.clone()).collect();
+    let mut latest: BTreeMap<(String, String), samples::ObjectRow> = BTreeMap::new();
+    for o in samples::objects_of(conn, &genome_ids)? {
+        let key = (o.genome_id.clone(), o.name.clone());
+        if latest
+            .get(&key)
+            .is_none_or(|existing| existing.version < o.version)
+        {
+            latest.insert(key, o);
+        }
+    }
+    Ok(latest)
 }
 
 /// The public keys of dataset handles (JWKS), for stores that check a

@@ -347,6 +347,35 @@ where
     Ok(value)
 }
 
+/// Runs `main` on `conn` while `side` runs on `spare` in a thread of its
+/// own, when there is a spare connection; without one, runs `main` and
+/// then `side` on `conn`. For two independent reads whose round trips are
+/// worth overlapping (neither sees the other's transaction).
+pub fn alongside<A, B>(
+    conn: &mut DbConnection,
+    spare: Option<PooledDb>,
+    main: impl FnOnce(&mut DbConnection) -> A,
+    side: impl FnOnce(&mut DbConnection) -> B + Send,
+) -> (A, B)
+where
+    B: Send,
+{
+    let Some(mut other) = spare else {
+        let a = main(conn);
+        return (a, side(conn));
+    };
+    std::thread::scope(|scope| {
+        let beside = scope.spawn(move || side(&mut other));
+        let a = main(conn);
+        let b = match beside.join() {
+            Ok(b) => b,
+            // A panic in `side` is a bug; surface it where it happened.
+            Err(panic) => std::panic::resume_unwind(panic),
+        };
+        (a, b)
+    })
+}
+
 /// Readiness probe: one round trip.
 pub fn ping(conn: &mut DbConnection) -> Result<(), diesel::result::Error> {
     db_run!(conn, c => c.batch_execute("SELECT 1"))
