@@ -238,23 +238,28 @@ async fn live_stream_delivers_a_verifiable_receipt(backend: Backend) {
     assert_receipt(&app, &n).await;
 }
 
-/// The `id`s of the receipts a live stream opened with `last_event_id`
-/// sends, until it ends or `wanted` have arrived (`None`: until it ends);
-/// and whether it ended.
+/// Where a test opens a live stream: after the `Last-Event-ID` a
+/// reconnecting client sends, or `?from=` an index.
+enum Opening<'a> {
+    LastEventId(&'a str),
+    From(u64),
+}
+
+/// The `id`s of the receipts a live stream opened at `opening` sends,
+/// until it ends or `wanted` have arrived (`None`: until it ends); and
+/// whether it ended.
 async fn stream_ids(
     app: &TestApp,
     token: &str,
-    last_event_id: &str,
+    opening: Opening<'_>,
     wanted: Option<usize>,
 ) -> (Vec<u64>, bool) {
-    let mut stream = app
-        .client
-        .get(format!("{}/v1/portal/notifications", app.base))
-        .bearer_auth(token)
-        .header("Last-Event-ID", last_event_id)
-        .send()
-        .await
-        .unwrap();
+    let url = format!("{}/v1/portal/notifications", app.base);
+    let request = match opening {
+        Opening::LastEventId(last) => app.client.get(url).header("Last-Event-ID", last),
+        Opening::From(first) => app.client.get(format!("{url}?from={first}")),
+    };
+    let mut stream = request.bearer_auth(token).send().await.unwrap();
     assert_eq!(stream.status(), 200);
     let mut seen = String::new();
     let ids = |seen: &str| -> Vec<u64> {
@@ -308,15 +313,62 @@ async fn a_reconnecting_stream_replays_every_missed_receipt_in_pages(backend: Ba
     // Seen the first: four missed, replayed two at a time, oldest first;
     // a stream that replayed a full page of two closes so the client
     // reconnects from its last id.
-    let (first, ended) = stream_ids(&app, &token, &indices[0].to_string(), None).await;
+    let seen_first = indices[0].to_string();
+    let (first, ended) = stream_ids(&app, &token, Opening::LastEventId(&seen_first), None).await;
     assert_eq!((first.as_slice(), ended), (&indices[1..3], true));
-    let (second, ended) = stream_ids(&app, &token, &first[1].to_string(), Some(2)).await;
+    let seen = first[1].to_string();
+    let (second, ended) = stream_ids(&app, &token, Opening::LastEventId(&seen), Some(2)).await;
     assert_eq!(second.as_slice(), &indices[3..5]);
     // Nothing more was missed: this stream stays open for live receipts.
     assert!(!ended, "the stream that caught up stays open");
     // Only the caller's own receipts are replayed.
-    let (all, _) = stream_ids(&app, &token, "0", Some(2)).await;
+    let (all, _) = stream_ids(&app, &token, Opening::LastEventId("0"), Some(2)).await;
     assert!(all.iter().all(|i| indices.contains(i)), "{all:?}");
+
+    // A new client asks for everything from the start: its first receipt
+    // too, which no Last-Event-ID can name (index 0 is the log's first).
+    let (from_start, ended) = stream_ids(&app, &token, Opening::From(0), None).await;
+    assert_eq!((from_start.as_slice(), ended), (&indices[0..2], true));
+    let (from_third, _) = stream_ids(&app, &token, Opening::From(indices[2]), Some(2)).await;
+    assert_eq!(from_third.as_slice(), &indices[2..4]);
+    // A reconnection's Last-Event-ID wins over the URL it reopens.
+    let url = format!("{}/v1/portal/notifications?from=0", app.base);
+    let reopened = app
+        .client
+        .get(url)
+        .bearer_auth(&token)
+        .header("Last-Event-ID", indices[3].to_string())
+        .send()
+        .await
+        .unwrap();
+    let body = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut stream = reopened;
+        let mut seen = String::new();
+        while !seen.contains("event: access") || !seen.ends_with("\n\n") {
+            let chunk = stream
+                .chunk()
+                .await
+                .unwrap()
+                .expect("a receipt before the end");
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        seen
+    })
+    .await
+    .expect("the stream answers within 10 s");
+    assert!(body.contains(&format!("id: {}\n", indices[4])), "{body}");
+    assert!(!body.contains(&format!("id: {}\n", indices[0])), "{body}");
+    // An index that is not a log index is refused, with a problem.
+    let refused = app
+        .client
+        .get(format!("{}/v1/portal/notifications?from=-1", app.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 422);
+    let problem: Value = refused.json().await.unwrap();
+    assert_eq!(problem["code"], "validation_failed");
 }
 
 /// A patient who kept a receipt under an old checkpoint asks whether the

@@ -480,32 +480,44 @@ pub async fn my_consents(
     Ok(web::Json(MyConsents { consents }))
 }
 
+#[derive(Deserialize, IntoParams)]
+pub struct StreamStart {
+    /// Replay the caller's receipts from this log index on (inclusive) before
+    /// going live; `0` replays them all. A `Last-Event-ID` header, which an
+    /// SSE client sends when it reconnects, takes precedence.
+    pub from: Option<u64>,
+}
+
 /// The calling patient's live notification stream (Server-Sent Events).
 /// Each `access` event is a receipt: the entry, its inclusion proof and the
 /// signed checkpoint. Reconnect with `Last-Event-ID` (the last index seen)
-/// to receive what was missed, oldest first. A stream that missed more than
-/// `notify.stream_replay_page` receipts gets that many and is closed, so the
-/// client's next reconnection continues from the last one: nothing is
-/// skipped.
-#[utoipa::path(tag = "portal", responses((status = 200, content_type = "text/event-stream", body = String)))]
+/// to receive what was missed, oldest first; open with `?from=0` to receive
+/// every receipt from the start. A stream that has more than
+/// `notify.stream_replay_page` receipts to replay gets that many and is
+/// closed, so the client's next reconnection continues from the last one:
+/// nothing is skipped.
+#[utoipa::path(tag = "portal", params(StreamStart),
+    responses((status = 200, content_type = "text/event-stream", body = String)))]
 #[get("/v1/portal/notifications")]
 pub async fn my_notifications(
     state: web::Data<AppState>,
     caller: Caller,
+    start: web::Query<StreamStart>,
     request: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let (pseudonym, _) = me(&state, &caller).await?;
     // Subscribe before replaying, so nothing falls between the two; a frame
     // may then arrive twice, and its `id` tells the client.
     let (subscription, live) = state.log.hub.subscribe(&pseudonym);
-    let last_seen = request
+    let after_last_seen = request
         .headers()
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(|last| last.saturating_add(1));
     let page = state.stream_replay_page;
     let mut replay = Replay::default();
-    if let Some(last) = last_seen {
+    if let Some(first) = after_last_seen.or(start.from) {
         let key = pseudonym.clone();
         replay = state
             .db(move |conn| {
@@ -513,7 +525,7 @@ pub async fn my_notifications(
                     return Ok(Replay::default());
                 };
                 let size = cp.size as u64;
-                let mut missed = ledger::patient_indices_after(conn, &key, last, size, page + 1)?;
+                let mut missed = ledger::patient_indices_from(conn, &key, first, size, page + 1)?;
                 let more = missed.len() as i64 > page;
                 missed.truncate(page as usize);
                 let entries = ledger::entries_at(conn, &missed)?;

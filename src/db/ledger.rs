@@ -769,19 +769,19 @@ pub fn entries_at(
     Ok(out)
 }
 
-/// The tree indices of a patient's entries after index `after` and below
+/// The tree indices of a patient's entries from index `first` on and below
 /// tree size `size`, oldest first, at most `limit` of them.
-pub fn patient_indices_after(
+pub fn patient_indices_from(
     conn: &mut DbConnection,
     pseudonym: &str,
-    after: u64,
+    first: u64,
     size: u64,
     limit: i64,
 ) -> Result<Vec<u64>, DieselError> {
     let indices: Vec<i64> = db_run!(conn, c => leaves::table
         .inner_join(entries::table)
         .filter(entries::patient_pseudonym.eq(pseudonym))
-        .filter(leaves::idx.gt(to_i64(after)))
+        .filter(leaves::idx.ge(to_i64(first)))
         .filter(leaves::idx.lt(to_i64(size)))
         .order(leaves::idx)
         .limit(limit)
