@@ -650,3 +650,74 @@ fn the_pool_drops_a_connection_it_saw_die() {
     let third = pid(&mut pool.get().unwrap()).unwrap();
     assert_ne!(second, third);
 }
+
+/// Instances started together (a rolling deploy) migrate one database: one
+/// applies every migration, the others wait for it and find nothing
+/// pending, and none fails to start. The index built `CONCURRENTLY`
+/// (outside a transaction) ends up valid.
+#[test]
+fn instances_starting_together_migrate_once() {
+    use diesel::RunQueryDsl;
+    #[derive(diesel::QueryableByName)]
+    struct Valid {
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        valid: bool,
+    }
+    let Ok(admin_url) = std::env::var(PG_ENV) else {
+        eprintln!("skipped: {PG_ENV} is not set");
+        return;
+    };
+    let name = format!("gg_test_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = genomegate::db::connect_one(&admin_url).unwrap();
+    diesel::sql_query(format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .unwrap();
+    let (base, _) = admin_url.rsplit_once('/').unwrap();
+    let url = format!("{base}/{name}");
+
+    const INSTANCES: usize = 4;
+    let start = std::sync::Barrier::new(INSTANCES);
+    let applied: Vec<Vec<String>> = std::thread::scope(|scope| {
+        let instances: Vec<_> = (0..INSTANCES)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut conn = genomegate::db::connect_one(&url).unwrap();
+                    start.wait();
+                    genomegate::db::run_migrations(&mut conn)
+                })
+            })
+            .collect();
+        instances
+            .into_iter()
+            .map(|i| i.join().unwrap().expect("every instance starts"))
+            .collect()
+    });
+    let mut all: Vec<String> = applied.concat();
+    let applied_once = all.len();
+    all.sort();
+    all.dedup();
+    assert_eq!(
+        applied_once,
+        all.len(),
+        "a migration ran twice: {applied:?}"
+    );
+    assert!(
+        applied.iter().filter(|a| !a.is_empty()).count() == 1,
+        "one instance migrates: {applied:?}"
+    );
+    assert!(all.iter().any(|v| v.ends_with("000013")), "{all:?}");
+
+    let mut conn = genomegate::db::connect_one(&url).unwrap();
+    let index: Vec<Valid> = diesel::sql_query(
+        "SELECT i.indisvalid AS valid FROM pg_index i \
+         JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname = 'dataset_samples_by_patient'",
+    )
+    .load(&mut conn)
+    .unwrap();
+    assert_eq!(index.len(), 1);
+    assert!(index[0].valid);
+    drop(conn);
+    diesel::sql_query(format!("DROP DATABASE {name} WITH (FORCE)"))
+        .execute(&mut admin)
+        .unwrap();
+}

@@ -266,15 +266,63 @@ pub fn connect(url: &str, pool_size: u32) -> Result<DbPool, DbSetupError> {
         .map_err(|e| DbSetupError::Pool(e.to_string()))
 }
 
+/// The session advisory lock that lets one instance at a time migrate a
+/// PostgreSQL database ("ggmig" in ASCII).
+const MIGRATION_LOCK: i64 = 0x67_67_6d_69_67;
+
+/// How long an instance waits between attempts at the migration lock.
+const MIGRATION_LOCK_RETRY: Duration = Duration::from_millis(100);
+
 /// Applies pending embedded migrations for the connection's backend and
 /// returns the versions applied.
+///
+/// Instances started together (a rolling deploy) would otherwise apply the
+/// same migration at once, and all but one would fail to start. On
+/// PostgreSQL each takes a session advisory lock first; the others wait,
+/// then find nothing pending. They poll with `pg_try_advisory_lock` rather
+/// than block in `pg_advisory_lock`: a blocked statement holds a snapshot,
+/// and a migration building an index `CONCURRENTLY` waits for every older
+/// snapshot in the database, so the two would wait for each other.
+/// SQLite's migrations run in transactions that take its write lock.
 pub fn run_migrations(conn: &mut DbConnection) -> Result<Vec<String>, DbSetupError> {
+    use diesel::RunQueryDsl;
+    let failed = |e: &dyn std::fmt::Display| DbSetupError::Migrations(e.to_string());
     let applied = match conn {
-        DbConnection::Postgresql(c) => c.run_pending_migrations(POSTGRES_MIGRATIONS),
-        DbConnection::Sqlite(c) => c.run_pending_migrations(SQLITE_MIGRATIONS),
-    }
-    .map_err(|e| DbSetupError::Migrations(e.to_string()))?;
-    Ok(applied.into_iter().map(|v| v.to_string()).collect())
+        DbConnection::Postgresql(c) => {
+            while !diesel::select(pg_try_advisory_lock(MIGRATION_LOCK))
+                .get_result::<bool>(c)
+                .map_err(|e| failed(&e))?
+            {
+                std::thread::sleep(MIGRATION_LOCK_RETRY);
+            }
+            let applied = versions(c.run_pending_migrations(POSTGRES_MIGRATIONS));
+            let unlocked = diesel::select(pg_advisory_unlock(MIGRATION_LOCK)).get_result::<bool>(c);
+            let applied = applied.map_err(|e| failed(&e))?;
+            unlocked.map_err(|e| failed(&e))?;
+            applied
+        }
+        DbConnection::Sqlite(c) => {
+            versions(c.run_pending_migrations(SQLITE_MIGRATIONS)).map_err(|e| failed(&e))?
+        }
+    };
+    Ok(applied)
+}
+
+fn versions(
+    applied: diesel::migration::Result<Vec<diesel::migration::MigrationVersion<'_>>>,
+) -> Result<Vec<String>, String> {
+    applied
+        .map(|list| list.into_iter().map(|v| v.to_string()).collect())
+        .map_err(|e| e.to_string())
+}
+
+diesel::define_sql_function! {
+    /// Takes a session advisory lock if it is free; never waits.
+    fn pg_try_advisory_lock(key: diesel::sql_types::BigInt) -> diesel::sql_types::Bool;
+}
+
+diesel::define_sql_function! {
+    fn pg_advisory_unlock(key: diesel::sql_types::BigInt) -> diesel::sql_types::Bool;
 }
 
 pub fn backend_of(conn: &DbConnection) -> Backend {

@@ -3,5 +3,11 @@
 -- that holds them, and a page's consent lookups fall in one range of the
 -- events index instead of all over it. `diagnosis` rides along so the page
 -- is read from the index alone once the table is vacuumed.
-CREATE INDEX dataset_samples_by_patient
+--
+-- Built CONCURRENTLY, so registering samples into datasets goes on while
+-- a large table is indexed; that needs a migration outside a transaction
+-- (metadata.toml) holding this one statement only. If the build fails, it
+-- leaves an invalid index behind: drop `dataset_samples_by_patient` and
+-- start the service again.
+CREATE INDEX CONCURRENTLY dataset_samples_by_patient
     ON dataset_samples (dataset_id, patient_pseudonym, genome_id) INCLUDE (diagnosis);
