@@ -17,6 +17,7 @@ use common::receipts::enroll;
 use common::webhooks::webhook_receiver;
 use common::*;
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 
 on_both_backends!(
     the_full_journey_releases_consenting_patients_and_resolution_rechecks_consent,
@@ -1054,6 +1055,27 @@ async fn release_in_pages(app: &TestApp) -> PagedRelease {
         .map(|r| r["position"].as_i64().unwrap())
         .collect();
     assert_eq!(positions, (1..=11).collect::<Vec<_>>(), "{page}");
+    // Each included sample names its patient as this project sees them:
+    // BOTH-0's two samples in "All seven" and one in "Four of them" share
+    // an ID; the other three patients have one sample in each dataset.
+    // Excluded samples say nothing of their patient.
+    let mut samples_per_patient: BTreeMap<&str, usize> = BTreeMap::new();
+    for r in rows {
+        match r["project_patient_id"].as_str() {
+            Some(id) => {
+                assert!(r["included"].as_bool().unwrap(), "{r}");
+                *samples_per_patient.entry(id).or_default() += 1;
+            }
+            None => assert!(!r["included"].as_bool().unwrap(), "{r}"),
+        }
+    }
+    let mut counts: Vec<usize> = samples_per_patient.values().copied().collect();
+    counts.sort();
+    assert_eq!(counts, [2, 2, 2, 3], "{page}");
+    assert!(
+        samples_per_patient.keys().all(|id| id.starts_with("PP")),
+        "{samples_per_patient:?}"
+    );
     let mut manifest: Vec<(String, bool, String)> = rows
         .iter()
         .map(|r| {

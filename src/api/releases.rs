@@ -27,6 +27,8 @@ use crate::db::{consents, documents, ledger, samples, write_transaction, DbConne
 use crate::error::{AccessRefusal as Refusal, ApiError, Problem};
 use crate::ledger::entry::{DataScope, LegalBasis, LogAction, LogEntry, Purpose};
 use crate::notify::RecallNotice;
+use crate::pseudonym::genome_id::{project_patient_id, IdKind, PrintedId};
+use crate::pseudonym::keyring::KeyDomain;
 use actix_web::{delete, get, post, web, HttpResponse};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -436,6 +438,12 @@ pub struct ManifestEntry {
     pub dataset: String,
     /// The sample as this project sees it (unlinkable across projects).
     pub project_sample_id: String,
+    /// The patient as this project sees it: a patient's samples share it,
+    /// so a tumour can be paired with its germline sample; unlinkable
+    /// across projects. Only on included samples: nothing more is said of
+    /// patients whose consent excluded them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub project_patient_id: Option<String>,
     pub included: bool,
     /// `consented`, or why the sample was excluded.
     pub reason: String,
@@ -487,23 +495,47 @@ pub async fn manifest(
             let next_after = (rows.len() as i64 == limit)
                 .then(|| rows.last().map(|r| r.position))
                 .flatten();
+            let mut entries = Vec::with_capacity(rows.len());
+            for r in rows {
+                let project_patient_id = if r.included {
+                    Some(project_patient_of(&shared, &release.application_id, &r)?)
+                } else {
+                    None
+                };
+                entries.push(ManifestEntry {
+                    position: r.position,
+                    dataset: r.dataset_id,
+                    project_sample_id: r.project_sample_id,
+                    project_patient_id,
+                    included: r.included,
+                    reason: r.reason,
+                });
+            }
             Ok(ManifestPage {
                 release: id,
-                entries: rows
-                    .into_iter()
-                    .map(|r| ManifestEntry {
-                        position: r.position,
-                        dataset: r.dataset_id,
-                        project_sample_id: r.project_sample_id,
-                        included: r.included,
-                        reason: r.reason,
-                    })
-                    .collect(),
+                entries,
                 next_after,
             })
         })
         .await?;
     Ok(web::Json(page))
+}
+
+/// How the project sees the patient of a manifest row, under the same
+/// project key version as the row's sample ID, so a release keeps one
+/// patient ID per patient across a key rotation.
+fn project_patient_of(
+    state: &AppState,
+    project: &str,
+    row: &ReleaseSampleRow,
+) -> Result<String, ApiError> {
+    let sample = PrintedId::parse(IdKind::ProjectSample, &row.project_sample_id)
+        .map_err(ApiError::internal)?;
+    let key = state
+        .keys
+        .version(KeyDomain::Project, sample.version())
+        .ok_or_else(|| ApiError::internal("a release's project key version is gone"))?;
+    Ok(project_patient_id(key, project, &row.patient_pseudonym).to_string())
 }
 
 #[derive(Deserialize, Serialize, ToSchema)]
