@@ -289,10 +289,15 @@ pub fn run_migrations(conn: &mut DbConnection) -> Result<Vec<String>, DbSetupErr
     let failed = |e: &dyn std::fmt::Display| DbSetupError::Migrations(e.to_string());
     let applied = match conn {
         DbConnection::Postgresql(c) => {
+            let mut waited = false;
             while !diesel::select(pg_try_advisory_lock(MIGRATION_LOCK))
                 .get_result::<bool>(c)
                 .map_err(|e| failed(&e))?
             {
+                if !waited {
+                    tracing::info!("another instance is migrating the database; waiting for it");
+                    waited = true;
+                }
                 std::thread::sleep(MIGRATION_LOCK_RETRY);
             }
             let applied = versions(c.run_pending_migrations(POSTGRES_MIGRATIONS));
