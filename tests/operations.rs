@@ -663,17 +663,10 @@ fn instances_starting_together_migrate_once() {
         #[diesel(sql_type = diesel::sql_types::Bool)]
         valid: bool,
     }
-    let Ok(admin_url) = std::env::var(PG_ENV) else {
-        eprintln!("skipped: {PG_ENV} is not set");
+    let Some(database) = fresh_pg_database() else {
         return;
     };
-    let name = format!("gg_test_{}", uuid::Uuid::new_v4().simple());
-    let mut admin = genomegate::db::connect_one(&admin_url).unwrap();
-    diesel::sql_query(format!("CREATE DATABASE {name}"))
-        .execute(&mut admin)
-        .unwrap();
-    let (base, _) = admin_url.rsplit_once('/').unwrap();
-    let url = format!("{base}/{name}");
+    let url = database.url.as_str();
 
     const INSTANCES: usize = 4;
     let start = std::sync::Barrier::new(INSTANCES);
@@ -681,7 +674,7 @@ fn instances_starting_together_migrate_once() {
         let instances: Vec<_> = (0..INSTANCES)
             .map(|_| {
                 scope.spawn(|| {
-                    let mut conn = genomegate::db::connect_one(&url).unwrap();
+                    let mut conn = genomegate::db::connect_one(url).unwrap();
                     start.wait();
                     genomegate::db::run_migrations(&mut conn)
                 })
@@ -707,7 +700,7 @@ fn instances_starting_together_migrate_once() {
     );
     assert!(all.iter().any(|v| v.ends_with("000013")), "{all:?}");
 
-    let mut conn = genomegate::db::connect_one(&url).unwrap();
+    let mut conn = genomegate::db::connect_one(url).unwrap();
     let index: Vec<Valid> = diesel::sql_query(
         "SELECT i.indisvalid AS valid FROM pg_index i \
          JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname = 'dataset_samples_by_patient'",
@@ -716,8 +709,4 @@ fn instances_starting_together_migrate_once() {
     .unwrap();
     assert_eq!(index.len(), 1);
     assert!(index[0].valid);
-    drop(conn);
-    diesel::sql_query(format!("DROP DATABASE {name} WITH (FORCE)"))
-        .execute(&mut admin)
-        .unwrap();
 }

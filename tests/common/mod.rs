@@ -109,15 +109,23 @@ pub struct TestApp {
     pub dir: tempfile::TempDir,
     pub config: Config,
     db_url: String,
-    pg_drop: Option<(String, String)>,
+    /// Dropped after the server stops (field order matters: see `Drop`).
+    pg_database: Option<FreshPgDatabase>,
     handle: actix_web::dev::ServerHandle,
     /// The settings this app was started with.
     env: Vec<(String, String)>,
 }
 
+/// A fresh PostgreSQL database of its own, dropped with this value.
+pub struct FreshPgDatabase {
+    pub url: String,
+    admin_url: String,
+    name: String,
+}
+
 /// A fresh PostgreSQL database, or `None` (with a note) when the variable is
 /// unset.
-fn fresh_pg_database() -> Option<(String, String, String)> {
+pub fn fresh_pg_database() -> Option<FreshPgDatabase> {
     let Ok(admin_url) = std::env::var(PG_ENV) else {
         eprintln!("skipped: {PG_ENV} is not set, PostgreSQL case not run");
         return None;
@@ -129,7 +137,23 @@ fn fresh_pg_database() -> Option<(String, String, String)> {
         .execute(&mut admin)
         .unwrap();
     let (base, _) = admin_url.rsplit_once('/').expect("database URL has a path");
-    Some((format!("{base}/{name}"), admin_url, name))
+    Some(FreshPgDatabase {
+        url: format!("{base}/{name}"),
+        admin_url,
+        name,
+    })
+}
+
+impl Drop for FreshPgDatabase {
+    fn drop(&mut self) {
+        if let Ok(mut conn) = genomegate::db::establish_pg(&self.admin_url) {
+            let _ = diesel::sql_query(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
+            .execute(&mut conn);
+        }
+    }
 }
 
 #[derive(Default)]
@@ -148,14 +172,14 @@ impl TestApp {
 
     pub async fn spawn_with(backend: Backend, options: Options) -> Option<TestApp> {
         let dir = tempfile::tempdir().unwrap();
-        let (db_url, pg_drop) = match backend {
+        let (db_url, pg_database) = match backend {
             Backend::Sqlite => (
                 format!("sqlite://{}", dir.path().join("genomegate.db").display()),
                 None,
             ),
             Backend::Postgres => {
-                let (url, admin, name) = fresh_pg_database()?;
-                (url, Some((admin, name)))
+                let database = fresh_pg_database()?;
+                (database.url.clone(), Some(database))
             }
         };
         let certs_dir = dir.path().join("certs");
@@ -239,7 +263,7 @@ impl TestApp {
             dir,
             config,
             db_url,
-            pg_drop,
+            pg_database,
             handle,
             env,
         })
@@ -556,12 +580,8 @@ fn sign_patient(
 impl Drop for TestApp {
     fn drop(&mut self) {
         drop(self.handle.stop(false));
-        if let Some((admin, name)) = self.pg_drop.take() {
-            if let Ok(mut conn) = genomegate::db::establish_pg(&admin) {
-                let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .execute(&mut conn);
-            }
-        }
+        // The server has been told to stop; its database goes after it.
+        drop(self.pg_database.take());
     }
 }
 
