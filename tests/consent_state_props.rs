@@ -15,8 +15,8 @@
 use chrono::{DateTime, Utc};
 use genomegate::consent::document::PublishedVersion;
 use genomegate::consent::{
-    derive_consent, ChangeKind, ConsentEvent, ConsentStatus, Decision, EventKind, ScopeItemKey,
-    VersionHistory,
+    derive_consent, ChangeKind, ConsentEvent, ConsentStatus, Decision, EventKind, Person,
+    ScopeItemKey, VersionHistory,
 };
 use proptest::prelude::*;
 use std::collections::BTreeMap;
@@ -91,6 +91,7 @@ struct RawEvent {
     kind: u8,
     hour: i64,
     picks: Vec<(bool, bool)>,
+    by_proxy: bool,
 }
 
 fn raw_events() -> impl Strategy<Value = Vec<RawEvent>> {
@@ -99,8 +100,14 @@ fn raw_events() -> impl Strategy<Value = Vec<RawEvent>> {
             0u8..4,
             90i64..560,
             prop::collection::vec((any::<bool>(), any::<bool>()), 4),
+            any::<bool>(),
         )
-            .prop_map(|(kind, hour, picks)| RawEvent { kind, hour, picks }),
+            .prop_map(|(kind, hour, picks, by_proxy)| RawEvent {
+                kind,
+                hour,
+                picks,
+                by_proxy,
+            }),
         0..14,
     )
 }
@@ -162,6 +169,7 @@ fn realize(history: &VersionHistory, raw: &[RawEvent]) -> Vec<ConsentEvent> {
                 signed_at: hour(r.hour),
                 recorded_at: hour(r.hour),
                 decisions,
+                by_proxy: r.by_proxy,
             })
         })
         .collect()
@@ -285,5 +293,31 @@ proptest! {
         } else {
             prop_assert!(snapshot.items.is_empty());
         }
+    }
+
+    /// A permit lapses at majority only if the person is of age at the
+    /// query, it was permitted at all, and a proxy signed something about
+    /// it while the person was a minor; the patient's own events never
+    /// lapse, and lapsing changes no decision of the record itself.
+    #[test]
+    fn only_a_minors_proxy_permits_lapse(versions in history_strategy(), raw in raw_events(), query in 80i64..600, majority_hour in 0i64..700) {
+        let history = VersionHistory::new(versions);
+        let events = realize(&history, &raw);
+        let person = Person { majority_on: Some(hour(majority_hour).date_naive()), deceased_on: None };
+        let snapshot = derive_consent(&events, &history, hour(query));
+        let of_age = person.of_age_on(hour(query).date_naive());
+        for item in snapshot.lapsed_at_majority(&person) {
+            prop_assert!(of_age);
+            prop_assert_eq!(item.decision, Decision::Permit);
+            prop_assert!(events.iter().any(|e| e.by_proxy
+                && e.signed_at <= hour(query)
+                && person.minor_on(e.signed_at.date_naive())
+                && e.decisions.iter().any(|(k, d)| k == &item.key && *d == Decision::Permit)));
+        }
+        let by_patient: Vec<ConsentEvent> = events.iter().cloned().map(|e| ConsentEvent { by_proxy: false, ..e }).collect();
+        let own = derive_consent(&by_patient, &history, hour(query));
+        prop_assert_eq!(own.lapsed_at_majority(&person).count(), 0);
+        let decisions = |s: &genomegate::consent::ConsentSnapshot| s.items.iter().map(|i| (i.key.clone(), i.decision)).collect::<Vec<_>>();
+        prop_assert_eq!(decisions(&own), decisions(&snapshot));
     }
 }

@@ -26,6 +26,7 @@ on_both_backends!(
     migration_000009_names_the_patient_of_existing_dataset_samples,
     partner_members_from_other_organizations_share_an_application,
     migration_000012_names_the_organization_of_existing_acceptances,
+    a_minor_who_came_of_age_is_released_only_on_their_own_consent,
 );
 
 const STORE: &str = "genome-store.example";
@@ -1519,4 +1520,180 @@ async fn migration_000012_names_the_organization_of_existing_acceptances(backend
     );
     let (s, rel) = release(&app, &id, &lead).await;
     assert_eq!(s, 201, "{rel}");
+}
+
+/// A parent consented for a child more than a year ago. While the child is a
+/// minor, the parent's consent releases their sample; once the child has
+/// come of age, it no longer does (decision 0026): resolution withholds
+/// the sample, a new release excludes it (`reached_majority`), the consent
+/// read and the hospital's work list say which items need the patient's
+/// own answer, and the patient's own change on the industry item lets it
+/// out again.
+async fn a_minor_who_came_of_age_is_released_only_on_their_own_consent(backend: Backend) {
+    let Some((app, clock)) = TestApp::spawn_with_shifted_clock(backend).await else {
+        return;
+    };
+    let (version, child) = app
+        .parent_consented(&clock, "cancer", "MRN-CHILD", chrono::Duration::days(400))
+        .await;
+    let child = child["patient_ref"].as_str().unwrap().to_owned();
+    let staff = app.staff("hospital-a");
+    let (s, sample) = app
+        .register_sample(&staff, &sample_body("MRN-CHILD", "S-CHILD", "MRN-CHILD"))
+        .await;
+    assert_eq!(s, 201, "{sample}");
+
+    let adults = patients_with_samples(&app, &version, "ADULT", 5, all_permit()).await;
+    let mut genome_ids: Vec<String> = adults.iter().map(|p| p.1.clone()).collect();
+    genome_ids.push(sample["genome_id"].as_str().unwrap().to_owned());
+    let majority_on = |day: String| {
+        let path = format!("/v1/patients/{child}/status");
+        let body = json!({"majority_on": day, "deceased_on": null});
+        let (app, staff) = (&app, &staff);
+        async move {
+            let (s, b) = put(app, &path, staff, &body).await;
+            assert_eq!(s, 200, "{b}");
+        }
+    };
+    majority_on(days_from_today(365)).await;
+
+    verify_org(&app, PHARMA, "industry").await;
+    attest(&app, PHARMA, "res-1", "2029-01-10").await;
+    let ds = dataset(
+        &app,
+        "Cancer germline",
+        json!({"permission": "HMB"}),
+        &genome_ids,
+    )
+    .await;
+    let sha = publish_text(&app, "Data-use agreement v1.").await;
+    let view = submit(
+        &app,
+        &researcher(PHARMA, "res-1"),
+        &application(&[&ds], &[], "HMB"),
+    )
+    .await;
+    let id = view["id"].as_str().unwrap().to_owned();
+    let decided = approve(&app, &id).await;
+    let agreement = decided["agreement"]["id"].as_str().unwrap().to_owned();
+    let (s, b) = accept(&app, &agreement, &researcher(PHARMA, "res-1"), &sha).await;
+    assert_eq!(s, 200, "{b}");
+
+    // A minor: the parent speaks for them.
+    let (s, rel) = release(&app, &id, &researcher(PHARMA, "res-1")).await;
+    assert_eq!(s, 201, "{rel}");
+    assert_eq!(rel["included"], 6, "{rel}");
+    let handle = rel["handle"].as_str().unwrap().to_owned();
+    let samples_served = |page: &Value| {
+        let ids: std::collections::BTreeSet<&str> = page["objects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["project_sample_id"].as_str().unwrap())
+            .collect();
+        ids.len()
+    };
+    let (s, page) = resolve(&app, STORE, &handle).await;
+    assert_eq!(s, 200, "{page}");
+    assert_eq!(samples_served(&page), 6, "{page}");
+    assert_eq!(page["withheld"], json!([]));
+
+    // Of age since a month ago, never asked themselves.
+    majority_on(days_from_today(-30)).await;
+    let resolved_before = entries_with_action(&app, "handle_resolve");
+    let (s, page) = resolve(&app, STORE, &handle).await;
+    assert_eq!(s, 200, "{page}");
+    assert_eq!(samples_served(&page), 5, "{page}");
+    let withheld = page["withheld"].as_array().unwrap();
+    assert_eq!(withheld.len(), 1, "{page}");
+    assert_eq!(withheld[0]["reason"], "reached_majority");
+    assert_eq!(
+        entries_with_action(&app, "handle_resolve"),
+        resolved_before + 5,
+        "the withheld patient is not logged as read"
+    );
+
+    let (s, consent) = app
+        .get(
+            &format!("/v1/patients/{child}/consents/cancer"),
+            Some(&staff),
+        )
+        .await;
+    assert_eq!(s, 200, "{consent}");
+    let industry = consent["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["key"] == "secondary_use_industry")
+        .unwrap();
+    assert_eq!(industry["decision"], "permit", "the record is unchanged");
+    assert_eq!(industry["needs_own_consent"], true, "{consent}");
+    let lapsed_items = || async {
+        let (s, tasks) = app
+            .get("/v1/reconsent-tasks?family=cancer", Some(&staff))
+            .await;
+        assert_eq!(s, 200, "{tasks}");
+        let tasks = tasks["tasks"].as_array().unwrap().clone();
+        assert!(
+            tasks.iter().all(|t| t["patient_ref"] == child.as_str()),
+            "{tasks:?}"
+        );
+        tasks
+            .iter()
+            .filter(|t| t["reason"] == "reached_majority")
+            .flat_map(|t| t["items"].as_array().unwrap().clone())
+            .map(|i| {
+                assert_eq!(i["change"], "signed_by_proxy", "{i}");
+                i["key"].as_str().unwrap().to_owned()
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        lapsed_items().await,
+        [
+            "ccat_registration",
+            "recontact",
+            "secondary_use_academic",
+            "secondary_use_industry"
+        ]
+    );
+
+    let (s, rel) = release(&app, &id, &researcher(PHARMA, "res-1")).await;
+    assert_eq!(s, 201, "{rel}");
+    assert_eq!(rel["included"], 5, "{rel}");
+    assert_eq!(rel["excluded_by_reason"], json!({"reached_majority": 1}));
+    let (_, manifest) = app
+        .get(
+            &format!("/v1/releases/{}/manifest", rel["id"].as_str().unwrap()),
+            Some(&researcher(PHARMA, "res-1")),
+        )
+        .await;
+    let excluded: Vec<&Value> = manifest["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["included"] == false)
+        .collect();
+    assert_eq!(excluded.len(), 1, "{manifest}");
+    assert_eq!(excluded[0]["reason"], "reached_majority");
+
+    // The patient's own answer on industry use.
+    let own = json!({"document_version": version, "decisions": {"secondary_use_industry": "permit"},
+        "signer": {"kind": "patient"}, "explained_by": "nurse-2", "signed_at": now_rfc3339(), "form_hash": FORM_HASH});
+    let (s, b) = app
+        .post(
+            &format!("/v1/patients/{child}/consents/cancer/changes"),
+            &staff,
+            Some("k-own"),
+            &own,
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    assert_eq!(
+        lapsed_items().await,
+        ["ccat_registration", "recontact", "secondary_use_academic"]
+    );
+    let (s, rel) = release(&app, &id, &researcher(PHARMA, "res-1")).await;
+    assert_eq!(s, 201, "{rel}");
+    assert_eq!(rel["included"], 6, "{rel}");
 }

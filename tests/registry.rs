@@ -663,14 +663,8 @@ async fn material_changes_need_reconsent_editorial_ones_do_not(backend: Backend)
     assert_eq!(s, 200, "{tasks}");
     let tasks = tasks["tasks"].as_array().unwrap();
     let mine = tasks.iter().find(|t| t["patient_ref"] == patient).unwrap();
-    let keys: Vec<&str> = mine["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["key"].as_str().unwrap())
-        .collect();
     assert_eq!(
-        keys,
+        item_keys(mine),
         ["secondary_use_industry", "specimen_banking"],
         "only material and added items"
     );
@@ -882,14 +876,24 @@ async fn withdrawal_and_as_of_queries(backend: Backend) {
 }
 
 async fn minors_and_deceased_patients(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else {
+    let Some((app, clock)) = TestApp::spawn_with_shifted_clock(backend).await else {
         return;
     };
-    let v1 = app.publish("rare_disease", &first_draft()).await;
-    let mut body = grant_body("CHILD-1", &v1, all_permit());
-    body["signer"] = json!({"kind": "proxy", "relationship": "parent"});
+    // A parent signed for the child two years ago.
+    let (v1, child) = app
+        .parent_consented(
+            &clock,
+            "rare_disease",
+            "CHILD-1",
+            chrono::Duration::days(730),
+        )
+        .await;
     let staff = app.staff("hospital-a");
-    let (_, child) = app.post("/v1/consents", &staff, Some("c1"), &body).await;
+    // A guardian signs for an adult today: no minor's proxy, nothing lapses.
+    let mut body = grant_body("WARD-1", &v1, all_permit());
+    body["signer"] = json!({"kind": "proxy", "relationship": "legal_guardian"});
+    let (s, ward) = app.post("/v1/consents", &staff, Some("c3"), &body).await;
+    assert_eq!(s, 201, "{ward}");
     let (_, adult) = app
         .grant("hospital-a", "ADULT-1", &v1, all_permit(), "c2")
         .await;
@@ -901,14 +905,16 @@ async fn minors_and_deceased_patients(backend: Backend) {
         app.send_json(reqwest::Method::PUT, &path, Some(token), None, &b)
             .await
     }
-    let (s, b) = status(
-        &app,
-        &staff,
-        &child,
-        json!({"majority_on": yesterday, "deceased_on": null}),
-    )
-    .await;
-    assert_eq!(s, 200, "{b}");
+    for patient in [&child, &ward] {
+        let (s, b) = status(
+            &app,
+            &staff,
+            patient,
+            json!({"majority_on": yesterday, "deceased_on": null}),
+        )
+        .await;
+        assert_eq!(s, 200, "{b}");
+    }
     let (_, tasks) = app
         .get("/v1/reconsent-tasks?family=rare_disease", Some(&staff))
         .await;
@@ -917,6 +923,16 @@ async fn minors_and_deceased_patients(backend: Backend) {
     assert_eq!(
         (&tasks[0]["patient_ref"], &tasks[0]["reason"]),
         (&child["patient_ref"], &json!("reached_majority"))
+    );
+    assert_eq!(
+        item_keys(&tasks[0]),
+        [
+            "ccat_registration",
+            "recontact",
+            "secondary_use_academic",
+            "secondary_use_industry"
+        ],
+        "every permit the parent gave"
     );
 
     let (s, b) = status(
@@ -1303,4 +1319,14 @@ async fn a_new_version_reaches_consent_reads_on_every_instance(backend: Backend)
     let (s, b) = read_through(other.base.clone(), "hospital-b").await;
     assert_problem(s, &b, 404, "not_found");
     assert_eq!(reads(), 3, "the refused read wrote nothing");
+}
+
+/// The keys of a re-consent task's items.
+fn item_keys(task: &Value) -> Vec<&str> {
+    task["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["key"].as_str().unwrap())
+        .collect()
 }

@@ -3,7 +3,7 @@
 
 use super::duo::DiseaseHierarchy;
 use crate::consent::state::{ConsentSnapshot, ConsentStatus, ItemBasis};
-use crate::consent::ScopeItemKey;
+use crate::consent::{Person, ScopeItemKey};
 use serde::Serialize;
 
 pub const ACADEMIC_USE: &str = "secondary_use_academic";
@@ -21,6 +21,10 @@ pub struct UseRequest {
     /// For disease-specific research: the diseases the sample's diagnosis
     /// must fall within. Empty means no disease limit.
     pub diseases: Vec<String>,
+    /// A proxy's permit for a minor counts only until the minor comes of
+    /// age; from then only the patient's own consent does (policy
+    /// `release.proxy_consent_lapses_at_majority`, decision 0026).
+    pub proxy_consent_lapses_at_majority: bool,
 }
 
 /// Why a sample is left out. The codes are stable and machine-readable.
@@ -32,6 +36,9 @@ pub enum Exclusion {
     ConsentWithdrawn,
     /// The item was permitted on an older wording that changed materially.
     NeedsReconsent,
+    /// The item was permitted by a proxy while the patient was a minor, and
+    /// the patient has since come of age without consenting themselves.
+    ReachedMajority,
     IndustryUseNotConsented,
     AcademicUseNotConsented,
     InternationalTransferNotConsented,
@@ -45,6 +52,7 @@ impl Exclusion {
             Exclusion::ConsentUnknown => "consent_unknown",
             Exclusion::ConsentWithdrawn => "consent_withdrawn",
             Exclusion::NeedsReconsent => "needs_reconsent",
+            Exclusion::ReachedMajority => "reached_majority",
             Exclusion::IndustryUseNotConsented => "industry_use_not_consented",
             Exclusion::AcademicUseNotConsented => "academic_use_not_consented",
             Exclusion::InternationalTransferNotConsented => "international_transfer_not_consented",
@@ -82,6 +90,7 @@ impl UseRequest {
     pub fn decide(
         &self,
         consent: &ConsentSnapshot,
+        person: &Person,
         diagnosis: Option<&str>,
         diseases: &DiseaseHierarchy,
     ) -> SampleDecision {
@@ -100,10 +109,15 @@ impl UseRequest {
             let Ok(key) = ScopeItemKey::parse(item) else {
                 return SampleDecision::Excluded(Exclusion::ConsentUnknown);
             };
+            let state = consent.item(&key);
             if consent.permits(&key) {
+                if self.proxy_consent_lapses_at_majority
+                    && state.is_some_and(|s| s.lapsed_at_majority(person, consent.as_of))
+                {
+                    return SampleDecision::Excluded(Exclusion::ReachedMajority);
+                }
                 continue;
             }
-            let state = consent.item(&key);
             let exclusion = match state.map(|s| &s.basis) {
                 Some(ItemBasis::NeedsReconsent { .. }) => Exclusion::NeedsReconsent,
                 Some(ItemBasis::Withdrawn { .. }) | Some(_) | None => match *item {
@@ -138,6 +152,7 @@ mod tests {
                 event_id: "e".into(),
                 version: 1,
             },
+            proxy_signed_at: None,
         };
         ConsentSnapshot {
             as_of: DateTime::from_timestamp(1_790_000_000, 0).unwrap(),
@@ -151,6 +166,17 @@ mod tests {
         }
     }
 
+    impl UseRequest {
+        fn decide_for_adult(
+            &self,
+            consent: &ConsentSnapshot,
+            diagnosis: Option<&str>,
+            diseases: &DiseaseHierarchy,
+        ) -> SampleDecision {
+            self.decide(consent, &Person::default(), diagnosis, diseases)
+        }
+    }
+
     fn hierarchy() -> DiseaseHierarchy {
         DiseaseHierarchy::parse(super::super::duo::BUNDLED_DISEASES).unwrap()
     }
@@ -160,6 +186,7 @@ mod tests {
             commercial,
             abroad,
             diseases: diseases.iter().map(|s| s.to_string()).collect(),
+            proxy_consent_lapses_at_majority: true,
         }
     }
 
@@ -168,11 +195,11 @@ mod tests {
         let h = hierarchy();
         let academic_only = snapshot(ConsentStatus::Active, &[ACADEMIC_USE], &[INDUSTRY_USE]);
         assert_eq!(
-            request(true, false, &[]).decide(&academic_only, None, &h),
+            request(true, false, &[]).decide_for_adult(&academic_only, None, &h),
             SampleDecision::Excluded(Exclusion::IndustryUseNotConsented)
         );
         assert_eq!(
-            request(false, false, &[]).decide(&academic_only, None, &h),
+            request(false, false, &[]).decide_for_adult(&academic_only, None, &h),
             SampleDecision::Included {
                 version: 1,
                 items: vec![ACADEMIC_USE]
@@ -188,29 +215,66 @@ mod tests {
         let domestic = snapshot(ConsentStatus::Active, &[ACADEMIC_USE], &[]);
         let r = request(false, false, &[]);
         assert_eq!(
-            r.decide(&none, None, &h),
+            r.decide_for_adult(&none, None, &h),
             SampleDecision::Excluded(Exclusion::ConsentUnknown)
         );
         assert_eq!(
-            r.decide(&withdrawn, None, &h),
+            r.decide_for_adult(&withdrawn, None, &h),
             SampleDecision::Excluded(Exclusion::ConsentWithdrawn)
         );
         assert_eq!(
-            request(false, true, &[]).decide(&domestic, None, &h),
+            request(false, true, &[]).decide_for_adult(&domestic, None, &h),
             SampleDecision::Excluded(Exclusion::InternationalTransferNotConsented)
         );
         let lung = request(false, false, &["MONDO:0008903"]);
         assert_eq!(
-            lung.decide(&domestic, Some("MONDO:0007254"), &h),
+            lung.decide_for_adult(&domestic, Some("MONDO:0007254"), &h),
             SampleDecision::Excluded(Exclusion::OutsideDiseaseScope)
         );
         assert_eq!(
-            lung.decide(&domestic, None, &h),
+            lung.decide_for_adult(&domestic, None, &h),
             SampleDecision::Excluded(Exclusion::OutsideDiseaseScope)
         );
         assert!(matches!(
-            lung.decide(&domestic, Some("MONDO:0005061"), &h),
+            lung.decide_for_adult(&domestic, Some("MONDO:0005061"), &h),
             SampleDecision::Included { .. }
         ));
+    }
+
+    #[test]
+    fn a_proxys_permit_excludes_once_the_minor_has_come_of_age() {
+        let h = hierarchy();
+        let mut by_parent = snapshot(ConsentStatus::Active, &[ACADEMIC_USE], &[]);
+        // Signed a year before the snapshot's instant.
+        by_parent.items[0].proxy_signed_at = Some(by_parent.as_of - chrono::Duration::days(365));
+        let today = by_parent.as_of.date_naive();
+        let person = |majority_in_days: i64| Person {
+            majority_on: Some(today + chrono::Duration::days(majority_in_days)),
+            deceased_on: None,
+        };
+        let r = request(false, false, &[]);
+        assert!(matches!(
+            r.decide(&by_parent, &person(30), None, &h),
+            SampleDecision::Included { .. }
+        ));
+        assert_eq!(
+            r.decide(&by_parent, &person(0), None, &h),
+            SampleDecision::Excluded(Exclusion::ReachedMajority)
+        );
+        assert_eq!(
+            r.decide(&by_parent, &person(-30), None, &h),
+            SampleDecision::Excluded(Exclusion::ReachedMajority)
+        );
+        let continued = UseRequest {
+            proxy_consent_lapses_at_majority: false,
+            ..r
+        };
+        assert!(
+            matches!(
+                continued.decide(&by_parent, &person(-30), None, &h),
+                SampleDecision::Included { .. }
+            ),
+            "a programme whose policy keeps a proxy's consent after majority"
+        );
     }
 }

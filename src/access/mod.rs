@@ -37,6 +37,9 @@ pub struct ReleaseRules {
     pub min_cohort: u32,
     pub handle_ttl_seconds: u32,
     pub audiences: Vec<String>,
+    /// Whether a proxy's permit for a minor stops releasing their data once
+    /// they come of age, until they consent themselves (decision 0026).
+    pub proxy_consent_lapses_at_majority: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

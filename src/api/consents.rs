@@ -132,6 +132,14 @@ pub struct ItemStateView {
     /// or `not_asked`, with the events and versions involved.
     #[schema(value_type = Object)]
     pub basis: ItemBasis,
+    /// Present (`true`) when a proxy permitted this item while the patient
+    /// was a minor and the patient has since come of age: the patient must
+    /// be asked themselves (the work list's `reached_majority`), and until
+    /// then releases exclude it as `reached_majority` unless the data-use
+    /// policy keeps a proxy's consent (decision 0026). The decision shown
+    /// is the record's, unchanged.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub needs_own_consent: bool,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -1242,15 +1250,18 @@ pub async fn read_consent(
         version_in_force: snap
             .version_in_force
             .map(|n| DocumentVersionId::new(family, n).to_string()),
-        items: snap
-            .items
-            .into_iter()
-            .map(|i| ItemStateView {
-                key: i.key.to_string(),
-                decision: i.decision,
-                basis: i.basis,
-            })
-            .collect(),
+        items: {
+            let person = patient.person();
+            snap.items
+                .iter()
+                .map(|i| ItemStateView {
+                    key: i.key.to_string(),
+                    decision: i.decision,
+                    needs_own_consent: i.lapsed_at_majority(&person, as_of),
+                    basis: i.basis.clone(),
+                })
+                .collect()
+        },
         patient: PatientStatusView {
             majority_on: patient.majority_on,
             deceased_on: patient.deceased_on,
@@ -1490,7 +1501,8 @@ const MAX_RECONSENT_PAGE: i64 = 5_000;
 #[derive(Serialize, ToSchema)]
 pub struct ReconsentItem {
     pub key: String,
-    /// `material` or `added`.
+    /// `material` or `added` (the document changed), or `signed_by_proxy`
+    /// (a proxy permitted it while the patient was a minor).
     pub change: String,
     pub changed_in_version: Option<String>,
 }
@@ -1499,7 +1511,8 @@ pub struct ReconsentItem {
 pub struct ReconsentTask {
     pub patient_ref: String,
     /// `document_changed` (material or added items) or `reached_majority`
-    /// (a proxy signed for a minor who has now come of age).
+    /// (a proxy permitted these items for a minor who has now come of age;
+    /// until the patient answers themselves, releases exclude them).
     pub reason: String,
     pub items: Vec<ReconsentItem>,
 }
@@ -1568,7 +1581,6 @@ pub async fn reconsent_tasks(
     let version_in_force = history
         .in_force_at(now)
         .map(|v| DocumentVersionId::new(family, v.number).to_string());
-    let today = now.date_naive();
     let mut tasks = Vec::new();
     for patient in patients {
         if patient.deceased_on.is_some() {
@@ -1612,16 +1624,22 @@ pub async fn reconsent_tasks(
                 items,
             });
         }
-        let last_grant_by_proxy = stored
-            .iter()
-            .rev()
-            .find(|e| e.event.kind == EventKind::Grant && e.event.signed_at <= now)
-            .is_some_and(|e| e.row.signer_kind == "proxy");
-        if last_grant_by_proxy && patient.majority_on.is_some_and(|d| d <= today) {
+        // Permits a proxy gave for the minor, who has come of age: only
+        // their own answer counts now (decision 0026).
+        let person = patient.person();
+        let lapsed: Vec<ReconsentItem> = snap
+            .lapsed_at_majority(&person)
+            .map(|i| ReconsentItem {
+                key: i.key.to_string(),
+                change: "signed_by_proxy".into(),
+                changed_in_version: None,
+            })
+            .collect();
+        if !lapsed.is_empty() {
             tasks.push(ReconsentTask {
                 patient_ref: patient.pseudonym,
                 reason: "reached_majority".into(),
-                items: Vec::new(),
+                items: lapsed,
             });
         }
     }

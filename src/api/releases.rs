@@ -19,7 +19,7 @@ use crate::access::handle::{HandleClaims, HandleError, HANDLE_TYPE};
 use crate::auth::policy::{Action, Resource};
 use crate::auth::{Caller, Principal, Role};
 use crate::consent::state::derive_consent;
-use crate::consent::DocumentFamily;
+use crate::consent::{DocumentFamily, Person};
 use crate::db::access::{self as store, AgreementRow, ReleaseRow, ReleaseSampleRow};
 use crate::db::documents::utc;
 use crate::db::notify::EndpointOwner;
@@ -188,6 +188,7 @@ fn use_request(
                 .iter()
                 .any(|o| state.data_use.is_abroad(&o.country)),
         diseases: app.declaration.purpose.diseases().to_vec(),
+        proxy_consent_lapses_at_majority: state.data_use.release.proxy_consent_lapses_at_majority,
     })
 }
 
@@ -226,16 +227,30 @@ fn decide_page(
     patients.sort();
     patients.dedup();
     let events = consents::events_for_patients(conn, &patients, family)?;
+    // Only a proxy's signature can lapse at majority, so only patients
+    // with one are looked up: none in a cohort of adults, or when policy
+    // keeps a proxy's consent.
+    let signed_by_proxy: Vec<String> = events
+        .iter()
+        .filter(|(_, list)| {
+            request.proxy_consent_lapses_at_majority && list.iter().any(|e| e.by_proxy)
+        })
+        .map(|(patient, _)| patient.clone())
+        .collect();
+    let minors = consents::minors_among(conn, &signed_by_proxy)?;
     let mut snapshots = HashMap::with_capacity(patients.len());
     for (patient, list) in &events {
         snapshots.insert(patient.as_str(), derive_consent(list, history, now));
     }
     let none = derive_consent(&[], history, now);
+    let adult = Person::default();
     Ok(page
         .iter()
         .map(|s| {
-            let snap = snapshots.get(s.patient_pseudonym.as_str()).unwrap_or(&none);
-            request.decide(snap, s.diagnosis.as_deref(), diseases)
+            let patient = s.patient_pseudonym.as_str();
+            let snap = snapshots.get(patient).unwrap_or(&none);
+            let person = minors.get(patient).unwrap_or(&adult);
+            request.decide(snap, person, s.diagnosis.as_deref(), diseases)
         })
         .collect())
 }

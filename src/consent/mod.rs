@@ -7,10 +7,12 @@ pub mod document;
 pub mod fhir;
 pub mod ids;
 pub mod item_catalog;
+pub mod person;
 pub mod state;
 
 pub use document::{ChangeKind, DocumentStatus, DocumentVersion, ScopeItem, VersionHistory};
 pub use ids::{DocumentFamily, DocumentVersionId, ScopeItemKey};
+pub use person::Person;
 pub use state::{
     derive_consent, ConsentEvent, ConsentSnapshot, ConsentStatus, Decision, EventKind, ItemBasis,
     ItemState,

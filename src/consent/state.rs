@@ -9,6 +9,7 @@
 
 use super::document::{ChangeKind, VersionHistory};
 use super::ids::ScopeItemKey;
+use super::person::Person;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -87,6 +88,8 @@ pub struct ConsentEvent {
     pub recorded_at: DateTime<Utc>,
     /// Decisions by item. Withdrawals list the withdrawn items as deny.
     pub decisions: Vec<(ScopeItemKey, Decision)>,
+    /// Signed by a proxy (代諾者) for the patient rather than by the patient.
+    pub by_proxy: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -141,6 +144,24 @@ pub struct ItemState {
     pub key: ScopeItemKey,
     pub decision: Decision,
     pub basis: ItemBasis,
+    /// When the decision rests on an event a proxy signed: when they signed
+    /// it. Whether it still speaks for the person depends on their age then
+    /// and now ([`ItemState::lapsed_at_majority`]).
+    #[serde(skip)]
+    pub proxy_signed_at: Option<DateTime<Utc>>,
+}
+
+impl ItemState {
+    /// A permit a proxy gave while the person was a minor, looked at once
+    /// the person has come of age: it no longer speaks for them, so a use
+    /// relying on it needs the person's own consent (decision 0026).
+    pub fn lapsed_at_majority(&self, person: &Person, as_of: DateTime<Utc>) -> bool {
+        self.decision == Decision::Permit
+            && self
+                .proxy_signed_at
+                .is_some_and(|signed| person.minor_on(signed.date_naive()))
+            && person.of_age_on(as_of.date_naive())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -165,6 +186,17 @@ impl ConsentSnapshot {
     pub fn item(&self, key: &ScopeItemKey) -> Option<&ItemState> {
         self.items.iter().find(|i| &i.key == key)
     }
+
+    /// The permits that lapsed when `person` came of age (see
+    /// [`ItemState::lapsed_at_majority`]), in key order.
+    pub fn lapsed_at_majority<'a>(
+        &'a self,
+        person: &'a Person,
+    ) -> impl Iterator<Item = &'a ItemState> + 'a {
+        self.items
+            .iter()
+            .filter(move |i| i.lapsed_at_majority(person, self.as_of))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -173,6 +205,7 @@ struct Recorded {
     version: u32,
     event_id: String,
     withdrawn: bool,
+    proxy_signed_at: Option<DateTime<Utc>>,
 }
 
 /// The consent in force at `as_of`.
@@ -195,6 +228,7 @@ pub fn derive_consent(
             version: event.version,
             event_id: event.id.clone(),
             withdrawn,
+            proxy_signed_at: event.by_proxy.then_some(event.signed_at),
         };
         // Changes and partial withdrawals only mean something while a grant
         // is active: without one they cannot revive a consent. The write
@@ -248,6 +282,7 @@ pub fn derive_consent(
                 key: key.clone(),
                 decision: Decision::Deny,
                 basis,
+                proxy_signed_at: None,
             };
             if let Some(event_id) = withdrawal_event {
                 return deny(ItemBasis::Withdrawn {
@@ -291,6 +326,7 @@ pub fn derive_consent(
                 key: key.clone(),
                 decision: r.decision,
                 basis,
+                proxy_signed_at: r.proxy_signed_at,
             }
         })
         .collect();
@@ -328,6 +364,7 @@ mod tests {
             signed_at: at(hour),
             recorded_at: at(hour),
             decisions: d.iter().map(|(k, d)| (key(k), *d)).collect(),
+            by_proxy: false,
         }
     }
     /// Version 1 at hour 10: academic and industry use permitted,
@@ -493,6 +530,65 @@ mod tests {
         let s = derive_consent(&events, &history(), at(4));
         assert_eq!(s.status, ConsentStatus::Withdrawn);
         assert!(s.items.iter().all(|i| i.decision == Deny));
+    }
+
+    #[test]
+    fn a_proxys_permits_for_a_minor_lapse_when_the_minor_comes_of_age() {
+        use Decision::*;
+        let by_proxy = |mut e: ConsentEvent| {
+            e.by_proxy = true;
+            e
+        };
+        // A parent signs at hour 10; the child comes of age on day 3 (hour 48).
+        let child = Person {
+            majority_on: chrono::NaiveDate::from_ymd_opt(1970, 1, 3),
+            deceased_on: None,
+        };
+        let lapsed = |events: &[ConsentEvent], hour| -> Vec<String> {
+            derive_consent(events, &history(), at(hour))
+                .lapsed_at_majority(&child)
+                .map(|i| i.key.to_string())
+                .collect()
+        };
+        let mut events = vec![by_proxy(first_grant())];
+        assert!(lapsed(&events, 30).is_empty(), "a minor: the proxy speaks");
+        assert_eq!(
+            lapsed(&events, 50),
+            ["academic", "industry"],
+            "of age: the permits lapse, the deny stays a deny"
+        );
+        assert!(
+            derive_consent(&events, &history(), at(50)).permits(&key("academic")),
+            "the record itself is unchanged"
+        );
+        assert!(
+            derive_consent(&events, &history(), at(50))
+                .lapsed_at_majority(&Person::default())
+                .next()
+                .is_none(),
+            "nobody recorded as a minor: nothing lapses"
+        );
+
+        // The person's own answer on one item replaces the proxy's.
+        events.push(event(
+            "e2",
+            EventKind::Amend,
+            1,
+            60,
+            &[("industry", Permit)],
+        ));
+        assert_eq!(lapsed(&events, 70), ["academic"]);
+        // A proxy signing for the adult (a guardian) is not a minor's proxy.
+        events.push(by_proxy(event(
+            "e3",
+            EventKind::Amend,
+            1,
+            80,
+            &[("academic", Permit)],
+        )));
+        assert!(lapsed(&events, 90).is_empty());
+        // ...and the past is still answerable.
+        assert_eq!(lapsed(&events, 55), ["academic", "industry"]);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use super::documents::utc;
 use super::schema::{consent_events as events, patients};
 use super::DbConnection;
-use crate::consent::{ConsentEvent, Decision, DocumentFamily, EventKind, ScopeItemKey};
+use crate::consent::{ConsentEvent, Decision, DocumentFamily, EventKind, Person, ScopeItemKey};
 use crate::db_run;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use diesel::prelude::*;
@@ -20,6 +20,18 @@ pub struct PatientRow {
     pub deceased_on: Option<NaiveDate>,
     pub created_at: NaiveDateTime,
 }
+
+impl PatientRow {
+    pub fn person(&self) -> Person {
+        Person {
+            majority_on: self.majority_on,
+            deceased_on: self.deceased_on,
+        }
+    }
+}
+
+/// The signer kind stored for a proxy's signature.
+const PROXY: &str = "proxy";
 
 #[derive(Queryable, Selectable, Insertable, Debug, Clone)]
 #[diesel(table_name = events)]
@@ -174,6 +186,7 @@ fn assemble(rows: Vec<(EventRow, String)>) -> Result<Vec<StoredEvent>, DieselErr
                     signed_at: utc(row.signed_at),
                     recorded_at: utc(row.recorded_at),
                     decisions: decode_decisions(&decisions)?,
+                    by_proxy: row.signer_kind == PROXY,
                 },
                 row,
             })
@@ -407,6 +420,7 @@ pub fn events_for_patients(
         NaiveDateTime,
         NaiveDateTime,
         String,
+        String,
     );
     let mut grouped: BTreeMap<String, Vec<ConsentEvent>> = BTreeMap::new();
     if pseudonyms.is_empty() {
@@ -416,9 +430,9 @@ pub fn events_for_patients(
         .filter(events::patient_pseudonym.eq_any(pseudonyms))
         .filter(events::family.eq(family.as_str()))
         .order((events::patient_pseudonym, events::signed_at, events::recorded_at, events::id))
-        .select((events::patient_pseudonym, events::id, events::kind, events::document_version_id, events::signed_at, events::recorded_at, events::decisions))
+        .select((events::patient_pseudonym, events::id, events::kind, events::document_version_id, events::signed_at, events::recorded_at, events::decisions, events::signer_kind))
         .load(c))?;
-    for (patient, id, kind, version, signed_at, recorded_at, decisions) in rows {
+    for (patient, id, kind, version, signed_at, recorded_at, decisions, signer) in rows {
         let event = ConsentEvent {
             kind: EventKind::parse(&kind).ok_or_else(|| corrupt("event kind"))?,
             version: version
@@ -429,10 +443,41 @@ pub fn events_for_patients(
             recorded_at: utc(recorded_at),
             decisions: decode_decisions(&decisions)?,
             id,
+            by_proxy: signer == PROXY,
         };
         grouped.entry(patient).or_default().push(event);
     }
     Ok(grouped)
+}
+
+/// Of `pseudonyms`, those recorded as minors (with the day they come of
+/// age), as the consent checks of a release need them: everyone else is
+/// [`Person::default`]. Read from the partial index of migration 000014,
+/// which holds the minors only, without touching the table.
+pub fn minors_among(
+    conn: &mut DbConnection,
+    pseudonyms: &[String],
+) -> Result<BTreeMap<String, Person>, DieselError> {
+    if pseudonyms.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let rows: Vec<(String, Option<NaiveDate>, Option<NaiveDate>)> = db_run!(conn, c => patients::table
+        .filter(patients::majority_on.is_not_null())
+        .filter(patients::pseudonym.eq_any(pseudonyms))
+        .select((patients::pseudonym, patients::majority_on, patients::deceased_on))
+        .load(c))?;
+    Ok(rows
+        .into_iter()
+        .map(|(pseudonym, majority_on, deceased_on)| {
+            (
+                pseudonym,
+                Person {
+                    majority_on,
+                    deceased_on,
+                },
+            )
+        })
+        .collect())
 }
 
 /// Every event of every patient of one hospital in one family, grouped by

@@ -18,7 +18,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use diesel::RunQueryDsl;
 use genomegate::auth::dev::Ed25519Signer;
-use genomegate::clock::SystemClock;
+use genomegate::clock::{Clock, SharedClock, SystemClock};
 use genomegate::config::{Config, IssuerConfig};
 use genomegate::db::DbConnection;
 use serde_json::{json, Value};
@@ -114,6 +114,69 @@ pub struct TestApp {
     handle: actix_web::dev::ServerHandle,
     /// The settings this app was started with.
     env: Vec<(String, String)>,
+    /// The service's clock, kept for restarts and other instances.
+    clock: SharedClock,
+}
+
+/// A clock that runs at the wall clock's pace from an offset the test sets,
+/// so a test can record a consent signed years ago and then come back to
+/// the present.
+#[derive(Debug, Default)]
+pub struct ShiftedClock(std::sync::Mutex<chrono::Duration>);
+
+impl ShiftedClock {
+    pub fn shift(&self, by: chrono::Duration) {
+        *self.0.lock().unwrap() = by;
+    }
+}
+
+impl Clock for ShiftedClock {
+    fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        chrono::Utc::now() + *self.0.lock().unwrap()
+    }
+}
+
+impl TestApp {
+    /// A service on a clock the test moves. Periodic screening is off: it
+    /// would catch up on every day the clock skips.
+    pub async fn spawn_with_shifted_clock(
+        backend: Backend,
+    ) -> Option<(TestApp, Arc<ShiftedClock>)> {
+        let clock = Arc::new(ShiftedClock::default());
+        let options = Options {
+            clock: Some(clock.clone()),
+            env: vec![("GENOMEGATE__SCREENING__ENABLED", "false".into())],
+            ..Options::default()
+        };
+        let app = TestApp::spawn_with(backend, options).await?;
+        Some((app, clock))
+    }
+
+    /// On a service from [`Self::spawn_with_shifted_clock`]: publishes the
+    /// first version of `family` and registers, at hospital-a, a grant that
+    /// permits everything, both `ago` before now, signed by a parent for the
+    /// child `local_id`. Returns the version and the grant's answer; the
+    /// clock is back at the present.
+    pub async fn parent_consented(
+        &self,
+        clock: &ShiftedClock,
+        family: &str,
+        local_id: &str,
+        ago: chrono::Duration,
+    ) -> (String, Value) {
+        clock.shift(-ago);
+        let version = self.publish(family, &first_draft()).await;
+        let mut body = grant_body(local_id, &version, all_permit());
+        body["signer"] = json!({"kind": "proxy", "relationship": "parent"});
+        body["signed_at"] = json!((chrono::Utc::now() - ago).to_rfc3339());
+        let key = format!("k-{local_id}");
+        let (s, grant) = self
+            .post("/v1/consents", &self.staff("hospital-a"), Some(&key), &body)
+            .await;
+        clock.shift(chrono::Duration::zero());
+        assert_eq!(s, 201, "{grant}");
+        (version, grant)
+    }
 }
 
 /// A fresh PostgreSQL database of its own, dropped with this value.
@@ -163,6 +226,8 @@ pub struct Options {
     pub client_cert_org: Option<&'static str>,
     /// Further `GENOMEGATE__…` settings.
     pub env: Vec<(&'static str, String)>,
+    /// The service's clock; the system clock when unset.
+    pub clock: Option<SharedClock>,
 }
 
 impl TestApp {
@@ -234,7 +299,8 @@ impl TestApp {
             config.tls.client_ca = Some(certs_dir.join("ca.pem"));
             config.tls.require_client_cert = options.require_client_cert;
         }
-        let state = genomegate::server::build_state(&config, Arc::new(SystemClock)).unwrap();
+        let clock = options.clock.unwrap_or_else(|| Arc::new(SystemClock));
+        let state = genomegate::server::build_state(&config, clock.clone()).unwrap();
         let bound = genomegate::server::bind(&config, state).unwrap();
         let handle = bound.server.handle();
         actix_web::rt::spawn(bound.server);
@@ -266,6 +332,7 @@ impl TestApp {
             pg_database,
             handle,
             env,
+            clock,
         })
     }
 
@@ -393,7 +460,7 @@ impl TestApp {
 
     /// Another service instance on the same database, configured otherwise.
     pub fn another_instance_with(&self, config: &Config) -> Instance {
-        let state = genomegate::server::build_state(config, Arc::new(SystemClock)).unwrap();
+        let state = genomegate::server::build_state(config, self.clock.clone()).unwrap();
         let bound = genomegate::server::bind(config, state).unwrap();
         let handle = bound.server.handle();
         actix_web::rt::spawn(bound.server);
@@ -465,7 +532,7 @@ impl TestApp {
     /// certificates (after a key rotation, say).
     pub async fn restart(&mut self) {
         self.handle.stop(true).await;
-        let state = genomegate::server::build_state(&self.config, Arc::new(SystemClock)).unwrap();
+        let state = genomegate::server::build_state(&self.config, self.clock.clone()).unwrap();
         let bound = genomegate::server::bind(&self.config, state).unwrap();
         self.handle = bound.server.handle();
         actix_web::rt::spawn(bound.server);
