@@ -21,7 +21,8 @@
 //! ```
 //!
 //! Environment: `GENOMEGATE_BENCH_PG_URL`, `BENCH_COHORT`,
-//! `BENCH_RESOLVES` (default 200), `BENCH_VACUUM` (default 1: the seed is
+//! `BENCH_RESOLVES` (default 200), `BENCH_PROXY_PERCENT` (default 0: the
+//! share of patients a parent consented for, see `seed`), `BENCH_VACUUM` (default 1: the seed is
 //! vacuumed, as autovacuum would have done in service; 0 measures a freshly
 //! loaded database). A benchmark, not a test: it prints figures and never
 //! fails on them.
@@ -146,14 +147,23 @@ fn pg(conn: &mut DbConnection) -> &mut diesel::PgConnection {
 /// afterwards; two in ten refuse industry use), one germline sample with
 /// one object each, all in one HMB dataset. Written straight into the
 /// tables: setup, not measured.
+///
+/// `BENCH_PROXY_PERCENT` (default 0) of the patients were minors whose
+/// parent signed the grant, as in a paediatric or rare-disease cohort: half
+/// of them are minors still, half came of age today, so their permits lapse
+/// (decision 0026) and they are excluded as `reached_majority`.
 fn seed(bench: &Bench, n: usize) -> String {
     let keys = Keyring::load(&bench.keys_file).unwrap();
     let key = keys.current(KeyDomain::Sample);
     let mut conn = bench.raw_connection();
     let c = pg(&mut conn);
+    let proxy_percent: usize = env_or("BENCH_PROXY_PERCENT", 0);
+    let by_proxy = format!("i % 100 < {proxy_percent}");
     diesel::sql_query(format!(
-        "INSERT INTO patients (pseudonym, hospital_org, created_at) \
-         SELECT {PSEUDONYM_SQL}, 'hospital-a', now() FROM generate_series(1, {n}) i"
+        "INSERT INTO patients (pseudonym, hospital_org, created_at, majority_on) \
+         SELECT {PSEUDONYM_SQL}, 'hospital-a', now(), \
+           CASE WHEN {by_proxy} THEN current_date + CASE WHEN i % 2 = 0 THEN 365 ELSE 0 END END \
+         FROM generate_series(1, {n}) i"
     ))
     .execute(c)
     .unwrap();
@@ -162,7 +172,8 @@ fn seed(bench: &Bench, n: usize) -> String {
     diesel::sql_query(format!(
         "INSERT INTO consent_events (id, patient_pseudonym, family, document_version_id, kind, signer_kind, \
            explained_by, signed_at, recorded_at, form_hash, hospital_org, recorded_by, idempotency_key, request_hash, decisions) \
-         SELECT 'g-' || i, {PSEUDONYM_SQL}, 'cancer', 'cancer-v1', 'grant', 'patient', 'nurse', \
+         SELECT 'g-' || i, {PSEUDONYM_SQL}, 'cancer', 'cancer-v1', 'grant', \
+           CASE WHEN {by_proxy} THEN 'proxy' ELSE 'patient' END, 'nurse', \
            now() - interval '1 day', now() - interval '1 day', repeat('a', 64), 'hospital-a', 'staff', 'g-' || i, 'h', \
            '{{\"ccat_registration\":\"permit\",\"recontact\":\"permit\",\"secondary_use_academic\":\"permit\",\"secondary_use_industry\":\"' \
              || CASE WHEN i % 10 IN (7, 8) THEN 'deny' ELSE 'permit' END || '\"}}' \
