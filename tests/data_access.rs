@@ -1538,6 +1538,17 @@ async fn a_minor_who_came_of_age_is_released_only_on_their_own_consent(backend: 
         .await;
     let child = child["patient_ref"].as_str().unwrap().to_owned();
     let staff = app.staff("hospital-a");
+    // The code printed back then has expired; the hospital issues another.
+    let (s, code) = app
+        .post(
+            &format!("/v1/patients/{child}/enrollment-codes"),
+            &staff,
+            None,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(s, 201, "{code}");
+    let session = enroll(&app, code["code"].as_str().unwrap()).await;
     let (s, sample) = app
         .register_sample(&staff, &sample_body("MRN-CHILD", "S-CHILD", "MRN-CHILD"))
         .await;
@@ -1597,6 +1608,16 @@ async fn a_minor_who_came_of_age_is_released_only_on_their_own_consent(backend: 
     assert_eq!(s, 200, "{page}");
     assert_eq!(samples_served(&page), 6, "{page}");
     assert_eq!(page["withheld"], json!([]));
+    let (_, mine) = app
+        .get(
+            "/v1/portal/consents",
+            Some(session["access_token"].as_str().unwrap()),
+        )
+        .await;
+    assert!(
+        mine["consents"][0].get("needs_own_consent").is_none(),
+        "a minor: nothing to answer yet {mine}"
+    );
 
     // Of age since a month ago, never asked themselves.
     majority_on(days_from_today(-30)).await;
@@ -1656,6 +1677,24 @@ async fn a_minor_who_came_of_age_is_released_only_on_their_own_consent(backend: 
             "secondary_use_academic",
             "secondary_use_industry"
         ]
+    );
+
+    // The patient sees it too.
+    let (s, mine) = app
+        .get(
+            "/v1/portal/consents",
+            Some(session["access_token"].as_str().unwrap()),
+        )
+        .await;
+    assert_eq!(s, 200, "{mine}");
+    assert_eq!(
+        mine["consents"][0]["needs_own_consent"],
+        json!([
+            "ccat_registration",
+            "recontact",
+            "secondary_use_academic",
+            "secondary_use_industry"
+        ])
     );
 
     let (s, rel) = release(&app, &id, &researcher(PHARMA, "res-1")).await;

@@ -218,6 +218,12 @@ pub struct ConsentSummary {
     #[schema(value_type = String)]
     pub status: ConsentStatus,
     pub version_in_force: Option<String>,
+    /// The items a proxy permitted while the patient was a minor, now that
+    /// the patient has come of age: they need the patient's own answer, and
+    /// research releases leave them out until then (decision 0026). Absent
+    /// when there are none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub needs_own_consent: Vec<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -921,6 +927,9 @@ pub(crate) fn consent_summaries(
     pseudonym: &str,
     at: DateTime<Utc>,
 ) -> Result<Vec<ConsentSummary>, ApiError> {
+    let person = store::find_patient(conn, pseudonym)?
+        .map(|p| p.person())
+        .unwrap_or_default();
     let mut out = Vec::new();
     for family in DocumentFamily::ALL {
         let (events, _, snap) = snapshot(conn, pseudonym, family, at)?;
@@ -931,6 +940,10 @@ pub(crate) fn consent_summaries(
                 version_in_force: snap
                     .version_in_force
                     .map(|n| DocumentVersionId::new(family, n).to_string()),
+                needs_own_consent: snap
+                    .lapsed_at_majority(&person)
+                    .map(|i| i.key.to_string())
+                    .collect(),
             });
         }
     }
