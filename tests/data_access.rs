@@ -747,6 +747,8 @@ async fn the_full_journey_releases_consenting_patients_and_resolution_rechecks_c
         register["approved_uses"][0]["datasets"][0],
         "Cancer germline WGS"
     );
+    assert_eq!(register["approved_uses"][0]["commercial"], true);
+    assert_eq!(register["approved_uses"][0]["recipients_abroad"], false);
     let (s, times) = app.get("/v1/transparency/processing-times", None).await;
     assert_eq!(s, 200);
     assert_eq!(times["completed"], 1, "{times}");
@@ -1451,6 +1453,11 @@ async fn partner_members_from_other_organizations_share_an_application(backend: 
         "{b}"
     );
     assert_eq!(app.count("releases"), 0);
+    // The public register says so too: an academic applicant's use is
+    // industrial through its partner, and now sends data abroad.
+    let (_, register) = app.get("/v1/transparency/approved-uses", None).await;
+    assert_eq!(register["approved_uses"][0]["commercial"], true);
+    assert_eq!(register["approved_uses"][0]["recipients_abroad"], true);
     verify_org(&app, PHARMA, "industry").await;
 
     // The partner releases; industry use excludes the academic-only patients.
@@ -1483,6 +1490,7 @@ async fn partner_members_from_other_organizations_share_an_application(backend: 
         register["approved_uses"][0]["partner_organizations"],
         json!([PHARMA])
     );
+    assert_eq!(register["approved_uses"][0]["recipients_abroad"], false);
 }
 
 /// Acceptances recorded before migration 000012 name no organization; the

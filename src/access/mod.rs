@@ -82,6 +82,34 @@ impl DataUsePolicy {
     pub fn is_abroad(&self, country: &str) -> bool {
         country != self.transfer.home_country
     }
+
+    /// What a use is now: as declared and decided at submission, or as the
+    /// register says today of its member organizations (`(kind, country)`
+    /// each), whichever is stricter (decision 0023). An organization
+    /// re-registered as industry, or abroad, after approval makes the use so.
+    pub fn use_now<'a>(
+        &self,
+        declared: UseKind,
+        members: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> UseKind {
+        members
+            .into_iter()
+            .fold(declared, |now, (kind, country)| UseKind {
+                commercial: now.commercial || kind == INDUSTRY,
+                abroad: now.abroad || self.is_abroad(country),
+            })
+    }
+}
+
+/// The verified organization type that makes a use commercial.
+pub const INDUSTRY: &str = "industry";
+
+/// The two facts about a use that each patient's consent answers
+/// separately: industry use, and transfer abroad.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct UseKind {
+    pub commercial: bool,
+    pub abroad: bool,
 }
 
 /// The first instant of a declared period of use: midnight UTC at the start
@@ -117,6 +145,26 @@ mod tests {
         assert!(policy.is_abroad("US"));
         let bad_home = text.replace("home_country = \"JP\"", "home_country = \"Japan\"");
         assert!(DataUsePolicy::parse(&bad_home).is_err());
+    }
+
+    #[test]
+    fn a_use_is_as_strict_as_its_declaration_or_its_members_register_entries() {
+        let policy = DataUsePolicy::parse(include_str!("../../policies/data-use.toml")).unwrap();
+        let academic_home = [("academic", "JP"), ("public", "JP")];
+        assert_eq!(
+            policy.use_now(UseKind::default(), academic_home),
+            UseKind::default()
+        );
+        let declared = UseKind {
+            commercial: true,
+            abroad: true,
+        };
+        assert_eq!(policy.use_now(declared, academic_home), declared);
+        assert_eq!(
+            policy.use_now(UseKind::default(), [("academic", "JP"), ("industry", "US")]),
+            declared,
+            "one industry member abroad makes the whole use so"
+        );
     }
 
     #[test]

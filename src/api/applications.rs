@@ -9,6 +9,7 @@ use super::samples::parse_genome_id;
 use super::state::AppState;
 use crate::access::duo::{self, Applicant, DataUseTerms, MatchResult, Outcome, ResearchPurpose};
 use crate::access::review::{self, ApplicationState, Condition, Vote};
+use crate::access::{UseKind, INDUSTRY};
 use crate::auth::policy::{Action, Resource};
 use crate::auth::{Caller, Principal};
 use crate::db::access::{
@@ -92,7 +93,7 @@ pub async fn verify_organization(
 ) -> Result<web::Json<OrganizationView>, ApiError> {
     let p = registry(&state, &caller)?;
     let org = text_field(&path.org, "org", 200)?;
-    if !["academic", "industry", "public"].contains(&body.kind.as_str()) {
+    if !["academic", INDUSTRY, "public"].contains(&body.kind.as_str()) {
         return Err(ApiError::field("kind", "academic, industry or public"));
     }
     let country = body.country.trim().to_ascii_uppercase();
@@ -653,6 +654,15 @@ impl Application {
         self.declaration.partner_orgs()
     }
 
+    /// The use as declared and decided at submission; releases check the
+    /// register again (`DataUsePolicy::use_now`).
+    pub fn declared_use(&self) -> UseKind {
+        UseKind {
+            commercial: self.row.commercial,
+            abroad: self.declaration.recipients_abroad,
+        }
+    }
+
     pub fn is_member(&self, p: &Principal) -> bool {
         self.members()
             .iter()
@@ -1056,7 +1066,7 @@ pub async fn submit_application(
                 }
                 let applicant = Applicant {
                     // Any industry member organization makes the use commercial.
-                    commercial: registered.iter().any(|o| o.kind == "industry"),
+                    commercial: registered.iter().any(|o| o.kind == INDUSTRY),
                     abroad: declaration.recipients_abroad,
                 };
                 let mut matching = Vec::with_capacity(rows.len());
@@ -1650,6 +1660,12 @@ pub struct ApprovedUse {
     pub starts_on: NaiveDate,
     pub ends_on: NaiveDate,
     pub approved_at: Option<DateTime<Utc>>,
+    /// Industry use: a member organization is registered as industry (now
+    /// or at submission). Patients consent to industry use separately.
+    pub commercial: bool,
+    /// Data goes abroad: declared, or a member organization is registered
+    /// outside the programme's home country (now or at submission).
+    pub recipients_abroad: bool,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -1657,26 +1673,50 @@ pub struct TransparencyRegister {
     pub approved_uses: Vec<ApprovedUse>,
 }
 
-/// The public register of approved uses: organization, purpose, datasets
-/// and period. No personal data; no token needed.
+/// The public register of approved uses: organization, purpose, datasets,
+/// period, and whether the use is industrial or sends data abroad, as the
+/// register says of its member organizations now. No personal data; no
+/// token needed.
 #[utoipa::path(tag = "data-access", security(()), responses((status = 200, body = TransparencyRegister)))]
 #[get("/v1/transparency/approved-uses")]
 pub async fn approved_uses(
     state: web::Data<AppState>,
 ) -> Result<web::Json<TransparencyRegister>, ApiError> {
+    let state_in = state.clone();
     let uses = state
-        .db(|conn| {
+        .db(move |conn| {
             let rows =
                 store::applications_in_state(conn, &["approved", "approved_with_conditions"])?;
             let names: std::collections::BTreeMap<String, String> = store::list_datasets(conn)?
                 .into_iter()
                 .map(|(d, _)| (d.id, d.name))
                 .collect();
-            rows.into_iter()
-                .map(|row| {
-                    let d: Declaration = parse_json(&row.declaration)?;
+            let apps = rows
+                .into_iter()
+                .map(Application::from_row)
+                .collect::<Result<Vec<_>, ApiError>>()?;
+            let mut member_orgs: Vec<&str> = apps
+                .iter()
+                .flat_map(|a| a.members().into_iter().map(|(org, _)| org))
+                .collect();
+            member_orgs.sort_unstable();
+            member_orgs.dedup();
+            let registered: std::collections::BTreeMap<String, store::OrganizationRow> =
+                store::find_organizations(conn, &member_orgs)?
+                    .into_iter()
+                    .map(|o| (o.org.clone(), o))
+                    .collect();
+            apps.iter()
+                .map(|app| {
+                    let orgs = std::iter::once(app.row.org.clone()).chain(app.partner_orgs());
+                    let now = state_in.data_use.use_now(
+                        app.declared_use(),
+                        orgs.filter_map(|org| registered.get(&org))
+                            .map(|o| (o.kind.as_str(), o.country.as_str())),
+                    );
+                    let (row, d) = (&app.row, &app.declaration);
                     Ok(ApprovedUse {
-                        organization: row.org,
+                        organization: row.org.clone(),
                         partner_organizations: d.partner_orgs(),
                         purpose: purpose_view(&d.purpose),
                         datasets: d
@@ -1687,6 +1727,8 @@ pub async fn approved_uses(
                         starts_on: d.starts_on,
                         ends_on: d.ends_on,
                         approved_at: row.decided_at.map(utc),
+                        commercial: now.commercial,
+                        recipients_abroad: now.abroad,
                     })
                 })
                 .collect::<Result<Vec<_>, ApiError>>()

@@ -181,12 +181,15 @@ fn use_request(
         )
         .collect();
     let registered = store::find_organizations(conn, &member_orgs)?;
+    let now = state.data_use.use_now(
+        app.declared_use(),
+        registered
+            .iter()
+            .map(|o| (o.kind.as_str(), o.country.as_str())),
+    );
     Ok(UseRequest {
-        commercial: app.row.commercial || registered.iter().any(|o| o.kind == "industry"),
-        abroad: app.declaration.recipients_abroad
-            || registered
-                .iter()
-                .any(|o| state.data_use.is_abroad(&o.country)),
+        commercial: now.commercial,
+        abroad: now.abroad,
         diseases: app.declaration.purpose.diseases().to_vec(),
         proxy_consent_lapses_at_majority: state.data_use.release.proxy_consent_lapses_at_majority,
     })
