@@ -9,7 +9,7 @@ use super::samples::parse_genome_id;
 use super::state::AppState;
 use crate::access::duo::{self, Applicant, DataUseTerms, MatchResult, Outcome, ResearchPurpose};
 use crate::access::review::{self, ApplicationState, Condition, Vote};
-use crate::access::{UseKind, INDUSTRY};
+use crate::access::{DataUsePolicy, UseKind, INDUSTRY};
 use crate::auth::policy::{Action, Resource};
 use crate::auth::{Caller, Principal};
 use crate::db::access::{
@@ -654,13 +654,29 @@ impl Application {
         self.declaration.partner_orgs()
     }
 
-    /// The use as declared and decided at submission; releases check the
-    /// register again (`DataUsePolicy::use_now`).
-    pub fn declared_use(&self) -> UseKind {
-        UseKind {
-            commercial: self.row.commercial,
-            abroad: self.declaration.recipients_abroad,
-        }
+    /// The applicant organization and the partner organizations, each once.
+    pub fn member_orgs(&self) -> Vec<&str> {
+        let mut orgs: Vec<&str> = self.members().into_iter().map(|(org, _)| org).collect();
+        orgs.sort_unstable();
+        orgs.dedup();
+        orgs
+    }
+
+    /// The use now: as declared and decided at submission, or as
+    /// `registered` (entries of the register, any others ignored) says of
+    /// the member organizations today, whichever is stricter.
+    pub fn use_now(&self, policy: &DataUsePolicy, registered: &[OrganizationRow]) -> UseKind {
+        let members = self.member_orgs();
+        policy.use_now(
+            UseKind {
+                commercial: self.row.commercial,
+                abroad: self.declaration.recipients_abroad,
+            },
+            registered
+                .iter()
+                .filter(|o| members.contains(&o.org.as_str()))
+                .map(|o| (o.kind.as_str(), o.country.as_str())),
+        )
     }
 
     pub fn is_member(&self, p: &Principal) -> bool {
@@ -1066,7 +1082,15 @@ pub async fn submit_application(
                 }
                 let applicant = Applicant {
                     // Any industry member organization makes the use commercial.
-                    commercial: registered.iter().any(|o| o.kind == INDUSTRY),
+                    commercial: shared
+                        .data_use
+                        .use_now(
+                            UseKind::default(),
+                            registered
+                                .iter()
+                                .map(|o| (o.kind.as_str(), o.country.as_str())),
+                        )
+                        .commercial,
                     abroad: declaration.recipients_abroad,
                 };
                 let mut matching = Vec::with_capacity(rows.len());
@@ -1695,25 +1719,14 @@ pub async fn approved_uses(
                 .into_iter()
                 .map(Application::from_row)
                 .collect::<Result<Vec<_>, ApiError>>()?;
-            let mut member_orgs: Vec<&str> = apps
-                .iter()
-                .flat_map(|a| a.members().into_iter().map(|(org, _)| org))
-                .collect();
+            let mut member_orgs: Vec<&str> =
+                apps.iter().flat_map(Application::member_orgs).collect();
             member_orgs.sort_unstable();
             member_orgs.dedup();
-            let registered: std::collections::BTreeMap<String, store::OrganizationRow> =
-                store::find_organizations(conn, &member_orgs)?
-                    .into_iter()
-                    .map(|o| (o.org.clone(), o))
-                    .collect();
+            let registered = store::find_organizations(conn, &member_orgs)?;
             apps.iter()
                 .map(|app| {
-                    let orgs = std::iter::once(app.row.org.clone()).chain(app.partner_orgs());
-                    let now = state_in.data_use.use_now(
-                        app.declared_use(),
-                        orgs.filter_map(|org| registered.get(&org))
-                            .map(|o| (o.kind.as_str(), o.country.as_str())),
-                    );
+                    let now = app.use_now(&state_in.data_use, &registered);
                     let (row, d) = (&app.row, &app.declaration);
                     Ok(ApprovedUse {
                         organization: row.org.clone(),

@@ -16,7 +16,7 @@ use crate::consent::document::FieldProblem;
 use crate::consent::fhir::{export_consent, FhirConsentContext};
 use crate::consent::{
     derive_consent, ConsentSnapshot, ConsentStatus, Decision, DocumentFamily, DocumentStatus,
-    DocumentVersion, DocumentVersionId, EventKind, ItemBasis, ScopeItemKey, VersionHistory,
+    DocumentVersion, DocumentVersionId, EventKind, ItemBasis, Person, ScopeItemKey, VersionHistory,
 };
 use crate::db::consents::{self as store, EventRow, StoredEvent};
 use crate::db::{documents, ledger, write_transaction, DbConnection};
@@ -925,11 +925,9 @@ fn snapshot_of(
 pub(crate) fn consent_summaries(
     conn: &mut DbConnection,
     pseudonym: &str,
+    person: &Person,
     at: DateTime<Utc>,
 ) -> Result<Vec<ConsentSummary>, ApiError> {
-    let person = store::find_patient(conn, pseudonym)?
-        .map(|p| p.person())
-        .unwrap_or_default();
     let mut out = Vec::new();
     for family in DocumentFamily::ALL {
         let (events, _, snap) = snapshot(conn, pseudonym, family, at)?;
@@ -941,7 +939,7 @@ pub(crate) fn consent_summaries(
                     .version_in_force
                     .map(|n| DocumentVersionId::new(family, n).to_string()),
                 needs_own_consent: snap
-                    .lapsed_at_majority(&person)
+                    .lapsed_at_majority(person)
                     .map(|i| i.key.to_string())
                     .collect(),
             });
@@ -1011,6 +1009,7 @@ pub async fn register_consent(
     let pseudonym = if state.keys.newest_first(KeyDomain::Patient).count() > 1 {
         known_pseudonym(&state, &p.org, &local_id)
             .await?
+            .map(|(pseudonym, _)| pseudonym)
             .unwrap_or_else(|| state.keys.patient(&p.org, &local_id))
     } else {
         state.keys.patient(&p.org, &local_id)
@@ -1263,18 +1262,16 @@ pub async fn read_consent(
         version_in_force: snap
             .version_in_force
             .map(|n| DocumentVersionId::new(family, n).to_string()),
-        items: {
-            let person = patient.person();
-            snap.items
-                .iter()
-                .map(|i| ItemStateView {
-                    key: i.key.to_string(),
-                    decision: i.decision,
-                    needs_own_consent: i.lapsed_at_majority(&person, as_of),
-                    basis: i.basis.clone(),
-                })
-                .collect()
-        },
+        items: snap
+            .items
+            .into_iter()
+            .map(|i| ItemStateView {
+                key: i.key.to_string(),
+                decision: i.decision,
+                needs_own_consent: i.lapsed_at_majority(&patient.person(), as_of),
+                basis: i.basis,
+            })
+            .collect(),
         patient: PatientStatusView {
             majority_on: patient.majority_on,
             deceased_on: patient.deceased_on,
@@ -1397,7 +1394,7 @@ pub async fn lookup_patient(
             centers: &[],
         },
     )?;
-    let pseudonym = known_pseudonym(&state, &p.org, &local)
+    let (pseudonym, person) = known_pseudonym(&state, &p.org, &local)
         .await?
         .ok_or(ApiError::NotFound)?;
     let key = pseudonym.as_str().to_owned();
@@ -1412,7 +1409,7 @@ pub async fn lookup_patient(
     );
     let (consents, samples) = state
         .read_logged(vec![entry], move |conn| {
-            let consents = consent_summaries(conn, &key, now)?;
+            let consents = consent_summaries(conn, &key, &person, now)?;
             let samples = crate::db::samples::for_patient(conn, &key)?
                 .into_iter()
                 .map(|s| SampleSummary {
@@ -1438,16 +1435,16 @@ async fn known_pseudonym(
     state: &web::Data<AppState>,
     org: &str,
     local: &LocalPatientId,
-) -> Result<Option<PatientPseudonym>, ApiError> {
+) -> Result<Option<(PatientPseudonym, Person)>, ApiError> {
     let candidates = state.keys.patient_candidates(org, local);
     let org = org.to_owned();
     state
         .db(move |conn| {
             for candidate in candidates {
-                if store::find_patient(conn, candidate.as_str())?
-                    .is_some_and(|row| row.hospital_org == org)
+                if let Some(row) = store::find_patient(conn, candidate.as_str())?
+                    .filter(|row| row.hospital_org == org)
                 {
-                    return Ok(Some(candidate));
+                    return Ok(Some((candidate, row.person())));
                 }
             }
             Ok(None)

@@ -13,6 +13,7 @@ use crate::auth::dev::TokenClaims;
 use crate::auth::policy::{Action, Resource};
 use crate::auth::Caller;
 use crate::config::PatientsConfig;
+use crate::consent::Person;
 use crate::db::{
     consents as patients, ledger,
     notify::{self as endpoints_store, EndpointOwner},
@@ -343,7 +344,7 @@ pub async fn sign_in(
 }
 
 /// The calling patient: their pseudonym and hospital, checked by policy.
-async fn me(state: &web::Data<AppState>, caller: &Caller) -> Result<(String, String), ApiError> {
+async fn me(state: &web::Data<AppState>, caller: &Caller) -> Result<(String, Person), ApiError> {
     let p = principal(caller)?;
     let pseudonym = p.patient_ref.clone().ok_or(ApiError::Forbidden)?;
     let key = pseudonym.clone();
@@ -360,7 +361,7 @@ async fn me(state: &web::Data<AppState>, caller: &Caller) -> Result<(String, Str
             centers: &[],
         },
     )?;
-    Ok((pseudonym, row.hospital_org))
+    Ok((pseudonym, row.person()))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -472,10 +473,10 @@ pub async fn my_consents(
     state: web::Data<AppState>,
     caller: Caller,
 ) -> Result<web::Json<MyConsents>, ApiError> {
-    let (pseudonym, _) = me(&state, &caller).await?;
+    let (pseudonym, person) = me(&state, &caller).await?;
     let now = state.now();
     let consents = state
-        .db(move |conn| consent_summaries(conn, &pseudonym, now))
+        .db(move |conn| consent_summaries(conn, &pseudonym, &person, now))
         .await?;
     Ok(web::Json(MyConsents { consents }))
 }

@@ -172,21 +172,8 @@ fn use_request(
     conn: &mut DbConnection,
     app: &Application,
 ) -> Result<UseRequest, ApiError> {
-    let member_orgs: Vec<&str> = std::iter::once(app.row.org.as_str())
-        .chain(
-            app.declaration
-                .partner_members
-                .iter()
-                .map(|m| m.org.as_str()),
-        )
-        .collect();
-    let registered = store::find_organizations(conn, &member_orgs)?;
-    let now = state.data_use.use_now(
-        app.declared_use(),
-        registered
-            .iter()
-            .map(|o| (o.kind.as_str(), o.country.as_str())),
-    );
+    let registered = store::find_organizations(conn, &app.member_orgs())?;
+    let now = app.use_now(&state.data_use, &registered);
     Ok(UseRequest {
         commercial: now.commercial,
         abroad: now.abroad,
@@ -233,13 +220,15 @@ fn decide_page(
     // Only a proxy's signature can lapse at majority, so only patients
     // with one are looked up: none in a cohort of adults, or when policy
     // keeps a proxy's consent.
-    let signed_by_proxy: Vec<String> = events
-        .iter()
-        .filter(|(_, list)| {
-            request.proxy_consent_lapses_at_majority && list.iter().any(|e| e.by_proxy)
-        })
-        .map(|(patient, _)| patient.clone())
-        .collect();
+    let signed_by_proxy: Vec<String> = if request.proxy_consent_lapses_at_majority {
+        events
+            .iter()
+            .filter(|(_, list)| list.iter().any(|e| e.by_proxy))
+            .map(|(patient, _)| patient.clone())
+            .collect()
+    } else {
+        Vec::new()
+    };
     let minors = consents::minors_among(conn, &signed_by_proxy)?;
     let mut snapshots = HashMap::with_capacity(patients.len());
     for (patient, list) in &events {
