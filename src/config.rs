@@ -56,6 +56,19 @@ pub struct Config {
     pub patients: PatientsConfig,
     #[serde(default)]
     pub screening: ScreeningConfig,
+    #[serde(default)]
+    pub recall: RecallConfig,
+}
+
+/// Recall notices that no consent event causes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecallConfig {
+    /// How often an instance checks whether a new UTC day has begun, and
+    /// then recalls what a proxy's permits had let releases have of the
+    /// patients who came of age that day (decision 0027).
+    #[serde(default = "default_came_of_age_check_ms")]
+    pub came_of_age_check_ms: u64,
 }
 
 /// The periodic screening of the access log for auditors.
@@ -351,6 +364,9 @@ fn default_stream_replay_page() -> i64 {
 fn default_nats_stream() -> String {
     "GENOMEGATE_NOTIFICATIONS".into()
 }
+fn default_came_of_age_check_ms() -> u64 {
+    3_600_000
+}
 fn default_screening_period() -> u64 {
     86_400
 }
@@ -397,7 +413,8 @@ default_from_serde!(
     AccessLogConfig,
     NotifyConfig,
     PatientsConfig,
-    ScreeningConfig
+    ScreeningConfig,
+    RecallConfig
 );
 
 impl Default for Config {

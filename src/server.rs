@@ -69,8 +69,6 @@ pub fn build_state(config: &Config, clock: SharedClock) -> Result<AppState, Stri
     }
     let patient_tokens = patient_tokens.ok_or("the key file has no token key")?;
     verifier.set_patient_issuer(&patient_issuer);
-    let (log, workers) =
-        crate::workers::start(config, pool.clone(), backend, clock.clone(), keys.clone())?;
     let policy = PolicyEngine::load(&config.policies.dir)?;
     let catalog_path = config.policies.dir.join(SCOPE_ITEMS_FILE);
     let catalog_src = std::fs::read_to_string(&catalog_path)
@@ -80,6 +78,14 @@ pub fn build_state(config: &Config, clock: SharedClock) -> Result<AppState, Stri
 
     let data_use = read_policy(&config.policies.dir, crate::access::POLICY_FILE)
         .and_then(|text| crate::access::DataUsePolicy::parse(&text))?;
+    let (log, workers) = crate::workers::start(
+        config,
+        pool.clone(),
+        backend,
+        clock.clone(),
+        keys.clone(),
+        &data_use,
+    )?;
     let diseases = read_policy(&config.policies.dir, crate::access::DISEASES_FILE)
         .and_then(|text| crate::access::duo::DiseaseHierarchy::parse(&text))?;
     let handles = handle_keys(&keys, &patient_issuer)?;

@@ -27,6 +27,8 @@ on_both_backends!(
     partner_members_from_other_organizations_share_an_application,
     migration_000012_names_the_organization_of_existing_acceptances,
     a_minor_who_came_of_age_is_released_only_on_their_own_consent,
+    recalls_follow_what_each_use_relies_on,
+    the_day_a_minor_comes_of_age_recalls_what_their_parent_permitted,
 );
 
 const STORE: &str = "genome-store.example";
@@ -221,6 +223,71 @@ async fn accept(app: &TestApp, agreement: &str, token: &str, sha: &str) -> (u16,
         &json!({ "text_sha256": sha }),
     )
     .await
+}
+
+/// An application by `token` for `datasets` alone, approved by the
+/// committee, its agreement's text `sha` accepted by the applicant: ready
+/// to release. Returns its ID.
+async fn ready_to_release(
+    app: &TestApp,
+    token: &str,
+    datasets: &[&str],
+    code: &str,
+    sha: &str,
+) -> String {
+    let view = submit(app, token, &application(datasets, &[], code)).await;
+    let id = view["id"].as_str().unwrap().to_owned();
+    let decided = approve(app, &id).await;
+    let agreement = decided["agreement"]["id"].as_str().unwrap();
+    let (s, b) = accept(app, agreement, token, sha).await;
+    assert_eq!(s, 200, "{b}");
+    id
+}
+
+/// One dataset of `genome_ids` tagged `code`, and an application for it by
+/// `sub` of `org` (verified as `kind`, attested) with purpose `code`, ready
+/// to release. Returns the application's ID.
+async fn one_use_of(
+    app: &TestApp,
+    (org, kind, sub): (&str, &str, &str),
+    genome_ids: &[String],
+    code: &str,
+) -> String {
+    verify_org(app, org, kind).await;
+    attest(app, org, sub, "2029-01-10").await;
+    let ds = dataset(
+        app,
+        "Cancer germline",
+        json!({ "permission": code }),
+        genome_ids,
+    )
+    .await;
+    let sha = publish_text(app, "Data-use agreement v1.").await;
+    ready_to_release(app, &researcher(org, sub), &[&ds], code, &sha).await
+}
+
+/// A child of hospital-a, consented for by a parent `ago`, with one
+/// germline sample. Returns the version, the child's patient ref and the
+/// sample's genome ID.
+async fn child_with_sample(
+    app: &TestApp,
+    clock: &ShiftedClock,
+    local_id: &str,
+    ago: chrono::Duration,
+) -> (String, String, String) {
+    let (version, child) = app.parent_consented(clock, "cancer", local_id, ago).await;
+    let (s, sample) = app
+        .register_sample(
+            &app.staff("hospital-a"),
+            &sample_body(local_id, &format!("S-{local_id}"), local_id),
+        )
+        .await;
+    assert_eq!(s, 201, "{sample}");
+    (
+        version,
+        child["patient_ref"].as_str().unwrap().to_owned(),
+        sample["genome_id"].as_str().unwrap().to_owned(),
+    )
 }
 
 async fn release(app: &TestApp, id: &str, token: &str) -> (u16, Value) {
@@ -526,7 +593,7 @@ async fn the_full_journey_releases_consenting_patients_and_resolution_rechecks_c
         .await;
     assert_eq!(s, 200, "{recalls}");
     assert_eq!(recalls["notices"].as_array().unwrap().len(), 1);
-    assert_eq!(recalls["notices"][0]["reason"], "withdraw_all");
+    assert_eq!(recalls["notices"][0]["reason"], "consent_withdrawn");
     // The notice is pushed to the members' webhook, signed, exactly once.
     let mut pushed = Vec::new();
     for _ in 0..500 {
@@ -1541,10 +1608,8 @@ async fn a_minor_who_came_of_age_is_released_only_on_their_own_consent(backend: 
     let Some((app, clock)) = TestApp::spawn_with_shifted_clock(backend).await else {
         return;
     };
-    let (version, child) = app
-        .parent_consented(&clock, "cancer", "MRN-CHILD", chrono::Duration::days(400))
-        .await;
-    let child = child["patient_ref"].as_str().unwrap().to_owned();
+    let (version, child, child_genome_id) =
+        child_with_sample(&app, &clock, "MRN-CHILD", chrono::Duration::days(400)).await;
     let staff = app.staff("hospital-a");
     // The code printed back then has expired; the hospital issues another.
     let (s, code) = app
@@ -1557,14 +1622,10 @@ async fn a_minor_who_came_of_age_is_released_only_on_their_own_consent(backend: 
         .await;
     assert_eq!(s, 201, "{code}");
     let session = enroll(&app, code["code"].as_str().unwrap()).await;
-    let (s, sample) = app
-        .register_sample(&staff, &sample_body("MRN-CHILD", "S-CHILD", "MRN-CHILD"))
-        .await;
-    assert_eq!(s, 201, "{sample}");
 
     let adults = patients_with_samples(&app, &version, "ADULT", 5, all_permit()).await;
     let mut genome_ids: Vec<String> = adults.iter().map(|p| p.1.clone()).collect();
-    genome_ids.push(sample["genome_id"].as_str().unwrap().to_owned());
+    genome_ids.push(child_genome_id);
     let majority_on = |day: String| {
         let path = format!("/v1/patients/{child}/status");
         let body = json!({"majority_on": day, "deceased_on": null});
@@ -1576,27 +1637,7 @@ async fn a_minor_who_came_of_age_is_released_only_on_their_own_consent(backend: 
     };
     majority_on(days_from_today(365)).await;
 
-    verify_org(&app, PHARMA, "industry").await;
-    attest(&app, PHARMA, "res-1", "2029-01-10").await;
-    let ds = dataset(
-        &app,
-        "Cancer germline",
-        json!({"permission": "HMB"}),
-        &genome_ids,
-    )
-    .await;
-    let sha = publish_text(&app, "Data-use agreement v1.").await;
-    let view = submit(
-        &app,
-        &researcher(PHARMA, "res-1"),
-        &application(&[&ds], &[], "HMB"),
-    )
-    .await;
-    let id = view["id"].as_str().unwrap().to_owned();
-    let decided = approve(&app, &id).await;
-    let agreement = decided["agreement"]["id"].as_str().unwrap().to_owned();
-    let (s, b) = accept(&app, &agreement, &researcher(PHARMA, "res-1"), &sha).await;
-    assert_eq!(s, 200, "{b}");
+    let id = one_use_of(&app, (PHARMA, "industry", "res-1"), &genome_ids, "HMB").await;
 
     // A minor: the parent speaks for them.
     let (s, rel) = release(&app, &id, &researcher(PHARMA, "res-1")).await;
@@ -1627,8 +1668,28 @@ async fn a_minor_who_came_of_age_is_released_only_on_their_own_consent(backend: 
         "a minor: nothing to answer yet {mine}"
     );
 
-    // Of age since a month ago, never asked themselves.
+    // Of age since a month ago, never asked themselves. Recording that
+    // recalls the sample from the release at once, in the same transaction.
+    let recalls = || async {
+        let (s, b) = app
+            .get(
+                &format!("/v1/applications/{id}/recalls"),
+                Some(&researcher(PHARMA, "res-1")),
+            )
+            .await;
+        assert_eq!(s, 200, "{b}");
+        b["notices"].as_array().unwrap().clone()
+    };
+    assert_eq!(recalls().await, Vec::<Value>::new());
     majority_on(days_from_today(-30)).await;
+    let notices = recalls().await;
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    assert_eq!(notices[0]["reason"], "reached_majority");
+    assert_eq!(notices[0]["release"], rel["id"]);
+    // Recorded again (or corrected by a day): nothing more to recall.
+    majority_on(days_from_today(-30)).await;
+    majority_on(days_from_today(-31)).await;
+    assert_eq!(recalls().await.len(), 1);
     let resolved_before = entries_with_action(&app, "handle_resolve");
     let (s, page) = resolve(&app, STORE, &handle).await;
     assert_eq!(s, 200, "{page}");
@@ -1743,4 +1804,184 @@ async fn a_minor_who_came_of_age_is_released_only_on_their_own_consent(backend: 
     let (s, rel) = release(&app, &id, &researcher(PHARMA, "res-1")).await;
     assert_eq!(s, 201, "{rel}");
     assert_eq!(rel["included"], 6, "{rel}");
+}
+
+/// One dataset released to an industrial and an academic application. A
+/// consent change recalls a sample only from the releases whose use it
+/// takes back, with that use's reason: an item neither use relies on
+/// recalls nothing, and a sample is never recalled twice for one loss.
+async fn recalls_follow_what_each_use_relies_on(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let version = app.publish("cancer", &first_draft()).await;
+    // Six patients: the minimum cohort is five.
+    let patients = patients_with_samples(&app, &version, "R", 6, all_permit()).await;
+    let genome_ids: Vec<String> = patients.iter().map(|p| p.1.clone()).collect();
+    verify_org(&app, PHARMA, "industry").await;
+    verify_org(&app, UNIVERSITY, "academic").await;
+    attest(&app, PHARMA, "res-1", "2029-01-10").await;
+    attest(&app, UNIVERSITY, "prof-1", "2029-01-10").await;
+    let ds = dataset(
+        &app,
+        "Cancer germline",
+        json!({"permission": "HMB"}),
+        &genome_ids,
+    )
+    .await;
+    let sha = publish_text(&app, "Data-use agreement v1.").await;
+    let mut released = Vec::new();
+    for (org, sub) in [(PHARMA, "res-1"), (UNIVERSITY, "prof-1")] {
+        let token = researcher(org, sub);
+        let id = ready_to_release(&app, &token, &[&ds], "HMB", &sha).await;
+        let (s, rel) = release(&app, &id, &token).await;
+        assert_eq!(s, 201, "{rel}");
+        assert_eq!(rel["included"], 6, "{rel}");
+        released.push((id, token));
+    }
+    let reasons = |n: usize| {
+        let (id, token) = released[n].clone();
+        let app = &app;
+        async move {
+            let (s, b) = app
+                .get(&format!("/v1/applications/{id}/recalls"), Some(&token))
+                .await;
+            assert_eq!(s, 200, "{b}");
+            b["notices"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|n| n["reason"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    let staff = app.staff("hospital-a");
+    // The hospital records patient `n`'s signed change or withdrawal.
+    let record = |n: usize, what: &'static str, key: &'static str, mut body: Value| {
+        let path = format!("/v1/patients/{}/consents/cancer/{what}", patients[n].0);
+        body["signer"] = json!({"kind": "patient"});
+        body["explained_by"] = json!("nurse-1");
+        body["signed_at"] = json!(now_rfc3339());
+        body["form_hash"] = json!(FORM_HASH);
+        let (app, staff) = (&app, &staff);
+        async move {
+            let (s, b) = app.post(&path, staff, Some(key), &body).await;
+            assert_eq!(s, 201, "{b}");
+        }
+    };
+    let recall_rows = || app.count("recall_notices");
+
+    // Patient 0 takes back industry use: the industrial release is recalled.
+    record(
+        0,
+        "changes",
+        "r-0",
+        json!({"document_version": version, "decisions": {"secondary_use_industry": "deny"}}),
+    )
+    .await;
+    assert_eq!(reasons(0).await, ["industry_use_not_consented"]);
+    assert_eq!(reasons(1).await, Vec::<String>::new());
+    // Then changes an item neither use relies on: no second recall.
+    record(
+        0,
+        "changes",
+        "r-1",
+        json!({"document_version": version, "decisions": {"recontact": "deny"}}),
+    )
+    .await;
+    assert_eq!(recall_rows(), 1);
+
+    // Patient 1 withdraws recontact only: both releases keep the sample.
+    record(1, "withdrawals", "r-2", json!({"items": ["recontact"]})).await;
+    assert_eq!(recall_rows(), 1);
+
+    // Patient 2 signs the form again, academic use only: a known patient's
+    // grant is checked like any change (on PostgreSQL it leaves the
+    // one-statement path for the general one).
+    let (s, b) = app
+        .grant("hospital-a", "MRN-R-2", &version, academic_only(), "r-3")
+        .await;
+    assert_eq!(s, 201, "{b}");
+    assert_eq!(
+        reasons(0).await,
+        ["industry_use_not_consented", "industry_use_not_consented"]
+    );
+    assert_eq!(reasons(1).await, Vec::<String>::new());
+
+    // Patient 3 withdraws everything: both releases are recalled.
+    record(3, "withdrawals", "r-4", json!({})).await;
+    assert_eq!(
+        reasons(0).await,
+        [
+            "industry_use_not_consented",
+            "industry_use_not_consented",
+            "consent_withdrawn"
+        ]
+    );
+    assert_eq!(reasons(1).await, ["consent_withdrawn"]);
+    // Patient 0 then withdraws everything too: the academic release loses
+    // them now; the industrial one was told already.
+    record(0, "withdrawals", "r-5", json!({})).await;
+    assert_eq!(reasons(0).await.len(), 3);
+    assert_eq!(reasons(1).await, ["consent_withdrawn", "consent_withdrawn"]);
+}
+
+/// Nobody records the day a minor comes of age; the daily sweep notices it.
+/// A parent's consent released the child's sample; on the day after their
+/// majority the release's members get a recall notice (`reached_majority`),
+/// once, however often the sweep runs.
+async fn the_day_a_minor_comes_of_age_recalls_what_their_parent_permitted(backend: Backend) {
+    let Some((app, clock)) = TestApp::spawn_with_shifted_clock(backend).await else {
+        return;
+    };
+    let (version, child, child_genome_id) =
+        child_with_sample(&app, &clock, "MRN-TEEN", chrono::Duration::days(30)).await;
+    let staff = app.staff("hospital-a");
+    let (s, b) = put(
+        &app,
+        &format!("/v1/patients/{child}/status"),
+        &staff,
+        &json!({"majority_on": days_from_today(2), "deceased_on": null}),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    let adults = patients_with_samples(&app, &version, "GROWN", 5, all_permit()).await;
+    let mut genome_ids: Vec<String> = adults.iter().map(|p| p.1.clone()).collect();
+    genome_ids.push(child_genome_id);
+    let id = one_use_of(&app, (UNIVERSITY, "academic", "prof-1"), &genome_ids, "GRU").await;
+    let token = researcher(UNIVERSITY, "prof-1");
+    let (s, rel) = release(&app, &id, &token).await;
+    assert_eq!(s, 201, "{rel}");
+    assert_eq!(rel["included"], 6, "the parent speaks for the minor {rel}");
+    let notices = || async {
+        let (s, b) = app
+            .get(&format!("/v1/applications/{id}/recalls"), Some(&token))
+            .await;
+        assert_eq!(s, 200, "{b}");
+        b["notices"].as_array().unwrap().clone()
+    };
+    // The sweep runs every 100 ms in tests; the child is still a minor.
+    actix_web::rt::time::sleep(std::time::Duration::from_millis(400)).await;
+    assert_eq!(notices().await, Vec::<Value>::new());
+
+    // Three days on: the child came of age yesterday.
+    clock.shift(chrono::Duration::days(3));
+    let mut found = Vec::new();
+    for _ in 0..200 {
+        found = notices().await;
+        if !found.is_empty() {
+            break;
+        }
+        actix_web::rt::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0]["reason"], "reached_majority");
+    assert_eq!(found[0]["release"], rel["id"]);
+    actix_web::rt::time::sleep(std::time::Duration::from_millis(400)).await;
+    clock.shift(chrono::Duration::days(4));
+    actix_web::rt::time::sleep(std::time::Duration::from_millis(400)).await;
+    assert_eq!(notices().await.len(), 1, "once per sample and birthday");
+    let (s, rel) = release(&app, &id, &token).await;
+    assert_eq!(s, 201, "{rel}");
+    assert_eq!(rel["excluded_by_reason"], json!({"reached_majority": 1}));
 }

@@ -1168,6 +1168,17 @@ async fn one_statement_grant_is_all_or_nothing() {
         &extras("c3")
     )
     .unwrap());
+    // A known patient (the same pseudonym as e1's) takes the general path,
+    // which checks their releases for recalls: nothing written here.
+    assert!(!grant_in_one_statement(
+        &mut conn,
+        &row("e9", &version, "k9", now),
+        &decisions,
+        &sealed,
+        &extras("c9")
+    )
+    .unwrap());
+    assert_eq!(counts(&app), [1, 1, 1, 1, 1]);
     // A reused idempotency key fails the constraint: nothing written.
     assert!(grant_in_one_statement(
         &mut conn,

@@ -73,6 +73,20 @@ pub enum SampleDecision {
     Excluded(Exclusion),
 }
 
+impl SampleDecision {
+    /// Whether a change takes back what a release already handed out: the
+    /// sample was included before it and is excluded after it. Returns why,
+    /// for the recall notice. A sample that was already excluded was never
+    /// handed out for this reason (or was recalled when it was excluded), and
+    /// one that is still included stays with its recipients.
+    pub fn taken_back_by(&self, after: &SampleDecision) -> Option<Exclusion> {
+        match (self, after) {
+            (SampleDecision::Included { .. }, SampleDecision::Excluded(why)) => Some(*why),
+            _ => None,
+        }
+    }
+}
+
 impl UseRequest {
     /// The consent items this use relies on.
     pub fn required_items(&self) -> Vec<&'static str> {
@@ -275,6 +289,31 @@ mod tests {
                 SampleDecision::Included { .. }
             ),
             "a programme whose policy keeps a proxy's consent after majority"
+        );
+    }
+
+    #[test]
+    fn only_an_inclusion_turned_exclusion_is_taken_back() {
+        let included = SampleDecision::Included {
+            version: 1,
+            items: vec![ACADEMIC_USE],
+        };
+        let withdrawn = SampleDecision::Excluded(Exclusion::ConsentWithdrawn);
+        let no_industry = SampleDecision::Excluded(Exclusion::IndustryUseNotConsented);
+        assert_eq!(
+            included.taken_back_by(&withdrawn),
+            Some(Exclusion::ConsentWithdrawn)
+        );
+        assert_eq!(included.taken_back_by(&included), None, "still permitted");
+        assert_eq!(
+            no_industry.taken_back_by(&withdrawn),
+            None,
+            "never handed out on the change's account: no second recall"
+        );
+        assert_eq!(
+            withdrawn.taken_back_by(&included),
+            None,
+            "a re-grant recalls nothing"
         );
     }
 }

@@ -467,7 +467,9 @@ fn event_response(row: &EventRow) -> Result<EventResponse, ApiError> {
 }
 
 enum Recorded {
-    Created(EventRow, Option<super::portal::IssuedCode>),
+    /// The event, the enrollment code of a grant, and how many recall
+    /// notices it queued.
+    Created(EventRow, Option<super::portal::IssuedCode>, usize),
     Replayed(EventRow),
 }
 
@@ -541,8 +543,7 @@ async fn record(
         pending.idempotency_tags.clone(),
         pending.request_hash.clone(),
     );
-    let shared_keys = state.keys.clone();
-    let shared_patients = state.patients.clone();
+    let shared = state.clone();
     let enrollment_qr = pending.enrollment_qr;
     let outcome = state
         .db(move |conn| {
@@ -577,23 +578,21 @@ async fn record(
                 // round trip on the common path.
                 store::record_event(conn, &row, &pending.decisions, pending.sealed.as_ref(), now)?;
                 ledger::append(conn, &[consent_entry(&pending, version.id, now)])?;
-                // A withdrawal reaches every live release that included the
-                // patient: its members get a recall notice, in this same
-                // transaction.
-                if pending.kind.is_withdrawal() {
-                    crate::db::access::record_recalls(
-                        conn,
-                        pending.pseudonym.as_str(),
-                        version.id.family,
-                        pending.kind.as_str(),
-                        &row.id,
-                        now,
-                    )?;
-                }
+                // Whatever the event, a live release whose use the patient's
+                // consent no longer permits gets a recall notice, in this
+                // same transaction (decision 0027).
+                let recalled = crate::api::releases::recall::recall_what_consent_no_longer_permits(
+                    conn,
+                    &shared.data_use,
+                    pending.pseudonym.as_str(),
+                    version.id.family,
+                    crate::api::releases::recall::Cause::Event { id: &row.id },
+                    now,
+                )?;
                 let code = match pending.kind {
                     EventKind::Grant => Some(super::portal::issue_code(
-                        &shared_keys,
-                        &shared_patients,
+                        &shared.keys,
+                        &shared.patients,
                         conn,
                         pending.pseudonym.as_str(),
                         &pending.recorded_by,
@@ -601,7 +600,7 @@ async fn record(
                     )?),
                     _ => None,
                 };
-                Ok(Recorded::Created(row, code))
+                Ok(Recorded::Created(row, code, recalled))
             });
             match attempt {
                 // The key was used before (or two retries raced): answer
@@ -616,10 +615,9 @@ async fn record(
         })
         .await?;
     match outcome {
-        Recorded::Created(row, code) => {
+        Recorded::Created(row, code, recalled) => {
             state.log.entries_committed();
-            if EventKind::parse(&row.kind).is_some_and(EventKind::is_withdrawal) {
-                // It may have queued recall notices for delivery.
+            if recalled > 0 {
                 state.log.deliveries_queued();
             }
             created(state, &row, code, enrollment_qr)
@@ -1471,24 +1469,52 @@ pub async fn update_patient_status(
         &path.patient_ref,
     )
     .await?;
-    let today = state.now().date_naive();
+    let now = state.now();
+    let today = now.date_naive();
     if body.deceased_on.is_some_and(|d| d > today) {
         return Err(ApiError::field("deceased_on", "lies in the future"));
     }
     let (majority_on, deceased_on) = (body.majority_on, body.deceased_on);
     let key = pseudonym.as_str().to_owned();
-    state
+    let shared = state.clone();
+    let recalled = state
         .db(move |conn| {
             write_transaction(conn, |conn| {
-                Ok(store::set_patient_status(
-                    conn,
-                    &key,
+                let patients = [key.clone()];
+                let was = store::minors_among(conn, &patients)?
+                    .remove(&key)
+                    .unwrap_or_default();
+                store::set_patient_status(conn, &key, majority_on, deceased_on)?;
+                // A day of majority recorded as past (or corrected to the
+                // past) lapses a proxy's permits now: what live releases
+                // had of this patient on them is recalled here, not left to
+                // the daily sweep, which has looked past that day already.
+                let now_known = crate::consent::Person {
                     majority_on,
                     deceased_on,
-                )?)
+                };
+                let Some(on) = majority_on.filter(|_| now_known.of_age_on(today)) else {
+                    return Ok(0);
+                };
+                let mut recalled = 0;
+                for family in DocumentFamily::ALL {
+                    recalled +=
+                        crate::api::releases::recall::recall_what_consent_no_longer_permits(
+                            conn,
+                            &shared.data_use,
+                            &key,
+                            family,
+                            crate::api::releases::recall::Cause::CameOfAge { on, was: Some(was) },
+                            now,
+                        )?;
+                }
+                Ok(recalled)
             })
         })
         .await?;
+    if recalled > 0 {
+        state.log.deliveries_queued();
+    }
     Ok(web::Json(PatientStatusView {
         majority_on,
         deceased_on,

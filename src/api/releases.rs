@@ -16,6 +16,7 @@ use super::state::AppState;
 use crate::access::cohort::{SampleDecision, UseRequest};
 use crate::access::duo::MATCHER_VERSION;
 use crate::access::handle::{HandleClaims, HandleError, HANDLE_TYPE};
+use crate::access::DataUsePolicy;
 use crate::auth::policy::{Action, Resource};
 use crate::auth::{Caller, Principal, Role};
 use crate::consent::state::derive_consent;
@@ -36,6 +37,7 @@ use std::collections::{BTreeMap, HashMap};
 use utoipa::{IntoParams, ToSchema};
 
 mod pass;
+pub(crate) mod recall;
 
 const MAX_RESOLVE_PAGE: i64 = 1_000;
 
@@ -168,17 +170,31 @@ fn check_acceptances(
 /// organization re-registered as industry, or abroad, after approval
 /// reaches only the patients who consented to that (decision 0023).
 fn use_request(
-    state: &AppState,
+    policy: &DataUsePolicy,
     conn: &mut DbConnection,
     app: &Application,
 ) -> Result<UseRequest, ApiError> {
     let registered = store::find_organizations(conn, &app.member_orgs())?;
-    let now = app.use_now(&state.data_use, &registered);
+    let now = app.use_now(policy, &registered);
     Ok(UseRequest {
         commercial: now.commercial,
         abroad: now.abroad,
         diseases: app.declaration.purpose.diseases().to_vec(),
-        proxy_consent_lapses_at_majority: state.data_use.release.proxy_consent_lapses_at_majority,
+        proxy_consent_lapses_at_majority: policy.release.proxy_consent_lapses_at_majority,
+    })
+}
+
+/// The use a handed-out sample is checked against again (resolution and
+/// recall): the disease scope was settled at release, and a diagnosis does
+/// not change, so only consent is.
+fn reuse_request(
+    policy: &DataUsePolicy,
+    conn: &mut DbConnection,
+    app: &Application,
+) -> Result<UseRequest, ApiError> {
+    Ok(UseRequest {
+        diseases: Vec::new(),
+        ..use_request(policy, conn, app)?
     })
 }
 
@@ -301,7 +317,7 @@ fn release(
     store::insert_release(conn, &row)?;
 
     let datasets = store::find_datasets(conn, &app.declaration.datasets)?;
-    let request = use_request(state, conn, &app)?;
+    let request = use_request(&state.data_use, conn, &app)?;
     let tally = pass::write_cohort(
         conn,
         spare,
@@ -631,12 +647,7 @@ pub async fn resolve_handle(
                 store::find_application(conn, &release.application_id)?
                     .ok_or_else(|| ApiError::internal("release without application"))?,
             )?;
-            // The disease scope was settled at release; a diagnosis does
-            // not change, so only consent is checked again.
-            let request = UseRequest {
-                diseases: Vec::new(),
-                ..use_request(&shared, conn, &app)?
-            };
+            let request = reuse_request(&shared.data_use, conn, &app)?;
             let rows = store::release_page(conn, &release, after, limit, true)?;
             let next_after = (rows.len() as i64 == limit)
                 .then(|| rows.last().map(|r| r.position))
@@ -795,8 +806,9 @@ pub struct RecallList {
     pub notices: Vec<RecallNotice>,
 }
 
-/// Recall notices for an application (members): written in the same
-/// transaction as the patient's withdrawal.
+/// Recall notices for an application (members): each written in the same
+/// transaction as the consent change (or coming of age) that took the
+/// sample back from this use.
 #[utoipa::path(tag = "data-access", params(ApplicationPath),
     responses((status = 200, body = RecallList), (status = 404, body = Problem, content_type = "application/problem+json")))]
 #[get("/v1/applications/{id}/recalls")]

@@ -69,10 +69,6 @@ impl EventKind {
             _ => None,
         }
     }
-    /// A withdrawal of all or some items: it recalls past releases.
-    pub fn is_withdrawal(self) -> bool {
-        matches!(self, EventKind::WithdrawAll | EventKind::WithdrawItems)
-    }
 }
 
 /// One recorded consent event of one patient within one document family.

@@ -812,19 +812,23 @@ pub fn release_page(
     Ok(rows)
 }
 
-/// Records a recall notice for every live release that included the
-/// patient in a dataset of `family`: the members must stop using and
-/// delete what they hold of that patient. Each notice is queued for
-/// delivery to every active webhook of its application, in the caller's
-/// transaction. Returns how many notices were written.
-pub fn record_recalls(
+/// A sample of a patient that a live release (its agreement not revoked)
+/// included from a dataset of one family: what a recall would name.
+#[derive(Debug, Clone)]
+pub struct LiveInclusion {
+    pub application_id: String,
+    pub release_id: String,
+    pub position: i64,
+    pub project_sample_id: String,
+}
+
+/// Every sample of `patient` that a live release included from a dataset
+/// of `family`, oldest release first.
+pub fn live_inclusions(
     conn: &mut DbConnection,
     patient: &str,
     family: DocumentFamily,
-    reason: &str,
-    event_id: &str,
-    at: DateTime<Utc>,
-) -> Result<usize, DieselError> {
+) -> Result<Vec<LiveInclusion>, DieselError> {
     let hits: Vec<(String, String, i64, String)> = db_run!(conn, c => release_samples::table
         .inner_join(releases::table.on(releases::id.eq(release_samples::release_id)))
         .inner_join(agreements::table.on(agreements::id.eq(releases::agreement_id)))
@@ -833,26 +837,77 @@ pub fn record_recalls(
         .filter(release_samples::included.eq(true))
         .filter(agreements::state.ne("revoked"))
         .filter(datasets::domain.eq(family.as_str()))
+        .order((releases::released_at, releases::id, release_samples::position))
         .select((releases::application_id, releases::id, release_samples::position, release_samples::project_sample_id))
         .load(c))?;
-    let rows: Vec<RecallRow> = hits
+    Ok(hits
         .into_iter()
         .map(
-            |(application_id, release_id, position, project_sample_id)| RecallRow {
-                id: format!("{event_id}:{release_id}:{position}"),
+            |(application_id, release_id, position, project_sample_id)| LiveInclusion {
                 application_id,
                 release_id,
+                position,
                 project_sample_id,
-                reason: reason.to_owned(),
-                created_at: at.naive_utc(),
             },
         )
-        .collect();
-    let written = insert_many!(conn, recall_notices::table, &rows);
-    if written > 0 {
-        queue_recall_deliveries(conn, &rows, at)?;
+        .collect())
+}
+
+/// Writes recall notices and queues each for delivery to every active
+/// webhook of its application, in the caller's transaction. Returns how
+/// many notices were written.
+pub fn record_recalls(
+    conn: &mut DbConnection,
+    notices: &[RecallRow],
+    at: DateTime<Utc>,
+) -> Result<usize, DieselError> {
+    if notices.is_empty() {
+        return Ok(0);
     }
+    // A notice already written stands, and its deliveries are queued.
+    let ids: Vec<&str> = notices.iter().map(|n| n.id.as_str()).collect();
+    let existing: Vec<String> = db_run!(conn, c => recall_notices::table
+        .filter(recall_notices::id.eq_any(&ids))
+        .select(recall_notices::id)
+        .load(c))?;
+    let new: Vec<RecallRow> = notices
+        .iter()
+        .filter(|n| !existing.contains(&n.id))
+        .cloned()
+        .collect();
+    if new.is_empty() {
+        return Ok(0);
+    }
+    let written = insert_many!(conn, recall_notices::table, &new);
+    queue_recall_deliveries(conn, &new, at)?;
     Ok(written)
+}
+
+/// Moves the sweep mark `name` to `today` and returns where it was, or
+/// `None` when it is at `today` already, or another instance moved it
+/// first (the update's condition then matches no row).
+pub fn claim_sweep(
+    conn: &mut DbConnection,
+    name: &str,
+    today: NaiveDate,
+) -> Result<Option<NaiveDate>, DieselError> {
+    use super::schema::sweep_marks;
+    let Some(through): Option<NaiveDate> = db_run!(conn, c => sweep_marks::table
+        .find(name)
+        .select(sweep_marks::through)
+        .first(c)
+        .optional())?
+    else {
+        return Ok(None);
+    };
+    if through >= today {
+        return Ok(None);
+    }
+    let moved = db_run!(conn, c => diesel::update(sweep_marks::table.find(name))
+        .filter(sweep_marks::through.eq(through))
+        .set(sweep_marks::through.eq(today))
+        .execute(c))?;
+    Ok((moved == 1).then_some(through))
 }
 
 /// One pending delivery per (notice, active webhook of its application),

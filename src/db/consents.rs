@@ -450,6 +450,26 @@ pub fn events_for_patients(
     Ok(grouped)
 }
 
+/// Patients whose majority day is after `after` and by `through`, with it.
+/// Read from the partial index of minors (migration 000014).
+pub fn came_of_age_between(
+    conn: &mut DbConnection,
+    after: NaiveDate,
+    through: NaiveDate,
+) -> Result<Vec<(String, NaiveDate)>, DieselError> {
+    let rows: Vec<(String, Option<NaiveDate>)> = db_run!(conn, c => patients::table
+        .filter(patients::majority_on.is_not_null())
+        .filter(patients::majority_on.gt(after))
+        .filter(patients::majority_on.le(through))
+        .order(patients::pseudonym)
+        .select((patients::pseudonym, patients::majority_on))
+        .load(c))?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(patient, on)| Some((patient, on?)))
+        .collect())
+}
+
 /// Of `pseudonyms`, those recorded as minors (with the day they come of
 /// age), as the consent checks of a release need them: everyone else is
 /// [`Person::default`]. Read from the partial index of migration 000014,
@@ -638,9 +658,12 @@ pub fn record_event(
 
 /// The common case of a grant on PostgreSQL as one self-committing
 /// statement: only if the version is active and was in force when signed,
-/// the patient (with its sealed identity), the event with its decisions,
-/// its log entry and the enrollment code are written together; otherwise
-/// nothing is. Returns whether it wrote.
+/// and the patient is new, the patient (with its sealed identity), the
+/// event with its decisions, its log entry and the enrollment code are
+/// written together; otherwise nothing is. Returns whether it wrote.
+///
+/// A new patient is in no release, so nothing can need recalling; a known
+/// patient's grant takes the general path, which checks (decision 0027).
 ///
 /// A `false` or an error is not an answer: the caller falls back to the
 /// general path, which says precisely why (and replays retries).
@@ -664,7 +687,7 @@ pub fn grant_in_one_statement(
          v AS (INSERT INTO identity_vault (patient_pseudonym, hospital_org, key_version, nonce, ciphertext, sealed_at) \
                SELECT pseudonym, $12, $17, $18, $19, $10 FROM p), \
          e AS (INSERT INTO consent_events ({EVENT_COLUMNS}) \
-               SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16 WHERE EXISTS (SELECT 1 FROM ok) \
+               SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16 WHERE EXISTS (SELECT 1 FROM p) \
                RETURNING id), \
          {} \
          INSERT INTO enrollment_codes (code_hash, patient_pseudonym, issued_by, issued_at, expires_at) \

@@ -443,6 +443,13 @@ diesel::joinable!(access_log_leaves -> access_log_entries (seq));
 diesel::joinable!(patient_preferences -> patients (patient_pseudonym));
 diesel::joinable!(notification_deliveries -> notification_endpoints (endpoint_id));
 
+diesel::table! {
+    sweep_marks (name) {
+        name -> Text,
+        through -> Date,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     document_versions,
     document_scope_items,
@@ -480,4 +487,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     releases,
     release_samples,
     recall_notices,
+    sweep_marks,
 );

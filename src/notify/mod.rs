@@ -97,7 +97,11 @@ pub struct RecallNotice {
     pub id: String,
     pub release: String,
     pub project_sample_id: String,
-    /// `withdraw_all` or `withdraw_items`: stop using and delete this sample's data.
+    /// Why this use may no longer have the sample, as in manifests and
+    /// withheld samples: `consent_withdrawn`, `industry_use_not_consented`,
+    /// `academic_use_not_consented`, `international_transfer_not_consented`,
+    /// `needs_reconsent` or `reached_majority`. Stop using and delete this
+    /// sample's data.
     pub reason: String,
     pub created_at: DateTime<Utc>,
 }

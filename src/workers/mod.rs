@@ -5,13 +5,16 @@
 //!   integrator on SQLite, by PostgreSQL LISTEN/NOTIFY across instances);
 //! - the dispatcher delivers webhooks and NATS publications with retries
 //!   and dead-lettering;
-//! - screening stores a report of each completed period for the auditors.
+//! - screening stores a report of each completed period for the auditors;
+//! - the coming-of-age sweep recalls, once a day, what releases had of
+//!   patients whose proxy's permits lapsed that day.
 //!
 //! Every instance runs all of them. Integration is serialized by a
 //! database lock and deliveries are claimed with leases, so any number of
 //! instances share the work.
 
 pub mod announcer;
+pub mod came_of_age;
 pub mod dispatcher;
 pub mod integrator;
 pub mod screening;
@@ -118,6 +121,7 @@ pub fn start(
     backend: Backend,
     clock: SharedClock,
     keys: Arc<Keyring>,
+    data_use: &crate::access::DataUsePolicy,
 ) -> Result<(Arc<LogRuntime>, Workers), String> {
     let (signer, verifier_keys) = checkpoint_keys(&keys, &config.log.origin)?;
     {
@@ -166,6 +170,9 @@ pub fn start(
     threads.push(announcer::spawn(ctx.clone(), sizes_rx)?);
     if config.screening.enabled {
         threads.push(screening::spawn(ctx.clone())?);
+    }
+    if data_use.release.proxy_consent_lapses_at_majority {
+        threads.push(came_of_age::spawn(ctx.clone(), Arc::new(data_use.clone()))?);
     }
     if config.notify.dispatch {
         threads.push(dispatcher::spawn(ctx, dispatcher_rx)?);

@@ -145,7 +145,11 @@ impl TestApp {
         let clock = Arc::new(ShiftedClock::default());
         let options = Options {
             clock: Some(clock.clone()),
-            env: vec![("GENOMEGATE__SCREENING__ENABLED", "false".into())],
+            env: vec![
+                ("GENOMEGATE__SCREENING__ENABLED", "false".into()),
+                // The coming-of-age sweep notices a new day at once.
+                ("GENOMEGATE__RECALL__CAME_OF_AGE_CHECK_MS", "100".into()),
+            ],
             ..Options::default()
         };
         let app = TestApp::spawn_with(backend, options).await?;

@@ -1,0 +1,197 @@
+//! Recall notices: when a patient's consent stops permitting what a live
+//! release already handed out, the release's members are told to stop
+//! using and delete that sample's data (decision 0027).
+//!
+//! A recall follows the same rule as the release and the resolution: each
+//! sample is decided against the application's use as it is now, before
+//! and after the change, and only a sample that goes from included to
+//! excluded is recalled, with the exclusion's reason. So a withdrawal of an
+//! item the use does not rely on recalls nothing, a change that takes back
+//! industry use recalls the industrial releases only, and a sample already
+//! excluded is never recalled twice.
+
+use super::reuse_request;
+use crate::access::cohort::UseRequest;
+use crate::access::duo::DiseaseHierarchy;
+use crate::access::DataUsePolicy;
+use crate::api::applications::Application;
+use crate::consent::state::{derive_consent, ConsentSnapshot};
+use crate::consent::{DocumentFamily, Person};
+use crate::db::access::{self as store, LiveInclusion, RecallRow};
+use crate::db::{consents, documents, DbConnection};
+use crate::error::ApiError;
+use chrono::{DateTime, NaiveDate, Utc};
+use std::collections::BTreeMap;
+
+/// What changed the patient's consent.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Cause<'a> {
+    /// A consent event, just recorded in the caller's transaction.
+    Event { id: &'a str },
+    /// The patient came of age on `on`, so a proxy's permits lapsed
+    /// (decision 0026). `was` is what was known of the patient before, when
+    /// the hospital has just recorded (or corrected) the date; `None` when
+    /// the day has merely come, and the same consent is judged as if a
+    /// proxy's permit still counted.
+    CameOfAge { on: NaiveDate, was: Option<Person> },
+}
+
+impl Cause<'_> {
+    /// Recall notice IDs are `<cause>:<release>:<position>`: unique per
+    /// cause and sample, and free of the patient's pseudonym.
+    fn notice_id(&self, inclusion: &LiveInclusion) -> String {
+        let cause = match self {
+            Cause::Event { id } => (*id).to_owned(),
+            // The same for the hospital's update and the daily sweep, so
+            // the two never recall one sample twice for one birthday.
+            Cause::CameOfAge { on, .. } => format!("came-of-age-{on}"),
+        };
+        format!("{cause}:{}:{}", inclusion.release_id, inclusion.position)
+    }
+}
+
+/// Records, in the caller's transaction, a recall notice for each sample of
+/// `patient` in `family` that a live release included and that the
+/// patient's consent, after `cause`, no longer lets its application use,
+/// and queues each for the application's webhooks. Returns how many
+/// notices were written.
+pub(crate) fn recall_what_consent_no_longer_permits(
+    conn: &mut DbConnection,
+    policy: &DataUsePolicy,
+    patient: &str,
+    family: DocumentFamily,
+    cause: Cause<'_>,
+    at: DateTime<Utc>,
+) -> Result<usize, ApiError> {
+    // One indexed lookup on the common path: a patient in no release.
+    let inclusions = store::live_inclusions(conn, patient, family)?;
+    if inclusions.is_empty() {
+        return Ok(0);
+    }
+    let history = documents::history(conn, family)?;
+    let patients = [patient.to_owned()];
+    let events = consents::events_for_patients(conn, &patients, family)?
+        .remove(patient)
+        .unwrap_or_default();
+    let person = if events.iter().any(|e| e.by_proxy) {
+        consents::minors_among(conn, &patients)?
+            .remove(patient)
+            .unwrap_or_default()
+    } else {
+        Person::default()
+    };
+    let after = derive_consent(&events, &history, at);
+    let before = match cause {
+        Cause::Event { id } => {
+            let earlier: Vec<_> = events.iter().filter(|e| e.id != id).cloned().collect();
+            derive_consent(&earlier, &history, at)
+        }
+        Cause::CameOfAge { .. } => after.clone(),
+    };
+    let consent = Change {
+        before: &before,
+        after: &after,
+        person: &person,
+        cause,
+    };
+    let mut by_application: BTreeMap<&str, Option<&'static str>> = BTreeMap::new();
+    for inclusion in &inclusions {
+        let id = inclusion.application_id.as_str();
+        if by_application.contains_key(id) {
+            continue;
+        }
+        let app = Application::from_row(
+            store::find_application(conn, id)?
+                .ok_or_else(|| ApiError::internal("release without application"))?,
+        )?;
+        let request = reuse_request(policy, conn, &app)?;
+        by_application.insert(id, consent.takes_back(&request));
+    }
+    let notices: Vec<RecallRow> = inclusions
+        .iter()
+        .filter_map(|inclusion| {
+            let reason = by_application
+                .get(inclusion.application_id.as_str())
+                .copied()
+                .flatten()?;
+            Some(RecallRow {
+                id: cause.notice_id(inclusion),
+                application_id: inclusion.application_id.clone(),
+                release_id: inclusion.release_id.clone(),
+                project_sample_id: inclusion.project_sample_id.clone(),
+                reason: reason.to_owned(),
+                created_at: at.naive_utc(),
+            })
+        })
+        .collect();
+    Ok(store::record_recalls(conn, &notices, at)?)
+}
+
+/// Recalls, for every patient who came of age after the last sweep and by
+/// `today`, what their proxy's lapsed permits had let live releases have,
+/// in one transaction. Several instances may sweep: the first to move the
+/// mark does the day's work, the others find nothing to do. Returns how
+/// many notices were written.
+pub(crate) fn sweep_came_of_age(
+    conn: &mut DbConnection,
+    policy: &DataUsePolicy,
+    at: DateTime<Utc>,
+) -> Result<usize, ApiError> {
+    if !policy.release.proxy_consent_lapses_at_majority {
+        return Ok(0);
+    }
+    let today = at.date_naive();
+    crate::db::write_transaction(conn, |conn| {
+        let Some(after) = store::claim_sweep(conn, CAME_OF_AGE_SWEEP, today)? else {
+            return Ok(0);
+        };
+        let mut written = 0;
+        for (patient, on) in consents::came_of_age_between(conn, after, today)? {
+            for family in DocumentFamily::ALL {
+                written += recall_what_consent_no_longer_permits(
+                    conn,
+                    policy,
+                    &patient,
+                    family,
+                    Cause::CameOfAge { on, was: None },
+                    at,
+                )?;
+            }
+        }
+        Ok(written)
+    })
+}
+
+/// The sweep mark's name in `sweep_marks`.
+const CAME_OF_AGE_SWEEP: &str = "came_of_age";
+
+/// One patient's consent around a change.
+struct Change<'a> {
+    before: &'a ConsentSnapshot,
+    after: &'a ConsentSnapshot,
+    person: &'a Person,
+    cause: Cause<'a>,
+}
+
+impl Change<'_> {
+    /// The reason a use loses this patient's samples with the change, if it
+    /// does.
+    fn takes_back(&self, request: &UseRequest) -> Option<&'static str> {
+        // The disease scope is empty on a re-check, so no hierarchy is read.
+        let diseases = DiseaseHierarchy::default();
+        let (before_request, before_person) = match &self.cause {
+            Cause::Event { .. } => (request.clone(), self.person),
+            Cause::CameOfAge { was: Some(was), .. } => (request.clone(), was),
+            Cause::CameOfAge { was: None, .. } => (
+                UseRequest {
+                    proxy_consent_lapses_at_majority: false,
+                    ..request.clone()
+                },
+                self.person,
+            ),
+        };
+        let before = before_request.decide(self.before, before_person, None, &diseases);
+        let after = request.decide(self.after, self.person, None, &diseases);
+        before.taken_back_by(&after).map(|why| why.as_str())
+    }
+}
