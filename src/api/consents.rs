@@ -1452,7 +1452,10 @@ async fn known_pseudonym(
 
 /// Records that a patient is a minor (the day they come of age) or deceased.
 /// Minors whose consent a proxy signed appear on the re-consent list once
-/// they come of age; deceased patients never do.
+/// they come of age; deceased patients never do. A day of majority that has
+/// already come recalls, in the same transaction, what live releases had of
+/// the patient on the proxy's consent alone (`reached_majority`); a future
+/// one is recalled by the daily sweep when it comes.
 #[utoipa::path(tag = "consents", params(PatientPath), request_body = PatientStatusRequest,
     responses((status = 200, body = PatientStatusView), (status = 404, body = Problem, content_type = "application/problem+json")))]
 #[put("/v1/patients/{patient_ref}/status")]
