@@ -710,3 +710,60 @@ fn instances_starting_together_migrate_once() {
     assert_eq!(index.len(), 1);
     assert!(index[0].valid);
 }
+
+/// A concurrent index build that fails leaves an invalid index and an
+/// unrecorded migration. The next start drops what it left and builds it
+/// again, instead of failing on the name forever.
+#[test]
+fn a_failed_concurrent_index_build_is_retried_at_the_next_start() {
+    use diesel::RunQueryDsl;
+    #[derive(diesel::QueryableByName)]
+    struct Valid {
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        valid: bool,
+    }
+    let Some(database) = fresh_pg_database() else {
+        return;
+    };
+    let mut conn = genomegate::db::connect_one(&database.url).unwrap();
+    genomegate::db::run_migrations(&mut conn).unwrap();
+    revert_through(&mut conn, "000014");
+    let genomegate::db::DbConnection::Postgresql(c) = &mut conn else {
+        unreachable!("a PostgreSQL URL");
+    };
+    diesel::sql_query(
+        "INSERT INTO patients (pseudonym, hospital_org, created_at) \
+         VALUES ('p1', 'hospital-a', now()), ('p2', 'hospital-a', now())",
+    )
+    .execute(c)
+    .unwrap();
+    // A build that fails halfway, under the migration's index name.
+    let failed = diesel::sql_query(
+        "CREATE UNIQUE INDEX CONCURRENTLY patients_with_majority ON patients (hospital_org)",
+    )
+    .execute(c);
+    assert!(failed.is_err());
+    let validity = |c: &mut diesel::PgConnection| -> Vec<bool> {
+        diesel::sql_query(
+            "SELECT i.indisvalid AS valid FROM pg_index i \
+             JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname = 'patients_with_majority'",
+        )
+        .load::<Valid>(c)
+        .unwrap()
+        .into_iter()
+        .map(|v| v.valid)
+        .collect()
+    };
+    assert_eq!(
+        validity(c),
+        [false],
+        "the failed build left an invalid index"
+    );
+
+    let applied = genomegate::db::run_migrations(&mut conn).unwrap();
+    assert_eq!(applied.len(), 2, "000014 and 000015 again: {applied:?}");
+    let genomegate::db::DbConnection::Postgresql(c) = &mut conn else {
+        unreachable!("a PostgreSQL URL");
+    };
+    assert_eq!(validity(c), [true]);
+}

@@ -300,7 +300,8 @@ pub fn run_migrations(conn: &mut DbConnection) -> Result<Vec<String>, DbSetupErr
                 }
                 std::thread::sleep(MIGRATION_LOCK_RETRY);
             }
-            let applied = versions(c.run_pending_migrations(POSTGRES_MIGRATIONS));
+            let applied = drop_failed_concurrent_builds(c)
+                .and_then(|()| versions(c.run_pending_migrations(POSTGRES_MIGRATIONS)));
             let unlocked = diesel::select(pg_advisory_unlock(MIGRATION_LOCK)).get_result::<bool>(c);
             let applied = applied.map_err(|e| failed(&e))?;
             unlocked.map_err(|e| failed(&e))?;
@@ -311,6 +312,63 @@ pub fn run_migrations(conn: &mut DbConnection) -> Result<Vec<String>, DbSetupErr
         }
     };
     Ok(applied)
+}
+
+/// The indexes that migrations build `CONCURRENTLY` (decision 0025), by
+/// migration name. Such a build runs outside a transaction: if it fails
+/// (or the process dies), PostgreSQL keeps the half-built index, marked
+/// invalid, and the migration is not recorded. Its next attempt would then
+/// fail on the existing name, forever.
+const CONCURRENT_INDEXES: &[(&str, &str)] = &[
+    (
+        "2026-11-29-000013_cohort_pages_by_patient",
+        "dataset_samples_by_patient",
+    ),
+    ("2026-12-03-000014_minors_index", "patients_with_majority"),
+];
+
+/// Drops what a failed concurrent build left behind, so that its migration
+/// can run again: only an index that PostgreSQL marks invalid, and only
+/// while the migration that builds it is pending. Runs under the migration
+/// lock.
+fn drop_failed_concurrent_builds(c: &mut PgConnection) -> Result<(), String> {
+    use diesel::RunQueryDsl;
+    #[derive(diesel::QueryableByName)]
+    struct Invalid {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        name: String,
+    }
+    let pending: Vec<String> = c
+        .pending_migrations(POSTGRES_MIGRATIONS)
+        .map_err(|e| e.to_string())?
+        .iter()
+        .map(|m| m.name().to_string())
+        .collect();
+    let candidates: Vec<&str> = CONCURRENT_INDEXES
+        .iter()
+        .filter(|(migration, _)| pending.iter().any(|p| p == migration))
+        .map(|(_, index)| *index)
+        .collect();
+    if candidates.is_empty() {
+        return Ok(());
+    }
+    let invalid: Vec<Invalid> = diesel::sql_query(
+        "SELECT CAST(c.relname AS TEXT) AS name FROM pg_index i \
+         JOIN pg_class c ON c.oid = i.indexrelid \
+         JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE NOT i.indisvalid AND n.nspname = current_schema() AND c.relname = ANY($1)",
+    )
+    .bind::<diesel::sql_types::Array<diesel::sql_types::Text>, _>(&candidates)
+    .load(c)
+    .map_err(|e| e.to_string())?;
+    for Invalid { name } in invalid {
+        // `name` is one of the constants above, never input.
+        tracing::warn!(index = %name, "dropping an index a failed concurrent build left invalid; its migration builds it again");
+        diesel::sql_query(format!("DROP INDEX CONCURRENTLY IF EXISTS {name}"))
+            .execute(c)
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 fn versions(

@@ -7,7 +7,7 @@
 -- Built CONCURRENTLY, so registering samples into datasets goes on while
 -- a large table is indexed; that needs a migration outside a transaction
 -- (metadata.toml) holding this one statement only. If the build fails, it
--- leaves an invalid index behind: drop `dataset_samples_by_patient` and
--- start the service again.
+-- leaves an invalid index behind; the next start drops it and builds it
+-- again (`db::drop_failed_concurrent_builds`).
 CREATE INDEX CONCURRENTLY dataset_samples_by_patient
     ON dataset_samples (dataset_id, patient_pseudonym, genome_id) INCLUDE (diagnosis);

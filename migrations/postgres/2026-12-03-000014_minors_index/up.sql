@@ -7,7 +7,7 @@
 -- Built CONCURRENTLY, so consents go on being registered while a large
 -- table is indexed; that needs a migration outside a transaction
 -- (metadata.toml) holding this one statement only. If the build fails, it
--- leaves an invalid index behind: drop `patients_with_majority` and start
--- the service again.
+-- leaves an invalid index behind; the next start drops it and builds it
+-- again (`db::drop_failed_concurrent_builds`).
 CREATE INDEX CONCURRENTLY patients_with_majority
     ON patients (pseudonym) INCLUDE (majority_on, deceased_on) WHERE majority_on IS NOT NULL;
