@@ -1499,18 +1499,14 @@ pub async fn update_patient_status(
                 let Some(on) = majority_on.filter(|_| now_known.of_age_on(today)) else {
                     return Ok(0);
                 };
-                let mut recalled = 0;
-                for family in DocumentFamily::ALL {
-                    recalled +=
-                        crate::api::releases::recall::recall_what_consent_no_longer_permits(
-                            conn,
-                            &shared.data_use,
-                            &key,
-                            family,
-                            crate::api::releases::recall::Cause::CameOfAge { on, was: Some(was) },
-                            now,
-                        )?;
-                }
+                let recalled = crate::api::releases::recall::recall_came_of_age(
+                    conn,
+                    &shared.data_use,
+                    &key,
+                    on,
+                    Some(was),
+                    now,
+                )?;
                 Ok(recalled)
             })
         })

@@ -147,19 +147,38 @@ pub(crate) fn sweep_came_of_age(
         };
         let mut written = 0;
         for (patient, on) in consents::came_of_age_between(conn, after, today)? {
-            for family in DocumentFamily::ALL {
-                written += recall_what_consent_no_longer_permits(
-                    conn,
-                    policy,
-                    &patient,
-                    family,
-                    Cause::CameOfAge { on, was: None },
-                    at,
-                )?;
-            }
+            written += recall_came_of_age(conn, policy, &patient, on, None, at)?;
         }
         Ok(written)
     })
+}
+
+/// Recalls, in every family, what a proxy's permits had let live releases
+/// have of `patient`, who came of age `on` (see [`Cause::CameOfAge`] for
+/// `was`). Nothing lapses when policy keeps a proxy's consent.
+pub(crate) fn recall_came_of_age(
+    conn: &mut DbConnection,
+    policy: &DataUsePolicy,
+    patient: &str,
+    on: NaiveDate,
+    was: Option<Person>,
+    at: DateTime<Utc>,
+) -> Result<usize, ApiError> {
+    if !policy.release.proxy_consent_lapses_at_majority {
+        return Ok(0);
+    }
+    let mut written = 0;
+    for family in DocumentFamily::ALL {
+        written += recall_what_consent_no_longer_permits(
+            conn,
+            policy,
+            patient,
+            family,
+            Cause::CameOfAge { on, was },
+            at,
+        )?;
+    }
+    Ok(written)
 }
 
 /// The sweep mark's name in `sweep_marks`.
