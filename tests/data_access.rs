@@ -310,22 +310,6 @@ async fn resolve(app: &TestApp, org: &str, handle: &str) -> (u16, Value) {
     .await
 }
 
-fn entries_with_action(app: &TestApp, action: &str) -> i64 {
-    #[derive(diesel::QueryableByName)]
-    struct Count {
-        #[diesel(sql_type = diesel::sql_types::BigInt)]
-        n: i64,
-    }
-    use diesel::RunQueryDsl;
-    let mut conn = app.raw_db();
-    let rows: Vec<Count> = genomegate::db_run!(&mut conn, c => diesel::sql_query(format!(
-        "SELECT COUNT(*) AS n FROM access_log_entries WHERE action = '{action}'"
-    ))
-    .load(c)
-    .unwrap());
-    rows[0].n
-}
-
 async fn the_full_journey_releases_consenting_patients_and_resolution_rechecks_consent(
     backend: Backend,
 ) {
@@ -463,7 +447,7 @@ async fn the_full_journey_releases_consenting_patients_and_resolution_rechecks_c
     assert_eq!(rel["provenance"]["matcher_version"], "duo-match/v1");
     assert_eq!(rel["provenance"]["agreement_text_sha256"], sha_v2);
     assert_eq!(rel["provenance"]["consent_versions"][&version], 6);
-    assert_eq!(entries_with_action(&app, "dataset_release"), 6);
+    assert_eq!(app.log_entries_with_action("dataset_release"), 6);
     let release_id = rel["id"].as_str().unwrap().to_owned();
     let (s, manifest) = app
         .get(
@@ -511,7 +495,7 @@ async fn the_full_journey_releases_consenting_patients_and_resolution_rechecks_c
     assert_eq!(s, 200, "{resolved}");
     assert_eq!(resolved["objects"].as_array().unwrap().len(), 12);
     assert_eq!(resolved["withheld"].as_array().unwrap().len(), 0);
-    assert_eq!(entries_with_action(&app, "handle_resolve"), 6);
+    assert_eq!(app.log_entries_with_action("handle_resolve"), 6);
     let (_, log) = app
         .get(
             "/v1/portal/access-log?lang=en&limit=1",
@@ -542,7 +526,7 @@ async fn the_full_journey_releases_consenting_patients_and_resolution_rechecks_c
         )
         .await;
     assert_problem(s, &b, 403, "forbidden");
-    assert_eq!(entries_with_action(&app, "handle_resolve"), 6);
+    assert_eq!(app.log_entries_with_action("handle_resolve"), 6);
 
     // Members register a webhook for recall notices; nobody else may.
     let (receiver, received, _server) = webhook_receiver().await;
@@ -975,7 +959,7 @@ async fn refusals_are_named_and_write_nothing(backend: Backend) {
     assert_eq!(app.count("releases"), 0);
     assert_eq!(app.count("release_samples"), 0);
     assert_eq!(app.count("access_log_entries"), log_before);
-    assert_eq!(entries_with_action(&app, "dataset_release"), 0);
+    assert_eq!(app.log_entries_with_action("dataset_release"), 0);
 
     // A period that has not begun: no release yet, whatever else holds.
     let mut later = application(&[&hmb], &[], "HMB");
@@ -1690,7 +1674,7 @@ async fn a_minor_who_came_of_age_is_released_only_on_their_own_consent(backend: 
     majority_on(days_from_today(-30)).await;
     majority_on(days_from_today(-31)).await;
     assert_eq!(recalls().await.len(), 1);
-    let resolved_before = entries_with_action(&app, "handle_resolve");
+    let resolved_before = app.log_entries_with_action("handle_resolve");
     let (s, page) = resolve(&app, STORE, &handle).await;
     assert_eq!(s, 200, "{page}");
     assert_eq!(samples_served(&page), 5, "{page}");
@@ -1698,7 +1682,7 @@ async fn a_minor_who_came_of_age_is_released_only_on_their_own_consent(backend: 
     assert_eq!(withheld.len(), 1, "{page}");
     assert_eq!(withheld[0]["reason"], "reached_majority");
     assert_eq!(
-        entries_with_action(&app, "handle_resolve"),
+        app.log_entries_with_action("handle_resolve"),
         resolved_before + 5,
         "the withheld patient is not logged as read"
     );

@@ -905,6 +905,7 @@ async fn minors_and_deceased_patients(backend: Backend) {
         app.send_json(reqwest::Method::PUT, &path, Some(token), None, &b)
             .await
     }
+    let logged_before = app.log_entries_with_action("patient_status_change");
     for patient in [&child, &ward] {
         let (s, b) = status(
             &app,
@@ -943,6 +944,11 @@ async fn minors_and_deceased_patients(backend: Backend) {
     )
     .await;
     assert_problem(s, &b, 422, "validation_failed");
+    assert_eq!(
+        app.log_entries_with_action("patient_status_change"),
+        logged_before + 2,
+        "each update is logged; the refused one writes nothing"
+    );
     let (s, _) = status(
         &app,
         &staff,
@@ -951,6 +957,33 @@ async fn minors_and_deceased_patients(backend: Backend) {
     )
     .await;
     assert_eq!(s, 200);
+    // The patient sees each change in their access log, and the entry names
+    // what was touched, never the days themselves.
+    app.wait_integrated().await;
+    let child_ref = child["patient_ref"].as_str().unwrap();
+    let (_, page) = app
+        .get(
+            "/v1/portal/access-log?lang=en",
+            Some(&app.patient_token(child_ref)),
+        )
+        .await;
+    let changes: Vec<&Value> = page["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["entry"]["action"] == "patient_status_change")
+        .collect();
+    assert_eq!(changes.len(), 2, "{page}");
+    assert_eq!(changes[0]["entry"]["actor"]["org"], "hospital-a");
+    assert_eq!(
+        changes[0]["entry"]["legal_basis"],
+        json!({"treating_hospital": {"hospital": "hospital-a"}})
+    );
+    assert!(changes[0]["explanation"]["summary"]
+        .as_str()
+        .unwrap()
+        .contains("updated the record of the day you come of age"));
+    assert!(!changes[0]["entry"].to_string().contains(&yesterday));
     let (_, tasks) = app
         .get("/v1/reconsent-tasks?family=rare_disease", Some(&staff))
         .await;

@@ -1455,7 +1455,9 @@ async fn known_pseudonym(
 /// they come of age; deceased patients never do. A day of majority that has
 /// already come recalls, in the same transaction, what live releases had of
 /// the patient on the proxy's consent alone (`reached_majority`); a future
-/// one is recalled by the daily sweep when it comes.
+/// one is recalled by the daily sweep when it comes. Each update is logged
+/// as `patient_status_change` (naming neither day), and so notified to the
+/// patient, in the same transaction.
 #[utoipa::path(tag = "consents", params(PatientPath), request_body = PatientStatusRequest,
     responses((status = 200, body = PatientStatusView), (status = 404, body = Problem, content_type = "application/problem+json")))]
 #[put("/v1/patients/{patient_ref}/status")]
@@ -1465,7 +1467,7 @@ pub async fn update_patient_status(
     path: web::Path<PatientPath>,
     body: web::Json<PatientStatusRequest>,
 ) -> Result<web::Json<PatientStatusView>, ApiError> {
-    let (pseudonym, _) = patient_for(
+    let (pseudonym, patient) = patient_for(
         &state,
         &caller,
         Action::PatientUpdateStatus,
@@ -1477,6 +1479,22 @@ pub async fn update_patient_status(
     if body.deceased_on.is_some_and(|d| d > today) {
         return Err(ApiError::field("deceased_on", "lies in the future"));
     }
+    // The change is logged (and so notified) with the update; the entry
+    // names what was touched, never the days.
+    let entry = access::entry(
+        principal(&caller)?,
+        crate::auth::Role::HospitalStaff,
+        pseudonym.as_str(),
+        access::Access {
+            action: LogAction::PatientStatusChange,
+            purpose: Purpose::ConsentManagement,
+            basis: LegalBasis::TreatingHospital {
+                hospital: patient.hospital_org,
+            },
+            scope: DataScope::PatientStatus,
+        },
+        now,
+    );
     let (majority_on, deceased_on) = (body.majority_on, body.deceased_on);
     let key = pseudonym.as_str().to_owned();
     let shared = state.clone();
@@ -1488,6 +1506,7 @@ pub async fn update_patient_status(
                     .remove(&key)
                     .unwrap_or_default();
                 store::set_patient_status(conn, &key, majority_on, deceased_on)?;
+                ledger::append(conn, &[entry])?;
                 // A day of majority recorded as past (or corrected to the
                 // past) lapses a proxy's permits now: what live releases
                 // had of this patient on them is recalled here, not left to
@@ -1511,6 +1530,7 @@ pub async fn update_patient_status(
             })
         })
         .await?;
+    state.log.entries_committed();
     if recalled > 0 {
         state.log.deliveries_queued();
     }

@@ -34,6 +34,7 @@ pub enum LogAction {
     ConsentChange,
     ConsentWithdraw,
     PatientLookup,
+    PatientStatusChange,
     RecontactOpen,
     RecontactApprove,
     RecontactReject,
@@ -43,12 +44,13 @@ pub enum LogAction {
 }
 
 impl LogAction {
-    pub const ALL: [LogAction; 11] = [
+    pub const ALL: [LogAction; 12] = [
         LogAction::ConsentRead,
         LogAction::ConsentRegister,
         LogAction::ConsentChange,
         LogAction::ConsentWithdraw,
         LogAction::PatientLookup,
+        LogAction::PatientStatusChange,
         LogAction::RecontactOpen,
         LogAction::RecontactApprove,
         LogAction::RecontactReject,
@@ -64,6 +66,7 @@ impl LogAction {
             LogAction::ConsentChange => "consent_change",
             LogAction::ConsentWithdraw => "consent_withdraw",
             LogAction::PatientLookup => "patient_lookup",
+            LogAction::PatientStatusChange => "patient_status_change",
             LogAction::RecontactOpen => "recontact_open",
             LogAction::RecontactApprove => "recontact_approve",
             LogAction::RecontactReject => "recontact_reject",
@@ -81,6 +84,13 @@ impl LogAction {
     /// treating hospital may look at what its patient agreed to.
     pub fn is_read(self) -> bool {
         matches!(self, LogAction::ConsentRead | LogAction::PatientLookup)
+    }
+
+    /// Actions the treating hospital takes as the keeper of its patient's
+    /// record, on no consent of the patient's: its reads, and recording
+    /// that the patient is a minor or has died.
+    pub fn is_treating_hospitals_own(self) -> bool {
+        self.is_read() || self == LogAction::PatientStatusChange
     }
 }
 
@@ -121,6 +131,9 @@ pub enum DataScope {
     ConsentRecord { family: String },
     /// The consent summaries and sample list of a patient.
     PatientSummary,
+    /// The patient's day of majority and day of death (never the days
+    /// themselves: the entry names only what was touched).
+    PatientStatus,
     /// One sample's identity link (recontact).
     Sample { genome_id: String },
     /// The patient's sealed hospital identity, opened for recontact.
@@ -287,6 +300,10 @@ pub fn explain(entry: &LogEntry, lang: Language) -> Explanation {
         }
         (DataScope::PatientSummary, Ja) => "あなたの同意と検体の一覧".to_owned(),
         (DataScope::PatientSummary, En) => "the list of your consents and samples".to_owned(),
+        (DataScope::PatientStatus, Ja) => "あなたが成年に達する日と死亡日の記録".to_owned(),
+        (DataScope::PatientStatus, En) => {
+            "the record of the day you come of age and the day of death".to_owned()
+        }
         (DataScope::Sample { genome_id }, Ja) => format!("検体 {genome_id} の情報"),
         (DataScope::Sample { genome_id }, En) => format!("sample {genome_id}"),
         (DataScope::Identity, Ja) => "病院での患者番号（再連絡のため）".to_owned(),
@@ -309,6 +326,8 @@ pub fn explain(entry: &LogEntry, lang: Language) -> Explanation {
         (LogAction::ConsentWithdraw, En) => format!("recorded a withdrawal in {scope}"),
         (LogAction::PatientLookup, Ja) => format!("{scope}を確認しました"),
         (LogAction::PatientLookup, En) => format!("looked up {scope}"),
+        (LogAction::PatientStatusChange, Ja) => format!("{scope}を更新しました"),
+        (LogAction::PatientStatusChange, En) => format!("updated {scope}"),
         (LogAction::RecontactOpen, Ja) => format!("{scope}について再連絡を申請しました"),
         (LogAction::RecontactOpen, En) => format!("asked to contact you about {scope}"),
         (LogAction::RecontactApprove, Ja) => "再連絡の申請を承認しました".to_owned(),

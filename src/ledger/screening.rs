@@ -222,7 +222,9 @@ const fn no_basis(reason: &'static str) -> Flag {
 pub fn check(entry: &LogEntry, facts: &Facts) -> Result<(), Flag> {
     let hospital = facts.patient_hospital.get(&entry.patient);
     match (&entry.legal_basis, entry.action) {
-        (LegalBasis::TreatingHospital { hospital: cited }, action) if action.is_read() => {
+        (LegalBasis::TreatingHospital { hospital: cited }, action)
+            if action.is_treating_hospitals_own() =>
+        {
             if hospital != Some(cited) {
                 return Err(no_basis("not_the_patients_hospital"));
             }
@@ -438,6 +440,38 @@ mod tests {
         let mut stranger = read("hospital-a", "hospital_staff", treating("hospital-a"));
         stranger.patient = "p-unknown".into();
         assert_eq!(reason(&stranger, &f), Some("not_the_patients_hospital"));
+    }
+
+    #[test]
+    fn status_changes_are_the_treating_hospitals_and_never_an_auditors() {
+        let f = facts();
+        let change = |org: &str, role: &str, basis| {
+            entry(
+                org,
+                role,
+                LogAction::PatientStatusChange,
+                Purpose::ConsentManagement,
+                basis,
+            )
+        };
+        assert_eq!(
+            reason(
+                &change("hospital-a", "hospital_staff", treating("hospital-a")),
+                &f
+            ),
+            None
+        );
+        assert_eq!(
+            reason(
+                &change("hospital-b", "hospital_staff", treating("hospital-b")),
+                &f
+            ),
+            Some("not_the_patients_hospital")
+        );
+        assert_eq!(
+            reason(&change("gov", "auditor", LegalBasis::Oversight), &f),
+            Some("basis_not_allowed_for_action")
+        );
     }
 
     #[test]
