@@ -142,6 +142,12 @@ pub struct NotifyConfig {
     /// only where webhook receivers live on a private network on purpose.
     #[serde(default)]
     pub allow_private_targets: bool,
+    /// Ports a webhook URL may name (or imply by its scheme), checked at
+    /// registration and again at each delivery. Empty allows every port.
+    /// The default keeps a registered URL off the other services a public
+    /// host listens on (SSH, databases, admin consoles).
+    #[serde(default = "default_webhook_ports")]
+    pub webhook_ports: Vec<u16>,
     /// Run the delivery worker in this instance. Instances that should only
     /// serve requests turn it off; deliveries wait for an instance that runs it.
     #[serde(default = "yes")]
@@ -354,6 +360,9 @@ fn default_lease_ms() -> u64 {
 }
 fn default_webhook_timeout_ms() -> u64 {
     10_000
+}
+fn default_webhook_ports() -> Vec<u16> {
+    vec![443]
 }
 fn default_nats_subject() -> String {
     "genomegate.notifications".into()
@@ -634,6 +643,7 @@ mod tests {
         assert_eq!(c.auth.audience, "genomegate");
         assert_eq!(c.auth.leeway_seconds, 30);
         assert_eq!(c.server.body_limit_bytes, 256 * 1024);
+        assert_eq!(c.notify.webhook_ports, [443]);
     }
 
     #[test]
@@ -644,11 +654,13 @@ mod tests {
                 ("GENOMEGATE__DATABASE__URL", "postgres://user:hunter2@db/gg"),
                 ("GENOMEGATE__DATABASE__POOL_SIZE", "4"),
                 ("GENOMEGATE__TLS__ENABLED", "false"),
+                ("GENOMEGATE__NOTIFY__WEBHOOK_PORTS", "[443, 8443]"),
                 ("UNRELATED", "x"),
             ]),
         )
         .unwrap();
         assert_eq!(c.database.pool_size, 4);
+        assert_eq!(c.notify.webhook_ports, [443, 8443]);
         assert!(!c.tls.enabled);
         assert!(!format!("{c:?}").contains("hunter2"));
     }

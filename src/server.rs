@@ -113,6 +113,7 @@ pub fn build_state(config: &Config, clock: SharedClock) -> Result<AppState, Stri
         patients: config.patients.clone(),
         allow_http_webhooks: config.notify.allow_http,
         allow_private_webhook_targets: config.notify.allow_private_targets,
+        webhook_ports: config.notify.webhook_ports.clone(),
         screening_volume: config.screening.volume_rule(),
         limiter: crate::api::ratelimit::RateLimiter::new(config.patients.attempts_per_minute),
         workers,

@@ -28,6 +28,7 @@ on_both_backends!(
     consistency_proofs_link_an_old_checkpoint_to_the_latest,
     webhooks_are_signed_retried_and_dead_lettered,
     webhooks_cannot_reach_internal_addresses,
+    webhooks_use_allowed_ports_only,
     verify_log_finds_edits_deletions_reorders_and_forged_checkpoints,
     enrollment_codes_are_single_use_and_rate_limited,
     enrollment_codes_print_as_qr_codes,
@@ -1307,24 +1308,82 @@ async fn webhooks_cannot_reach_internal_addresses(backend: Backend) {
     let (_, list) = app.get("/v1/portal/webhooks", Some(&token)).await;
     assert_eq!(list["webhooks"], json!([]));
 
-    let keys = genomegate::pseudonym::keyring::Keyring::load(&app.config.keys.file).unwrap();
-    let mut conn = app.raw_db();
-    let mut ids = Vec::new();
-    for (id, target) in [
+    let ids = [
         ("hook-address", format!("{receiver}/ok")),
         ("hook-name", format!("http://localhost:{port}/ok")),
+    ];
+    let last_errors = deliveries_past_the_registration_check(&app, &alice, &ids).await;
+    assert_eq!(last_errors, ["the target is not a public address"; 2]);
+    assert!(
+        received.0.lock().unwrap().is_empty(),
+        "nothing reached the internal receiver"
+    );
+}
+
+/// With `notify.webhook_ports` set (its default is 443 alone), a webhook
+/// URL naming or implying another port is refused at registration, and an
+/// endpoint that got past it is refused again at delivery. Private targets
+/// stay allowed here, so the port is the only thing that stops them.
+async fn webhooks_use_allowed_ports_only(backend: Backend) {
+    let options = Options {
+        env: vec![("GENOMEGATE__NOTIFY__WEBHOOK_PORTS", "[443]".into())],
+        ..Options::default()
+    };
+    let Some(app) = TestApp::spawn_with(backend, options).await else {
+        return;
+    };
+    let (receiver, received, _server) = webhook_receiver().await;
+    let (alice, _) = enrolled_patient(&app, "MRN-PORTS").await;
+    app.wait_integrated().await;
+    let token = app.patient_token(&alice);
+    for url in [
+        format!("{receiver}/ok"),
+        "https://hooks.example.org:22/hook".to_owned(),
+        "http://hooks.example.org/hook".to_owned(),
     ] {
+        let (s, b) = app
+            .post("/v1/portal/webhooks", &token, None, &json!({ "url": url }))
+            .await;
+        assert_problem(s, &b, 422, "validation_failed");
+        assert_eq!(b["errors"][0]["field"], "url", "{b}");
+    }
+    for url in [
+        "https://hooks.example.org/hook",
+        "https://hooks.example.org:443/hook",
+    ] {
+        let (s, b) = app
+            .post("/v1/portal/webhooks", &token, None, &json!({ "url": url }))
+            .await;
+        assert_eq!(s, 201, "{url}: {b}");
+    }
+    let ids = [("hook-port", format!("{receiver}/ok"))];
+    let last_errors = deliveries_past_the_registration_check(&app, &alice, &ids).await;
+    assert_eq!(last_errors, ["the target's port is not allowed"]);
+    assert!(received.0.lock().unwrap().is_empty());
+}
+
+/// Writes webhook endpoints straight into the table, past registration's
+/// checks, touches the patient's record so each gets a delivery, and
+/// returns each delivery's last error once all are dead.
+async fn deliveries_past_the_registration_check(
+    app: &TestApp,
+    patient: &str,
+    endpoints: &[(&'static str, String)],
+) -> Vec<String> {
+    let keys = genomegate::pseudonym::keyring::Keyring::load(&app.config.keys.file).unwrap();
+    let mut conn = app.raw_db();
+    for (id, target) in endpoints {
         let sealed = keys
             .seal_bytes(&genomegate::workers::dispatcher::secret_aad(id), b"secret")
             .unwrap();
         genomegate::db::notify::insert_endpoint(
             &mut conn,
             &genomegate::db::notify::EndpointRow {
-                id: id.into(),
+                id: (*id).into(),
                 kind: "webhook".into(),
-                patient_pseudonym: Some(alice.clone()),
+                patient_pseudonym: Some(patient.to_owned()),
                 hospital_org: None,
-                target,
+                target: target.clone(),
                 key_version: i32::try_from(sealed.key_version).ok(),
                 nonce: Some(sealed.nonce),
                 ciphertext: Some(sealed.ciphertext),
@@ -1334,41 +1393,33 @@ async fn webhooks_cannot_reach_internal_addresses(backend: Backend) {
             },
         )
         .unwrap();
-        ids.push(id);
     }
     let (s, _) = app
         .get(
-            &format!("/v1/patients/{alice}/consents/cancer"),
+            &format!("/v1/patients/{patient}/consents/cancer"),
             Some(&app.staff("hospital-a")),
         )
         .await;
     assert_eq!(s, 200);
-    let deliveries = |id: &'static str| portal_deliveries(&app, &token, id.to_owned());
+    let token = app.patient_token(patient);
+    let deliveries = |id: &'static str| portal_deliveries(app, &token, id.to_owned());
     for _ in 0..500 {
         let mut dead = 0;
-        for id in &ids {
+        for (id, _) in endpoints {
             let d = deliveries(id).await;
             dead += usize::from(d.len() == 1 && d[0]["state"] == "dead");
         }
-        if dead == ids.len() {
+        if dead == endpoints.len() {
             break;
         }
         actix_web::rt::time::sleep(Duration::from_millis(20)).await;
     }
-    let by_address = deliveries("hook-address").await;
-    assert_eq!(by_address[0]["state"], "dead", "{by_address:?}");
-    assert_eq!(
-        by_address[0]["last_error"],
-        "the target is not a public address"
-    );
-    let by_name = deliveries("hook-name").await;
-    assert_eq!(by_name[0]["state"], "dead", "{by_name:?}");
-    assert_eq!(
-        by_name[0]["last_error"],
-        "the target is not a public address"
-    );
-    assert!(
-        received.0.lock().unwrap().is_empty(),
-        "nothing reached the internal receiver"
-    );
+    let mut last_errors = Vec::new();
+    for (id, _) in endpoints {
+        let d = deliveries(id).await;
+        assert_eq!(d.len(), 1, "{id}: {d:?}");
+        assert_eq!(d[0]["state"], "dead", "{id}: {d:?}");
+        last_errors.push(d[0]["last_error"].as_str().unwrap().to_owned());
+    }
+    last_errors
 }

@@ -648,7 +648,9 @@ pub async fn set_my_preferences(
 #[derive(Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookRequest {
-    /// `https://` URL that receives signed notifications.
+    /// `https://` URL that receives signed notifications: a public host,
+    /// on a port the deployment allows (`notify.webhook_ports`, by default
+    /// 443 only).
     pub url: String,
 }
 
@@ -681,7 +683,8 @@ fn check_url(state: &AppState, url: &str) -> Result<(), ApiError> {
     if !state.allow_private_webhook_targets {
         crate::notify::targets::check_host(host).map_err(|why| ApiError::field("url", why))?;
     }
-    Ok(())
+    crate::notify::targets::check_port(parsed.port_or_known_default(), &state.webhook_ports)
+        .map_err(|why| ApiError::field("url", why))
 }
 
 /// Registers a webhook for its owner: a patient, a hospital's patient app,

@@ -145,6 +145,8 @@ pub struct AppState {
     pub allow_http_webhooks: bool,
     /// Webhook URLs may name private or local addresses (`notify.allow_private_targets`).
     pub allow_private_webhook_targets: bool,
+    /// Ports webhook URLs may use; empty: any (`notify.webhook_ports`).
+    pub webhook_ports: Vec<u16>,
     /// Thresholds of on-demand screening (the periodic one reads config).
     pub screening_volume: crate::ledger::screening::VolumeRule,
     pub limiter: super::ratelimit::RateLimiter,

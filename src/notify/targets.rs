@@ -46,6 +46,16 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
         || (first == 0x2001 && ip.segments()[1] == 0x0db8))
 }
 
+/// Refuses a port outside `allowed`; an empty list allows every port.
+/// `port` is the URL's, or its scheme's default (`None`: neither).
+pub fn check_port(port: Option<u16>, allowed: &[u16]) -> Result<(), &'static str> {
+    if allowed.is_empty() || port.is_some_and(|p| allowed.contains(&p)) {
+        Ok(())
+    } else {
+        Err("names a port webhooks may not use")
+    }
+}
+
 /// Refuses a URL whose host is written as a non-public address or names
 /// this machine; what a name resolves to is checked again at each delivery.
 pub fn check_host(host: &str) -> Result<(), &'static str> {
@@ -67,6 +77,17 @@ pub fn check_host(host: &str) -> Result<(), &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ports_outside_the_list_are_refused_and_an_empty_list_allows_all() {
+        assert!(check_port(Some(443), &[443]).is_ok());
+        assert!(check_port(Some(8443), &[443, 8443]).is_ok());
+        for refused in [Some(22), Some(5432), Some(80), None] {
+            assert!(check_port(refused, &[443]).is_err(), "{refused:?}");
+        }
+        assert!(check_port(Some(5432), &[]).is_ok());
+        assert!(check_port(None, &[]).is_ok());
+    }
 
     #[test]
     fn only_public_unicast_addresses_are_public() {

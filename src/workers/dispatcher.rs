@@ -68,6 +68,7 @@ fn run(ctx: &WorkerContext, wake: &Receiver<()>) {
         http: client,
         nats: None,
         allow_private: ctx.config.notify.allow_private_targets,
+        ports: ctx.config.notify.webhook_ports.clone(),
     };
     while !ctx.stopped() {
         nap(wake, IDLE_POLL);
@@ -270,6 +271,8 @@ struct Transports {
     nats: Option<async_nats::jetstream::Context>,
     /// `notify.allow_private_targets`.
     allow_private: bool,
+    /// `notify.webhook_ports`.
+    ports: Vec<u16>,
 }
 
 impl Transports {
@@ -387,17 +390,7 @@ async fn send(transports: &Transports, p: &Prepared, timestamp: i64) -> Outcome 
         return Outcome::Failed("the logged entry or recall notice is unreadable".into());
     };
     match endpoint.kind.as_str() {
-        "webhook" => {
-            post_webhook(
-                &transports.http,
-                endpoint,
-                secret,
-                message,
-                timestamp,
-                transports.allow_private,
-            )
-            .await
-        }
+        "webhook" => post_webhook(transports, endpoint, secret, message, timestamp).await,
         "nats" => match &transports.nats {
             Some(js) => publish_nats(js, endpoint, message).await,
             None => Outcome::Failed("NATS unavailable".into()),
@@ -433,23 +426,31 @@ async fn publish_nats(
 }
 
 async fn post_webhook(
-    client: &reqwest::Client,
+    transports: &Transports,
     endpoint: &EndpointRow,
     secret: &[u8],
     message: &Message,
     timestamp: i64,
-    allow_private: bool,
 ) -> Outcome {
+    // Checked again here: the endpoint may predate a narrower configuration.
+    let Ok(url) = reqwest::Url::parse(&endpoint.target) else {
+        return Outcome::Failed("the target is not a URL".into());
+    };
     // A host written as an address never reaches the resolver.
-    let literal_host = reqwest::Url::parse(&endpoint.target)
-        .ok()
-        .and_then(|u| u.host_str().map(str::to_owned));
-    if !allow_private && literal_host.is_none_or(|host| targets::check_host(&host).is_err()) {
+    if !transports.allow_private
+        && url
+            .host_str()
+            .is_none_or(|h| targets::check_host(h).is_err())
+    {
         return Outcome::Failed("the target is not a public address".into());
     }
+    if targets::check_port(url.port_or_known_default(), &transports.ports).is_err() {
+        return Outcome::Failed("the target's port is not allowed".into());
+    }
     let signature = signing::sign(secret, &message.id, timestamp, &message.body);
-    let response = client
-        .post(&endpoint.target)
+    let response = transports
+        .http
+        .post(url)
         .header("content-type", "application/json")
         .header("webhook-id", &message.id)
         .header("webhook-timestamp", timestamp.to_string())

@@ -287,6 +287,7 @@ impl TestApp {
             // retries are quick.
             ("GENOMEGATE__NOTIFY__ALLOW_HTTP", "true".into()),
             ("GENOMEGATE__NOTIFY__ALLOW_PRIVATE_TARGETS", "true".into()),
+            ("GENOMEGATE__NOTIFY__WEBHOOK_PORTS", "[]".into()),
             ("GENOMEGATE__NOTIFY__BACKOFF_MS", "50".into()),
             ("GENOMEGATE__NOTIFY__MAX_ATTEMPTS", "3".into()),
         ]
