@@ -657,12 +657,6 @@ fn the_pool_drops_a_connection_it_saw_die() {
 /// (outside a transaction) ends up valid.
 #[test]
 fn instances_starting_together_migrate_once() {
-    use diesel::RunQueryDsl;
-    #[derive(diesel::QueryableByName)]
-    struct Valid {
-        #[diesel(sql_type = diesel::sql_types::Bool)]
-        valid: bool,
-    }
     let Some(database) = fresh_pg_database() else {
         return;
     };
@@ -701,14 +695,31 @@ fn instances_starting_together_migrate_once() {
     assert!(all.iter().any(|v| v.ends_with("000013")), "{all:?}");
 
     let mut conn = genomegate::db::connect_one(url).unwrap();
-    let index: Vec<Valid> = diesel::sql_query(
+    assert_eq!(
+        index_validity(&mut conn, "dataset_samples_by_patient"),
+        [true]
+    );
+}
+
+/// Whether each index called `name` is valid (PostgreSQL marks a failed
+/// concurrent build invalid and leaves it in place).
+fn index_validity(conn: &mut genomegate::db::DbConnection, name: &str) -> Vec<bool> {
+    use diesel::RunQueryDsl;
+    #[derive(diesel::QueryableByName)]
+    struct Valid {
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        valid: bool,
+    }
+    diesel::sql_query(
         "SELECT i.indisvalid AS valid FROM pg_index i \
-         JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname = 'dataset_samples_by_patient'",
+         JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname = $1",
     )
-    .load(&mut conn)
-    .unwrap();
-    assert_eq!(index.len(), 1);
-    assert!(index[0].valid);
+    .bind::<diesel::sql_types::Text, _>(name)
+    .load::<Valid>(conn)
+    .unwrap()
+    .into_iter()
+    .map(|v| v.valid)
+    .collect()
 }
 
 /// A concurrent index build that fails leaves an invalid index and an
@@ -717,11 +728,6 @@ fn instances_starting_together_migrate_once() {
 #[test]
 fn a_failed_concurrent_index_build_is_retried_at_the_next_start() {
     use diesel::RunQueryDsl;
-    #[derive(diesel::QueryableByName)]
-    struct Valid {
-        #[diesel(sql_type = diesel::sql_types::Bool)]
-        valid: bool,
-    }
     let Some(database) = fresh_pg_database() else {
         return;
     };
@@ -743,27 +749,13 @@ fn a_failed_concurrent_index_build_is_retried_at_the_next_start() {
     )
     .execute(c);
     assert!(failed.is_err());
-    let validity = |c: &mut diesel::PgConnection| -> Vec<bool> {
-        diesel::sql_query(
-            "SELECT i.indisvalid AS valid FROM pg_index i \
-             JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname = 'patients_with_majority'",
-        )
-        .load::<Valid>(c)
-        .unwrap()
-        .into_iter()
-        .map(|v| v.valid)
-        .collect()
-    };
     assert_eq!(
-        validity(c),
+        index_validity(&mut conn, "patients_with_majority"),
         [false],
         "the failed build left an invalid index"
     );
 
     let applied = genomegate::db::run_migrations(&mut conn).unwrap();
     assert_eq!(applied.len(), 2, "000014 and 000015 again: {applied:?}");
-    let genomegate::db::DbConnection::Postgresql(c) = &mut conn else {
-        unreachable!("a PostgreSQL URL");
-    };
-    assert_eq!(validity(c), [true]);
+    assert_eq!(index_validity(&mut conn, "patients_with_majority"), [true]);
 }
