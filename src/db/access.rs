@@ -883,6 +883,23 @@ pub fn record_recalls(
     Ok(written)
 }
 
+/// Where the sweep mark `name` stands, if it is behind `today`: a read
+/// only, so a caller can skip opening a write transaction on the ticks
+/// (nearly all) that find the day swept already.
+pub fn sweep_due(
+    conn: &mut DbConnection,
+    name: &str,
+    today: NaiveDate,
+) -> Result<Option<NaiveDate>, DieselError> {
+    use super::schema::sweep_marks;
+    let through: Option<NaiveDate> = db_run!(conn, c => sweep_marks::table
+        .find(name)
+        .select(sweep_marks::through)
+        .first(c)
+        .optional())?;
+    Ok(through.filter(|through| *through < today))
+}
+
 /// Moves the sweep mark `name` to `today` and returns where it was, or
 /// `None` when it is at `today` already, or another instance moved it
 /// first (the update's condition then matches no row).
@@ -892,17 +909,9 @@ pub fn claim_sweep(
     today: NaiveDate,
 ) -> Result<Option<NaiveDate>, DieselError> {
     use super::schema::sweep_marks;
-    let Some(through): Option<NaiveDate> = db_run!(conn, c => sweep_marks::table
-        .find(name)
-        .select(sweep_marks::through)
-        .first(c)
-        .optional())?
-    else {
+    let Some(through) = sweep_due(conn, name, today)? else {
         return Ok(None);
     };
-    if through >= today {
-        return Ok(None);
-    }
     let moved = db_run!(conn, c => diesel::update(sweep_marks::table.find(name))
         .filter(sweep_marks::through.eq(through))
         .set(sweep_marks::through.eq(today))

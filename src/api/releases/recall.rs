@@ -141,7 +141,11 @@ pub(crate) fn sweep_came_of_age(
         return Ok(0);
     }
     let today = at.date_naive();
+    if store::sweep_due(conn, CAME_OF_AGE_SWEEP, today)?.is_none() {
+        return Ok(0);
+    }
     crate::db::write_transaction(conn, |conn| {
+        // Claimed again inside: another instance may have swept meanwhile.
         let Some(after) = store::claim_sweep(conn, CAME_OF_AGE_SWEEP, today)? else {
             return Ok(0);
         };
