@@ -1432,6 +1432,10 @@ async fn partner_members_from_other_organizations_share_an_application(backend: 
     let view = submit(&app, &lead, &with_partners(pharma_partner.clone(), false)).await;
     let id = view["id"].as_str().unwrap().to_owned();
     assert_eq!(view["commercial"], true, "{view}");
+    assert_eq!(
+        (&view["recipients_abroad"], &view["transfers_abroad"]),
+        (&json!(false), &json!(false))
+    );
     assert_eq!(view["members"], json!(["res-1"]));
     assert_eq!(view["partner_members"], pharma_partner);
 
@@ -1509,6 +1513,16 @@ async fn partner_members_from_other_organizations_share_an_application(backend: 
     let (_, register) = app.get("/v1/transparency/approved-uses", None).await;
     assert_eq!(register["approved_uses"][0]["commercial"], true);
     assert_eq!(register["approved_uses"][0]["recipients_abroad"], true);
+    // So does the application: declared with no recipient abroad, it is a
+    // transfer abroad now.
+    let (_, view) = app
+        .get(&format!("/v1/applications/{id}"), Some(&partner))
+        .await;
+    assert_eq!(
+        (&view["recipients_abroad"], &view["transfers_abroad"]),
+        (&json!(false), &json!(true)),
+        "{view}"
+    );
     verify_org(&app, PHARMA, "industry").await;
 
     // The partner releases; industry use excludes the academic-only patients.
@@ -1908,6 +1922,18 @@ async fn recalls_follow_what_each_use_relies_on(backend: Backend) {
     record(0, "withdrawals", "r-5", json!({})).await;
     assert_eq!(reasons(0).await.len(), 3);
     assert_eq!(reasons(1).await, ["consent_withdrawn", "consent_withdrawn"]);
+
+    // The university is re-registered as industry: its application shows
+    // the use as the gate now applies it, industrial, though it was
+    // submitted as academic; registered academic again, it is academic.
+    let (id, token) = released[1].clone();
+    let path = format!("/v1/applications/{id}");
+    let commercial = || async { app.get(&path, Some(&token)).await.1["commercial"].clone() };
+    assert_eq!(commercial().await, false);
+    verify_org(&app, UNIVERSITY, "industry").await;
+    assert_eq!(commercial().await, true);
+    verify_org(&app, UNIVERSITY, "academic").await;
+    assert_eq!(commercial().await, false);
 }
 
 /// Nobody records the day a minor comes of age; the daily sweep notices it.

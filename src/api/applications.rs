@@ -597,10 +597,17 @@ pub struct ApplicationView {
     pub ethics_ref: String,
     pub starts_on: NaiveDate,
     pub ends_on: NaiveDate,
+    /// As declared at submission.
     pub recipients_abroad: bool,
-    /// From the member organizations' verified types: true when any of
-    /// them is industry.
+    /// The use is industrial: a member organization is registered as
+    /// industry, now or at submission. Releases and resolutions check each
+    /// patient's consent to industry use against this.
     pub commercial: bool,
+    /// The data goes abroad: declared, or a member organization is
+    /// registered outside the programme's home country, now or at
+    /// submission. Releases and resolutions check each patient's consent to
+    /// international transfer against this.
+    pub transfers_abroad: bool,
     /// `under_review`, `approved`, `approved_with_conditions` or `rejected`.
     pub state: String,
     pub matching: Vec<DatasetMatch>,
@@ -827,18 +834,39 @@ fn parse_purpose(body: &PurposeRequest, state: &AppState) -> Result<ResearchPurp
     Ok(purpose)
 }
 
-fn view(conn: &mut DbConnection, app: &Application) -> Result<ApplicationView, ApiError> {
-    views(conn, std::slice::from_ref(app))?
+fn view(
+    conn: &mut DbConnection,
+    policy: &DataUsePolicy,
+    app: &Application,
+) -> Result<ApplicationView, ApiError> {
+    views(conn, policy, std::slice::from_ref(app))?
         .pop()
         .ok_or_else(|| ApiError::internal("an application without its view"))
 }
 
+/// The register's entries for every member organization of `apps`, read
+/// once: what makes each use industrial or a transfer abroad today.
+fn registered_members(
+    conn: &mut DbConnection,
+    apps: &[Application],
+) -> Result<Vec<OrganizationRow>, ApiError> {
+    let mut member_orgs: Vec<&str> = apps.iter().flat_map(Application::member_orgs).collect();
+    member_orgs.sort_unstable();
+    member_orgs.dedup();
+    Ok(store::find_organizations(conn, &member_orgs)?)
+}
+
 /// The views of applications, in order, from one query per related table
 /// however many applications there are.
-fn views(conn: &mut DbConnection, apps: &[Application]) -> Result<Vec<ApplicationView>, ApiError> {
+fn views(
+    conn: &mut DbConnection,
+    policy: &DataUsePolicy,
+    apps: &[Application],
+) -> Result<Vec<ApplicationView>, ApiError> {
     if apps.is_empty() {
         return Ok(Vec::new());
     }
+    let registered = registered_members(conn, apps)?;
     let ids: Vec<String> = apps.iter().map(|a| a.row.id.clone()).collect();
     let mut transitions: HashMap<String, Vec<TransitionView>> = HashMap::new();
     for t in store::transitions_of(conn, &ids)? {
@@ -900,6 +928,7 @@ fn views(conn: &mut DbConnection, apps: &[Application]) -> Result<Vec<Applicatio
             let id = &app.row.id;
             view_with(
                 app,
+                app.use_now(policy, &registered),
                 transitions.remove(id).unwrap_or_default(),
                 votes.get(id).copied().unwrap_or(0),
                 agreement_views.remove(id),
@@ -910,6 +939,7 @@ fn views(conn: &mut DbConnection, apps: &[Application]) -> Result<Vec<Applicatio
 
 fn view_with(
     app: &Application,
+    use_now: UseKind,
     transitions: Vec<TransitionView>,
     votes: usize,
     agreement: Option<AgreementView>,
@@ -928,7 +958,8 @@ fn view_with(
         starts_on: d.starts_on,
         ends_on: d.ends_on,
         recipients_abroad: d.recipients_abroad,
-        commercial: app.row.commercial,
+        commercial: use_now.commercial,
+        transfers_abroad: use_now.abroad,
         state: app.row.state.clone(),
         matching: app.matching()?,
         conditions: app.conditions()?,
@@ -1158,7 +1189,7 @@ pub async fn submit_application(
                     )?;
                 }
                 let app = application_for(&shared, conn, &caller, Action::ApplicationRead, &id)?;
-                view(conn, &app)
+                view(conn, &shared.data_use, &app)
             })
         })
         .await;
@@ -1210,7 +1241,7 @@ async fn replay(
                 return Err(ApiError::IdempotencyKeyReused);
             }
             let app = application_for(&shared, conn, &caller, Action::ApplicationRead, &row.id)?;
-            Ok(Some(view(conn, &app)?))
+            Ok(Some(view(conn, &shared.data_use, &app)?))
         })
         .await?;
     Ok(earlier.map(|app| HttpResponse::Ok().json(app)))
@@ -1236,7 +1267,7 @@ pub async fn get_application(
     let view = state
         .db(move |conn| {
             let app = application_for(&shared, conn, &caller, Action::ApplicationRead, &id)?;
-            view(conn, &app)
+            view(conn, &shared.data_use, &app)
         })
         .await?;
     Ok(web::Json(view))
@@ -1353,7 +1384,7 @@ pub async fn list_applications(
                     readable.push(app);
                 }
             }
-            Ok((views(conn, &readable)?, next_after))
+            Ok((views(conn, &shared.data_use, &readable)?, next_after))
         })
         .await?;
     Ok(web::Json(ApplicationList {
@@ -1505,7 +1536,7 @@ pub async fn vote(
                     }
                 }
                 let app = application_for(&shared, conn, &caller, Action::ApplicationRead, &id)?;
-                view(conn, &app)
+                view(conn, &shared.data_use, &app)
             })
         })
         .await
@@ -1612,7 +1643,7 @@ pub async fn accept_agreement(
                         accepted_at: now.naive_utc(),
                     },
                 )?;
-                view(conn, &app)
+                view(conn, &shared.data_use, &app)
             })
         })
         .await?;
@@ -1662,7 +1693,7 @@ pub async fn sanction_agreement(
                     return Err(ApiError::Access(Refusal::AgreementRevoked, None));
                 }
                 store::record_agreement_transition(conn, &id, &to, &reason, &p.subject, now)?;
-                view(conn, &app)
+                view(conn, &shared.data_use, &app)
             })
         })
         .await?;
@@ -1719,11 +1750,7 @@ pub async fn approved_uses(
                 .into_iter()
                 .map(Application::from_row)
                 .collect::<Result<Vec<_>, ApiError>>()?;
-            let mut member_orgs: Vec<&str> =
-                apps.iter().flat_map(Application::member_orgs).collect();
-            member_orgs.sort_unstable();
-            member_orgs.dedup();
-            let registered = store::find_organizations(conn, &member_orgs)?;
+            let registered = registered_members(conn, &apps)?;
             apps.iter()
                 .map(|app| {
                     let now = app.use_now(&state_in.data_use, &registered);
