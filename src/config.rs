@@ -64,7 +64,8 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RecallConfig {
-    /// How often an instance checks whether a new UTC day has begun, and
+    /// How often an instance checks whether a new day (in Japan, decision
+    /// 0028) has begun, and
     /// then recalls what a proxy's permits had let releases have of the
     /// patients who came of age that day (decision 0027).
     #[serde(default = "default_came_of_age_check_ms")]

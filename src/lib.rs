@@ -1,7 +1,7 @@
 //! GenomeGate: consent and genomic-data governance.
 //!
 //! The crate is laid out as rooms of a house. Domain rooms (`consent`,
-//! `pseudonym`, `ledger`, `access`) hold pure rules with no actix or diesel in them; infrastructure
+//! `pseudonym`, `ledger`, `access`, `calendar`) hold pure rules with no actix or diesel in them; infrastructure
 //! rooms (`db`, `auth`, `api`, `server`) adapt those rules to the outside world.
 
 /// Every binary linking the service (the server, its tests and benchmarks)
@@ -14,6 +14,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 pub mod access;
 pub mod api;
 pub mod auth;
+pub mod calendar;
 pub mod certs;
 pub mod clock;
 pub mod config;

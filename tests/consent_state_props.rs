@@ -13,6 +13,7 @@
 )]
 
 use chrono::{DateTime, Utc};
+use genomegate::calendar::day_of;
 use genomegate::consent::document::PublishedVersion;
 use genomegate::consent::{
     derive_consent, ChangeKind, ConsentEvent, ConsentStatus, Decision, EventKind, Person,
@@ -303,15 +304,15 @@ proptest! {
     fn only_a_minors_proxy_permits_lapse(versions in history_strategy(), raw in raw_events(), query in 80i64..600, majority_hour in 0i64..700) {
         let history = VersionHistory::new(versions);
         let events = realize(&history, &raw);
-        let person = Person { majority_on: Some(hour(majority_hour).date_naive()), deceased_on: None };
+        let person = Person { majority_on: Some(day_of(hour(majority_hour))), deceased_on: None };
         let snapshot = derive_consent(&events, &history, hour(query));
-        let of_age = person.of_age_on(hour(query).date_naive());
+        let of_age = person.of_age_on(day_of(hour(query)));
         for item in snapshot.lapsed_at_majority(&person) {
             prop_assert!(of_age);
             prop_assert_eq!(item.decision, Decision::Permit);
             prop_assert!(events.iter().any(|e| e.by_proxy
                 && e.signed_at <= hour(query)
-                && person.minor_on(e.signed_at.date_naive())
+                && person.minor_on(day_of(e.signed_at))
                 && e.decisions.iter().any(|(k, d)| k == &item.key && *d == Decision::Permit)));
         }
         let by_patient: Vec<ConsentEvent> = events.iter().cloned().map(|e| ConsentEvent { by_proxy: false, ..e }).collect();

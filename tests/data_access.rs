@@ -166,10 +166,9 @@ async fn publish_text(app: &TestApp, body: &str) -> String {
     b["sha256"].as_str().unwrap().to_owned()
 }
 
+/// A day counted from today in the programme's calendar (JST).
 fn days_from_today(days: i64) -> String {
-    (chrono::Utc::now() + chrono::Duration::days(days))
-        .date_naive()
-        .to_string()
+    genomegate::calendar::day_of(chrono::Utc::now() + chrono::Duration::days(days)).to_string()
 }
 
 /// A grant that permits academic secondary use and refuses industry use.

@@ -897,9 +897,8 @@ async fn minors_and_deceased_patients(backend: Backend) {
     let (_, adult) = app
         .grant("hospital-a", "ADULT-1", &v1, all_permit(), "c2")
         .await;
-    let yesterday = (chrono::Utc::now() - chrono::Duration::days(1))
-        .date_naive()
-        .to_string();
+    let yesterday =
+        genomegate::calendar::day_of(chrono::Utc::now() - chrono::Duration::days(1)).to_string();
     async fn status(app: &TestApp, token: &str, p: &Value, b: Value) -> (u16, Value) {
         let path = format!("/v1/patients/{}/status", p["patient_ref"].as_str().unwrap());
         app.send_json(reqwest::Method::PUT, &path, Some(token), None, &b)
@@ -983,7 +982,9 @@ async fn minors_and_deceased_patients(backend: Backend) {
         .as_str()
         .unwrap()
         .contains("updated the record of the day you come of age"));
-    assert!(!changes[0]["entry"].to_string().contains(&yesterday));
+    let mut entry = changes[0]["entry"].clone();
+    entry.as_object_mut().unwrap().remove("at");
+    assert!(!entry.to_string().contains(&yesterday), "{entry}");
     let (_, tasks) = app
         .get("/v1/reconsent-tasks?family=rare_disease", Some(&staff))
         .await;
@@ -1002,6 +1003,33 @@ async fn minors_and_deceased_patients(backend: Backend) {
         )
         .await;
     assert_eq!(consent["patient"]["deceased_on"], json!(yesterday));
+
+    // Days are days in Japan: at 01:00 JST, while the UTC day has not yet
+    // turned, a death that morning is not in the future; tomorrow's is.
+    let one_am_jst = chrono::Utc::now()
+        .date_naive()
+        .and_hms_opt(16, 0, 0)
+        .unwrap()
+        .and_utc();
+    clock.shift(one_am_jst - chrono::Utc::now());
+    let japan_today = one_am_jst.date_naive().succ_opt().unwrap();
+    let (s, b) = status(
+        &app,
+        &staff,
+        &adult,
+        json!({"majority_on": null, "deceased_on": japan_today}),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    let (s, b) = status(
+        &app,
+        &staff,
+        &adult,
+        json!({"majority_on": null, "deceased_on": japan_today.succ_opt().unwrap()}),
+    )
+    .await;
+    assert_problem(s, &b, 422, "validation_failed");
+    clock.shift(chrono::Duration::zero());
 }
 
 async fn auditors_are_read_only(backend: Backend) {

@@ -261,7 +261,7 @@ mod tests {
         let mut by_parent = snapshot(ConsentStatus::Active, &[ACADEMIC_USE], &[]);
         // Signed a year before the snapshot's instant.
         by_parent.items[0].proxy_signed_at = Some(by_parent.as_of - chrono::Duration::days(365));
-        let today = by_parent.as_of.date_naive();
+        let today = crate::calendar::day_of(by_parent.as_of);
         let person = |majority_in_days: i64| Person {
             majority_on: Some(today + chrono::Duration::days(majority_in_days)),
             deceased_on: None,

@@ -7,7 +7,7 @@ pub mod duo;
 pub mod handle;
 pub mod review;
 
-use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use serde::Deserialize;
 
 pub const POLICY_FILE: &str = "data-use.toml";
@@ -112,20 +112,16 @@ pub struct UseKind {
     pub abroad: bool,
 }
 
-/// The first instant of a declared period of use: midnight UTC at the start
-/// of its first day.
+/// The first instant of a declared period of use: the start of its first
+/// day in the programme's calendar.
 pub fn period_start(starts_on: NaiveDate) -> DateTime<Utc> {
-    starts_on.and_time(NaiveTime::MIN).and_utc()
+    crate::calendar::start_of(starts_on)
 }
 
-/// The instant a declared period of use ends: midnight UTC after its last
-/// day, so the whole last day is inside it.
+/// The instant a declared period of use ends: the end of its last day in
+/// the programme's calendar, so the whole last day is inside it.
 pub fn period_end(ends_on: NaiveDate) -> DateTime<Utc> {
-    ends_on
-        .succ_opt()
-        .unwrap_or(ends_on)
-        .and_time(NaiveTime::MIN)
-        .and_utc()
+    crate::calendar::end_of(ends_on)
 }
 
 #[cfg(test)]
@@ -168,15 +164,15 @@ mod tests {
     }
 
     #[test]
-    fn a_period_runs_from_its_first_midnight_to_the_midnight_after_its_last_day() {
+    fn a_period_runs_from_its_first_midnight_to_the_midnight_after_its_last_day_in_japan() {
         let day = |s: &str| NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
         assert_eq!(
             period_start(day("2027-01-01")).to_rfc3339(),
-            "2027-01-01T00:00:00+00:00"
+            "2026-12-31T15:00:00+00:00"
         );
         assert_eq!(
             period_end(day("2027-12-31")).to_rfc3339(),
-            "2028-01-01T00:00:00+00:00"
+            "2027-12-31T15:00:00+00:00"
         );
     }
 }

@@ -127,7 +127,10 @@ pub async fn verify_organization(
 pub struct AttestationRequest {
     /// The training course or programme.
     pub training: String,
+    /// Not after today. Dates are days in Japan (JST), like every date
+    /// the service keeps.
     pub completed_on: NaiveDate,
+    /// The attestation is valid through this day (JST).
     pub expires_on: NaiveDate,
 }
 
@@ -163,7 +166,7 @@ pub async fn record_attestation(
     if body.expires_on <= body.completed_on {
         return Err(ApiError::field("expires_on", "must be after completed_on"));
     }
-    if body.completed_on > state.now().date_naive() {
+    if body.completed_on > crate::calendar::day_of(state.now()) {
         return Err(ApiError::field("completed_on", "lies in the future"));
     }
     let row = AttestationRow {
@@ -511,7 +514,11 @@ pub struct ApplicationRequest {
     pub partner_members: Vec<Member>,
     /// The research ethics committee's approval reference.
     pub ethics_ref: String,
+    /// The first day of use: releases may start at its midnight in Japan
+    /// (JST).
     pub starts_on: NaiveDate,
+    /// The last day of use (JST), not before `starts_on` or today; the
+    /// agreement expires at the midnight after it.
     pub ends_on: NaiveDate,
     /// Whether any recipient is outside the programme's home country
     /// (`transfer.home_country` in `policies/data-use.toml`). Must be true
@@ -1013,7 +1020,7 @@ pub async fn submit_application(
         return Ok(replayed);
     }
     let purpose = parse_purpose(&body.purpose, &state)?;
-    let today = state.now().date_naive();
+    let today = crate::calendar::day_of(state.now());
     if body.ends_on < body.starts_on || body.ends_on < today {
         return Err(ApiError::field(
             "ends_on",
@@ -1623,7 +1630,7 @@ pub async fn accept_agreement(
                 if !app.is_member(&p) {
                     return Err(ApiError::Access(Refusal::NotAMember, None));
                 }
-                check_attestations(conn, &[(&p.org, &p.subject)], now.date_naive())?;
+                check_attestations(conn, &[(&p.org, &p.subject)], crate::calendar::day_of(now))?;
                 let text = store::current_text(conn)?
                     .ok_or(ApiError::Access(Refusal::AgreementTextMissing, None))?;
                 if text.sha256 != hash {

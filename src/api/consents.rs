@@ -246,7 +246,10 @@ pub struct LookupResponse {
 #[derive(Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatientStatusRequest {
+    /// For a minor: the day they come of age, a day in Japan (JST). From
+    /// its midnight a proxy's permits no longer speak for them.
     pub majority_on: Option<NaiveDate>,
+    /// Not after today (JST).
     pub deceased_on: Option<NaiveDate>,
 }
 
@@ -1475,7 +1478,7 @@ pub async fn update_patient_status(
     )
     .await?;
     let now = state.now();
-    let today = now.date_naive();
+    let today = crate::calendar::day_of(now);
     if body.deceased_on.is_some_and(|d| d > today) {
         return Err(ApiError::field("deceased_on", "lies in the future"));
     }

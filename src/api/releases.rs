@@ -289,7 +289,7 @@ fn release(
     refuse_unless_usable(&agreement, now)?;
     refuse_before_period(&app, now)?;
     let members = app.members();
-    check_attestations(conn, &members, now.date_naive())?;
+    check_attestations(conn, &members, crate::calendar::day_of(now))?;
     let (text_version, text_sha256) = check_acceptances(conn, &agreement, &members)?;
     let checkpoint = ledger::latest_checkpoint(conn)?;
     let conditions: Vec<String> = app

@@ -155,8 +155,8 @@ impl ItemState {
         self.decision == Decision::Permit
             && self
                 .proxy_signed_at
-                .is_some_and(|signed| person.minor_on(signed.date_naive()))
-            && person.of_age_on(as_of.date_naive())
+                .is_some_and(|signed| person.minor_on(crate::calendar::day_of(signed)))
+            && person.of_age_on(crate::calendar::day_of(as_of))
     }
 }
 

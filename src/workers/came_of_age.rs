@@ -1,4 +1,4 @@
-//! The coming-of-age sweep: once a UTC day, one instance recalls what live
+//! The coming-of-age sweep: once a day (in Japan), one instance recalls what live
 //! releases had of patients who came of age that day on their proxy's
 //! permits alone (decisions 0026 and 0027). A day of majority is a date
 //! passing, not an event anyone records, so without this the members would

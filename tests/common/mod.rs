@@ -518,28 +518,23 @@ impl TestApp {
         rows.into_iter().map(|r| r.t).collect()
     }
 
+    /// Rows of `table`, which may carry its own `WHERE`.
     pub fn count(&self, table: &str) -> i64 {
-        self.count_where(table, "TRUE")
-    }
-
-    /// How many access-log entries record `action`.
-    pub fn log_entries_with_action(&self, action: &str) -> i64 {
-        self.count_where("access_log_entries", &format!("action = '{action}'"))
-    }
-
-    fn count_where(&self, table: &str, condition: &str) -> i64 {
         #[derive(diesel::QueryableByName)]
         struct Count {
             #[diesel(sql_type = diesel::sql_types::BigInt)]
             n: i64,
         }
         let mut conn = self.raw_db();
-        let rows: Vec<Count> = diesel::sql_query(format!(
-            "SELECT COUNT(*) AS n FROM {table} WHERE {condition}"
-        ))
-        .load(&mut conn)
-        .unwrap();
+        let rows: Vec<Count> = diesel::sql_query(format!("SELECT COUNT(*) AS n FROM {table}"))
+            .load(&mut conn)
+            .unwrap();
         rows[0].n
+    }
+
+    /// How many access-log entries record `action`.
+    pub fn log_entries_with_action(&self, action: &str) -> i64 {
+        self.count(&format!("access_log_entries WHERE action = '{action}'"))
     }
 }
 

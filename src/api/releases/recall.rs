@@ -140,7 +140,7 @@ pub(crate) fn sweep_came_of_age(
     if !policy.release.proxy_consent_lapses_at_majority {
         return Ok(0);
     }
-    let today = at.date_naive();
+    let today = crate::calendar::day_of(at);
     if store::sweep_due(conn, CAME_OF_AGE_SWEEP, today)?.is_none() {
         return Ok(0);
     }
