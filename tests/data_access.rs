@@ -1924,15 +1924,41 @@ async fn recalls_follow_what_each_use_relies_on(backend: Backend) {
 
     // The university is re-registered as industry: its application shows
     // the use as the gate now applies it, industrial, though it was
-    // submitted as academic; registered academic again, it is academic.
+    // submitted as academic, and its release loses, in the same request,
+    // patient 2, who refused industry use (the withdrawn were told
+    // already). Verified again unchanged, or academic again, nothing is
+    // recalled; the pharma release is untouched throughout.
     let (id, token) = released[1].clone();
     let path = format!("/v1/applications/{id}");
     let commercial = || async { app.get(&path, Some(&token)).await.1["commercial"].clone() };
+    let industrial_release = reasons(0).await;
     assert_eq!(commercial().await, false);
     verify_org(&app, UNIVERSITY, "industry").await;
     assert_eq!(commercial().await, true);
+    let told = [
+        "consent_withdrawn",
+        "consent_withdrawn",
+        "industry_use_not_consented",
+    ];
+    assert_eq!(reasons(1).await, told);
+    verify_org(&app, UNIVERSITY, "industry").await;
+    assert_eq!(reasons(1).await, told);
     verify_org(&app, UNIVERSITY, "academic").await;
     assert_eq!(commercial().await, false);
+    assert_eq!(reasons(1).await, told);
+    // Re-registered abroad, the university's use is a transfer abroad: no
+    // patient here consented to one, so every sample still served (patient
+    // 2's again, since the use is academic once more) is recalled.
+    verify_org_in(&app, UNIVERSITY, "academic", "US").await;
+    let abroad = reasons(1).await;
+    assert_eq!(abroad.len(), told.len() + 4, "{abroad:?}");
+    assert!(abroad[told.len()..]
+        .iter()
+        .all(|r| r == "international_transfer_not_consented"));
+    assert_eq!(reasons(0).await, industrial_release);
+    let notices = app.count("recall_notices");
+    verify_org(&app, UNIVERSITY, "academic").await;
+    assert_eq!(app.count("recall_notices"), notices);
 }
 
 /// Nobody records the day a minor comes of age; the daily sweep notices it.

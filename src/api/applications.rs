@@ -5,6 +5,7 @@
 
 use super::consents::principal;
 use super::extract::OptionalIdempotencyKey;
+use super::releases::recall;
 use super::samples::parse_genome_id;
 use super::state::AppState;
 use crate::access::duo::{self, Applicant, DataUseTerms, MatchResult, Outcome, ResearchPurpose};
@@ -80,7 +81,10 @@ pub struct OrgPath {
 }
 
 /// Records an organization's verified type (governance). Applicants never
-/// declare whether they are commercial; this register decides.
+/// declare whether they are commercial; this register decides. A change
+/// that makes a use with live releases industrial or a transfer abroad
+/// writes, in the same transaction, a recall notice for each released
+/// sample whose patient did not consent to that (decision 0027).
 #[utoipa::path(tag = "data-access", params(OrgPath), request_body = OrganizationRequest,
     responses((status = 200, body = OrganizationView), (status = 403, body = Problem, content_type = "application/problem+json"),
         (status = 422, body = Problem, content_type = "application/problem+json")))]
@@ -108,11 +112,29 @@ pub async fn verify_organization(
         verified_at: state.now().naive_utc(),
     };
     let stored = row.clone();
-    state
+    let shared = state.clone();
+    let recalled = state
         .db(move |conn| {
-            write_transaction(conn, |conn| Ok(store::upsert_organization(conn, &stored)?))
+            write_transaction(conn, |conn| {
+                // A use that the change makes industrial or a transfer
+                // abroad loses, in this transaction, what its patients did
+                // not consent to (decision 0027).
+                let before = recall::uses_of_member(conn, &shared.data_use, &stored.org)?;
+                store::upsert_organization(conn, &stored)?;
+                let change = format!("register-{}", uuid::Uuid::new_v4());
+                recall::recall_what_the_register_takes_back(
+                    conn,
+                    &shared.data_use,
+                    &before,
+                    &change,
+                    shared.now(),
+                )
+            })
         })
         .await?;
+    if recalled > 0 {
+        state.log.deliveries_queued();
+    }
     Ok(web::Json(OrganizationView {
         org: row.org,
         kind: row.kind,

@@ -229,38 +229,87 @@ fn decide_page(
     page: &[store::CohortSample],
     now: DateTime<Utc>,
 ) -> Result<Vec<SampleDecision>, ApiError> {
-    let mut patients: Vec<String> = page.iter().map(|s| s.patient_pseudonym.clone()).collect();
-    patients.sort();
-    patients.dedup();
-    let events = consents::events_for_patients(conn, &patients, family)?;
-    // Only a proxy's signature can lapse at majority, so only patients
-    // with one are looked up: none in a cohort of adults, or when policy
-    // keeps a proxy's consent.
-    let signed_by_proxy: Vec<String> = if request.proxy_consent_lapses_at_majority {
-        events
-            .iter()
-            .filter(|(_, list)| list.iter().any(|e| e.by_proxy))
-            .map(|(patient, _)| patient.clone())
-            .collect()
-    } else {
-        Vec::new()
-    };
-    let minors = consents::minors_among(conn, &signed_by_proxy)?;
-    let mut snapshots = HashMap::with_capacity(patients.len());
-    for (patient, list) in &events {
-        snapshots.insert(patient.as_str(), derive_consent(list, history, now));
-    }
-    let none = derive_consent(&[], history, now);
-    let adult = Person::default();
+    let patients = page.iter().map(|s| s.patient_pseudonym.as_str());
+    let consent = PageConsent::load(
+        conn,
+        request.proxy_consent_lapses_at_majority,
+        (family, history),
+        patients,
+        now,
+    )?;
     Ok(page
         .iter()
         .map(|s| {
-            let patient = s.patient_pseudonym.as_str();
-            let snap = snapshots.get(patient).unwrap_or(&none);
-            let person = minors.get(patient).unwrap_or(&adult);
-            request.decide(snap, person, s.diagnosis.as_deref(), diseases)
+            consent.decide(
+                request,
+                &s.patient_pseudonym,
+                s.diagnosis.as_deref(),
+                diseases,
+            )
         })
         .collect())
+}
+
+/// The consent of a page's patients in one family as of an instant, read
+/// once, so that their samples can be decided for one use or several.
+struct PageConsent {
+    snapshots: HashMap<String, crate::consent::state::ConsentSnapshot>,
+    /// A patient with no events: unknown consent, so nothing is permitted.
+    none: crate::consent::state::ConsentSnapshot,
+    minors: HashMap<String, Person>,
+}
+
+impl PageConsent {
+    fn load<'a>(
+        conn: &mut DbConnection,
+        proxy_consent_lapses_at_majority: bool,
+        (family, history): (DocumentFamily, &crate::consent::document::VersionHistory),
+        patients: impl Iterator<Item = &'a str>,
+        now: DateTime<Utc>,
+    ) -> Result<Self, ApiError> {
+        let mut patients: Vec<String> = patients.map(str::to_owned).collect();
+        patients.sort();
+        patients.dedup();
+        let events = consents::events_for_patients(conn, &patients, family)?;
+        // Only a proxy's signature can lapse at majority, so only patients
+        // with one are looked up: none in a cohort of adults, or when policy
+        // keeps a proxy's consent.
+        let signed_by_proxy: Vec<String> = if proxy_consent_lapses_at_majority {
+            events
+                .iter()
+                .filter(|(_, list)| list.iter().any(|e| e.by_proxy))
+                .map(|(patient, _)| patient.clone())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let minors = consents::minors_among(conn, &signed_by_proxy)?
+            .into_iter()
+            .collect();
+        let mut snapshots = HashMap::with_capacity(patients.len());
+        for (patient, list) in events {
+            let snapshot = derive_consent(&list, history, now);
+            snapshots.insert(patient, snapshot);
+        }
+        Ok(Self {
+            snapshots,
+            none: derive_consent(&[], history, now),
+            minors,
+        })
+    }
+
+    fn decide(
+        &self,
+        request: &UseRequest,
+        patient: &str,
+        diagnosis: Option<&str>,
+        diseases: &crate::access::duo::DiseaseHierarchy,
+    ) -> SampleDecision {
+        let snapshot = self.snapshots.get(patient).unwrap_or(&self.none);
+        let adult = Person::default();
+        let person = self.minors.get(patient).unwrap_or(&adult);
+        request.decide(snapshot, person, diagnosis, diseases)
+    }
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -853,6 +853,81 @@ pub fn live_inclusions(
         .collect())
 }
 
+/// The applications with a live release (agreement not revoked) that
+/// `org` is a member organization of, as the applicant or a partner.
+pub fn applications_with_live_releases_of(
+    conn: &mut DbConnection,
+    org: &str,
+) -> Result<Vec<ApplicationRow>, DieselError> {
+    db_run!(conn, c => applications::table
+        .filter(
+            applications::org.eq(org).or(applications::id.eq_any(
+                partner_orgs::table
+                    .filter(partner_orgs::org.eq(org))
+                    .select(partner_orgs::application_id),
+            )),
+        )
+        .filter(applications::id.eq_any(
+            releases::table
+                .inner_join(agreements::table.on(agreements::id.eq(releases::agreement_id)))
+                .filter(agreements::state.ne("revoked"))
+                .select(releases::application_id),
+        ))
+        .order((applications::submitted_at, applications::id))
+        .select(ApplicationRow::as_select())
+        .load(c))
+}
+
+/// The IDs of an application's releases, oldest first.
+pub fn releases_of_application(
+    conn: &mut DbConnection,
+    application_id: &str,
+) -> Result<Vec<String>, DieselError> {
+    db_run!(conn, c => releases::table
+        .filter(releases::application_id.eq(application_id))
+        .order((releases::released_at, releases::id))
+        .select(releases::id)
+        .load(c))
+}
+
+/// One sample a release included, with its dataset's family.
+pub struct IncludedSample {
+    pub position: i64,
+    pub family: String,
+    pub patient_pseudonym: String,
+    pub project_sample_id: String,
+}
+
+/// A page of the samples `release_id` included, in manifest order, after
+/// `after_position` (`-1` starts at the first).
+pub fn included_samples_page(
+    conn: &mut DbConnection,
+    release_id: &str,
+    after_position: i64,
+    limit: i64,
+) -> Result<Vec<IncludedSample>, DieselError> {
+    let rows: Vec<(i64, String, String, String)> = db_run!(conn, c => release_samples::table
+        .inner_join(datasets::table.on(datasets::id.eq(release_samples::dataset_id)))
+        .filter(release_samples::release_id.eq(release_id))
+        .filter(release_samples::position.gt(after_position))
+        .filter(release_samples::included.eq(true))
+        .order(release_samples::position)
+        .limit(limit)
+        .select((release_samples::position, datasets::domain, release_samples::patient_pseudonym, release_samples::project_sample_id))
+        .load(c))?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(position, family, patient_pseudonym, project_sample_id)| IncludedSample {
+                position,
+                family,
+                patient_pseudonym,
+                project_sample_id,
+            },
+        )
+        .collect())
+}
+
 /// Writes recall notices and queues each for delivery to every active
 /// webhook of its application, in the caller's transaction. Returns how
 /// many notices were written.

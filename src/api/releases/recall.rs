@@ -185,6 +185,114 @@ pub(crate) fn recall_came_of_age(
     Ok(written)
 }
 
+/// An application with a live release, and the use its releases were
+/// checked against before a change to the register.
+pub(crate) struct UseBefore {
+    app: Application,
+    request: UseRequest,
+}
+
+/// The uses of the live releases that `org` is a member organization of,
+/// as the register says now. Read before the register's entry for `org`
+/// changes, for [`recall_what_the_register_takes_back`].
+pub(crate) fn uses_of_member(
+    conn: &mut DbConnection,
+    policy: &DataUsePolicy,
+    org: &str,
+) -> Result<Vec<UseBefore>, ApiError> {
+    store::applications_with_live_releases_of(conn, org)?
+        .into_iter()
+        .map(|row| {
+            let app = Application::from_row(row)?;
+            let request = reuse_request(policy, conn, &app)?;
+            Ok(UseBefore { app, request })
+        })
+        .collect()
+}
+
+/// Samples of a release decided per page when the register changes.
+const REGISTER_RECALL_PAGE: i64 = 5_000;
+
+/// After the register's entry for an organization changed in the caller's
+/// transaction: for each use in `before` that became industrial or a
+/// transfer abroad, recalls every sample its live releases included whose
+/// patient's consent does not permit that (`industry_use_not_consented`,
+/// `international_transfer_not_consented`). A use that stayed the same or
+/// became less demanding recalls nothing. `change` names the change in the
+/// notices' IDs. Returns how many notices were written.
+pub(crate) fn recall_what_the_register_takes_back(
+    conn: &mut DbConnection,
+    policy: &DataUsePolicy,
+    before: &[UseBefore],
+    change: &str,
+    at: DateTime<Utc>,
+) -> Result<usize, ApiError> {
+    // The disease scope is empty on a re-check, so no hierarchy is read.
+    let diseases = DiseaseHierarchy::default();
+    let mut histories = BTreeMap::new();
+    let mut written = 0;
+    for UseBefore { app, request } in before {
+        let after = reuse_request(policy, conn, app)?;
+        let stricter =
+            (after.commercial && !request.commercial) || (after.abroad && !request.abroad);
+        if !stricter {
+            continue;
+        }
+        for release in store::releases_of_application(conn, &app.row.id)? {
+            let mut after_position = -1;
+            loop {
+                let page = store::included_samples_page(
+                    conn,
+                    &release,
+                    after_position,
+                    REGISTER_RECALL_PAGE,
+                )?;
+                let Some(last) = page.last() else {
+                    break;
+                };
+                after_position = last.position;
+                let mut notices = Vec::new();
+                for family in DocumentFamily::ALL {
+                    let of_family = || page.iter().filter(|s| s.family == family.as_str());
+                    if of_family().next().is_none() {
+                        continue;
+                    }
+                    let history = match histories.entry(family) {
+                        std::collections::btree_map::Entry::Occupied(known) => known.into_mut(),
+                        std::collections::btree_map::Entry::Vacant(slot) => {
+                            slot.insert(documents::history(conn, family)?)
+                        }
+                    };
+                    let consent = super::PageConsent::load(
+                        conn,
+                        after.proxy_consent_lapses_at_majority,
+                        (family, &*history),
+                        of_family().map(|s| s.patient_pseudonym.as_str()),
+                        at,
+                    )?;
+                    for sample in of_family() {
+                        let patient = sample.patient_pseudonym.as_str();
+                        let was = consent.decide(request, patient, None, &diseases);
+                        let now = consent.decide(&after, patient, None, &diseases);
+                        if let Some(why) = was.taken_back_by(&now) {
+                            notices.push(RecallRow {
+                                id: format!("{change}:{release}:{}", sample.position),
+                                application_id: app.row.id.clone(),
+                                release_id: release.clone(),
+                                project_sample_id: sample.project_sample_id.clone(),
+                                reason: why.as_str().to_owned(),
+                                created_at: at.naive_utc(),
+                            });
+                        }
+                    }
+                }
+                written += store::record_recalls(conn, &notices, at)?;
+            }
+        }
+    }
+    Ok(written)
+}
+
 /// The sweep mark's name in `sweep_marks`.
 const CAME_OF_AGE_SWEEP: &str = "came_of_age";
 
