@@ -65,9 +65,9 @@ pub struct Config {
 #[serde(deny_unknown_fields)]
 pub struct RecallConfig {
     /// How often an instance checks whether a new day (in Japan, decision
-    /// 0028) has begun, and
-    /// then recalls what a proxy's permits had let releases have of the
-    /// patients who came of age that day (decision 0027).
+    /// 0028) has begun, and then recalls what a proxy's permits had let
+    /// releases have of the patients who came of age that day (decision
+    /// 0027).
     #[serde(default = "default_came_of_age_check_ms")]
     pub came_of_age_check_ms: u64,
 }

@@ -1291,20 +1291,19 @@ async fn webhooks_cannot_reach_internal_addresses(backend: Backend) {
     let (alice, _) = enrolled_patient(&app, "MRN-SSRF").await;
     app.wait_integrated().await;
     let token = app.patient_token(&alice);
-    for url in [
-        format!("{receiver}/ok"),
-        format!("http://localhost:{port}/ok"),
-        "https://169.254.169.254/latest/meta-data".to_owned(),
-        "https://[::1]/hook".to_owned(),
-        "https://10.0.0.7/hook".to_owned(),
-        "https://[::ffff:192.168.0.1]/hook".to_owned(),
-    ] {
-        let (s, b) = app
-            .post("/v1/portal/webhooks", &token, None, &json!({ "url": url }))
-            .await;
-        assert_problem(s, &b, 422, "validation_failed");
-        assert_eq!(b["errors"][0]["field"], "url", "{b}");
-    }
+    refused_at_registration(
+        &app,
+        &token,
+        [
+            format!("{receiver}/ok"),
+            format!("http://localhost:{port}/ok"),
+            "https://169.254.169.254/latest/meta-data".to_owned(),
+            "https://[::1]/hook".to_owned(),
+            "https://10.0.0.7/hook".to_owned(),
+            "https://[::ffff:192.168.0.1]/hook".to_owned(),
+        ],
+    )
+    .await;
     let (_, list) = app.get("/v1/portal/webhooks", Some(&token)).await;
     assert_eq!(list["webhooks"], json!([]));
 
@@ -1336,17 +1335,16 @@ async fn webhooks_use_allowed_ports_only(backend: Backend) {
     let (alice, _) = enrolled_patient(&app, "MRN-PORTS").await;
     app.wait_integrated().await;
     let token = app.patient_token(&alice);
-    for url in [
-        format!("{receiver}/ok"),
-        "https://hooks.example.org:22/hook".to_owned(),
-        "http://hooks.example.org/hook".to_owned(),
-    ] {
-        let (s, b) = app
-            .post("/v1/portal/webhooks", &token, None, &json!({ "url": url }))
-            .await;
-        assert_problem(s, &b, 422, "validation_failed");
-        assert_eq!(b["errors"][0]["field"], "url", "{b}");
-    }
+    refused_at_registration(
+        &app,
+        &token,
+        [
+            format!("{receiver}/ok"),
+            "https://hooks.example.org:22/hook".to_owned(),
+            "http://hooks.example.org/hook".to_owned(),
+        ],
+    )
+    .await;
     for url in [
         "https://hooks.example.org/hook",
         "https://hooks.example.org:443/hook",
@@ -1360,6 +1358,21 @@ async fn webhooks_use_allowed_ports_only(backend: Backend) {
     let last_errors = deliveries_past_the_registration_check(&app, &alice, &ids).await;
     assert_eq!(last_errors, ["the target's port is not allowed"]);
     assert!(received.0.lock().unwrap().is_empty());
+}
+
+/// Each URL is refused as a patient's webhook, on its `url`.
+async fn refused_at_registration(
+    app: &TestApp,
+    token: &str,
+    urls: impl IntoIterator<Item = String>,
+) {
+    for url in urls {
+        let (s, b) = app
+            .post("/v1/portal/webhooks", token, None, &json!({ "url": url }))
+            .await;
+        assert_problem(s, &b, 422, "validation_failed");
+        assert_eq!(b["errors"][0]["field"], "url", "{b}");
+    }
 }
 
 /// Writes webhook endpoints straight into the table, past registration's

@@ -88,6 +88,14 @@ impl SampleDecision {
 }
 
 impl UseRequest {
+    /// Whether the use is industrial, and whether it sends data abroad.
+    pub fn kind(&self) -> crate::access::UseKind {
+        crate::access::UseKind {
+            commercial: self.commercial,
+            abroad: self.abroad,
+        }
+    }
+
     /// The consent items this use relies on.
     pub fn required_items(&self) -> Vec<&'static str> {
         let mut items = vec![if self.commercial {

@@ -112,6 +112,15 @@ pub struct UseKind {
     pub abroad: bool,
 }
 
+impl UseKind {
+    /// Whether this use needs a consent item that `before` did not: it
+    /// became industrial, or a transfer abroad. Only such a change can
+    /// take back what was released under `before`.
+    pub fn asks_more_than(self, before: UseKind) -> bool {
+        (self.commercial && !before.commercial) || (self.abroad && !before.abroad)
+    }
+}
+
 /// The first instant of a declared period of use: the start of its first
 /// day in the programme's calendar.
 pub fn period_start(starts_on: NaiveDate) -> DateTime<Utc> {
@@ -161,6 +170,15 @@ mod tests {
             declared,
             "one industry member abroad makes the whole use so"
         );
+    }
+
+    #[test]
+    fn only_a_new_industrial_or_abroad_use_asks_more() {
+        let kind = |commercial, abroad| UseKind { commercial, abroad };
+        assert!(kind(true, false).asks_more_than(kind(false, false)));
+        assert!(kind(false, true).asks_more_than(kind(true, false)));
+        assert!(!kind(true, true).asks_more_than(kind(true, true)));
+        assert!(!kind(false, false).asks_more_than(kind(true, true)));
     }
 
     #[test]

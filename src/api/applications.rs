@@ -119,7 +119,11 @@ pub async fn verify_organization(
                 // A use that the change makes industrial or a transfer
                 // abroad loses, in this transaction, what its patients did
                 // not consent to (decision 0027).
-                let before = recall::uses_of_member(conn, &shared.data_use, &stored.org)?;
+                let before = recall::uses_of_member(
+                    conn,
+                    &shared.data_use,
+                    (&stored.org, &stored.kind, &stored.country),
+                )?;
                 store::upsert_organization(conn, &stored)?;
                 let change = format!("register-{}", uuid::Uuid::new_v4());
                 recall::recall_what_the_register_takes_back(

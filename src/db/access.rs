@@ -891,6 +891,7 @@ pub fn releases_of_application(
 }
 
 /// One sample a release included, with its dataset's family.
+#[derive(Queryable)]
 pub struct IncludedSample {
     pub position: i64,
     pub family: String,
@@ -906,7 +907,7 @@ pub fn included_samples_page(
     after_position: i64,
     limit: i64,
 ) -> Result<Vec<IncludedSample>, DieselError> {
-    let rows: Vec<(i64, String, String, String)> = db_run!(conn, c => release_samples::table
+    db_run!(conn, c => release_samples::table
         .inner_join(datasets::table.on(datasets::id.eq(release_samples::dataset_id)))
         .filter(release_samples::release_id.eq(release_id))
         .filter(release_samples::position.gt(after_position))
@@ -914,18 +915,7 @@ pub fn included_samples_page(
         .order(release_samples::position)
         .limit(limit)
         .select((release_samples::position, datasets::domain, release_samples::patient_pseudonym, release_samples::project_sample_id))
-        .load(c))?;
-    Ok(rows
-        .into_iter()
-        .map(
-            |(position, family, patient_pseudonym, project_sample_id)| IncludedSample {
-                position,
-                family,
-                patient_pseudonym,
-                project_sample_id,
-            },
-        )
-        .collect())
+        .load(c))
 }
 
 /// Writes recall notices and queues each for delivery to every active

@@ -395,18 +395,15 @@ mod tests {
         check(e, f).err().map(|(_, r)| r)
     }
 
+    /// An entry of `action` for managing the patient's consent.
+    fn managing(action: LogAction) -> impl Fn(&str, &str, LegalBasis) -> LogEntry {
+        move |org, role, basis| entry(org, role, action, Purpose::ConsentManagement, basis)
+    }
+
     #[test]
     fn treating_hospital_reads_need_the_patients_own_hospital_staff() {
         let f = facts();
-        let read = |org: &str, role: &str, basis| {
-            entry(
-                org,
-                role,
-                LogAction::ConsentRead,
-                Purpose::ConsentManagement,
-                basis,
-            )
-        };
+        let read = managing(LogAction::ConsentRead);
         assert_eq!(
             reason(
                 &read("hospital-a", "hospital_staff", treating("hospital-a")),
@@ -445,15 +442,7 @@ mod tests {
     #[test]
     fn status_changes_are_the_treating_hospitals_and_never_an_auditors() {
         let f = facts();
-        let change = |org: &str, role: &str, basis| {
-            entry(
-                org,
-                role,
-                LogAction::PatientStatusChange,
-                Purpose::ConsentManagement,
-                basis,
-            )
-        };
+        let change = managing(LogAction::PatientStatusChange);
         assert_eq!(
             reason(
                 &change("hospital-a", "hospital_staff", treating("hospital-a")),

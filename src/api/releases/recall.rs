@@ -11,7 +11,7 @@
 //! excluded is never recalled twice.
 
 use super::reuse_request;
-use crate::access::cohort::UseRequest;
+use crate::access::cohort::{Exclusion, UseRequest};
 use crate::access::duo::DiseaseHierarchy;
 use crate::access::DataUsePolicy;
 use crate::api::applications::Application;
@@ -193,13 +193,25 @@ pub(crate) struct UseBefore {
 }
 
 /// The uses of the live releases that `org` is a member organization of,
-/// as the register says now. Read before the register's entry for `org`
-/// changes, for [`recall_what_the_register_takes_back`].
+/// as the register says now, if registering `org` as `kind` in `country`
+/// could make any of them ask more: none when the organization stays as
+/// industrial and as far abroad as it was (one query, no more). Read
+/// before the register's entry changes, for
+/// [`recall_what_the_register_takes_back`].
 pub(crate) fn uses_of_member(
     conn: &mut DbConnection,
     policy: &DataUsePolicy,
-    org: &str,
+    (org, kind, country): (&str, &str, &str),
 ) -> Result<Vec<UseBefore>, ApiError> {
+    let registered = store::find_organizations(conn, &[org])?;
+    let was = registered
+        .iter()
+        .map(|o| (o.kind.as_str(), o.country.as_str()));
+    let was = policy.use_now(crate::access::UseKind::default(), was);
+    let will_be = policy.use_now(crate::access::UseKind::default(), [(kind, country)]);
+    if !will_be.asks_more_than(was) {
+        return Ok(Vec::new());
+    }
     store::applications_with_live_releases_of(conn, org)?
         .into_iter()
         .map(|row| {
@@ -227,17 +239,14 @@ pub(crate) fn recall_what_the_register_takes_back(
     change: &str,
     at: DateTime<Utc>,
 ) -> Result<usize, ApiError> {
-    // The disease scope is empty on a re-check, so no hierarchy is read.
-    let diseases = DiseaseHierarchy::default();
     let mut histories = BTreeMap::new();
     let mut written = 0;
     for UseBefore { app, request } in before {
         let after = reuse_request(policy, conn, app)?;
-        let stricter =
-            (after.commercial && !request.commercial) || (after.abroad && !request.abroad);
-        if !stricter {
+        if !after.kind().asks_more_than(request.kind()) {
             continue;
         }
+        let uses = (request, &after);
         for release in store::releases_of_application(conn, &app.row.id)? {
             let mut after_position = -1;
             loop {
@@ -252,45 +261,64 @@ pub(crate) fn recall_what_the_register_takes_back(
                 };
                 after_position = last.position;
                 let mut notices = Vec::new();
-                for family in DocumentFamily::ALL {
-                    let of_family = || page.iter().filter(|s| s.family == family.as_str());
-                    if of_family().next().is_none() {
-                        continue;
-                    }
-                    let history = match histories.entry(family) {
-                        std::collections::btree_map::Entry::Occupied(known) => known.into_mut(),
-                        std::collections::btree_map::Entry::Vacant(slot) => {
-                            slot.insert(documents::history(conn, family)?)
-                        }
-                    };
-                    let consent = super::PageConsent::load(
-                        conn,
-                        after.proxy_consent_lapses_at_majority,
-                        (family, &*history),
-                        of_family().map(|s| s.patient_pseudonym.as_str()),
-                        at,
-                    )?;
-                    for sample in of_family() {
-                        let patient = sample.patient_pseudonym.as_str();
-                        let was = consent.decide(request, patient, None, &diseases);
-                        let now = consent.decide(&after, patient, None, &diseases);
-                        if let Some(why) = was.taken_back_by(&now) {
-                            notices.push(RecallRow {
-                                id: format!("{change}:{release}:{}", sample.position),
-                                application_id: app.row.id.clone(),
-                                release_id: release.clone(),
-                                project_sample_id: sample.project_sample_id.clone(),
-                                reason: why.as_str().to_owned(),
-                                created_at: at.naive_utc(),
-                            });
-                        }
-                    }
+                for (sample, why) in taken_back_on_page(conn, &mut histories, uses, &page, at)? {
+                    notices.push(RecallRow {
+                        id: format!("{change}:{release}:{}", sample.position),
+                        application_id: app.row.id.clone(),
+                        release_id: release.clone(),
+                        project_sample_id: sample.project_sample_id.clone(),
+                        reason: why.as_str().to_owned(),
+                        created_at: at.naive_utc(),
+                    });
                 }
                 written += store::record_recalls(conn, &notices, at)?;
             }
         }
     }
     Ok(written)
+}
+
+/// The samples of a page that the use `before` may have and `after` may
+/// not, on each patient's consent as of `at`, with why. `histories` keeps
+/// each family's version history across pages.
+fn taken_back_on_page<'a>(
+    conn: &mut DbConnection,
+    histories: &mut BTreeMap<DocumentFamily, crate::consent::document::VersionHistory>,
+    (before, after): (&UseRequest, &UseRequest),
+    page: &'a [store::IncludedSample],
+    at: DateTime<Utc>,
+) -> Result<Vec<(&'a store::IncludedSample, Exclusion)>, ApiError> {
+    // The disease scope is empty on a re-check, so no hierarchy is read.
+    let diseases = DiseaseHierarchy::default();
+    let mut taken_back = Vec::new();
+    for family in DocumentFamily::ALL {
+        let of_family = || page.iter().filter(|s| s.family == family.as_str());
+        if of_family().next().is_none() {
+            continue;
+        }
+        let history = match histories.entry(family) {
+            std::collections::btree_map::Entry::Occupied(known) => known.into_mut(),
+            std::collections::btree_map::Entry::Vacant(slot) => {
+                slot.insert(documents::history(conn, family)?)
+            }
+        };
+        let consent = super::PageConsent::load(
+            conn,
+            after.proxy_consent_lapses_at_majority,
+            (family, &*history),
+            of_family().map(|s| s.patient_pseudonym.as_str()),
+            at,
+        )?;
+        for sample in of_family() {
+            let patient = sample.patient_pseudonym.as_str();
+            let was = consent.decide(before, patient, None, &diseases);
+            let now = consent.decide(after, patient, None, &diseases);
+            if let Some(why) = was.taken_back_by(&now) {
+                taken_back.push((sample, why));
+            }
+        }
+    }
+    Ok(taken_back)
 }
 
 /// The sweep mark's name in `sweep_marks`.
