@@ -31,6 +31,13 @@ on_both_backends!(
     the_day_a_minor_comes_of_age_recalls_what_their_parent_permitted,
 );
 
+// Only PostgreSQL lets a change commit while a release is being written;
+// SQLite runs one writer at a time.
+#[actix_web::test]
+async fn changes_that_commit_while_a_release_reads_are_recalled_from_it() {
+    a_change_committed_while_a_release_reads_is_recalled_from_it(Backend::Postgres).await;
+}
+
 const STORE: &str = "genome-store.example";
 const PHARMA: &str = "pharma-co";
 const UNIVERSITY: &str = "univ-a";
@@ -287,6 +294,20 @@ async fn child_with_sample(
         child["patient_ref"].as_str().unwrap().to_owned(),
         sample["genome_id"].as_str().unwrap().to_owned(),
     )
+}
+
+/// Hospital-a records `patient`'s signed change or withdrawal (`what`) of
+/// their cancer consent, under `Idempotency-Key` `key`.
+async fn signed_change(app: &TestApp, patient: &str, what: &str, key: &str, mut body: Value) {
+    let path = format!("/v1/patients/{patient}/consents/cancer/{what}");
+    body["signer"] = json!({"kind": "patient"});
+    body["explained_by"] = json!("nurse-1");
+    body["signed_at"] = json!(now_rfc3339());
+    body["form_hash"] = json!(FORM_HASH);
+    let (s, b) = app
+        .post(&path, &app.staff("hospital-a"), Some(key), &body)
+        .await;
+    assert_eq!(s, 201, "{b}");
 }
 
 async fn release(app: &TestApp, id: &str, token: &str) -> (u16, Value) {
@@ -1852,19 +1873,8 @@ async fn recalls_follow_what_each_use_relies_on(backend: Backend) {
                 .collect::<Vec<_>>()
         }
     };
-    let staff = app.staff("hospital-a");
-    // The hospital records patient `n`'s signed change or withdrawal.
-    let record = |n: usize, what: &'static str, key: &'static str, mut body: Value| {
-        let path = format!("/v1/patients/{}/consents/cancer/{what}", patients[n].0);
-        body["signer"] = json!({"kind": "patient"});
-        body["explained_by"] = json!("nurse-1");
-        body["signed_at"] = json!(now_rfc3339());
-        body["form_hash"] = json!(FORM_HASH);
-        let (app, staff) = (&app, &staff);
-        async move {
-            let (s, b) = app.post(&path, staff, Some(key), &body).await;
-            assert_eq!(s, 201, "{b}");
-        }
+    let record = |n: usize, what: &'static str, key: &'static str, body: Value| {
+        signed_change(&app, &patients[n].0, what, key, body)
     };
     let recall_rows = || app.count("recall_notices");
 
@@ -2019,4 +2029,120 @@ async fn the_day_a_minor_comes_of_age_recalls_what_their_parent_permitted(backen
     let (s, rel) = release(&app, &id, &token).await;
     assert_eq!(s, 201, "{rel}");
     assert_eq!(rel["excluded_by_reason"], json!({"reached_majority": 1}));
+}
+
+/// Decision 0029. A release is held, its cohort read and written, before
+/// it commits (a test transaction holds the application's row, which the
+/// release updates last). Meanwhile one patient withdraws, another
+/// withdraws an item the use does not rely on, and the university is
+/// re-registered as industry. The withdrawal cannot see the uncommitted
+/// release, so it recalls nothing itself; the release, before it commits,
+/// recalls that sample. The register change waits for the release and
+/// then recalls the sample of the patient who refused industry use. The
+/// unrelated withdrawal recalls nothing.
+async fn a_change_committed_while_a_release_reads_is_recalled_from_it(backend: Backend) {
+    use diesel::RunQueryDsl;
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let version = app.publish("cancer", &first_draft()).await;
+    let mut patients = patients_with_samples(&app, &version, "G", 6, all_permit()).await;
+    patients.extend(patients_with_samples(&app, &version, "A", 1, academic_only()).await);
+    let genome_ids: Vec<String> = patients.iter().map(|p| p.1.clone()).collect();
+    let id = one_use_of(&app, (UNIVERSITY, "academic", "prof-1"), &genome_ids, "HMB").await;
+    let token = researcher(UNIVERSITY, "prof-1");
+
+    let mut holder = app.raw_db();
+    diesel::sql_query("BEGIN").execute(&mut holder).unwrap();
+    diesel::sql_query("SELECT id FROM applications WHERE id = $1 FOR UPDATE")
+        .bind::<diesel::sql_types::Text, _>(&id)
+        .execute(&mut holder)
+        .unwrap();
+    let waiting_on_locks = |n: i64| {
+        let app = &app;
+        async move {
+            for _ in 0..500 {
+                let waiting = app.count(
+                    "pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                );
+                if waiting >= n {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            panic!("fewer than {n} sessions came to wait on a lock");
+        }
+    };
+    let withdraw = |n: usize, key: &'static str, body: Value| {
+        signed_change(&app, &patients[n].0, "withdrawals", key, body)
+    };
+    let meanwhile = async {
+        waiting_on_locks(1).await;
+        withdraw(0, "w-0", json!({})).await;
+        withdraw(1, "w-1", json!({"items": ["recontact"]})).await;
+        assert_eq!(
+            app.count("recall_notices"),
+            0,
+            "the release is not yet visible"
+        );
+        tokio::join!(verify_org(&app, UNIVERSITY, "industry"), async {
+            // The register change waits for the release as well.
+            waiting_on_locks(2).await;
+            diesel::sql_query("COMMIT").execute(&mut holder).unwrap();
+        });
+    };
+    let ((s, rel), ()) = tokio::join!(release(&app, &id, &token), meanwhile);
+    assert_eq!(s, 201, "{rel}");
+    // Read before either change: every patient was included.
+    assert_eq!(rel["included"], 7, "{rel}");
+
+    let (s, recalls) = app
+        .get(&format!("/v1/applications/{id}/recalls"), Some(&token))
+        .await;
+    assert_eq!(s, 200, "{recalls}");
+    let mut told: Vec<(String, String)> = recalls["notices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            let sample = n["project_sample_id"].as_str().unwrap().to_owned();
+            (n["reason"].as_str().unwrap().to_owned(), sample)
+        })
+        .collect();
+    told.sort();
+    let reasons: Vec<&str> = told.iter().map(|t| t.0.as_str()).collect();
+    assert_eq!(
+        reasons,
+        ["consent_withdrawn", "industry_use_not_consented"],
+        "{recalls}"
+    );
+
+    // Resolution withholds exactly the recalled samples, and serves the
+    // other five patients' objects: so the notices name patients G-0 and
+    //
+    let (s, resolved) = resolve(&app, STORE, rel["handle"].as_str().unwrap()).await;
+    assert_eq!(s, 200, "{resolved}");
+    let mut withheld: Vec<String> = resolved["withheld"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["project_sample_id"].as_str().unwrap().to_owned())
+        .collect();
+    withheld.sort();
+    let mut recalled: Vec<String> = told.into_iter().map(|t| t.1).collect();
+    recalled.sort();
+    assert_eq!(withheld, recalled, "{resolved}");
+    let served: Vec<&str> = resolved["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["uri"].as_str().unwrap())
+        .collect();
+    assert_eq!(served.len(), 10, "{resolved}");
+    assert!(
+        served
+            .iter()
+            .all(|uri| !uri.contains("/MRN-G-0/") && !uri.contains("/MRN-A-0/")),
+        "{resolved}"
+    );
 }

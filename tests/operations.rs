@@ -756,6 +756,17 @@ fn a_failed_concurrent_index_build_is_retried_at_the_next_start() {
     );
 
     let applied = genomegate::db::run_migrations(&mut conn).unwrap();
-    assert_eq!(applied.len(), 2, "000014 and 000015 again: {applied:?}");
+    let from_000014 =
+        std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/postgres"))
+            .unwrap()
+            .filter(|m| {
+                m.as_ref().unwrap().file_name().to_string_lossy().as_ref() >= "2026-12-03-000014"
+            })
+            .count();
+    assert_eq!(
+        applied.len(),
+        from_000014,
+        "000014 and every later one again: {applied:?}"
+    );
     assert_eq!(index_validity(&mut conn, "patients_with_majority"), [true]);
 }

@@ -118,7 +118,10 @@ pub async fn verify_organization(
             write_transaction(conn, |conn| {
                 // A use that the change makes industrial or a transfer
                 // abroad loses, in this transaction, what its patients did
-                // not consent to (decision 0027).
+                // not consent to (decision 0027). A release being written
+                // for a use of this organization finishes first (decision
+                // 0029).
+                crate::db::gate::take_register_entry(conn, &stored.org)?;
                 let before = recall::uses_of_member(
                     conn,
                     &shared.data_use,

@@ -576,6 +576,9 @@ async fn record(
                     }
                 };
                 let row = event_row(&pending, version.id, now);
+                // A release being written meets this change at the gate
+                // (decision 0029).
+                crate::db::gate::change_enters(conn)?;
                 // A retry is caught by the unique (hospital, key) constraint
                 // below and answered from the stored event; no pre-check
                 // round trip on the common path.
@@ -1508,6 +1511,7 @@ pub async fn update_patient_status(
                 let was = store::minors_among(conn, &patients)?
                     .remove(&key)
                     .unwrap_or_default();
+                crate::db::gate::change_enters(conn)?;
                 store::set_patient_status(conn, &key, majority_on, deceased_on)?;
                 ledger::append(conn, &[entry])?;
                 // A day of majority recorded as past (or corrected to the

@@ -92,6 +92,8 @@ struct Outcome {
     row: ReleaseRow,
     excluded_by_reason: BTreeMap<String, u64>,
     provenance: Provenance,
+    /// Recall notices for changes that committed while the release read.
+    recalled: usize,
 }
 
 fn refuse_unless_usable(agreement: &AgreementRow, now: DateTime<Utc>) -> Result<(), ApiError> {
@@ -321,12 +323,14 @@ fn release(
     p: &Principal,
     application_id: &str,
     audience: &str,
-    now: DateTime<Utc>,
+    (now, watermark): (DateTime<Utc>, i64),
 ) -> Result<Outcome, ApiError> {
     let app = application_for(state, conn, caller, Action::ReleaseCreate, application_id)?;
     if !app.is_member(p) {
         return Err(ApiError::Access(Refusal::NotAMember, None));
     }
+    // The register says what the use is until this commits (decision 0029).
+    crate::db::gate::hold_register_entries(conn, &app.member_orgs())?;
     if !app.state()?.is_approved() {
         return Err(ApiError::refused(
             Refusal::ApplicationNotApproved,
@@ -367,6 +371,7 @@ fn release(
 
     let datasets = store::find_datasets(conn, &app.declaration.datasets)?;
     let request = use_request(&state.data_use, conn, &app)?;
+    let rechecked_as = request.clone();
     let tally = pass::write_cohort(
         conn,
         spare,
@@ -412,10 +417,22 @@ fn release(
     row.provenance = serde_json::to_string(&provenance).map_err(ApiError::internal)?;
     store::finish_release(conn, &row)?;
     store::mark_access_started(conn, &app.row.id, now)?;
+    // Last: changes that committed while the cohort was read could not see
+    // this release; with the gate closed until commit, what they took back
+    // is recalled here (decision 0029).
+    crate::db::gate::close_until_commit(conn)?;
+    let recalled = recall::recall_what_changed_during_release(
+        conn,
+        (&app.row.id, &release_id),
+        &rechecked_as,
+        watermark,
+        state.now(),
+    )?;
     Ok(Outcome {
         row,
         excluded_by_reason: tally.excluded_by_reason,
         provenance,
+        recalled,
     })
 }
 
@@ -454,12 +471,25 @@ pub async fn create_release(
             // A second connection lets the cohort be read while it is
             // written (releases/pass.rs); without one it is read in turn.
             let spare = shared.pool.try_get();
+            let watermark = crate::db::gate::watermark(conn)?;
             write_transaction(conn, |conn| {
-                release(&shared, conn, spare, &caller, &p, &id, &audience, now)
+                release(
+                    &shared,
+                    conn,
+                    spare,
+                    &caller,
+                    &p,
+                    &id,
+                    &audience,
+                    (now, watermark),
+                )
             })
         })
         .await?;
     state.log.entries_committed();
+    if outcome.recalled > 0 {
+        state.log.deliveries_queued();
+    }
     let row = outcome.row;
     let claims = HandleClaims {
         iss: state.handles.issuer().to_owned(),

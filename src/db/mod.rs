@@ -9,6 +9,7 @@
 pub mod access;
 pub mod consents;
 pub mod documents;
+pub mod gate;
 pub mod ledger;
 pub mod notify;
 pub mod portal;
@@ -325,6 +326,10 @@ const CONCURRENT_INDEXES: &[(&str, &str)] = &[
         "dataset_samples_by_patient",
     ),
     ("2026-12-03-000014_minors_index", "patients_with_majority"),
+    (
+        "2026-12-04-000016_consent_changes_index",
+        "access_log_consent_changes",
+    ),
 ];
 
 /// Drops what a failed concurrent build left behind, so that its migration

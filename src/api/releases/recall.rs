@@ -283,14 +283,41 @@ pub(crate) fn recall_what_the_register_takes_back(
 /// each family's version history across pages.
 fn taken_back_on_page<'a>(
     conn: &mut DbConnection,
-    histories: &mut BTreeMap<DocumentFamily, crate::consent::document::VersionHistory>,
+    histories: &mut Histories,
     (before, after): (&UseRequest, &UseRequest),
     page: &'a [store::IncludedSample],
     at: DateTime<Utc>,
 ) -> Result<Vec<(&'a store::IncludedSample, Exclusion)>, ApiError> {
     // The disease scope is empty on a re-check, so no hierarchy is read.
     let diseases = DiseaseHierarchy::default();
-    let mut taken_back = Vec::new();
+    excluded_on_page(
+        conn,
+        histories,
+        after.proxy_consent_lapses_at_majority,
+        page,
+        at,
+        |consent, patient| {
+            let was = consent.decide(before, patient, None, &diseases);
+            let now = consent.decide(after, patient, None, &diseases);
+            was.taken_back_by(&now)
+        },
+    )
+}
+
+/// Each family's version history, read once for several pages.
+type Histories = BTreeMap<DocumentFamily, crate::consent::document::VersionHistory>;
+
+/// The samples of a page that `judge` excludes, with why, given the
+/// consent of their patients in their family as of `at`.
+fn excluded_on_page<'a>(
+    conn: &mut DbConnection,
+    histories: &mut Histories,
+    proxy_consent_lapses_at_majority: bool,
+    page: &'a [store::IncludedSample],
+    at: DateTime<Utc>,
+    judge: impl Fn(&super::PageConsent, &str) -> Option<Exclusion>,
+) -> Result<Vec<(&'a store::IncludedSample, Exclusion)>, ApiError> {
+    let mut excluded = Vec::new();
     for family in DocumentFamily::ALL {
         let of_family = || page.iter().filter(|s| s.family == family.as_str());
         if of_family().next().is_none() {
@@ -304,21 +331,67 @@ fn taken_back_on_page<'a>(
         };
         let consent = super::PageConsent::load(
             conn,
-            after.proxy_consent_lapses_at_majority,
+            proxy_consent_lapses_at_majority,
             (family, &*history),
             of_family().map(|s| s.patient_pseudonym.as_str()),
             at,
         )?;
         for sample in of_family() {
-            let patient = sample.patient_pseudonym.as_str();
-            let was = consent.decide(before, patient, None, &diseases);
-            let now = consent.decide(after, patient, None, &diseases);
-            if let Some(why) = was.taken_back_by(&now) {
-                taken_back.push((sample, why));
+            if let Some(why) = judge(&consent, sample.patient_pseudonym.as_str()) {
+                excluded.push((sample, why));
             }
         }
     }
-    Ok(taken_back)
+    Ok(excluded)
+}
+
+/// At the end of a release, in its transaction, with the gate closed
+/// behind it (decision 0029): recalls each sample it included whose
+/// patient's consent or status changed, in a transaction that committed
+/// while the release read, so as to no longer permit `request` as of `at`.
+/// Such a change looked for live releases before this one could be seen,
+/// so it recalled nothing from it. A change the release read already is
+/// decided again to the same answer and recalls nothing. Returns how many
+/// notices were written.
+pub(crate) fn recall_what_changed_during_release(
+    conn: &mut DbConnection,
+    (application_id, release_id): (&str, &str),
+    request: &UseRequest,
+    watermark: i64,
+    at: DateTime<Utc>,
+) -> Result<usize, ApiError> {
+    let changed = crate::db::gate::included_samples_changed_since(conn, release_id, watermark)?;
+    if changed.is_empty() {
+        return Ok(0);
+    }
+    let diseases = DiseaseHierarchy::default();
+    let reuse = UseRequest {
+        diseases: Vec::new(),
+        ..request.clone()
+    };
+    let excluded = excluded_on_page(
+        conn,
+        &mut Histories::new(),
+        reuse.proxy_consent_lapses_at_majority,
+        &changed,
+        at,
+        |consent, patient| match consent.decide(&reuse, patient, None, &diseases) {
+            crate::access::cohort::SampleDecision::Excluded(why) => Some(why),
+            crate::access::cohort::SampleDecision::Included { .. } => None,
+        },
+    )?;
+    let notices: Vec<RecallRow> = excluded
+        .into_iter()
+        .map(|(sample, why)| RecallRow {
+            id: format!("during-release:{release_id}:{}", sample.position),
+            application_id: application_id.to_owned(),
+            release_id: release_id.to_owned(),
+            project_sample_id: sample.project_sample_id.clone(),
+            reason: why.as_str().to_owned(),
+            created_at: at.naive_utc(),
+        })
+        .collect();
+    Ok(store::record_recalls(conn, &notices, at)?)
 }
 
 /// The sweep mark's name in `sweep_marks`.
