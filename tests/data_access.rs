@@ -38,6 +38,11 @@ async fn changes_that_commit_while_a_release_reads_are_recalled_from_it() {
     a_change_committed_while_a_release_reads_is_recalled_from_it(Backend::Postgres).await;
 }
 
+#[actix_web::test]
+async fn coming_of_age_while_a_release_reads_is_recalled_from_it() {
+    a_minor_who_comes_of_age_while_a_release_reads_is_recalled_from_it(Backend::Postgres).await;
+}
+
 const STORE: &str = "genome-store.example";
 const PHARMA: &str = "pharma-co";
 const UNIVERSITY: &str = "univ-a";
@@ -2031,6 +2036,34 @@ async fn the_day_a_minor_comes_of_age_recalls_what_their_parent_permitted(backen
     assert_eq!(rel["excluded_by_reason"], json!({"reached_majority": 1}));
 }
 
+/// A transaction on its own connection holding the row of application
+/// `id`, which a release updates last: a release of it waits just before
+/// it commits, its cohort read and written, until this commits.
+fn hold_before_commit(app: &TestApp, id: &str) -> genomegate::db::DbConnection {
+    use diesel::RunQueryDsl;
+    let mut holder = app.raw_db();
+    diesel::sql_query("BEGIN").execute(&mut holder).unwrap();
+    diesel::sql_query("SELECT id FROM applications WHERE id = $1 FOR UPDATE")
+        .bind::<diesel::sql_types::Text, _>(id)
+        .execute(&mut holder)
+        .unwrap();
+    holder
+}
+
+/// Returns once `n` sessions of the test's database wait on a lock.
+async fn waiting_on_locks(app: &TestApp, n: i64) {
+    for _ in 0..500 {
+        let waiting = app.count(
+            "pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        );
+        if waiting >= n {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("fewer than {n} sessions came to wait on a lock");
+}
+
 /// Decision 0029. A release is held, its cohort read and written, before
 /// it commits (a test transaction holds the application's row, which the
 /// release updates last). Meanwhile one patient withdraws, another
@@ -2052,32 +2085,12 @@ async fn a_change_committed_while_a_release_reads_is_recalled_from_it(backend: B
     let id = one_use_of(&app, (UNIVERSITY, "academic", "prof-1"), &genome_ids, "HMB").await;
     let token = researcher(UNIVERSITY, "prof-1");
 
-    let mut holder = app.raw_db();
-    diesel::sql_query("BEGIN").execute(&mut holder).unwrap();
-    diesel::sql_query("SELECT id FROM applications WHERE id = $1 FOR UPDATE")
-        .bind::<diesel::sql_types::Text, _>(&id)
-        .execute(&mut holder)
-        .unwrap();
-    let waiting_on_locks = |n: i64| {
-        let app = &app;
-        async move {
-            for _ in 0..500 {
-                let waiting = app.count(
-                    "pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
-                );
-                if waiting >= n {
-                    return;
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-            }
-            panic!("fewer than {n} sessions came to wait on a lock");
-        }
-    };
+    let mut holder = hold_before_commit(&app, &id);
     let withdraw = |n: usize, key: &'static str, body: Value| {
         signed_change(&app, &patients[n].0, "withdrawals", key, body)
     };
     let meanwhile = async {
-        waiting_on_locks(1).await;
+        waiting_on_locks(&app, 1).await;
         withdraw(0, "w-0", json!({})).await;
         withdraw(1, "w-1", json!({"items": ["recontact"]})).await;
         assert_eq!(
@@ -2087,7 +2100,7 @@ async fn a_change_committed_while_a_release_reads_is_recalled_from_it(backend: B
         );
         tokio::join!(verify_org(&app, UNIVERSITY, "industry"), async {
             // The register change waits for the release as well.
-            waiting_on_locks(2).await;
+            waiting_on_locks(&app, 2).await;
             diesel::sql_query("COMMIT").execute(&mut holder).unwrap();
         });
     };
@@ -2145,4 +2158,57 @@ async fn a_change_committed_while_a_release_reads_is_recalled_from_it(backend: B
             .all(|uri| !uri.contains("/MRN-G-0/") && !uri.contains("/MRN-A-0/")),
         "{resolved}"
     );
+}
+
+/// Decision 0029. A release of a minor's sample on a parent's consent is
+/// held before it commits while the minor's day of majority passes and the
+/// daily sweep (every 100 ms in tests) looks, finding nothing it can see.
+/// The release, seeing that a day passed since it began, recalls the
+/// sample itself, once: the sweep never recalls it again.
+async fn a_minor_who_comes_of_age_while_a_release_reads_is_recalled_from_it(backend: Backend) {
+    use diesel::RunQueryDsl;
+    let Some((app, clock)) = TestApp::spawn_with_shifted_clock(backend).await else {
+        return;
+    };
+    let (version, child, child_genome_id) =
+        child_with_sample(&app, &clock, "MRN-TEEN", chrono::Duration::days(30)).await;
+    let (s, b) = put(
+        &app,
+        &format!("/v1/patients/{child}/status"),
+        &app.staff("hospital-a"),
+        &json!({"majority_on": days_from_today(1), "deceased_on": null}),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    let adults = patients_with_samples(&app, &version, "GROWN", 5, all_permit()).await;
+    let mut genome_ids: Vec<String> = adults.iter().map(|p| p.1.clone()).collect();
+    genome_ids.push(child_genome_id);
+    let id = one_use_of(&app, (UNIVERSITY, "academic", "prof-1"), &genome_ids, "GRU").await;
+    let token = researcher(UNIVERSITY, "prof-1");
+    let notices = || async {
+        let (s, b) = app
+            .get(&format!("/v1/applications/{id}/recalls"), Some(&token))
+            .await;
+        assert_eq!(s, 200, "{b}");
+        b["notices"].as_array().unwrap().clone()
+    };
+
+    let mut holder = hold_before_commit(&app, &id);
+    let meanwhile = async {
+        waiting_on_locks(&app, 1).await;
+        clock.shift(chrono::Duration::days(2));
+        // The sweep has looked past the birthday and found no release.
+        tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+        assert_eq!(notices().await, Vec::<Value>::new());
+        diesel::sql_query("COMMIT").execute(&mut holder).unwrap();
+    };
+    let ((s, rel), ()) = tokio::join!(release(&app, &id, &token), meanwhile);
+    assert_eq!(s, 201, "{rel}");
+    assert_eq!(rel["included"], 6, "the parent spoke for the minor {rel}");
+    let found = notices().await;
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0]["reason"], "reached_majority");
+    assert_eq!(found[0]["release"], rel["id"]);
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    assert_eq!(notices().await.len(), 1, "once per sample and birthday");
 }

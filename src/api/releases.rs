@@ -425,7 +425,7 @@ fn release(
         conn,
         (&app.row.id, &release_id),
         &rechecked_as,
-        watermark,
+        (watermark, now),
         state.now(),
     )?;
     Ok(Outcome {

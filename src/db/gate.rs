@@ -83,13 +83,11 @@ pub fn close_until_commit(conn: &mut DbConnection) -> Result<(), DieselError> {
     Ok(())
 }
 
-/// The samples `release_id` included whose patient had a change logged
-/// above `watermark`: one indexed read when there is none, the usual case.
-pub fn included_samples_changed_since(
+/// The patients with a change logged above `watermark`, once each.
+pub fn patients_changed_since(
     conn: &mut DbConnection,
-    release_id: &str,
     watermark: i64,
-) -> Result<Vec<IncludedSample>, DieselError> {
+) -> Result<Vec<String>, DieselError> {
     // The actions are literals in the SQL, not a bound array: only then
     // can PostgreSQL's generic plan of the cached statement prove that the
     // partial index holds every row asked for. Bound, it walks every entry
@@ -100,19 +98,27 @@ pub fn included_samples_changed_since(
         .collect();
     let changes =
         diesel::dsl::sql::<diesel::sql_types::Bool>(&format!("action IN ({})", actions.join(", ")));
-    let patients: Vec<String> = crate::db_run!(conn, c => access_log_entries::table
+    crate::db_run!(conn, c => access_log_entries::table
         .filter(access_log_entries::seq.gt(watermark))
         .filter(changes)
         .select(access_log_entries::patient_pseudonym)
         .distinct()
-        .load(c))?;
+        .load(c))
+}
+
+/// The samples `release_id` included of `patients`, in manifest order.
+pub fn included_samples_of(
+    conn: &mut DbConnection,
+    release_id: &str,
+    patients: &[String],
+) -> Result<Vec<IncludedSample>, DieselError> {
     if patients.is_empty() {
         return Ok(Vec::new());
     }
     crate::db_run!(conn, c => release_samples::table
         .inner_join(datasets::table.on(datasets::id.eq(release_samples::dataset_id)))
         .filter(release_samples::release_id.eq(release_id))
-        .filter(release_samples::patient_pseudonym.eq_any(&patients))
+        .filter(release_samples::patient_pseudonym.eq_any(patients))
         .filter(release_samples::included.eq(true))
         .order(release_samples::position)
         .select((release_samples::position, datasets::domain, release_samples::patient_pseudonym, release_samples::project_sample_id))

@@ -36,15 +36,20 @@ pub(crate) enum Cause<'a> {
     CameOfAge { on: NaiveDate, was: Option<Person> },
 }
 
+/// The cause in the IDs of notices for coming of age `on`: the same for the
+/// hospital's update, the daily sweep and a release that saw the day pass,
+/// so that none of them recalls one sample twice for one birthday.
+fn came_of_age_cause(on: NaiveDate) -> String {
+    format!("came-of-age-{on}")
+}
+
 impl Cause<'_> {
     /// Recall notice IDs are `<cause>:<release>:<position>`: unique per
     /// cause and sample, and free of the patient's pseudonym.
     fn notice_id(&self, inclusion: &LiveInclusion) -> String {
         let cause = match self {
             Cause::Event { id } => (*id).to_owned(),
-            // The same for the hospital's update and the daily sweep, so
-            // the two never recall one sample twice for one birthday.
-            Cause::CameOfAge { on, .. } => format!("came-of-age-{on}"),
+            Cause::CameOfAge { on, .. } => came_of_age_cause(*on),
         };
         format!("{cause}:{}:{}", inclusion.release_id, inclusion.position)
     }
@@ -346,21 +351,38 @@ fn excluded_on_page<'a>(
 }
 
 /// At the end of a release, in its transaction, with the gate closed
-/// behind it (decision 0029): recalls each sample it included whose
-/// patient's consent or status changed, in a transaction that committed
-/// while the release read, so as to no longer permit `request` as of `at`.
-/// Such a change looked for live releases before this one could be seen,
-/// so it recalled nothing from it. A change the release read already is
-/// decided again to the same answer and recalls nothing. Returns how many
-/// notices were written.
+/// behind it (decision 0029): recalls each sample it included that its
+/// patient's consent no longer lets `request` have as of `at`, for the
+/// patients whose consent or status changed in a transaction that
+/// committed while the release read (logged above `watermark`), and those
+/// who came of age on a day that began after the release did (`began`).
+/// Such a change, or the day's sweep, looked for live releases before this
+/// one could be seen, so it recalled nothing from it. A change the release
+/// read already is decided again to the same answer and recalls nothing.
+/// Returns how many notices were written.
 pub(crate) fn recall_what_changed_during_release(
     conn: &mut DbConnection,
     (application_id, release_id): (&str, &str),
     request: &UseRequest,
-    watermark: i64,
+    (watermark, began): (i64, DateTime<Utc>),
     at: DateTime<Utc>,
 ) -> Result<usize, ApiError> {
-    let changed = crate::db::gate::included_samples_changed_since(conn, release_id, watermark)?;
+    let mut patients = crate::db::gate::patients_changed_since(conn, watermark)?;
+    let (first_day, last_day) = (crate::calendar::day_of(began), crate::calendar::day_of(at));
+    // Keyed as the sweep keys its notices, so the sweep, finding this
+    // release once it has committed, never recalls one sample twice.
+    let came_of_age: BTreeMap<String, NaiveDate> =
+        if request.proxy_consent_lapses_at_majority && first_day < last_day {
+            consents::came_of_age_between(conn, first_day, last_day)?
+                .into_iter()
+                .collect()
+        } else {
+            BTreeMap::new()
+        };
+    patients.extend(came_of_age.keys().cloned());
+    patients.sort_unstable();
+    patients.dedup();
+    let changed = crate::db::gate::included_samples_of(conn, release_id, &patients)?;
     if changed.is_empty() {
         return Ok(0);
     }
@@ -382,13 +404,19 @@ pub(crate) fn recall_what_changed_during_release(
     )?;
     let notices: Vec<RecallRow> = excluded
         .into_iter()
-        .map(|(sample, why)| RecallRow {
-            id: format!("during-release:{release_id}:{}", sample.position),
-            application_id: application_id.to_owned(),
-            release_id: release_id.to_owned(),
-            project_sample_id: sample.project_sample_id.clone(),
-            reason: why.as_str().to_owned(),
-            created_at: at.naive_utc(),
+        .map(|(sample, why)| {
+            let cause = match came_of_age.get(&sample.patient_pseudonym) {
+                Some(on) => came_of_age_cause(*on),
+                None => "during-release".to_owned(),
+            };
+            RecallRow {
+                id: format!("{cause}:{release_id}:{}", sample.position),
+                application_id: application_id.to_owned(),
+                release_id: release_id.to_owned(),
+                project_sample_id: sample.project_sample_id.clone(),
+                reason: why.as_str().to_owned(),
+                created_at: at.naive_utc(),
+            }
         })
         .collect();
     Ok(store::record_recalls(conn, &notices, at)?)
