@@ -315,6 +315,41 @@ async fn signed_change(app: &TestApp, patient: &str, what: &str, key: &str, mut 
     assert_eq!(s, 201, "{b}");
 }
 
+/// A child of hospital-a, consented for by a parent, who comes of age in
+/// `majority_in_days`, and five adults, each with one germline sample, in
+/// one dataset; and an academic application for it, ready to release.
+/// Returns the application's ID and its researcher's token.
+async fn a_minor_among_adults(
+    app: &TestApp,
+    clock: &ShiftedClock,
+    majority_in_days: i64,
+) -> (String, String) {
+    let (version, child, child_genome_id) =
+        child_with_sample(app, clock, "MRN-TEEN", chrono::Duration::days(30)).await;
+    let (s, b) = put(
+        app,
+        &format!("/v1/patients/{child}/status"),
+        &app.staff("hospital-a"),
+        &json!({"majority_on": days_from_today(majority_in_days), "deceased_on": null}),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    let adults = patients_with_samples(app, &version, "GROWN", 5, all_permit()).await;
+    let mut genome_ids: Vec<String> = adults.iter().map(|p| p.1.clone()).collect();
+    genome_ids.push(child_genome_id);
+    let id = one_use_of(app, (UNIVERSITY, "academic", "prof-1"), &genome_ids, "GRU").await;
+    (id, researcher(UNIVERSITY, "prof-1"))
+}
+
+/// The recall notices of application `id`, as its member sees them.
+async fn recall_notices(app: &TestApp, id: &str, token: &str) -> Vec<Value> {
+    let (s, b) = app
+        .get(&format!("/v1/applications/{id}/recalls"), Some(token))
+        .await;
+    assert_eq!(s, 200, "{b}");
+    b["notices"].as_array().unwrap().clone()
+}
+
 async fn release(app: &TestApp, id: &str, token: &str) -> (u16, Value) {
     app.post(
         &format!("/v1/applications/{id}/releases"),
@@ -1984,32 +2019,11 @@ async fn the_day_a_minor_comes_of_age_recalls_what_their_parent_permitted(backen
     let Some((app, clock)) = TestApp::spawn_with_shifted_clock(backend).await else {
         return;
     };
-    let (version, child, child_genome_id) =
-        child_with_sample(&app, &clock, "MRN-TEEN", chrono::Duration::days(30)).await;
-    let staff = app.staff("hospital-a");
-    let (s, b) = put(
-        &app,
-        &format!("/v1/patients/{child}/status"),
-        &staff,
-        &json!({"majority_on": days_from_today(2), "deceased_on": null}),
-    )
-    .await;
-    assert_eq!(s, 200, "{b}");
-    let adults = patients_with_samples(&app, &version, "GROWN", 5, all_permit()).await;
-    let mut genome_ids: Vec<String> = adults.iter().map(|p| p.1.clone()).collect();
-    genome_ids.push(child_genome_id);
-    let id = one_use_of(&app, (UNIVERSITY, "academic", "prof-1"), &genome_ids, "GRU").await;
-    let token = researcher(UNIVERSITY, "prof-1");
+    let (id, token) = a_minor_among_adults(&app, &clock, 2).await;
     let (s, rel) = release(&app, &id, &token).await;
     assert_eq!(s, 201, "{rel}");
     assert_eq!(rel["included"], 6, "the parent speaks for the minor {rel}");
-    let notices = || async {
-        let (s, b) = app
-            .get(&format!("/v1/applications/{id}/recalls"), Some(&token))
-            .await;
-        assert_eq!(s, 200, "{b}");
-        b["notices"].as_array().unwrap().clone()
-    };
+    let notices = || recall_notices(&app, &id, &token);
     // The sweep runs every 100 ms in tests; the child is still a minor.
     actix_web::rt::time::sleep(std::time::Duration::from_millis(400)).await;
     assert_eq!(notices().await, Vec::<Value>::new());
@@ -2170,28 +2184,8 @@ async fn a_minor_who_comes_of_age_while_a_release_reads_is_recalled_from_it(back
     let Some((app, clock)) = TestApp::spawn_with_shifted_clock(backend).await else {
         return;
     };
-    let (version, child, child_genome_id) =
-        child_with_sample(&app, &clock, "MRN-TEEN", chrono::Duration::days(30)).await;
-    let (s, b) = put(
-        &app,
-        &format!("/v1/patients/{child}/status"),
-        &app.staff("hospital-a"),
-        &json!({"majority_on": days_from_today(1), "deceased_on": null}),
-    )
-    .await;
-    assert_eq!(s, 200, "{b}");
-    let adults = patients_with_samples(&app, &version, "GROWN", 5, all_permit()).await;
-    let mut genome_ids: Vec<String> = adults.iter().map(|p| p.1.clone()).collect();
-    genome_ids.push(child_genome_id);
-    let id = one_use_of(&app, (UNIVERSITY, "academic", "prof-1"), &genome_ids, "GRU").await;
-    let token = researcher(UNIVERSITY, "prof-1");
-    let notices = || async {
-        let (s, b) = app
-            .get(&format!("/v1/applications/{id}/recalls"), Some(&token))
-            .await;
-        assert_eq!(s, 200, "{b}");
-        b["notices"].as_array().unwrap().clone()
-    };
+    let (id, token) = a_minor_among_adults(&app, &clock, 1).await;
+    let notices = || recall_notices(&app, &id, &token);
 
     let mut holder = hold_before_commit(&app, &id);
     let meanwhile = async {
