@@ -563,15 +563,13 @@ static JOINED_EVENT_COLUMNS: std::sync::LazyLock<String> = std::sync::LazyLock::
         .join(", ")
 });
 
-type PgQuery<'a> =
-    diesel::query_builder::BoxedSqlQuery<'a, diesel::pg::Pg, diesel::query_builder::SqlQuery>;
+type PgQuery<'a> = super::prepared::PgStatement<'a>;
 
 /// `sql` with the event's sixteen columns bound as `$1` … `$16`, the last
 /// being its encoded decisions.
 fn with_event_binds<'a>(sql: String, row: &'a EventRow, decisions: &'a str) -> PgQuery<'a> {
     use diesel::sql_types::{Nullable, Text, Timestamp};
-    diesel::sql_query(sql)
-        .into_boxed::<diesel::pg::Pg>()
+    super::prepared::PgStatement::new(sql)
         .bind::<Text, _>(&row.id)
         .bind::<Text, _>(&row.patient_pseudonym)
         .bind::<Text, _>(&row.family)
@@ -620,7 +618,7 @@ pub fn record_event(
     let now = now.naive_utc();
     match sealed {
         Some(sealed) => {
-            diesel::sql_query(
+            super::prepared::PgStatement::new(
                 "WITH p AS (INSERT INTO patients (pseudonym, hospital_org, created_at) VALUES ($1, $2, $3) \
                  ON CONFLICT (pseudonym) DO NOTHING RETURNING pseudonym) \
                  INSERT INTO identity_vault (patient_pseudonym, hospital_org, key_version, nonce, ciphertext, sealed_at) \

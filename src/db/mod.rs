@@ -13,6 +13,7 @@ pub mod gate;
 pub mod ledger;
 pub mod notify;
 pub mod portal;
+pub mod prepared;
 pub mod recontact;
 pub mod samples;
 pub mod schema;

@@ -194,8 +194,7 @@ pub fn insert_sample(
          correction_reason, registered_by, registered_at) VALUES {}",
         values.join(", ")
     );
-    let mut query = diesel::sql_query(sql)
-        .into_boxed::<diesel::pg::Pg>()
+    let mut query = super::prepared::PgStatement::new(sql)
         .bind::<Text, _>(&sample.genome_id)
         .bind::<Integer, _>(sample.key_version)
         .bind::<Text, _>(&sample.patient_pseudonym)
@@ -222,6 +221,7 @@ pub fn insert_sample(
             .bind::<Text, _>(&o.registered_by)
             .bind::<Timestamp, _>(o.registered_at);
     }
+    // One text per number of objects (at most `MAX_OBJECTS`).
     query.execute(c)?;
     Ok(())
 }
