@@ -19,9 +19,11 @@
 //!   organizations' entries shared; a change to an entry takes it for
 //!   update before it reads anything.
 //!
-//! Changes never wait for one another, and wait for a release only while
-//! it decides its last few patients and commits. SQLite runs one writer at
-//! a time, so there every lock here is a no-op.
+//! Consent and status changes never wait for one another, and wait for a
+//! release only while it decides its last few patients and commits. A
+//! change to the register, a rare governance act, waits for every release
+//! of its organization's uses in progress. SQLite runs one writer at a
+//! time, so there every lock here is a no-op.
 
 use super::access::IncludedSample;
 use super::schema::{access_log_entries, datasets, organizations, release_samples};
