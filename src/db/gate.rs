@@ -50,10 +50,6 @@ diesel::define_sql_function! {
     fn pg_advisory_xact_lock_shared(key: diesel::sql_types::BigInt);
 }
 
-diesel::define_sql_function! {
-    fn pg_advisory_xact_lock(key: diesel::sql_types::BigInt);
-}
-
 /// Holds the gate shared for the rest of the caller's transaction. A
 /// consent or status change calls this before it appends its log entry.
 pub fn change_enters(conn: &mut DbConnection) -> Result<(), DieselError> {
@@ -80,7 +76,7 @@ pub fn watermark(conn: &mut DbConnection) -> Result<i64, DieselError> {
 /// finish first, and new ones wait.
 pub fn close_until_commit(conn: &mut DbConnection) -> Result<(), DieselError> {
     if let DbConnection::Postgresql(c) = conn {
-        diesel::select(pg_advisory_xact_lock(RELEASE_GATE)).execute(c)?;
+        diesel::select(super::pg_advisory_xact_lock(RELEASE_GATE)).execute(c)?;
     }
     Ok(())
 }

@@ -561,8 +561,7 @@ pub fn integrate(
 ) -> Result<Option<Integrated>, DieselError> {
     write_transaction(conn, |conn| {
         if let DbConnection::Postgresql(c) = conn {
-            diesel::sql_query(format!("SELECT pg_advisory_xact_lock({INTEGRATION_LOCK})"))
-                .execute(c)?;
+            diesel::select(super::pg_advisory_xact_lock(INTEGRATION_LOCK)).execute(c)?;
         }
         // The queue first, then its entries by key. As one join, PostgreSQL
         // merge-joins the queue with the whole log in key order, reading
@@ -663,7 +662,10 @@ pub fn integrate(
             .execute(c))?;
         queue_deliveries(conn, &queued, from, now)?;
         if let DbConnection::Postgresql(c) = conn {
-            diesel::sql_query(format!("SELECT pg_notify('{LOG_CHANNEL}', '{to}')")).execute(c)?;
+            super::prepared::PgStatement::new("SELECT pg_notify($1, $2)")
+                .bind::<diesel::sql_types::Text, _>(LOG_CHANNEL)
+                .bind::<diesel::sql_types::Text, _>(to.to_string())
+                .execute(c)?;
         }
         Ok(Some(Integrated {
             from,

@@ -394,6 +394,11 @@ diesel::define_sql_function! {
     fn pg_advisory_unlock(key: diesel::sql_types::BigInt) -> diesel::sql_types::Bool;
 }
 
+diesel::define_sql_function! {
+    /// Takes a transaction advisory lock, waiting for it.
+    fn pg_advisory_xact_lock(key: diesel::sql_types::BigInt);
+}
+
 pub fn backend_of(conn: &DbConnection) -> Backend {
     match conn {
         DbConnection::Postgresql(_) => Backend::Postgres,

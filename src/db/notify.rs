@@ -194,7 +194,7 @@ pub fn claim_due(
         attempts: i32,
     }
     let rows: Vec<Row> = match conn {
-        DbConnection::Postgresql(c) => diesel::sql_query(
+        DbConnection::Postgresql(c) => super::prepared::PgStatement::new(
             "UPDATE notification_deliveries d SET next_attempt_at = $1 \
              FROM (SELECT endpoint_id, idx FROM notification_deliveries \
                    WHERE state = 'pending' AND next_attempt_at <= $2 \

@@ -100,6 +100,11 @@ impl QueryFragment<Pg> for PgStatement<'_> {
     }
 }
 
+// Rows load by name (`QueryableByName`), as from a `sql_query`.
+impl diesel::query_builder::Query for PgStatement<'_> {
+    type SqlType = diesel::sql_types::Untyped;
+}
+
 impl diesel::RunQueryDsl<diesel::PgConnection> for PgStatement<'_> {}
 
 #[cfg(test)]
