@@ -88,6 +88,16 @@ impl SampleDecision {
 }
 
 impl UseRequest {
+    /// The use as a handed-out sample is checked against again (resolution
+    /// and recall): the disease scope was settled at release, and a
+    /// diagnosis does not change, so only consent is.
+    pub fn rechecked(self) -> UseRequest {
+        UseRequest {
+            diseases: Vec::new(),
+            ..self
+        }
+    }
+
     /// Whether the use is industrial, and whether it sends data abroad.
     pub fn kind(&self) -> crate::access::UseKind {
         crate::access::UseKind {

@@ -186,18 +186,14 @@ fn use_request(
     })
 }
 
-/// The use a handed-out sample is checked against again (resolution and
-/// recall): the disease scope was settled at release, and a diagnosis does
-/// not change, so only consent is.
+/// The use a handed-out sample is checked against again, as the register
+/// says now ([`UseRequest::rechecked`]).
 fn reuse_request(
     policy: &DataUsePolicy,
     conn: &mut DbConnection,
     app: &Application,
 ) -> Result<UseRequest, ApiError> {
-    Ok(UseRequest {
-        diseases: Vec::new(),
-        ..use_request(policy, conn, app)?
-    })
+    Ok(use_request(policy, conn, app)?.rechecked())
 }
 
 fn research_access(
@@ -371,7 +367,7 @@ fn release(
 
     let datasets = store::find_datasets(conn, &app.declaration.datasets)?;
     let request = use_request(&state.data_use, conn, &app)?;
-    let rechecked_as = request.clone();
+    let rechecked_as = request.clone().rechecked();
     let tally = pass::write_cohort(
         conn,
         spare,

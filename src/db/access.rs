@@ -918,6 +918,25 @@ pub fn included_samples_page(
         .load(c))
 }
 
+/// The samples `release_id` included of `patients`, in manifest order.
+pub fn included_samples_of(
+    conn: &mut DbConnection,
+    release_id: &str,
+    patients: &[String],
+) -> Result<Vec<IncludedSample>, DieselError> {
+    if patients.is_empty() {
+        return Ok(Vec::new());
+    }
+    db_run!(conn, c => release_samples::table
+        .inner_join(datasets::table.on(datasets::id.eq(release_samples::dataset_id)))
+        .filter(release_samples::release_id.eq(release_id))
+        .filter(release_samples::patient_pseudonym.eq_any(patients))
+        .filter(release_samples::included.eq(true))
+        .order(release_samples::position)
+        .select((release_samples::position, datasets::domain, release_samples::patient_pseudonym, release_samples::project_sample_id))
+        .load(c))
+}
+
 /// Writes recall notices and queues each for delivery to every active
 /// webhook of its application, in the caller's transaction. Returns how
 /// many notices were written.

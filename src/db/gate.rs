@@ -25,8 +25,7 @@
 //! of its organization's uses in progress. SQLite runs one writer at a
 //! time, so there every lock here is a no-op.
 
-use super::access::IncludedSample;
-use super::schema::{access_log_entries, datasets, organizations, release_samples};
+use super::schema::{access_log_entries, organizations};
 use super::DbConnection;
 use crate::ledger::entry::LogAction;
 use diesel::prelude::*;
@@ -101,25 +100,6 @@ pub fn patients_changed_since(
         .filter(changes)
         .select(access_log_entries::patient_pseudonym)
         .distinct()
-        .load(c))
-}
-
-/// The samples `release_id` included of `patients`, in manifest order.
-pub fn included_samples_of(
-    conn: &mut DbConnection,
-    release_id: &str,
-    patients: &[String],
-) -> Result<Vec<IncludedSample>, DieselError> {
-    if patients.is_empty() {
-        return Ok(Vec::new());
-    }
-    crate::db_run!(conn, c => release_samples::table
-        .inner_join(datasets::table.on(datasets::id.eq(release_samples::dataset_id)))
-        .filter(release_samples::release_id.eq(release_id))
-        .filter(release_samples::patient_pseudonym.eq_any(patients))
-        .filter(release_samples::included.eq(true))
-        .order(release_samples::position)
-        .select((release_samples::position, datasets::domain, release_samples::patient_pseudonym, release_samples::project_sample_id))
         .load(c))
 }
 

@@ -135,13 +135,12 @@ mod tests {
     #[test]
     fn a_parameter_without_a_value_is_an_error() {
         let statement = PgStatement::new("SELECT $1, $2").bind::<Text, _>("a");
-        let mut sql = String::new();
         let rendered = diesel::query_builder::QueryFragment::<diesel::pg::Pg>::to_sql(
             &statement,
             &mut <diesel::pg::Pg as diesel::backend::Backend>::QueryBuilder::default(),
             &diesel::pg::Pg,
         );
-        sql.push_str(&format!("{rendered:?}"));
-        assert!(sql.contains("names no bound parameter"), "{sql}");
+        let error = format!("{rendered:?}");
+        assert!(error.contains("names no bound parameter"), "{error}");
     }
 }

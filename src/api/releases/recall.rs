@@ -352,7 +352,8 @@ fn excluded_on_page<'a>(
 
 /// At the end of a release, in its transaction, with the gate closed
 /// behind it (decision 0029): recalls each sample it included that its
-/// patient's consent no longer lets `request` have as of `at`, for the
+/// patient's consent no longer lets `request` (the release's use,
+/// [`UseRequest::rechecked`]) have as of `at`, for the
 /// patients whose consent or status changed in a transaction that
 /// committed while the release read (logged above `watermark`), and those
 /// who came of age on a day that began after the release did (`began`).
@@ -382,22 +383,19 @@ pub(crate) fn recall_what_changed_during_release(
     patients.extend(came_of_age.keys().cloned());
     patients.sort_unstable();
     patients.dedup();
-    let changed = crate::db::gate::included_samples_of(conn, release_id, &patients)?;
+    let changed = store::included_samples_of(conn, release_id, &patients)?;
     if changed.is_empty() {
         return Ok(0);
     }
+    // The disease scope is empty on a re-check, so no hierarchy is read.
     let diseases = DiseaseHierarchy::default();
-    let reuse = UseRequest {
-        diseases: Vec::new(),
-        ..request.clone()
-    };
     let excluded = excluded_on_page(
         conn,
         &mut Histories::new(),
-        reuse.proxy_consent_lapses_at_majority,
+        request.proxy_consent_lapses_at_majority,
         &changed,
         at,
-        |consent, patient| match consent.decide(&reuse, patient, None, &diseases) {
+        |consent, patient| match consent.decide(request, patient, None, &diseases) {
             crate::access::cohort::SampleDecision::Excluded(why) => Some(why),
             crate::access::cohort::SampleDecision::Included { .. } => None,
         },
