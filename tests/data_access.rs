@@ -664,10 +664,9 @@ async fn the_full_journey_releases_consenting_patients_and_resolution_rechecks_c
     assert!(webhook_id.starts_with("recall-"), "{webhook_id}");
     assert_eq!(recall["application"], id.as_str());
     assert_eq!(recall["notice"], recalls["notices"][0], "{recall}");
-    assert!(recall["instruction"]["en"]
-        .as_str()
-        .unwrap()
-        .contains("delete"));
+    let instruction = recall["instruction"]["en"].as_str().unwrap();
+    assert!(instruction.contains("withdrew"), "{instruction}");
+    assert!(instruction.contains("delete"), "{instruction}");
     // The dispatcher records the outcome after the receiver answered.
     let mut deliveries = Value::Null;
     for _ in 0..500 {

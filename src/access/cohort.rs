@@ -47,6 +47,22 @@ pub enum Exclusion {
 }
 
 impl Exclusion {
+    pub const ALL: [Exclusion; 8] = [
+        Exclusion::ConsentUnknown,
+        Exclusion::ConsentWithdrawn,
+        Exclusion::NeedsReconsent,
+        Exclusion::ReachedMajority,
+        Exclusion::IndustryUseNotConsented,
+        Exclusion::AcademicUseNotConsented,
+        Exclusion::InternationalTransferNotConsented,
+        Exclusion::OutsideDiseaseScope,
+    ];
+
+    /// The exclusion a stored reason code names, if any.
+    pub fn parse(code: &str) -> Option<Exclusion> {
+        Self::ALL.into_iter().find(|e| e.as_str() == code)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Exclusion::ConsentUnknown => "consent_unknown",

@@ -126,7 +126,8 @@ pub struct RecallDelivery {
     pub id: String,
     pub application: String,
     pub notice: RecallNotice,
-    /// What the members must do, in Japanese and English.
+    /// What the members must do, and why in words matching the notice's
+    /// `reason`, in Japanese and English.
     pub instruction: RecallInstruction,
 }
 
@@ -138,15 +139,57 @@ pub struct RecallInstruction {
 
 impl RecallDelivery {
     pub fn new(number: i64, row: RecallRow) -> Self {
+        let instruction = RecallInstruction::for_reason(&row.reason);
         RecallDelivery {
             id: format!("recall-{number}"),
             application: row.application_id.clone(),
             notice: RecallNotice::from(row),
-            instruction: RecallInstruction {
-                ja: "このサンプルの提供者が同意を撤回しました。このサンプルのデータの利用を直ちに停止し、保有するデータを削除してください。",
-                en: "The person behind this sample withdrew their consent. Stop using this sample's data at once and delete what you hold of it.",
-            },
+            instruction,
         }
+    }
+}
+
+impl RecallInstruction {
+    /// What the members must do, with why in words that match the notice's
+    /// reason: a member told "withdrew" when an organization was
+    /// re-registered as industry would misreport it to their ethics board.
+    /// The order is the same whatever the reason: stop and delete.
+    pub fn for_reason(reason: &str) -> RecallInstruction {
+        use crate::access::cohort::Exclusion;
+        let (ja, en) = match Exclusion::parse(reason) {
+            Some(Exclusion::ConsentWithdrawn) => (
+                "このサンプルの提供者が同意を撤回しました。このサンプルのデータの利用を直ちに停止し、保有するデータを削除してください。",
+                "The person behind this sample withdrew their consent. Stop using this sample's data at once and delete what you hold of it.",
+            ),
+            Some(Exclusion::ReachedMajority) => (
+                "このサンプルは未成年の間に代諾者の同意で提供されました。提供者は成年に達し、本人の同意はまだありません。このサンプルのデータの利用を直ちに停止し、保有するデータを削除してください。",
+                "This sample was released on a guardian's consent while the person was a minor; they have come of age and have not consented themselves. Stop using this sample's data at once and delete what you hold of it.",
+            ),
+            Some(Exclusion::IndustryUseNotConsented) => (
+                "このサンプルの提供者は企業による利用に同意していません。この申請は現在、企業による利用として扱われます。このサンプルのデータの利用を直ちに停止し、保有するデータを削除してください。",
+                "The person behind this sample did not consent to use by companies, which this application's use now is. Stop using this sample's data at once and delete what you hold of it.",
+            ),
+            Some(Exclusion::AcademicUseNotConsented) => (
+                "このサンプルの提供者は学術研究での利用に同意していません。このサンプルのデータの利用を直ちに停止し、保有するデータを削除してください。",
+                "The person behind this sample did not consent to academic use. Stop using this sample's data at once and delete what you hold of it.",
+            ),
+            Some(Exclusion::InternationalTransferNotConsented) => (
+                "このサンプルの提供者は海外への提供に同意していません。この申請には現在、海外の受領者がいます。このサンプルのデータの利用を直ちに停止し、保有するデータを削除してください。",
+                "The person behind this sample did not consent to their data going abroad, and this application now has a recipient abroad. Stop using this sample's data at once and delete what you hold of it.",
+            ),
+            Some(Exclusion::NeedsReconsent) => (
+                "このサンプルは、その後に内容が大きく変わった説明文書への同意で提供されました。提供者の新しい同意はまだありません。このサンプルのデータの利用を直ちに停止し、保有するデータを削除してください。",
+                "This sample was released on consent to a wording that has since changed materially, and the person has not consented to the new one. Stop using this sample's data at once and delete what you hold of it.",
+            ),
+            Some(
+                Exclusion::ConsentUnknown | Exclusion::OutsideDiseaseScope,
+            )
+            | None => (
+                "このサンプルの提供者の現在の同意は、この利用を認めていません。このサンプルのデータの利用を直ちに停止し、保有するデータを削除してください。",
+                "The consent of the person behind this sample no longer permits this use. Stop using this sample's data at once and delete what you hold of it.",
+            ),
+        };
+        RecallInstruction { ja, en }
     }
 }
 
@@ -154,4 +197,63 @@ impl RecallDelivery {
 pub fn sse_frame(n: &Notification) -> String {
     let data = serde_json::to_string(n).unwrap_or_default();
     format!("id: {}\nevent: access\ndata: {data}\n\n", n.index)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::access::cohort::Exclusion;
+
+    #[test]
+    fn every_exclusion_code_reads_back() {
+        for why in Exclusion::ALL {
+            assert_eq!(Exclusion::parse(why.as_str()), Some(why));
+        }
+        assert_eq!(Exclusion::parse("withdrawn"), None);
+    }
+
+    #[test]
+    fn a_recall_says_why_in_the_words_of_its_reason() {
+        let say = |reason: &str| RecallInstruction::for_reason(reason).en;
+        assert!(say("consent_withdrawn").contains("withdrew"));
+        assert!(say("reached_majority").contains("come of age"));
+        assert!(say("industry_use_not_consented").contains("companies"));
+        assert!(say("international_transfer_not_consented").contains("abroad"));
+        assert!(say("needs_reconsent").contains("changed materially"));
+        // Only a withdrawal is called one.
+        for why in Exclusion::ALL {
+            if why != Exclusion::ConsentWithdrawn {
+                assert!(!say(why.as_str()).contains("withdr"), "{why:?}");
+            }
+        }
+        // Whatever the reason, and for a code this build does not know,
+        // the order is to stop and delete, in both languages.
+        let reasons = Exclusion::ALL.map(Exclusion::as_str);
+        for reason in reasons.iter().copied().chain(["a_future_reason"]) {
+            let instruction = RecallInstruction::for_reason(reason);
+            assert!(instruction.en.ends_with("delete what you hold of it."));
+            assert!(instruction.ja.ends_with("削除してください。"));
+        }
+        let distinct: std::collections::BTreeSet<_> = reasons.iter().map(|r| say(r)).collect();
+        // Unknown consent and the disease scope share the general wording.
+        assert_eq!(distinct.len(), reasons.len() - 1);
+    }
+
+    #[test]
+    fn a_delivery_carries_its_notices_instruction() {
+        let row = RecallRow {
+            id: "register-1:rel-1:7".into(),
+            application_id: "app-1".into(),
+            release_id: "rel-1".into(),
+            project_sample_id: "ps-1".into(),
+            reason: "industry_use_not_consented".into(),
+            created_at: chrono::NaiveDateTime::default(),
+        };
+        let delivery = RecallDelivery::new(3, row);
+        assert_eq!(delivery.id, "recall-3");
+        assert_eq!(
+            delivery.instruction.en,
+            RecallInstruction::for_reason("industry_use_not_consented").en
+        );
+    }
 }
