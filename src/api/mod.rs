@@ -3,21 +3,26 @@
 //! registrations, so routes and spec cannot drift apart unnoticed.
 
 pub mod access;
+pub mod agreements;
 pub mod applications;
 pub mod consents;
+pub mod datasets;
 pub mod documents;
 pub mod enrollment_qr;
 pub mod extract;
+pub mod governance;
 pub mod health;
 pub mod log;
 pub mod metrics;
 pub mod middleware;
+pub mod organizations;
 pub mod portal;
 pub mod ratelimit;
 pub mod recontact;
 pub mod releases;
 pub mod samples;
 pub mod state;
+pub mod transparency;
 
 use crate::error::{ApiError, FieldError, Problem};
 use actix_web::body::MessageBody;
@@ -137,21 +142,21 @@ pub fn app(
         .service(portal::my_webhook_deliveries)
         .service(portal::add_hospital_webhook)
         .service(portal::hospital_webhook_deliveries)
-        .service(applications::verify_organization)
-        .service(applications::record_attestation)
-        .service(applications::create_dataset)
-        .service(applications::add_dataset_samples)
-        .service(applications::list_datasets)
-        .service(applications::publish_agreement_text)
-        .service(applications::current_agreement_text)
+        .service(organizations::verify_organization)
+        .service(organizations::record_attestation)
+        .service(datasets::create_dataset)
+        .service(datasets::add_dataset_samples)
+        .service(datasets::list_datasets)
+        .service(agreements::publish_agreement_text)
+        .service(agreements::current_agreement_text)
         .service(applications::submit_application)
         .service(applications::list_applications)
         .service(applications::get_application)
         .service(applications::vote)
-        .service(applications::accept_agreement)
-        .service(applications::sanction_agreement)
-        .service(applications::approved_uses)
-        .service(applications::processing_times)
+        .service(agreements::accept_agreement)
+        .service(agreements::sanction_agreement)
+        .service(transparency::approved_uses)
+        .service(transparency::processing_times)
         .service(releases::create_release)
         .service(releases::manifest)
         .service(releases::resolve_handle)
