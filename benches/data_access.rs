@@ -14,6 +14,9 @@
 //!   client, consent re-checked and 1,000 log entries written per page.
 //!   Raw: the same page read and the same entries COPYed, in one
 //!   transaction.
+//! - `register recall`: last, the applicant is re-registered abroad, which
+//!   recalls every included sample from the release in the governance
+//!   request's transaction. Raw: COPY of the same recall notices.
 //!
 //! ```sh
 //! cargo bench --bench data_access
@@ -100,6 +103,8 @@ fn main() {
         &release_id,
         included,
     );
+    // Last: it takes every included sample back from the release.
+    register_recall(&bench, &release_id, included);
 }
 
 fn ms(d: Duration) -> f64 {
@@ -254,20 +259,8 @@ fn seed(bench: &Bench, n: usize) -> String {
 /// An industry application through the API: verified organization,
 /// attested researcher, three committee votes, accepted agreement.
 fn approved_application(bench: &Bench, dataset: &str) -> String {
-    let governance = bench.token_as(&["governance"], "governance-body", "gov");
-    let put = |path: &str, body: serde_json::Value| {
-        bench.runtime.block_on(async {
-            let r = bench
-                .client
-                .put(format!("{}{path}", bench.base))
-                .bearer_auth(&governance)
-                .json(&body)
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status().as_u16(), 200, "{path}");
-        })
-    };
+    let governance = governance_token(bench);
+    let put = |path: &str, body: serde_json::Value| governance_put(bench, path, body);
     put(
         &format!("/v1/organizations/{ORG}"),
         json!({"kind": "industry", "country": "JP"}),
@@ -308,6 +301,127 @@ fn approved_application(bench: &Bench, dataset: &str) -> String {
         200,
     );
     id
+}
+
+fn governance_token(bench: &Bench) -> String {
+    bench.token_as(&["governance"], "governance-body", "gov")
+}
+
+/// A governance `PUT` to the register, which must answer 200.
+fn governance_put(bench: &Bench, path: &str, body: serde_json::Value) {
+    let governance = governance_token(bench);
+    bench.runtime.block_on(async {
+        let r = bench
+            .client
+            .put(format!("{}{path}", bench.base))
+            .bearer_auth(&governance)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{path}");
+    })
+}
+
+/// The applicant re-registered abroad: no patient of the seed consented to
+/// international transfer, so the register's change recalls every included
+/// sample in its own request and transaction (decision 0027), against the
+/// same recall notices COPYed raw. No webhook is registered, so no
+/// deliveries are queued on either side.
+fn register_recall(bench: &Bench, release_id: &str, included: i64) {
+    let t = Instant::now();
+    governance_put(
+        bench,
+        &format!("/v1/organizations/{ORG}"),
+        json!({"kind": "industry", "country": "US"}),
+    );
+    let service = t.elapsed();
+    let mut conn = bench.raw_connection();
+    let c = pg(&mut conn);
+    diesel::sql_query(
+        "CREATE TABLE raw_recall_notices (LIKE recall_notices INCLUDING DEFAULTS INCLUDING INDEXES)",
+    )
+    .execute(c)
+    .unwrap();
+    use genomegate::db::schema::recall_notices as r;
+    let notices: Vec<RawRecall> = r::table
+        .filter(r::release_id.eq(release_id))
+        .select((
+            r::id,
+            r::application_id,
+            r::release_id,
+            r::project_sample_id,
+            r::reason,
+            r::created_at,
+            r::seq,
+        ))
+        .load::<(
+            String,
+            String,
+            String,
+            String,
+            String,
+            chrono::NaiveDateTime,
+            Option<i64>,
+        )>(c)
+        .unwrap()
+        .into_iter()
+        .map(|n| RawRecall {
+            id: n.0,
+            application_id: n.1,
+            release_id: n.2,
+            project_sample_id: n.3,
+            reason: n.4,
+            created_at: n.5,
+            seq: n.6,
+        })
+        .collect();
+    let t = Instant::now();
+    write_transaction(&mut conn, |conn| {
+        diesel::copy_from(raw_recall_notices::table)
+            .from_insertable(&notices)
+            .execute(pg(conn))
+    })
+    .unwrap();
+    let raw = t.elapsed();
+    println!(
+        "data_access register recall: PostgreSQL, the applicant re-registered abroad, {} of {included} included samples recalled",
+        notices.len()
+    );
+    println!(
+        "  service (HTTPS, every released sample's consent re-decided, one recall notice each; 1 tx): {:.0} ms",
+        ms(service)
+    );
+    println!(
+        "  raw (COPY of the same recall notices into an identical table, 1 tx): {:.0} ms",
+        ms(raw)
+    );
+    println!("  target: none set (measured because the governance request grows with the release)");
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = raw_recall_notices)]
+#[diesel(treat_none_as_default_value = false)]
+struct RawRecall {
+    id: String,
+    application_id: String,
+    release_id: String,
+    project_sample_id: String,
+    reason: String,
+    created_at: chrono::NaiveDateTime,
+    seq: Option<i64>,
+}
+
+diesel::table! {
+    raw_recall_notices (id) {
+        id -> Text,
+        application_id -> Text,
+        release_id -> Text,
+        project_sample_id -> Text,
+        reason -> Text,
+        created_at -> Timestamp,
+        seq -> Nullable<BigInt>,
+    }
 }
 
 /// A registered sample, as the seed writes it.

@@ -14,6 +14,7 @@ use crate::db_run;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use diesel::prelude::*;
 use diesel::result::Error as DieselError;
+use std::collections::{HashMap, HashSet};
 
 #[derive(Queryable, Selectable, Insertable, AsChangeset, Debug, Clone)]
 #[diesel(table_name = organizations)]
@@ -166,6 +167,8 @@ pub struct ReleaseSampleRow {
 
 #[derive(Queryable, Selectable, Insertable, Debug, Clone)]
 #[diesel(table_name = recall_notices)]
+// Binary `COPY` needs every value spelled out (see `record_recalls`).
+#[diesel(treat_none_as_default_value = false)]
 pub struct RecallRow {
     pub id: String,
     pub application_id: String,
@@ -749,7 +752,7 @@ pub fn releases_of(
 ) -> Result<Vec<ReleaseRow>, DieselError> {
     db_run!(conn, c => releases::table
         .filter(releases::application_id.eq(application_id))
-        .order(releases::released_at)
+        .order((releases::released_at, releases::id))
         .select(ReleaseRow::as_select())
         .load(c))
 }
@@ -879,19 +882,7 @@ pub fn applications_with_live_releases_of(
 }
 
 /// The IDs of an application's releases, oldest first.
-pub fn releases_of_application(
-    conn: &mut DbConnection,
-    application_id: &str,
-) -> Result<Vec<String>, DieselError> {
-    db_run!(conn, c => releases::table
-        .filter(releases::application_id.eq(application_id))
-        .order((releases::released_at, releases::id))
-        .select(releases::id)
-        .load(c))
-}
-
 /// One sample a release included, with its dataset's family.
-#[derive(Queryable)]
 pub struct IncludedSample {
     pub position: i64,
     pub family: String,
@@ -899,23 +890,42 @@ pub struct IncludedSample {
     pub project_sample_id: String,
 }
 
-/// A page of the samples `release_id` included, in manifest order, after
-/// `after_position` (`-1` starts at the first).
+/// An included manifest row as read, before its dataset is named by family.
+type IncludedRow = (i64, String, String, String);
+
+/// The columns of an included manifest row that [`IncludedRow`] holds.
+macro_rules! included_columns {
+    () => {
+        (
+            release_samples::position,
+            release_samples::dataset_id,
+            release_samples::patient_pseudonym,
+            release_samples::project_sample_id,
+        )
+    };
+}
+
+/// A page of the samples `release` included, in manifest order, after
+/// `after_position` (`-1` starts at the first), read in the bounded
+/// windows of [`release_page`].
 pub fn included_samples_page(
     conn: &mut DbConnection,
-    release_id: &str,
+    release: &ReleaseRow,
     after_position: i64,
     limit: i64,
 ) -> Result<Vec<IncludedSample>, DieselError> {
-    db_run!(conn, c => release_samples::table
-        .inner_join(datasets::table.on(datasets::id.eq(release_samples::dataset_id)))
-        .filter(release_samples::release_id.eq(release_id))
-        .filter(release_samples::position.gt(after_position))
-        .filter(release_samples::included.eq(true))
-        .order(release_samples::position)
-        .limit(limit)
-        .select((release_samples::position, datasets::domain, release_samples::patient_pseudonym, release_samples::project_sample_id))
-        .load(c))
+    let rows = release_page(conn, release, after_position, limit, true)?
+        .into_iter()
+        .map(|r| {
+            (
+                r.position,
+                r.dataset_id,
+                r.patient_pseudonym,
+                r.project_sample_id,
+            )
+        })
+        .collect();
+    with_families(conn, rows)
 }
 
 /// The samples `release_id` included of `patients`, in manifest order.
@@ -927,14 +937,50 @@ pub fn included_samples_of(
     if patients.is_empty() {
         return Ok(Vec::new());
     }
-    db_run!(conn, c => release_samples::table
-        .inner_join(datasets::table.on(datasets::id.eq(release_samples::dataset_id)))
+    let rows: Vec<IncludedRow> = db_run!(conn, c => release_samples::table
         .filter(release_samples::release_id.eq(release_id))
         .filter(release_samples::patient_pseudonym.eq_any(patients))
         .filter(release_samples::included.eq(true))
         .order(release_samples::position)
-        .select((release_samples::position, datasets::domain, release_samples::patient_pseudonym, release_samples::project_sample_id))
-        .load(c))
+        .select(included_columns!())
+        .load(c))?;
+    with_families(conn, rows)
+}
+
+/// Names each row's dataset by its consent family, from one read of the
+/// few datasets the rows belong to.
+fn with_families(
+    conn: &mut DbConnection,
+    rows: Vec<IncludedRow>,
+) -> Result<Vec<IncludedSample>, DieselError> {
+    let mut ids: Vec<&str> = rows.iter().map(|r| r.1.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let families: HashMap<String, String> = db_run!(conn, c => datasets::table
+        .filter(datasets::id.eq_any(&ids))
+        .select((datasets::id, datasets::domain))
+        .load::<(String, String)>(c))?
+    .into_iter()
+    .collect();
+    rows.into_iter()
+        .map(
+            |(position, dataset, patient_pseudonym, project_sample_id)| {
+                let family = families
+                    .get(&dataset)
+                    .cloned()
+                    .ok_or(DieselError::NotFound)?;
+                Ok(IncludedSample {
+                    position,
+                    family,
+                    patient_pseudonym,
+                    project_sample_id,
+                })
+            },
+        )
+        .collect()
 }
 
 /// Writes recall notices and queues each for delivery to every active
@@ -950,10 +996,12 @@ pub fn record_recalls(
     }
     // A notice already written stands, and its deliveries are queued.
     let ids: Vec<&str> = notices.iter().map(|n| n.id.as_str()).collect();
-    let existing: Vec<String> = db_run!(conn, c => recall_notices::table
+    let existing: HashSet<String> = db_run!(conn, c => recall_notices::table
         .filter(recall_notices::id.eq_any(&ids))
         .select(recall_notices::id)
-        .load(c))?;
+        .load::<String>(c))?
+    .into_iter()
+    .collect();
     let new: Vec<RecallRow> = notices
         .iter()
         .filter(|n| !existing.contains(&n.id))
@@ -962,7 +1010,15 @@ pub fn record_recalls(
     if new.is_empty() {
         return Ok(0);
     }
-    let written = insert_many!(conn, recall_notices::table, &new);
+    // A change to the register recalls up to a whole release at once, so
+    // on PostgreSQL the notices go in by binary `COPY`, as manifests do;
+    // `seq` takes its default from the sequence either way.
+    let written = match conn {
+        DbConnection::Postgresql(c) => diesel::copy_from(recall_notices::table)
+            .from_insertable(&new)
+            .execute(c)?,
+        DbConnection::Sqlite(_) => insert_many!(conn, recall_notices::table, &new),
+    };
     queue_recall_deliveries(conn, &new, at)?;
     Ok(written)
 }

@@ -252,7 +252,7 @@ pub(crate) fn recall_what_the_register_takes_back(
             continue;
         }
         let uses = (request, &after);
-        for release in store::releases_of_application(conn, &app.row.id)? {
+        for release in store::releases_of(conn, &app.row.id)? {
             let mut after_position = -1;
             loop {
                 let page = store::included_samples_page(
@@ -268,9 +268,9 @@ pub(crate) fn recall_what_the_register_takes_back(
                 let mut notices = Vec::new();
                 for (sample, why) in taken_back_on_page(conn, &mut histories, uses, &page, at)? {
                     notices.push(RecallRow {
-                        id: format!("{change}:{release}:{}", sample.position),
+                        id: format!("{change}:{}:{}", release.id, sample.position),
                         application_id: app.row.id.clone(),
-                        release_id: release.clone(),
+                        release_id: release.id.clone(),
                         project_sample_id: sample.project_sample_id.clone(),
                         reason: why.as_str().to_owned(),
                         created_at: at.naive_utc(),
