@@ -881,7 +881,6 @@ pub fn applications_with_live_releases_of(
         .load(c))
 }
 
-/// The IDs of an application's releases, oldest first.
 /// One sample a release included, with its dataset's family.
 pub struct IncludedSample {
     pub position: i64,
@@ -892,18 +891,6 @@ pub struct IncludedSample {
 
 /// An included manifest row as read, before its dataset is named by family.
 type IncludedRow = (i64, String, String, String);
-
-/// The columns of an included manifest row that [`IncludedRow`] holds.
-macro_rules! included_columns {
-    () => {
-        (
-            release_samples::position,
-            release_samples::dataset_id,
-            release_samples::patient_pseudonym,
-            release_samples::project_sample_id,
-        )
-    };
-}
 
 /// A page of the samples `release` included, in manifest order, after
 /// `after_position` (`-1` starts at the first), read in the bounded
@@ -942,7 +929,7 @@ pub fn included_samples_of(
         .filter(release_samples::patient_pseudonym.eq_any(patients))
         .filter(release_samples::included.eq(true))
         .order(release_samples::position)
-        .select(included_columns!())
+        .select((release_samples::position, release_samples::dataset_id, release_samples::patient_pseudonym, release_samples::project_sample_id))
         .load(c))?;
     with_families(conn, rows)
 }

@@ -133,8 +133,8 @@ pub struct RecallDelivery {
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RecallInstruction {
-    pub ja: &'static str,
-    pub en: &'static str,
+    pub ja: String,
+    pub en: String,
 }
 
 impl RecallDelivery {
@@ -158,38 +158,42 @@ impl RecallInstruction {
         use crate::access::cohort::Exclusion;
         let (ja, en) = match Exclusion::parse(reason) {
             Some(Exclusion::ConsentWithdrawn) => (
-                "このサンプルの提供者が同意を撤回しました。このサンプルのデータの利用を直ちに停止し、保有するデータを削除してください。",
-                "The person behind this sample withdrew their consent. Stop using this sample's data at once and delete what you hold of it.",
+                "このサンプルの提供者が同意を撤回しました。",
+                "The person behind this sample withdrew their consent.",
             ),
             Some(Exclusion::ReachedMajority) => (
-                "このサンプルは未成年の間に代諾者の同意で提供されました。提供者は成年に達し、本人の同意はまだありません。このサンプルのデータの利用を直ちに停止し、保有するデータを削除してください。",
-                "This sample was released on a guardian's consent while the person was a minor; they have come of age and have not consented themselves. Stop using this sample's data at once and delete what you hold of it.",
+                "このサンプルは未成年の間に代諾者の同意で提供されました。提供者は成年に達し、本人の同意はまだありません。",
+                "This sample was released on a guardian's consent while the person was a minor; they have come of age and have not consented themselves.",
             ),
             Some(Exclusion::IndustryUseNotConsented) => (
-                "このサンプルの提供者は企業による利用に同意していません。この申請は現在、企業による利用として扱われます。このサンプルのデータの利用を直ちに停止し、保有するデータを削除してください。",
-                "The person behind this sample did not consent to use by companies, which this application's use now is. Stop using this sample's data at once and delete what you hold of it.",
+                "このサンプルの提供者は企業による利用に同意していません。この申請は現在、企業による利用として扱われます。",
+                "The person behind this sample did not consent to use by companies, which this application's use now is.",
             ),
             Some(Exclusion::AcademicUseNotConsented) => (
-                "このサンプルの提供者は学術研究での利用に同意していません。このサンプルのデータの利用を直ちに停止し、保有するデータを削除してください。",
-                "The person behind this sample did not consent to academic use. Stop using this sample's data at once and delete what you hold of it.",
+                "このサンプルの提供者は学術研究での利用に同意していません。",
+                "The person behind this sample did not consent to academic use.",
             ),
             Some(Exclusion::InternationalTransferNotConsented) => (
-                "このサンプルの提供者は海外への提供に同意していません。この申請には現在、海外の受領者がいます。このサンプルのデータの利用を直ちに停止し、保有するデータを削除してください。",
-                "The person behind this sample did not consent to their data going abroad, and this application now has a recipient abroad. Stop using this sample's data at once and delete what you hold of it.",
+                "このサンプルの提供者は海外への提供に同意していません。この申請には現在、海外の受領者がいます。",
+                "The person behind this sample did not consent to their data going abroad, and this application now has a recipient abroad.",
             ),
             Some(Exclusion::NeedsReconsent) => (
-                "このサンプルは、その後に内容が大きく変わった説明文書への同意で提供されました。提供者の新しい同意はまだありません。このサンプルのデータの利用を直ちに停止し、保有するデータを削除してください。",
-                "This sample was released on consent to a wording that has since changed materially, and the person has not consented to the new one. Stop using this sample's data at once and delete what you hold of it.",
+                "このサンプルは、その後に内容が大きく変わった説明文書への同意で提供されました。提供者の新しい同意はまだありません。",
+                "This sample was released on consent to a wording that has since changed materially, and the person has not consented to the new one.",
             ),
-            Some(
-                Exclusion::ConsentUnknown | Exclusion::OutsideDiseaseScope,
-            )
-            | None => (
-                "このサンプルの提供者の現在の同意は、この利用を認めていません。このサンプルのデータの利用を直ちに停止し、保有するデータを削除してください。",
-                "The consent of the person behind this sample no longer permits this use. Stop using this sample's data at once and delete what you hold of it.",
+            Some(Exclusion::ConsentUnknown | Exclusion::OutsideDiseaseScope) | None => (
+                "このサンプルの提供者の現在の同意は、この利用を認めていません。",
+                "The consent of the person behind this sample no longer permits this use.",
             ),
         };
-        RecallInstruction { ja, en }
+        RecallInstruction {
+            ja: format!(
+                "{ja}このサンプルのデータの利用を直ちに停止し、保有するデータを削除してください。"
+            ),
+            en: format!(
+                "{en} Stop using this sample's data at once and delete what you hold of it."
+            ),
+        }
     }
 }
 
