@@ -1,5 +1,6 @@
-//! Per-patient e-consent: registration, changes, withdrawals, reads, FHIR
-//! export and the re-consent work list.
+//! Per-patient e-consent: registration, changes, withdrawals, reads and
+//! FHIR export. Finding a patient and recording their status are in
+//! `patients.rs`, the re-consent work list in `reconsent.rs`.
 //!
 //! Every write is one transaction that also settles idempotency: the
 //! `(hospital, Idempotency-Key)` pair is unique in the database, a retry with
@@ -8,6 +9,7 @@
 
 use super::access;
 use super::extract::IdempotencyKey;
+use super::patients::known_pseudonym;
 use super::portal::QrWanted;
 use super::state::AppState;
 use crate::auth::policy::{Action, Resource};
@@ -24,7 +26,7 @@ use crate::error::{ApiError, Problem};
 use crate::ledger::entry::{DataScope, LegalBasis, LogAction, LogEntry, Purpose};
 use crate::pseudonym::keyring::KeyDomain;
 use crate::pseudonym::{LocalPatientId, PatientPseudonym};
-use actix_web::{get, post, put, web, HttpResponse};
+use actix_web::{get, post, web, HttpResponse};
 use chrono::{DateTime, NaiveDate, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -205,12 +207,6 @@ pub struct AsOfQuery {
     pub as_of: Option<String>,
 }
 
-#[derive(Deserialize, Serialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct LookupRequest {
-    pub local_patient_id: String,
-}
-
 #[derive(Serialize, ToSchema)]
 pub struct ConsentSummary {
     #[schema(value_type = String)]
@@ -224,33 +220,6 @@ pub struct ConsentSummary {
     /// when there are none.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub needs_own_consent: Vec<String>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct SampleSummary {
-    pub genome_id: String,
-    pub kind: String,
-    pub assay: String,
-    pub registered_at: DateTime<Utc>,
-}
-
-/// A hospital's view of one of its patients, found by local ID.
-#[derive(Serialize, ToSchema)]
-pub struct LookupResponse {
-    pub patient_ref: String,
-    /// One entry per family with any consent event.
-    pub consents: Vec<ConsentSummary>,
-    pub samples: Vec<SampleSummary>,
-}
-
-#[derive(Deserialize, Serialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct PatientStatusRequest {
-    /// For a minor: the day they come of age, a day in Japan (JST). From
-    /// its midnight a proxy's permits no longer speak for them.
-    pub majority_on: Option<NaiveDate>,
-    /// Not after today (JST).
-    pub deceased_on: Option<NaiveDate>,
 }
 
 /// The common, already-validated part of every consent event.
@@ -736,7 +705,7 @@ fn replay(existing: EventRow, request_hash: &str) -> Result<Recorded, ApiError> 
 
 /// Loads an existing patient and checks the caller may act on them. Missing
 /// and forbidden look the same.
-async fn patient_for(
+pub(crate) async fn patient_for(
     state: &web::Data<AppState>,
     caller: &Caller,
     action: Action,
@@ -1374,342 +1343,4 @@ pub async fn export_fhir(
     Ok(HttpResponse::Ok()
         .content_type("application/fhir+json")
         .json(resource))
-}
-
-/// Finds one of the caller's hospital's patients by the hospital-local ID
-/// (sent in the body, never in a URL): its `patient_ref`, consents and samples.
-#[utoipa::path(tag = "consents", request_body = LookupRequest,
-    responses((status = 200, body = LookupResponse), (status = 404, body = Problem, content_type = "application/problem+json")))]
-#[post("/v1/patients/lookup")]
-pub async fn lookup_patient(
-    state: web::Data<AppState>,
-    caller: Caller,
-    body: web::Json<LookupRequest>,
-) -> Result<web::Json<LookupResponse>, ApiError> {
-    let p = principal(&caller)?.clone();
-    let local = LocalPatientId::parse(&body.local_patient_id)
-        .map_err(|m| ApiError::field("local_patient_id", m))?;
-    state.authorize(
-        &caller,
-        Action::PatientLookup,
-        &Resource::Patient {
-            pseudonym: "-",
-            hospital: &p.org,
-            centers: &[],
-        },
-    )?;
-    let (pseudonym, person) = known_pseudonym(&state, &p.org, &local)
-        .await?
-        .ok_or(ApiError::NotFound)?;
-    let key = pseudonym.as_str().to_owned();
-    let now = state.now();
-    let entry = access::read(
-        &p,
-        &p.org,
-        pseudonym.as_str(),
-        LogAction::PatientLookup,
-        DataScope::PatientSummary,
-        now,
-    );
-    let (consents, samples) = state
-        .read_logged(vec![entry], move |conn| {
-            let consents = consent_summaries(conn, &key, &person, now)?;
-            let samples = crate::db::samples::for_patient(conn, &key)?
-                .into_iter()
-                .map(|s| SampleSummary {
-                    registered_at: crate::db::samples::registered_at(&s),
-                    genome_id: s.genome_id,
-                    kind: s.kind,
-                    assay: s.assay,
-                })
-                .collect();
-            Ok((consents, samples))
-        })
-        .await?;
-    Ok(web::Json(LookupResponse {
-        patient_ref: pseudonym.to_string(),
-        consents,
-        samples,
-    }))
-}
-
-/// The existing patient a local ID names at `org`, under whichever patient
-/// key version it was first registered (keys rotate; patients keep theirs).
-async fn known_pseudonym(
-    state: &web::Data<AppState>,
-    org: &str,
-    local: &LocalPatientId,
-) -> Result<Option<(PatientPseudonym, Person)>, ApiError> {
-    let candidates = state.keys.patient_candidates(org, local);
-    let org = org.to_owned();
-    state
-        .db(move |conn| {
-            for candidate in candidates {
-                if let Some(row) = store::find_patient(conn, candidate.as_str())?
-                    .filter(|row| row.hospital_org == org)
-                {
-                    return Ok(Some((candidate, row.person())));
-                }
-            }
-            Ok(None)
-        })
-        .await
-}
-
-/// Records that a patient is a minor (the day they come of age) or deceased.
-/// Minors whose consent a proxy signed appear on the re-consent list once
-/// they come of age; deceased patients never do. A day of majority that has
-/// already come recalls, in the same transaction, what live releases had of
-/// the patient on the proxy's consent alone (`reached_majority`); a future
-/// one is recalled by the daily sweep when it comes. Each update is logged
-/// as `patient_status_change` (naming neither day), and so notified to the
-/// patient, in the same transaction.
-#[utoipa::path(tag = "consents", params(PatientPath), request_body = PatientStatusRequest,
-    responses((status = 200, body = PatientStatusView), (status = 404, body = Problem, content_type = "application/problem+json")))]
-#[put("/v1/patients/{patient_ref}/status")]
-pub async fn update_patient_status(
-    state: web::Data<AppState>,
-    caller: Caller,
-    path: web::Path<PatientPath>,
-    body: web::Json<PatientStatusRequest>,
-) -> Result<web::Json<PatientStatusView>, ApiError> {
-    let (pseudonym, patient) = patient_for(
-        &state,
-        &caller,
-        Action::PatientUpdateStatus,
-        &path.patient_ref,
-    )
-    .await?;
-    let now = state.now();
-    let today = crate::calendar::day_of(now);
-    if body.deceased_on.is_some_and(|d| d > today) {
-        return Err(ApiError::field("deceased_on", "lies in the future"));
-    }
-    // The change is logged (and so notified) with the update; the entry
-    // names what was touched, never the days.
-    let entry = access::entry(
-        principal(&caller)?,
-        crate::auth::Role::HospitalStaff,
-        pseudonym.as_str(),
-        access::Access {
-            action: LogAction::PatientStatusChange,
-            purpose: Purpose::ConsentManagement,
-            basis: LegalBasis::TreatingHospital {
-                hospital: patient.hospital_org,
-            },
-            scope: DataScope::PatientStatus,
-        },
-        now,
-    );
-    let (majority_on, deceased_on) = (body.majority_on, body.deceased_on);
-    let key = pseudonym.as_str().to_owned();
-    let shared = state.clone();
-    let recalled = state
-        .db(move |conn| {
-            write_transaction(conn, |conn| {
-                let patients = [key.clone()];
-                let was = store::minors_among(conn, &patients)?
-                    .remove(&key)
-                    .unwrap_or_default();
-                crate::db::gate::change_enters(conn)?;
-                store::set_patient_status(conn, &key, majority_on, deceased_on)?;
-                ledger::append(conn, &[entry])?;
-                // A day of majority recorded as past (or corrected to the
-                // past) lapses a proxy's permits now: what live releases
-                // had of this patient on them is recalled here, not left to
-                // the daily sweep, which has looked past that day already.
-                let now_known = crate::consent::Person {
-                    majority_on,
-                    deceased_on,
-                };
-                let Some(on) = majority_on.filter(|_| now_known.of_age_on(today)) else {
-                    return Ok(0);
-                };
-                let recalled = crate::api::releases::recall::recall_came_of_age(
-                    conn,
-                    &shared.data_use,
-                    &key,
-                    on,
-                    Some(was),
-                    now,
-                )?;
-                Ok(recalled)
-            })
-        })
-        .await?;
-    state.log.entries_committed();
-    if recalled > 0 {
-        state.log.deliveries_queued();
-    }
-    Ok(web::Json(PatientStatusView {
-        majority_on,
-        deceased_on,
-    }))
-}
-
-#[derive(Deserialize, IntoParams)]
-pub struct ReconsentQuery {
-    /// `cancer` or `rare_disease`.
-    pub family: String,
-    /// The `next_after` of the previous page.
-    pub after: Option<String>,
-    /// Patients examined per page, 1–5000 (default 1000).
-    pub limit: Option<i64>,
-}
-
-const RECONSENT_PAGE: i64 = 1_000;
-const MAX_RECONSENT_PAGE: i64 = 5_000;
-
-#[derive(Serialize, ToSchema)]
-pub struct ReconsentItem {
-    pub key: String,
-    /// `material` or `added` (the document changed), or `signed_by_proxy`
-    /// (a proxy permitted it while the patient was a minor).
-    pub change: String,
-    pub changed_in_version: Option<String>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct ReconsentTask {
-    pub patient_ref: String,
-    /// `document_changed` (material or added items) or `reached_majority`
-    /// (a proxy permitted these items for a minor who has now come of age;
-    /// until the patient answers themselves, releases exclude them).
-    pub reason: String,
-    pub items: Vec<ReconsentItem>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct ReconsentList {
-    pub hospital: String,
-    #[schema(value_type = String)]
-    pub family: DocumentFamily,
-    pub version_in_force: Option<String>,
-    pub tasks: Vec<ReconsentTask>,
-    /// Pass as `after` for the next page; absent on the last. A page
-    /// examines `limit` patients, so it may hold few tasks, or none, and
-    /// still have a next page.
-    pub next_after: Option<String>,
-}
-
-/// The caller's hospital's re-consent work list: patients with an active
-/// consent who must be asked again, and about which items only. Editorial
-/// changes never appear here. Paged over the hospital's patients in
-/// `patient_ref` order.
-#[utoipa::path(tag = "consents", params(ReconsentQuery),
-    responses((status = 200, body = ReconsentList), (status = 422, body = Problem, content_type = "application/problem+json")))]
-#[get("/v1/reconsent-tasks")]
-pub async fn reconsent_tasks(
-    state: web::Data<AppState>,
-    caller: Caller,
-    query: web::Query<ReconsentQuery>,
-) -> Result<web::Json<ReconsentList>, ApiError> {
-    let family: DocumentFamily = query
-        .family
-        .parse()
-        .map_err(|e: crate::consent::ids::IdError| ApiError::field("family", e.to_string()))?;
-    let p = principal(&caller)?.clone();
-    state.authorize(
-        &caller,
-        Action::ReconsentList,
-        &Resource::Hospital { org: &p.org },
-    )?;
-    let limit = query.limit.unwrap_or(RECONSENT_PAGE);
-    if !(1..=MAX_RECONSENT_PAGE).contains(&limit) {
-        return Err(ApiError::field("limit", "1-5000"));
-    }
-    let after = query.after.clone();
-    let now = state.now();
-    let org = p.org.clone();
-    let (patients, mut events, history) = state
-        .db(move |conn| {
-            let patients = store::patients_of_hospital(conn, &org, after.as_deref(), limit)?;
-            let events = match (patients.first(), patients.last()) {
-                (Some(first), Some(last)) => store::events_for_hospital(
-                    conn,
-                    &org,
-                    family,
-                    (&first.pseudonym, &last.pseudonym),
-                )?,
-                _ => Default::default(),
-            };
-            let history = documents::history(conn, family)?;
-            Ok((patients, events, history))
-        })
-        .await?;
-    let next_after = (patients.len() as i64 == limit)
-        .then(|| patients.last().map(|p| p.pseudonym.clone()))
-        .flatten();
-    let version_in_force = history
-        .in_force_at(now)
-        .map(|v| DocumentVersionId::new(family, v.number).to_string());
-    let mut tasks = Vec::new();
-    for patient in patients {
-        if patient.deceased_on.is_some() {
-            continue;
-        }
-        let Some(stored) = events.remove(&patient.pseudonym) else {
-            continue;
-        };
-        let domain: Vec<_> = stored.iter().map(|e| e.event.clone()).collect();
-        let snap = derive_consent(&domain, &history, now);
-        if snap.status != ConsentStatus::Active {
-            continue;
-        }
-        let items: Vec<ReconsentItem> = snap
-            .items
-            .iter()
-            .filter_map(|i| match &i.basis {
-                ItemBasis::NeedsReconsent {
-                    changed_in_version,
-                    change,
-                    ..
-                } => Some(ReconsentItem {
-                    key: i.key.to_string(),
-                    change: change.as_str().to_owned(),
-                    changed_in_version: Some(
-                        DocumentVersionId::new(family, *changed_in_version).to_string(),
-                    ),
-                }),
-                ItemBasis::NotAsked => Some(ReconsentItem {
-                    key: i.key.to_string(),
-                    change: "added".into(),
-                    changed_in_version: version_in_force.clone(),
-                }),
-                _ => None,
-            })
-            .collect();
-        if !items.is_empty() {
-            tasks.push(ReconsentTask {
-                patient_ref: patient.pseudonym.clone(),
-                reason: "document_changed".into(),
-                items,
-            });
-        }
-        // Permits a proxy gave for the minor, who has come of age: only
-        // their own answer counts now (decision 0026).
-        let person = patient.person();
-        let lapsed: Vec<ReconsentItem> = snap
-            .lapsed_at_majority(&person)
-            .map(|i| ReconsentItem {
-                key: i.key.to_string(),
-                change: "signed_by_proxy".into(),
-                changed_in_version: None,
-            })
-            .collect();
-        if !lapsed.is_empty() {
-            tasks.push(ReconsentTask {
-                patient_ref: patient.pseudonym,
-                reason: "reached_majority".into(),
-                items: lapsed,
-            });
-        }
-    }
-    Ok(web::Json(ReconsentList {
-        hospital: p.org,
-        family,
-        version_in_force,
-        tasks,
-        next_after,
-    }))
 }

@@ -16,8 +16,10 @@ pub mod log;
 pub mod metrics;
 pub mod middleware;
 pub mod organizations;
+pub mod patients;
 pub mod portal;
 pub mod ratelimit;
+pub mod reconsent;
 pub mod recontact;
 pub mod releases;
 pub mod samples;
@@ -100,14 +102,14 @@ pub fn app(
         .service(documents::update_draft)
         .service(documents::publish_version)
         .service(consents::register_consent)
-        .service(consents::lookup_patient)
+        .service(patients::lookup_patient)
         .service(consents::read_consent)
         .service(consents::list_events)
         .service(consents::export_fhir)
         .service(consents::change_consent)
         .service(consents::withdraw_consent)
-        .service(consents::update_patient_status)
-        .service(consents::reconsent_tasks)
+        .service(patients::update_patient_status)
+        .service(reconsent::reconsent_tasks)
         .service(samples::register_sample)
         .service(samples::get_sample)
         .service(samples::correct_object)
