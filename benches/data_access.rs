@@ -41,6 +41,7 @@
 mod support;
 
 use diesel::prelude::*;
+use genomegate::access::manifest::POSITION_SPAN;
 use genomegate::db::access::RecallRow;
 use genomegate::db::{write_transaction, DbConnection};
 use genomegate::pseudonym::genome_id::sample_id;
@@ -99,12 +100,7 @@ fn main() {
     );
     println!("  targets: 100,000 <= 2000 ms; 1,000,000 <= 20000 ms with peak RSS <= 1024 MB");
 
-    resolve(
-        &bench,
-        released["handle"].as_str().unwrap(),
-        &release_id,
-        included,
-    );
+    resolve(&bench, released["handle"].as_str().unwrap(), &release_id);
     // Last: it takes every included sample back from the release.
     register_recall(&bench, &release_id, included);
 }
@@ -442,9 +438,12 @@ fn raw_release(bench: &Bench, release_id: &str) -> Duration {
         .unwrap();
     }
     use genomegate::db::schema::{access_log_entries as e, release_samples as s};
+    // In the order the service wrote them: the cohort is read in patient
+    // order, and positions are the project's keyed order (decision 0030),
+    // so both sides insert them all over the manifest's key.
     let samples: Vec<RawSample> = s::table
         .filter(s::release_id.eq(release_id))
-        .order(s::position)
+        .order((s::dataset_id, s::patient_pseudonym, s::genome_id))
         .select((
             s::release_id,
             s::position,
@@ -539,17 +538,19 @@ fn raw_release(bench: &Bench, release_id: &str) -> Duration {
 
 /// Pages of 1,000 objects resolved over HTTPS by the store, against the
 /// same page read and the same 1,000 entries COPYed raw.
-fn resolve(bench: &Bench, handle: &str, release_id: &str, included: i64) {
+fn resolve(bench: &Bench, handle: &str, release_id: &str) {
     let requests: usize = env_or("BENCH_RESOLVES", 200);
-    let pages = (included / 1000).max(1);
     let store = bench.token_as(&["data_store"], STORE, "store");
     let mut latencies = Vec::new();
+    // Each page's bounds, (after, next_after), for the raw side to read the
+    // same rows.
+    let mut windows: Vec<(i64, i64)> = Vec::with_capacity(requests);
     let started = Instant::now();
     bench.runtime.block_on(async {
-        for n in 0..requests {
-            // Pages start at positions a little past each thousand, so each
-            // holds up to 1,000 included samples.
-            let after = (n as i64 % pages) * 1000;
+        // The store follows `next_after` through the release, and starts
+        // again from the first page after the last.
+        let mut after = 0i64;
+        for _ in 0..requests {
             let t = Instant::now();
             let r = bench
                 .client
@@ -560,8 +561,11 @@ fn resolve(bench: &Bench, handle: &str, release_id: &str, included: i64) {
                 .await
                 .unwrap();
             assert_eq!(r.status().as_u16(), 200);
-            let _ = r.bytes().await.unwrap();
+            let page: serde_json::Value = r.json().await.unwrap();
             latencies.push(t.elapsed());
+            let next = page["next_after"].as_i64();
+            windows.push((after, next.unwrap_or(POSITION_SPAN)));
+            after = next.unwrap_or(0);
         }
     });
     let service = summarize(latencies, started.elapsed());
@@ -579,8 +583,7 @@ fn resolve(bench: &Bench, handle: &str, release_id: &str, included: i64) {
     let mut seq = 10_000_000_000i64;
     let mut raw = Vec::new();
     let started = Instant::now();
-    for n in 0..requests {
-        let after = (n as i64 % pages) * 1000;
+    for (after, through) in windows {
         let t = Instant::now();
         write_transaction(&mut conn, |conn| {
             let c = pg(conn);
@@ -588,9 +591,8 @@ fn resolve(bench: &Bench, handle: &str, release_id: &str, included: i64) {
             let page: Vec<String> = s::table
                 .filter(s::release_id.eq(release_id))
                 .filter(s::position.gt(after))
-                // A bounded range, as the service reads it (its first
-                // window covers twice the positions it needs).
-                .filter(s::position.le(after + 2000))
+                // The bounded range the service's page covered.
+                .filter(s::position.le(through))
                 .filter(s::included.eq(true))
                 .order(s::position)
                 .limit(1000)

@@ -29,6 +29,7 @@ on_both_backends!(
     a_minor_who_came_of_age_is_released_only_on_their_own_consent,
     recalls_follow_what_each_use_relies_on,
     the_day_a_minor_comes_of_age_recalls_what_their_parent_permitted,
+    two_projects_manifests_cannot_be_lined_up_by_position,
 );
 
 // Only PostgreSQL lets a change commit while a release is being written;
@@ -1167,7 +1168,16 @@ async fn release_in_pages(app: &TestApp) -> PagedRelease {
         .iter()
         .map(|r| r["position"].as_i64().unwrap())
         .collect();
-    assert_eq!(positions, (1..=11).collect::<Vec<_>>(), "{page}");
+    // Eleven distinct positions in the project's keyed order (decision
+    // 0030), listed in that order; BOTH-0's sample in both datasets meets
+    // itself and takes the next free position.
+    assert_eq!(positions.len(), 11, "{page}");
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "{page}");
+    assert!(positions[0] >= 1, "{page}");
+    assert!(
+        positions[10] > 1 << 40,
+        "spread over the span, not counted: {positions:?}"
+    );
     // Each included sample names its patient as this project sees them:
     // BOTH-0's two samples in "All seven" and one in "Four of them" share
     // an ID; the other three patients have one sample in each dataset.
@@ -2204,4 +2214,130 @@ async fn a_minor_who_comes_of_age_while_a_release_reads_is_recalled_from_it(back
     assert_eq!(found[0]["release"], rel["id"]);
     tokio::time::sleep(std::time::Duration::from_millis(400)).await;
     assert_eq!(notices().await.len(), 1, "once per sample and birthday");
+}
+
+/// The attack decision 0030 closes: two projects release the same dataset
+/// and compare their manifests (or the order their handles resolve in)
+/// position by position. Positions were counted in pseudonym order, the
+/// same for every project, so position `n` was the same sample in both and
+/// the unlinkable project IDs were joined by it. Now each project's order
+/// is keyed like its IDs: no position is shared, the orders are unrelated
+/// to each other and to genome-ID or pseudonym order, and resolution pages
+/// follow the project's own order.
+async fn two_projects_manifests_cannot_be_lined_up_by_position(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let version = app.publish("cancer", &first_draft()).await;
+    let patients = patients_with_samples(&app, &version, "P", 12, all_permit()).await;
+    let genome_ids: Vec<String> = patients.iter().map(|p| p.1.clone()).collect();
+    let ds = dataset(
+        &app,
+        "Shared cohort",
+        json!({"permission": "HMB"}),
+        &genome_ids,
+    )
+    .await;
+    let sha = publish_text(&app, "Data-use agreement v1.").await;
+    let mut views = Vec::new();
+    for org in [UNIVERSITY, "univ-b"] {
+        verify_org(&app, org, "academic").await;
+        attest(&app, org, "res-1", "2029-01-10").await;
+        let member = researcher(org, "res-1");
+        let id = ready_to_release(&app, &member, &[&ds], "HMB", &sha).await;
+        let (s, rel) = release(&app, &id, &member).await;
+        assert_eq!(s, 201, "{rel}");
+        assert_eq!(rel["included"], 12, "{rel}");
+        let (s, page) = app
+            .get(
+                &format!("/v1/releases/{}/manifest", rel["id"].as_str().unwrap()),
+                Some(&member),
+            )
+            .await;
+        assert_eq!(s, 200, "{page}");
+        let listed: Vec<(i64, String)> = page["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                (
+                    e["position"].as_i64().unwrap(),
+                    e["project_sample_id"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        // Resolution, two samples a page, serves them in the same order.
+        let (mut after, mut served) = (None::<i64>, Vec::new());
+        loop {
+            let (s, page) = app
+                .post(
+                    "/v1/handles/resolve",
+                    &store_token(STORE),
+                    None,
+                    &json!({ "handle": rel["handle"], "after": after, "limit": 2 }),
+                )
+                .await;
+            assert_eq!(s, 200, "{page}");
+            for object in page["objects"].as_array().unwrap() {
+                served.push(object["project_sample_id"].as_str().unwrap().to_owned());
+            }
+            after = page["next_after"].as_i64();
+            if after.is_none() {
+                break;
+            }
+        }
+        // A sample's objects come together.
+        served.dedup();
+        let in_order: Vec<String> = listed.iter().map(|(_, id)| id.clone()).collect();
+        assert_eq!(served, in_order, "resolution follows the manifest");
+        views.push((rel["id"].as_str().unwrap().to_owned(), listed));
+    }
+
+    // What only the service can see: which sample each row is.
+    #[derive(diesel::QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        genome_id: String,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        patient_pseudonym: String,
+    }
+    use diesel::RunQueryDsl;
+    let mut conn = app.raw_db();
+    let mut orders = Vec::new();
+    for (release_id, _) in &views {
+        let rows: Vec<Row> = genomegate::db_run!(&mut conn, c => diesel::sql_query(format!(
+            "SELECT genome_id, patient_pseudonym FROM release_samples \
+             WHERE release_id = '{release_id}' ORDER BY position"
+        ))
+        .load(c)
+        .unwrap());
+        let genomes: Vec<String> = rows.iter().map(|r| r.genome_id.clone()).collect();
+        let mut by_genome = genomes.clone();
+        by_genome.sort();
+        assert_ne!(genomes, by_genome, "not genome-ID order");
+        let patients: Vec<String> = rows.iter().map(|r| r.patient_pseudonym.clone()).collect();
+        let mut by_patient = patients.clone();
+        by_patient.sort();
+        assert_ne!(patients, by_patient, "not pseudonym order");
+        orders.push(genomes);
+    }
+    assert_ne!(orders[0], orders[1], "each project has its own order");
+    let same_place = orders[0]
+        .iter()
+        .zip(&orders[1])
+        .filter(|(a, b)| a == b)
+        .count();
+    // Two unrelated orders put about one sample at the same rank (more than
+    // eight: about one chance in a million); a shared order put all twelve.
+    assert!(
+        same_place <= 8,
+        "{same_place} of 12 samples at the same rank"
+    );
+    let positions = |i: usize| -> std::collections::BTreeSet<i64> {
+        views[i].1.iter().map(|(p, _)| *p).collect()
+    };
+    assert!(
+        positions(0).is_disjoint(&positions(1)),
+        "no position is shared"
+    );
 }

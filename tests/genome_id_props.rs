@@ -9,7 +9,8 @@
 
 use chrono::{DateTime, Utc};
 use genomegate::pseudonym::genome_id::{
-    project_patient_id, project_sample_id, sample_id, IdKind, IdParseError, PrintedId,
+    project_patient_id, project_sample, project_sample_id, sample_id, IdKind, IdParseError,
+    PrintedId,
 };
 use genomegate::pseudonym::keyring::{KeyDomain, Keyring};
 use proptest::prelude::*;
@@ -156,6 +157,66 @@ fn per_project_ids_cannot_be_joined() {
     let p2 = project_patient_id(project_key, "project-beta", &"ab".repeat(32));
     assert_ne!(p1.bits(), p2.bits());
     assert_eq!(p1.kind(), IdKind::ProjectPatient);
+}
+
+/// Manifest order (decision 0030): each project lists the same 2,000
+/// samples in its own keyed order. A sample's rank in one project says
+/// nothing of its rank in another, nor of its genome ID's rank; and the
+/// order key is not printed in the ID, so holding the ID alone does not
+/// give it away either.
+#[test]
+fn manifest_orders_are_unrelated_across_projects() {
+    let keys = keyring(8, 1);
+    let project_key = keys.current(KeyDomain::Project);
+    let samples: Vec<PrintedId> = (0..2000)
+        .map(|i| {
+            sample_id(
+                keys.current(KeyDomain::Sample),
+                "hospital-a",
+                &format!("S{i}"),
+            )
+        })
+        .collect();
+    // Each sample's rank in an ordering given by `key`.
+    let ranks = |key: &dyn Fn(usize) -> u128| -> Vec<f64> {
+        let mut order: Vec<usize> = (0..samples.len()).collect();
+        order.sort_by_key(|i| key(*i));
+        let mut rank = vec![0.0; samples.len()];
+        for (r, i) in order.into_iter().enumerate() {
+            rank[i] = r as f64;
+        }
+        rank
+    };
+    let samples = &samples;
+    let order_in = |project: &'static str| {
+        ranks(&move |i| u128::from(project_sample(project_key, project, &samples[i]).order))
+    };
+    let (a, b) = (order_in("project-alpha"), order_in("project-beta"));
+    assert_eq!(a, order_in("project-alpha"), "stable within a project");
+    let by_genome = ranks(&|i| samples[i].bits());
+    let by_printed_id =
+        ranks(&|i| project_sample_id(project_key, "project-alpha", &samples[i]).bits());
+    // Spearman's rank correlation: about 0 +/- 0.022 for unrelated orders
+    // of 2,000, exactly 1 for a shared one.
+    let correlation = |x: &[f64], y: &[f64]| -> f64 {
+        let n = x.len() as f64;
+        let mean = (n - 1.0) / 2.0;
+        let cov: f64 = x.iter().zip(y).map(|(a, b)| (a - mean) * (b - mean)).sum();
+        let var: f64 = x.iter().map(|a| (a - mean) * (a - mean)).sum();
+        cov / var
+    };
+    for (name, other) in [
+        ("another project", &b),
+        ("genome IDs", &by_genome),
+        ("the project's own printed IDs", &by_printed_id),
+    ] {
+        let r = correlation(&a, other);
+        assert!(r.abs() < 0.1, "rank correlation with {name}: {r}");
+    }
+    assert!(
+        project_sample(project_key, "project-alpha", &samples[0]).order < 1 << 62,
+        "62 bits"
+    );
 }
 
 /// 10 million derived sample IDs (80 bits each) without a collision.

@@ -5,6 +5,7 @@
 pub mod cohort;
 pub mod duo;
 pub mod handle;
+pub mod manifest;
 pub mod review;
 
 use chrono::{DateTime, NaiveDate, Utc};

@@ -33,7 +33,7 @@ use crate::pseudonym::keyring::KeyDomain;
 use actix_web::{delete, get, post, web, HttpResponse};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use utoipa::{IntoParams, ToSchema};
 
 mod pass;
@@ -736,23 +736,32 @@ pub async fn resolve_handle(
                 |conn| recheck_consent(conn, &shared, &request, &rows, now),
                 |conn| latest_objects(conn, &rows),
             );
-            let (served, withheld) = checked?;
-            let mut latest = objects?;
-            let project_of: HashMap<&str, &str> = served
-                .iter()
-                .map(|r| (r.genome_id.as_str(), r.project_sample_id.as_str()))
-                .collect();
-            latest.retain(|(genome_id, _), _| project_of.contains_key(genome_id.as_str()));
-            let mut per_sample: HashMap<&str, u32> = HashMap::new();
-            for (genome_id, _) in latest.keys() {
-                *per_sample.entry(genome_id.as_str()).or_default() += 1;
-            }
+            let (mut served, withheld) = checked?;
+            // In manifest order, which is the project's own (decision 0030):
+            // genome-ID order would be the same in every project.
+            served.sort_unstable_by_key(|r| r.position);
+            let latest = objects?;
+            let mut objects = Vec::with_capacity(served.len());
+            let mut listed: HashSet<&str> = HashSet::with_capacity(served.len());
             let mut objects_per: HashMap<(&str, &str), u32> = HashMap::new();
             for r in &served {
-                let n = per_sample.get(r.genome_id.as_str()).copied().unwrap_or(0);
+                let of_sample = latest.get(&r.genome_id).map_or(&[][..], Vec::as_slice);
                 *objects_per
                     .entry((r.patient_pseudonym.as_str(), r.dataset_id.as_str()))
-                    .or_default() += n;
+                    .or_default() += of_sample.len() as u32;
+                // A sample in two released datasets is listed once.
+                if !listed.insert(r.genome_id.as_str()) {
+                    continue;
+                }
+                objects.extend(of_sample.iter().map(|o| ResolvedObject {
+                    project_sample_id: r.project_sample_id.clone(),
+                    name: o.name.clone(),
+                    version: o.version,
+                    uri: o.uri.clone(),
+                    sha256: o.sha256.clone(),
+                    size_bytes: o.size_bytes,
+                    format: o.format.clone(),
+                }));
             }
             let entries: Vec<LogEntry> = objects_per
                 .iter()
@@ -771,21 +780,7 @@ pub async fn resolve_handle(
                 release: release.id.clone(),
                 agreement: agreement.id.clone(),
                 conditions: claims.conditions.clone(),
-                objects: latest
-                    .into_values()
-                    .map(|o| ResolvedObject {
-                        project_sample_id: project_of
-                            .get(o.genome_id.as_str())
-                            .map(|s| (*s).to_owned())
-                            .unwrap_or_default(),
-                        name: o.name,
-                        version: o.version,
-                        uri: o.uri,
-                        sha256: o.sha256,
-                        size_bytes: o.size_bytes,
-                        format: o.format,
-                    })
-                    .collect(),
+                objects,
                 withheld,
                 next_after,
             })
@@ -847,23 +842,27 @@ fn recheck_consent<'a>(
 }
 
 /// The newest version of each named object of the page's samples, by
-/// (genome ID, name).
+/// genome ID, in name order.
 fn latest_objects(
     conn: &mut DbConnection,
     rows: &[ReleaseSampleRow],
-) -> Result<BTreeMap<(String, String), samples::ObjectRow>, ApiError> {
+) -> Result<HashMap<String, Vec<samples::ObjectRow>>, ApiError> {
     let genome_ids: Vec<String> = rows.iter().map(|r| r.genome_id.clone()).collect();
-    let mut latest: BTreeMap<(String, String), samples::ObjectRow> = BTreeMap::new();
+    let mut newest: BTreeMap<(String, String), samples::ObjectRow> = BTreeMap::new();
     for o in samples::objects_of(conn, &genome_ids)? {
         let key = (o.genome_id.clone(), o.name.clone());
-        if latest
+        if newest
             .get(&key)
             .is_none_or(|existing| existing.version < o.version)
         {
-            latest.insert(key, o);
+            newest.insert(key, o);
         }
     }
-    Ok(latest)
+    let mut by_sample: HashMap<String, Vec<samples::ObjectRow>> = HashMap::new();
+    for ((genome_id, _), o) in newest {
+        by_sample.entry(genome_id).or_default().push(o);
+    }
+    Ok(by_sample)
 }
 
 /// The public keys of dataset handles (JWKS), for stores that check a

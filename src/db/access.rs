@@ -9,6 +9,7 @@ use super::schema::{
     researcher_attestations as attestations, review_votes as votes,
 };
 use super::DbConnection;
+use crate::access::manifest::{spacing, POSITION_SPAN};
 use crate::consent::DocumentFamily;
 use crate::db_run;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
@@ -757,18 +758,19 @@ pub fn releases_of(
         .load(c))
 }
 
-/// The widest range of manifest positions one page read covers.
-const MAX_WINDOW: i64 = 100_000;
+/// The most manifest rows one window of a page read is sized to cover.
+const MAX_WINDOW_ROWS: i64 = 100_000;
 
 /// The first `limit` manifest rows of `release` after position `after`;
 /// with `included_only`, the first `limit` included ones.
 ///
-/// Every read is a bounded range of positions. A fresh release is never in
-/// the planner's statistics, and for an open range (`position > after …
-/// LIMIT n`) PostgreSQL read every later row of the release and sorted them:
-/// 15 ms a page at 100,000 rows instead of 0.4 ms. Positions are dense, so
-/// a window of `limit` positions is a whole page of decisions; included
-/// rows are gathered from windows sized by the density seen so far.
+/// Every read is a bounded range of positions, with a limit. A fresh release
+/// is never in the planner's statistics, and for an open range (`position >
+/// after … LIMIT n`) PostgreSQL read every later row of the release and
+/// sorted them: 15 ms a page at 100,000 rows instead of 0.4 ms. Positions
+/// are spread evenly over their span (decision 0030), so a window's width
+/// follows from how many rows it should hold: the rows still missing,
+/// scaled by the share of included rows seen so far.
 pub fn release_page(
     conn: &mut DbConnection,
     release: &ReleaseRow,
@@ -776,23 +778,29 @@ pub fn release_page(
     limit: i64,
     included_only: bool,
 ) -> Result<Vec<ReleaseSampleRow>, DieselError> {
-    let last = release.included + release.excluded;
+    let spacing = spacing(release.included + release.excluded);
     let mut rows: Vec<ReleaseSampleRow> = Vec::new();
     let mut from = after;
-    while (rows.len() as i64) < limit && from < last {
+    while (rows.len() as i64) < limit && from < POSITION_SPAN {
         let missing = limit - rows.len() as i64;
-        let window = if !included_only {
-            missing
+        // How many manifest rows the positions read so far held, about.
+        let looked_at = (from - after) / spacing;
+        let window_rows = if !included_only {
+            // A quarter to spare: positions are spread evenly, not exactly.
+            missing + missing / 4 + 1
         } else if rows.is_empty() {
             // Nothing included yet: twice what was looked at, at least
             // twice what is missing.
-            (2 * (from - after)).max(2 * missing).min(MAX_WINDOW)
+            (2 * looked_at).max(2 * missing)
         } else {
             // The density seen so far, with a quarter to spare.
-            let per_row = (from - after) as f64 / rows.len() as f64;
-            ((missing as f64 * per_row * 1.25).ceil() as i64).clamp(missing, MAX_WINDOW)
+            let per_row = looked_at.max(1) as f64 / rows.len() as f64;
+            (missing as f64 * per_row * 1.25).ceil() as i64
         };
-        let through = from.saturating_add(window);
+        let window = window_rows
+            .clamp(missing, MAX_WINDOW_ROWS)
+            .saturating_mul(spacing);
+        let through = from.saturating_add(window).min(POSITION_SPAN);
         // Two fixed queries rather than one boxed one: diesel prepares only
         // queries whose shape is known at compile time.
         let found: Vec<ReleaseSampleRow> = db_run!(conn, c => {
@@ -801,6 +809,7 @@ pub fn release_page(
                 .filter(release_samples::position.gt(from))
                 .filter(release_samples::position.le(through))
                 .order(release_samples::position)
+                .limit(missing)
                 .select(ReleaseSampleRow::as_select());
             if included_only {
                 window.filter(release_samples::included.eq(true)).load(c)
@@ -808,10 +817,14 @@ pub fn release_page(
                 window.load(c)
             }
         })?;
+        from = match found.last() {
+            // The window held more than was missing: go on after the last
+            // row taken, not past rows left unread.
+            Some(last) if found.len() as i64 == missing => last.position,
+            _ => through,
+        };
         rows.extend(found);
-        from = through;
     }
-    rows.truncate(usize::try_from(limit).unwrap_or(0));
     Ok(rows)
 }
 

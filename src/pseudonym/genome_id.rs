@@ -203,6 +203,22 @@ pub fn sample_id(key: &DomainKey, hospital_org: &str, sample_ref: &str) -> Print
 /// How `project` sees a sample. Two projects see the same sample under
 /// unrelated identifiers, so their recipients cannot join datasets.
 pub fn project_sample_id(key: &DomainKey, project: &str, sample: &PrintedId) -> PrintedId {
+    project_sample(key, project, sample).id
+}
+
+/// A sample as one project sees it: its identifier, and where it stands in
+/// the order of the project's manifests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProjectSample {
+    pub id: PrintedId,
+    /// 62 bits of the same keyed digest, bits the identifier does not
+    /// print. Two projects list the same samples in unrelated orders, so
+    /// manifests cannot be lined up by position (decision 0030).
+    pub order: u64,
+}
+
+/// [`project_sample_id`] with the sample's manifest order, from one digest.
+pub fn project_sample(key: &DomainKey, project: &str, sample: &PrintedId) -> ProjectSample {
     let canonical = sample.to_string();
     let tag = keyed_digest(
         &key.hmac,
@@ -212,7 +228,17 @@ pub fn project_sample_id(key: &DomainKey, project: &str, sample: &PrintedId) -> 
             canonical.as_bytes(),
         ],
     );
-    PrintedId::from_digest(IdKind::ProjectSample, key.version, tag.as_ref())
+    let digest = tag.as_ref();
+    // The identifier prints the first 10 bytes; the order takes the next 8.
+    let order = digest
+        .iter()
+        .skip(10)
+        .take(8)
+        .fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
+    ProjectSample {
+        id: PrintedId::from_digest(IdKind::ProjectSample, key.version, digest),
+        order: order >> 2,
+    }
 }
 
 /// How `project` sees a patient.

@@ -17,6 +17,7 @@
 
 use super::{decide_page, research_access};
 use crate::access::cohort::{SampleDecision, UseRequest};
+use crate::access::manifest::ManifestPositions;
 use crate::api::applications::Application;
 use crate::api::state::AppState;
 use crate::auth::{Principal, Role};
@@ -27,7 +28,7 @@ use crate::db::ledger::{self, PreparedEntries};
 use crate::db::{documents, read_snapshot, DbConnection, PooledDb};
 use crate::error::ApiError;
 use crate::ledger::entry::LogAction;
-use crate::pseudonym::genome_id::{project_sample_id, IdKind, PrintedId};
+use crate::pseudonym::genome_id::{project_sample, IdKind, PrintedId};
 use crate::pseudonym::keyring::KeyDomain;
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
@@ -59,12 +60,11 @@ pub(super) struct Tally {
 
 /// One write of the release transaction.
 enum Batch<'a> {
-    /// A page of decided samples, numbered from `first_position`. The
-    /// writer turns them into manifest rows: deriving project IDs there
-    /// spreads the CPU work over both threads.
+    /// A page of decided samples. The writer turns them into manifest
+    /// rows: deriving project IDs and positions there spreads the CPU work
+    /// over both threads.
     Manifest {
         dataset: &'a DatasetRow,
-        first_position: i64,
         decided: Vec<(CohortSample, Decided)>,
         /// The entries of the patients whose last sample is on this page.
         entries: PreparedEntries,
@@ -89,9 +89,10 @@ pub(super) fn write_cohort(
     cohort: &Cohort<'_>,
 ) -> Result<Tally, ApiError> {
     let mut pass = Pass::new(cohort);
+    let mut positions = ManifestPositions::default();
     let Some(mut reader) = spare else {
         while let Some(batch) = pass.next(conn)? {
-            write(conn, cohort, batch)?;
+            write(conn, cohort, &mut positions, batch)?;
         }
         return Ok(pass.tally);
     };
@@ -110,7 +111,7 @@ pub(super) fn write_cohort(
         });
         let written = batches
             .iter()
-            .try_for_each(|batch| write(conn, cohort, batch));
+            .try_for_each(|batch| write(conn, cohort, &mut positions, batch));
         // Unblocks a reader still sending after a failed write.
         drop(batches);
         let read = reading
@@ -121,25 +122,31 @@ pub(super) fn write_cohort(
     })
 }
 
-fn write(conn: &mut DbConnection, cohort: &Cohort<'_>, batch: Batch<'_>) -> Result<(), ApiError> {
+/// Writes one batch. Each sample's position is its project's keyed order
+/// (decision 0030), not the order the cohort is read in.
+fn write(
+    conn: &mut DbConnection,
+    cohort: &Cohort<'_>,
+    positions: &mut ManifestPositions,
+    batch: Batch<'_>,
+) -> Result<(), ApiError> {
     match batch {
         Batch::Manifest {
             dataset,
-            first_position,
             decided,
             entries,
         } => {
             let project_key = cohort.state.keys.current(KeyDomain::Project);
             let mut rows = Vec::with_capacity(decided.len());
-            for (position, (sample, decision)) in (first_position..).zip(decided) {
+            for (sample, decision) in decided {
                 let printed = PrintedId::parse(IdKind::Sample, &sample.genome_id)
                     .map_err(ApiError::internal)?;
+                let seen = project_sample(project_key, &cohort.app.row.id, &printed);
                 rows.push(ReleaseSampleRow {
                     release_id: cohort.release_id.to_owned(),
-                    position,
+                    position: positions.place(seen.order),
                     dataset_id: dataset.id.clone(),
-                    project_sample_id: project_sample_id(project_key, &cohort.app.row.id, &printed)
-                        .to_string(),
+                    project_sample_id: seen.id.to_string(),
                     genome_id: sample.genome_id,
                     patient_pseudonym: sample.patient_pseudonym,
                     included: decision.included,
@@ -161,7 +168,6 @@ struct Pass<'a> {
     cohort: &'a Cohort<'a>,
     next_dataset: usize,
     current: Option<DatasetPass<'a>>,
-    position: i64,
     tally: Tally,
 }
 
@@ -214,7 +220,6 @@ impl<'a> Pass<'a> {
             cohort,
             next_dataset: 0,
             current: None,
-            position: 0,
             tally: Tally::default(),
         }
     }
@@ -271,11 +276,9 @@ impl<'a> Pass<'a> {
                 &page,
                 cohort.now,
             )?;
-            let first_position = self.position + 1;
             let mut decided = Vec::with_capacity(page.len());
             let mut completed = Vec::new();
             for (sample, decision) in page.into_iter().zip(decisions) {
-                self.position += 1;
                 let line = match decision {
                     SampleDecision::Included { version, .. } => {
                         *self
@@ -317,7 +320,6 @@ impl<'a> Pass<'a> {
             }
             return Ok(Some(Batch::Manifest {
                 dataset: current.dataset,
-                first_position,
                 decided,
                 entries: cohort.release_entries(current.dataset, completed)?,
             }));
