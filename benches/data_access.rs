@@ -438,12 +438,10 @@ fn raw_release(bench: &Bench, release_id: &str) -> Duration {
         .unwrap();
     }
     use genomegate::db::schema::{access_log_entries as e, release_samples as s};
-    // In the order the service wrote them: the cohort is read in patient
-    // order, and positions are the project's keyed order (decision 0030),
-    // so both sides insert them all over the manifest's key.
+    // In position order, as the service writes them (decision 0030).
     let samples: Vec<RawSample> = s::table
         .filter(s::release_id.eq(release_id))
-        .order((s::dataset_id, s::patient_pseudonym, s::genome_id))
+        .order(s::position)
         .select((
             s::release_id,
             s::position,

@@ -532,6 +532,8 @@ pub struct PageQuery {
 
 #[derive(Serialize, ToSchema)]
 pub struct ManifestEntry {
+    /// Where the sample stands in this project's own keyed order: not a
+    /// count, and unrelated to its place in any other project's manifest.
     pub position: i64,
     pub dataset: String,
     /// The sample as this project sees it (unlinkable across projects).
@@ -562,7 +564,8 @@ fn page_bounds(query: &PageQuery) -> Result<(i64, i64), ApiError> {
     Ok((query.after.unwrap_or(0).max(0), limit))
 }
 
-/// Every include and exclude decision of a release, paged (members).
+/// Every include and exclude decision of a release, paged (members), in
+/// the project's own keyed order (decision 0030).
 #[utoipa::path(tag = "data-access", params(ReleasePath, PageQuery),
     responses((status = 200, body = ManifestPage), (status = 404, body = Problem, content_type = "application/problem+json")))]
 #[get("/v1/releases/{id}/manifest")]
@@ -683,7 +686,7 @@ pub struct Resolution {
 /// TRE whose organization is the handle's audience). The agreement and
 /// every patient's current consent are checked again; samples whose patient
 /// withdrew are withheld. Each patient served gets a log entry and a
-/// notification.
+/// notification. Pages follow the manifest's keyed order.
 #[utoipa::path(tag = "data-access", request_body = ResolveRequest,
     responses((status = 200, body = Resolution), (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 403, body = Problem, content_type = "application/problem+json")))]
