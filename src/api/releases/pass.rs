@@ -154,11 +154,11 @@ const MANIFEST_CHUNK: usize = 5_000;
 ///
 /// The cohort is read in patient order, but a sample's position is its
 /// project's keyed order (decision 0030). Written as they were read, rows
-/// would land all over the manifest's primary key, and each page of a handle
-/// on rows all over its table; at 1,000,000 samples that made the release
-/// 38% slower. So rows are placed as they come and written once the pass is
-/// over, in position order: the key grows at its end, and a resolved page's
-/// rows lie together. What is kept per sample is a few short strings.
+/// would land all over the manifest's primary key, and a handle's pages on
+/// rows all over its table. So rows are placed as they come and written
+/// once the pass is over, in position order: the key grows at its end, and
+/// a resolved page's rows lie together. What is kept per sample is a few
+/// short strings; the decision records what this costs the release.
 #[derive(Default)]
 struct Manifest<'a> {
     positions: ManifestPositions,
