@@ -664,10 +664,16 @@ async fn the_full_journey_releases_consenting_patients_and_resolution_rechecks_c
     assert_eq!(recall["id"], webhook_id.as_str());
     assert!(webhook_id.starts_with("recall-"), "{webhook_id}");
     assert_eq!(recall["application"], id.as_str());
-    assert_eq!(recall["notice"], recalls["notices"][0], "{recall}");
+    // The list says what the webhook said: the notice, and the same
+    // instruction beside it.
+    let mut listed = recalls["notices"][0].clone();
+    let listed_instruction = listed.as_object_mut().unwrap().remove("instruction");
+    assert_eq!(recall["notice"], listed, "{recall}");
+    assert_eq!(Some(&recall["instruction"]), listed_instruction.as_ref());
     let instruction = recall["instruction"]["en"].as_str().unwrap();
     assert!(instruction.contains("withdrew"), "{instruction}");
     assert!(instruction.contains("delete"), "{instruction}");
+    assert!(recall["instruction"]["ja"].as_str().unwrap().contains("撤回"));
     // The dispatcher records the outcome after the receiver answered.
     let mut deliveries = Value::Null;
     for _ in 0..500 {

@@ -27,7 +27,7 @@ use crate::db::notify::EndpointOwner;
 use crate::db::{consents, documents, ledger, samples, write_transaction, DbConnection, PooledDb};
 use crate::error::{AccessRefusal as Refusal, ApiError, Problem};
 use crate::ledger::entry::{DataScope, LegalBasis, LogAction, LogEntry, Purpose};
-use crate::notify::RecallNotice;
+use crate::notify::{RecallInstruction, RecallNotice};
 use crate::pseudonym::genome_id::{project_patient_id, IdKind, PrintedId};
 use crate::pseudonym::keyring::KeyDomain;
 use actix_web::{delete, get, post, web, HttpResponse};
@@ -880,7 +880,27 @@ pub async fn jwks(state: web::Data<AppState>) -> HttpResponse {
 
 #[derive(Serialize, ToSchema)]
 pub struct RecallList {
-    pub notices: Vec<RecallNotice>,
+    pub notices: Vec<ListedRecall>,
+}
+
+/// A recall notice as listed: the notice, and what its webhook delivery
+/// told the members to do, so a member who reads the list rather than the
+/// webhook gets the same words.
+#[derive(Serialize, ToSchema)]
+pub struct ListedRecall {
+    #[serde(flatten)]
+    pub notice: RecallNotice,
+    pub instruction: RecallInstruction,
+}
+
+impl From<crate::db::access::RecallRow> for ListedRecall {
+    fn from(row: crate::db::access::RecallRow) -> Self {
+        let instruction = RecallInstruction::for_reason(&row.reason);
+        ListedRecall {
+            notice: RecallNotice::from(row),
+            instruction,
+        }
+    }
 }
 
 /// Recall notices for an application (members): each written in the same
@@ -905,7 +925,7 @@ pub async fn recalls(
             }
             Ok(store::recalls_of(conn, &id)?
                 .into_iter()
-                .map(RecallNotice::from)
+                .map(ListedRecall::from)
                 .collect())
         })
         .await?;
