@@ -673,7 +673,10 @@ async fn the_full_journey_releases_consenting_patients_and_resolution_rechecks_c
     let instruction = recall["instruction"]["en"].as_str().unwrap();
     assert!(instruction.contains("withdrew"), "{instruction}");
     assert!(instruction.contains("delete"), "{instruction}");
-    assert!(recall["instruction"]["ja"].as_str().unwrap().contains("撤回"));
+    assert!(recall["instruction"]["ja"]
+        .as_str()
+        .unwrap()
+        .contains("撤回"));
     // The dispatcher records the outcome after the receiver answered.
     let mut deliveries = Value::Null;
     for _ in 0..500 {
