@@ -351,6 +351,32 @@ async fn recall_notices(app: &TestApp, id: &str, token: &str) -> Vec<Value> {
     b["notices"].as_array().unwrap().clone()
 }
 
+/// Resolves `handle` as the store, `limit` samples a page, following
+/// `next_after`; returns each served object's project sample ID in the
+/// order served, and how many pages it took.
+async fn resolve_in_pages(app: &TestApp, handle: &str, limit: i64) -> (Vec<String>, usize) {
+    let (mut after, mut served, mut pages) = (None::<i64>, Vec::new(), 0);
+    loop {
+        let (s, page) = app
+            .post(
+                "/v1/handles/resolve",
+                &store_token(STORE),
+                None,
+                &json!({ "handle": handle, "after": after, "limit": limit }),
+            )
+            .await;
+        assert_eq!(s, 200, "{page}");
+        pages += 1;
+        for object in page["objects"].as_array().unwrap() {
+            served.push(object["project_sample_id"].as_str().unwrap().to_owned());
+        }
+        after = page["next_after"].as_i64();
+        if after.is_none() {
+            return (served, pages);
+        }
+    }
+}
+
 async fn release(app: &TestApp, id: &str, token: &str) -> (u16, Value) {
     app.post(
         &format!("/v1/applications/{id}/releases"),
@@ -1292,26 +1318,7 @@ async fn release_in_pages(app: &TestApp) -> PagedRelease {
     }
     assert_eq!(sizes, [5, 5, 1]);
     let handle = rel["handle"].as_str().unwrap();
-    let (mut after, mut served, mut pages) = (None::<i64>, Vec::new(), 0);
-    loop {
-        let (s, page) = app
-            .post(
-                "/v1/handles/resolve",
-                &store_token(STORE),
-                None,
-                &json!({ "handle": handle, "after": after, "limit": 2 }),
-            )
-            .await;
-        assert_eq!(s, 200, "{page}");
-        pages += 1;
-        for object in page["objects"].as_array().unwrap() {
-            served.push(object["project_sample_id"].as_str().unwrap().to_owned());
-        }
-        after = page["next_after"].as_i64();
-        if after.is_none() {
-            break;
-        }
-    }
+    let (mut served, pages) = resolve_in_pages(app, handle, 2).await;
     served.sort();
     served.dedup();
     let mut included: Vec<String> = rows
@@ -2276,25 +2283,7 @@ async fn two_projects_manifests_cannot_be_lined_up_by_position(backend: Backend)
             })
             .collect();
         // Resolution, two samples a page, serves them in the same order.
-        let (mut after, mut served) = (None::<i64>, Vec::new());
-        loop {
-            let (s, page) = app
-                .post(
-                    "/v1/handles/resolve",
-                    &store_token(STORE),
-                    None,
-                    &json!({ "handle": rel["handle"], "after": after, "limit": 2 }),
-                )
-                .await;
-            assert_eq!(s, 200, "{page}");
-            for object in page["objects"].as_array().unwrap() {
-                served.push(object["project_sample_id"].as_str().unwrap().to_owned());
-            }
-            after = page["next_after"].as_i64();
-            if after.is_none() {
-                break;
-            }
-        }
+        let (mut served, _) = resolve_in_pages(&app, rel["handle"].as_str().unwrap(), 2).await;
         // A sample's objects come together.
         served.dedup();
         let in_order: Vec<String> = listed.iter().map(|(_, id)| id.clone()).collect();

@@ -106,14 +106,9 @@ fn wrong_check_character_is_named_as_such() {
     );
 }
 
-/// Two data-use projects receive the same 2,000 samples and patients; no
-/// identifier appears in both, and nothing a recipient holds lets it match
-/// one project's IDs to the other's.
-#[test]
-fn per_project_ids_cannot_be_joined() {
-    let keys = keyring(6, 1);
-    let project_key = keys.current(KeyDomain::Project);
-    let samples: Vec<PrintedId> = (0..2000)
+/// The genome IDs of `n` samples of hospital-a.
+fn hospital_samples(keys: &Keyring, n: usize) -> Vec<PrintedId> {
+    (0..n)
         .map(|i| {
             sample_id(
                 keys.current(KeyDomain::Sample),
@@ -121,7 +116,17 @@ fn per_project_ids_cannot_be_joined() {
                 &format!("S{i}"),
             )
         })
-        .collect();
+        .collect()
+}
+
+/// Two data-use projects receive the same 2,000 samples and patients; no
+/// identifier appears in both, and nothing a recipient holds lets it match
+/// one project's IDs to the other's.
+#[test]
+fn per_project_ids_cannot_be_joined() {
+    let keys = keyring(6, 1);
+    let project_key = keys.current(KeyDomain::Project);
+    let samples = hospital_samples(&keys, 2000);
     let view = |project: &str| -> Vec<PrintedId> {
         samples
             .iter()
@@ -168,15 +173,7 @@ fn per_project_ids_cannot_be_joined() {
 fn manifest_orders_are_unrelated_across_projects() {
     let keys = keyring(8, 1);
     let project_key = keys.current(KeyDomain::Project);
-    let samples: Vec<PrintedId> = (0..2000)
-        .map(|i| {
-            sample_id(
-                keys.current(KeyDomain::Sample),
-                "hospital-a",
-                &format!("S{i}"),
-            )
-        })
-        .collect();
+    let samples = hospital_samples(&keys, 2000);
     // Each sample's rank in an ordering given by `key`.
     let ranks = |key: &dyn Fn(usize) -> u128| -> Vec<f64> {
         let mut order: Vec<usize> = (0..samples.len()).collect();

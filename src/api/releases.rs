@@ -748,15 +748,16 @@ pub async fn resolve_handle(
             let mut listed: HashSet<&str> = HashSet::with_capacity(served.len());
             let mut objects_per: HashMap<(&str, &str), u32> = HashMap::new();
             for r in &served {
-                let of_sample = latest.get(&r.genome_id).map_or(&[][..], Vec::as_slice);
+                let of_sample = latest.get(&r.genome_id);
                 *objects_per
                     .entry((r.patient_pseudonym.as_str(), r.dataset_id.as_str()))
-                    .or_default() += of_sample.len() as u32;
+                    .or_default() += of_sample.map_or(0, BTreeMap::len) as u32;
                 // A sample in two released datasets is listed once.
                 if !listed.insert(r.genome_id.as_str()) {
                     continue;
                 }
-                objects.extend(of_sample.iter().map(|o| ResolvedObject {
+                let named = of_sample.into_iter().flat_map(BTreeMap::values);
+                objects.extend(named.map(|o| ResolvedObject {
                     project_sample_id: r.project_sample_id.clone(),
                     name: o.name.clone(),
                     version: o.version,
@@ -849,21 +850,17 @@ fn recheck_consent<'a>(
 fn latest_objects(
     conn: &mut DbConnection,
     rows: &[ReleaseSampleRow],
-) -> Result<HashMap<String, Vec<samples::ObjectRow>>, ApiError> {
+) -> Result<HashMap<String, BTreeMap<String, samples::ObjectRow>>, ApiError> {
     let genome_ids: Vec<String> = rows.iter().map(|r| r.genome_id.clone()).collect();
-    let mut newest: BTreeMap<(String, String), samples::ObjectRow> = BTreeMap::new();
+    let mut by_sample: HashMap<String, BTreeMap<String, samples::ObjectRow>> = HashMap::new();
     for o in samples::objects_of(conn, &genome_ids)? {
-        let key = (o.genome_id.clone(), o.name.clone());
-        if newest
-            .get(&key)
+        let named = by_sample.entry(o.genome_id.clone()).or_default();
+        if named
+            .get(&o.name)
             .is_none_or(|existing| existing.version < o.version)
         {
-            newest.insert(key, o);
+            named.insert(o.name.clone(), o);
         }
-    }
-    let mut by_sample: HashMap<String, Vec<samples::ObjectRow>> = HashMap::new();
-    for ((genome_id, _), o) in newest {
-        by_sample.entry(genome_id).or_default().push(o);
     }
     Ok(by_sample)
 }
