@@ -319,12 +319,13 @@ async fn signed_change(app: &TestApp, patient: &str, what: &str, key: &str, mut 
 /// A child of hospital-a, consented for by a parent, who comes of age in
 /// `majority_in_days`, and five adults, each with one germline sample, in
 /// one dataset; and an academic application for it, ready to release.
-/// Returns the application's ID and its researcher's token.
+/// Returns the application's ID, its researcher's token and the child's
+/// patient ref.
 async fn a_minor_among_adults(
     app: &TestApp,
     clock: &ShiftedClock,
     majority_in_days: i64,
-) -> (String, String) {
+) -> (String, String, String) {
     let (version, child, child_genome_id) =
         child_with_sample(app, clock, "MRN-TEEN", chrono::Duration::days(30)).await;
     let (s, b) = put(
@@ -339,7 +340,22 @@ async fn a_minor_among_adults(
     let mut genome_ids: Vec<String> = adults.iter().map(|p| p.1.clone()).collect();
     genome_ids.push(child_genome_id);
     let id = one_use_of(app, (UNIVERSITY, "academic", "prof-1"), &genome_ids, "GRU").await;
-    (id, researcher(UNIVERSITY, "prof-1"))
+    (id, researcher(UNIVERSITY, "prof-1"), child)
+}
+
+/// The `consent_lapse` entries in the access log of the patient holding
+/// portal token `token`, once every entry is integrated.
+async fn lapses_told(app: &TestApp, token: &str) -> Vec<Value> {
+    app.wait_integrated().await;
+    let (s, page) = app.get("/v1/portal/access-log?lang=en", Some(token)).await;
+    assert_eq!(s, 200, "{page}");
+    page["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["entry"]["action"] == "consent_lapse")
+        .cloned()
+        .collect()
 }
 
 /// The recall notices of application `id`, as its member sees them.
@@ -1848,6 +1864,24 @@ async fn a_minor_who_came_of_age_is_released_only_on_their_own_consent(backend: 
             "secondary_use_industry"
         ])
     );
+    // ...and was told, once, in their access log: the service recorded
+    // which of the parent's permits lapsed. Recording the day again, and
+    // the daily sweep (every 100 ms in tests), told nothing more.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let told = lapses_told(&app, session["access_token"].as_str().unwrap()).await;
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert_eq!(told[0]["entry"]["actor"]["role"], "service");
+    assert_eq!(
+        told[0]["entry"]["legal_basis"],
+        json!({"consent": {"version": version, "items": mine["consents"][0]["needs_own_consent"]}})
+    );
+    assert!(
+        told[0]["explanation"]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("what your proxy permitted in your cancer consent record"),
+        "{told:?}"
+    );
 
     let (s, rel) = release(&app, &id, &researcher(PHARMA, "res-1")).await;
     assert_eq!(s, 201, "{rel}");
@@ -2044,14 +2078,17 @@ async fn the_day_a_minor_comes_of_age_recalls_what_their_parent_permitted(backen
     let Some((app, clock)) = TestApp::spawn_with_shifted_clock(backend).await else {
         return;
     };
-    let (id, token) = a_minor_among_adults(&app, &clock, 2).await;
+    let (id, token, child) = a_minor_among_adults(&app, &clock, 2).await;
     let (s, rel) = release(&app, &id, &token).await;
     assert_eq!(s, 201, "{rel}");
     assert_eq!(rel["included"], 6, "the parent speaks for the minor {rel}");
     let notices = || recall_notices(&app, &id, &token);
+    let child_token = app.patient_token(&child);
+    let told = || lapses_told(&app, &child_token);
     // The sweep runs every 100 ms in tests; the child is still a minor.
     actix_web::rt::time::sleep(std::time::Duration::from_millis(400)).await;
     assert_eq!(notices().await, Vec::<Value>::new());
+    assert_eq!(told().await, Vec::<Value>::new());
 
     // Three days on: the child came of age yesterday.
     clock.shift(chrono::Duration::days(3));
@@ -2066,10 +2103,20 @@ async fn the_day_a_minor_comes_of_age_recalls_what_their_parent_permitted(backen
     assert_eq!(found.len(), 1, "{found:?}");
     assert_eq!(found[0]["reason"], "reached_majority");
     assert_eq!(found[0]["release"], rel["id"]);
+    // The child is told in the same transaction, by the service, and no
+    // adult is.
+    let lapses = told().await;
+    assert_eq!(lapses.len(), 1, "{lapses:?}");
+    assert_eq!(
+        lapses[0]["entry"]["actor"],
+        json!({"org": "genomegate", "role": "service", "user": "came-of-age"})
+    );
+    assert_eq!(app.log_entries_with_action("consent_lapse"), 1);
     actix_web::rt::time::sleep(std::time::Duration::from_millis(400)).await;
     clock.shift(chrono::Duration::days(4));
     actix_web::rt::time::sleep(std::time::Duration::from_millis(400)).await;
     assert_eq!(notices().await.len(), 1, "once per sample and birthday");
+    assert_eq!(told().await.len(), 1, "told once per birthday");
     let (s, rel) = release(&app, &id, &token).await;
     assert_eq!(s, 201, "{rel}");
     assert_eq!(rel["excluded_by_reason"], json!({"reached_majority": 1}));
@@ -2209,7 +2256,7 @@ async fn a_minor_who_comes_of_age_while_a_release_reads_is_recalled_from_it(back
     let Some((app, clock)) = TestApp::spawn_with_shifted_clock(backend).await else {
         return;
     };
-    let (id, token) = a_minor_among_adults(&app, &clock, 1).await;
+    let (id, token, _) = a_minor_among_adults(&app, &clock, 1).await;
     let notices = || recall_notices(&app, &id, &token);
 
     let mut holder = hold_before_commit(&app, &id);

@@ -5,6 +5,7 @@ use super::access;
 use super::consents::{
     consent_summaries, patient_for, principal, ConsentSummary, PatientPath, PatientStatusView,
 };
+use super::releases::recall::CameOfAge;
 use super::state::AppState;
 use crate::auth::policy::{Action, Resource};
 use crate::auth::Caller;
@@ -137,9 +138,10 @@ pub(crate) async fn known_pseudonym(
 /// they come of age; deceased patients never do. A day of majority that has
 /// already come recalls, in the same transaction, what live releases had of
 /// the patient on the proxy's consent alone (`reached_majority`); a future
-/// one is recalled by the daily sweep when it comes. Each update is logged
-/// as `patient_status_change` (naming neither day), and so notified to the
-/// patient, in the same transaction.
+/// one is recalled by the daily sweep when it comes; either way the patient
+/// is told, once, with a `consent_lapse` entry per family whose proxy
+/// permits lapsed. Each update is logged as `patient_status_change` (naming
+/// neither day), and so notified to the patient, in the same transaction.
 #[utoipa::path(tag = "consents", params(PatientPath), request_body = PatientStatusRequest,
     responses((status = 200, body = PatientStatusView), (status = 404, body = Problem, content_type = "application/problem+json")))]
 #[put("/v1/patients/{patient_ref}/status")]
@@ -180,7 +182,7 @@ pub async fn update_patient_status(
     let (majority_on, deceased_on) = (body.majority_on, body.deceased_on);
     let key = pseudonym.as_str().to_owned();
     let shared = state.clone();
-    let recalled = state
+    let came_of_age = state
         .db(move |conn| {
             write_transaction(conn, |conn| {
                 let patients = [key.clone()];
@@ -199,22 +201,21 @@ pub async fn update_patient_status(
                     deceased_on,
                 };
                 let Some(on) = majority_on.filter(|_| now_known.of_age_on(today)) else {
-                    return Ok(0);
+                    return Ok(CameOfAge::default());
                 };
-                let recalled = crate::api::releases::recall::recall_came_of_age(
+                crate::api::releases::recall::recall_came_of_age(
                     conn,
                     &shared.data_use,
                     &key,
                     on,
                     Some(was),
                     now,
-                )?;
-                Ok(recalled)
+                )
             })
         })
         .await?;
     state.log.entries_committed();
-    if recalled > 0 {
+    if came_of_age.recalled > 0 {
         state.log.deliveries_queued();
     }
     Ok(web::Json(PatientStatusView {

@@ -135,6 +135,23 @@ pub enum ItemBasis {
     NotAsked,
 }
 
+impl ItemBasis {
+    /// The document version the decision was signed on, when it rests on
+    /// a signature still counted (a withdrawal takes the decision back).
+    pub fn signed_on_version(&self) -> Option<u32> {
+        match self {
+            ItemBasis::Consented { version, .. } => Some(*version),
+            ItemBasis::CarriedForward {
+                signed_on_version, ..
+            }
+            | ItemBasis::NeedsReconsent {
+                signed_on_version, ..
+            } => Some(*signed_on_version),
+            ItemBasis::Withdrawn { .. } | ItemBasis::NotAsked => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ItemState {
     pub key: ScopeItemKey,
@@ -552,6 +569,12 @@ mod tests {
             lapsed(&events, 50),
             ["academic", "industry"],
             "of age: the permits lapse, the deny stays a deny"
+        );
+        assert!(
+            derive_consent(&events, &history(), at(50))
+                .lapsed_at_majority(&child)
+                .all(|i| i.basis.signed_on_version() == Some(1)),
+            "each lapsed permit names the version the proxy signed"
         );
         assert!(
             derive_consent(&events, &history(), at(50)).permits(&key("academic")),

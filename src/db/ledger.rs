@@ -19,7 +19,7 @@ use super::schema::{
 use super::{write_transaction, DbConnection};
 use crate::db_run;
 use crate::ledger::checkpoint::{Checkpoint, NoteSigner};
-use crate::ledger::entry::{IndexedFields, LogEntry};
+use crate::ledger::entry::{IndexedFields, LogAction, LogEntry};
 use crate::ledger::merkle::{self, leaf_hash, Frontier, Hash};
 use crate::ledger::verify::{InOrder, Leaf, LogChecker, NodePosition, StoredCheckpoint};
 use chrono::Timelike;
@@ -812,6 +812,25 @@ pub fn patient_entries(
         .into_iter()
         .map(|(row, idx)| (row, idx.map(|i| i as u64)))
         .collect())
+}
+
+/// Whether `pseudonym` has an entry of `action` recorded at or after
+/// `since`: so that what the service tells a patient of its own accord is
+/// told once, whichever path noticed it first.
+pub fn patient_logged_since(
+    conn: &mut DbConnection,
+    pseudonym: &str,
+    action: LogAction,
+    since: DateTime<Utc>,
+) -> Result<bool, DieselError> {
+    let found: Option<i64> = db_run!(conn, c => entries::table
+        .filter(entries::patient_pseudonym.eq(pseudonym))
+        .filter(entries::action.eq(action.as_str()))
+        .filter(entries::recorded_at.ge(since.naive_utc()))
+        .select(entries::seq)
+        .first(c)
+        .optional())?;
+    Ok(found.is_some())
 }
 
 /// The auditor's filters; all optional, combined with AND.

@@ -25,6 +25,22 @@ pub struct Actor {
     pub user: String,
 }
 
+/// The actor role of what the service does by itself, never a caller's:
+/// no token can carry it, so screening can tell it from any caller's.
+pub const SERVICE_ROLE: &str = "service";
+
+impl Actor {
+    /// The service acting on its own, as `task` (e.g. the daily
+    /// coming-of-age sweep).
+    pub fn service(task: &str) -> Self {
+        Actor {
+            org: "genomegate".to_owned(),
+            role: SERVICE_ROLE.to_owned(),
+            user: task.to_owned(),
+        }
+    }
+}
+
 /// What was done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -41,10 +57,14 @@ pub enum LogAction {
     RecontactUnseal,
     DatasetRelease,
     HandleResolve,
+    /// The service noted that a proxy's permits lapsed when the patient
+    /// came of age (decision 0026): no one touched the data; the patient is
+    /// told that only their own consent counts now.
+    ConsentLapse,
 }
 
 impl LogAction {
-    pub const ALL: [LogAction; 12] = [
+    pub const ALL: [LogAction; 13] = [
         LogAction::ConsentRead,
         LogAction::ConsentRegister,
         LogAction::ConsentChange,
@@ -57,6 +77,7 @@ impl LogAction {
         LogAction::RecontactUnseal,
         LogAction::DatasetRelease,
         LogAction::HandleResolve,
+        LogAction::ConsentLapse,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -73,6 +94,7 @@ impl LogAction {
             LogAction::RecontactUnseal => "recontact_unseal",
             LogAction::DatasetRelease => "dataset_release",
             LogAction::HandleResolve => "handle_resolve",
+            LogAction::ConsentLapse => "consent_lapse",
         }
     }
 
@@ -264,6 +286,7 @@ fn role_name(role: &str, lang: Language) -> String {
             "ゲノムデータ保管機関・解析環境",
             "the genome data store or research environment",
         ),
+        SERVICE_ROLE => ("GenomeGate のシステム", "the GenomeGate service"),
         other => (other, other),
     };
     match lang {
@@ -340,6 +363,12 @@ pub fn explain(entry: &LogEntry, lang: Language) -> Explanation {
         (LogAction::DatasetRelease, En) => format!("released {scope}"),
         (LogAction::HandleResolve, Ja) => format!("{scope}を読み出しました"),
         (LogAction::HandleResolve, En) => format!("retrieved {scope}"),
+        (LogAction::ConsentLapse, Ja) => format!(
+            "あなたが成年に達したため、未成年のあなたに代わって代諾者が{scope}で同意した項目を、あなた自身が同意するまで適用しないことにしました"
+        ),
+        (LogAction::ConsentLapse, En) => format!(
+            "set aside, until you consent yourself, what your proxy permitted in {scope} while you were a minor, since you have come of age,"
+        ),
     };
     let purpose = match (&entry.purpose, lang) {
         (Purpose::ConsentManagement, Ja) => "同意の管理のため".to_owned(),
@@ -479,5 +508,35 @@ mod tests {
         research.legal_basis = LegalBasis::Agreement { id: "DUA-7".into() };
         let en = explain(&research, Language::En);
         assert!(en.purpose.contains("DUO:0000042") && en.basis.contains("DUA-7"));
+    }
+
+    #[test]
+    fn a_lapse_at_majority_is_told_as_the_services_own_doing() {
+        let mut lapse = sample_entry();
+        lapse.actor = Actor::service("came-of-age-sweep");
+        lapse.action = LogAction::ConsentLapse;
+        lapse.legal_basis = LegalBasis::Consent {
+            version: "cancer-v1".into(),
+            items: vec!["research_industry".into()],
+        };
+        assert_eq!(
+            LogAction::parse("consent_lapse"),
+            Some(LogAction::ConsentLapse)
+        );
+        let en = explain(&lapse, Language::En);
+        assert_eq!(
+            en.summary,
+            "On 2025-11-21T04:40:00Z, the GenomeGate service (came-of-age-sweep) at genomegate set aside, until you consent yourself, what your proxy permitted in your cancer consent record while you were a minor, since you have come of age, to manage your consent, under your consent (cancer-v1)."
+        );
+        let ja = explain(&lapse, Language::Ja);
+        assert!(ja.who.starts_with("GenomeGate のシステム"), "{}", ja.who);
+        assert!(
+            ja.what.contains("代諾者") && ja.what.contains("成年"),
+            "{}",
+            ja.what
+        );
+        // The role is no caller's: screening tells the service's own
+        // entries from those of anyone holding a token.
+        assert!(crate::auth::Role::parse(SERVICE_ROLE).is_none());
     }
 }

@@ -7,14 +7,14 @@
 //! entry that cites a recontact request or agreement the service has never
 //! heard of is flagged, because an auditor has nothing to check it against.
 
-use super::entry::{LegalBasis, LogAction, LogEntry, Purpose};
+use super::entry::{LegalBasis, LogAction, LogEntry, Purpose, SERVICE_ROLE};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// Bumped whenever a rule changes, so stored reports say which rules made
 /// them.
-pub const SCREENING_RULES_VERSION: &str = "screening/v1";
+pub const SCREENING_RULES_VERSION: &str = "screening/v2";
 
 /// Findings kept in full per report; the counts cover the rest.
 pub const MAX_FINDINGS: usize = 1000;
@@ -145,10 +145,15 @@ impl Screener {
 
     pub fn observe(&mut self, seq: i64, entry: &LogEntry, facts: &Facts) {
         self.entries += 1;
-        *self
-            .volume
-            .entry((entry.actor.org.clone(), entry.actor.user.clone()))
-            .or_default() += 1;
+        // The service's own entries (a day of majority passing for many
+        // patients at once) are no one's accesses: they neither count as
+        // an actor's volume nor move the median people are compared with.
+        if entry.actor.role != SERVICE_ROLE {
+            *self
+                .volume
+                .entry((entry.actor.org.clone(), entry.actor.user.clone()))
+                .or_default() += 1;
+        }
         if let Err((rule, reason)) = check(entry, facts) {
             *self.counts.entry(rule).or_default() += 1;
             if self.findings.len() < MAX_FINDINGS {
@@ -251,6 +256,20 @@ pub fn check(entry: &LogEntry, facts: &Facts) -> Result<(), Flag> {
             }
             if hospital != Some(&entry.actor.org) {
                 return Err(no_basis("actor_not_staff_of_the_treating_hospital"));
+            }
+            Ok(())
+        }
+        // The service's own record that a proxy's permits lapsed at
+        // majority: it cites the consent whose items lapsed.
+        (LegalBasis::Consent { version, .. }, LogAction::ConsentLapse) => {
+            if entry.actor.role != SERVICE_ROLE {
+                return Err(no_basis("lapse_not_recorded_by_the_service"));
+            }
+            if !facts
+                .consents
+                .contains(&(entry.patient.clone(), version.clone()))
+            {
+                return Err(no_basis("no_consent_recorded_on_the_cited_version"));
             }
             Ok(())
         }
@@ -486,6 +505,47 @@ mod tests {
     }
 
     #[test]
+    fn a_lapse_at_majority_is_the_services_own_and_cites_a_recorded_consent() {
+        let f = facts();
+        let lapse = |org: &str, role: &str, version: &str| {
+            entry(
+                org,
+                role,
+                LogAction::ConsentLapse,
+                Purpose::ConsentManagement,
+                LegalBasis::Consent {
+                    version: version.into(),
+                    items: vec!["research_industry".into()],
+                },
+            )
+        };
+        assert_eq!(
+            reason(&lapse("genomegate", SERVICE_ROLE, "cancer-v1"), &f),
+            None
+        );
+        assert_eq!(
+            reason(&lapse("genomegate", SERVICE_ROLE, "cancer-v9"), &f),
+            Some("no_consent_recorded_on_the_cited_version")
+        );
+        // A hospital's staff cannot write what only the service records.
+        assert_eq!(
+            reason(&lapse("hospital-a", "hospital_staff", "cancer-v1"), &f),
+            Some("lapse_not_recorded_by_the_service")
+        );
+        let under_a_hospital = entry(
+            "genomegate",
+            SERVICE_ROLE,
+            LogAction::ConsentLapse,
+            Purpose::ConsentManagement,
+            treating("hospital-a"),
+        );
+        assert_eq!(
+            reason(&under_a_hospital, &f),
+            Some("basis_not_allowed_for_action")
+        );
+    }
+
+    #[test]
     fn unsealing_needs_an_approved_request_for_the_same_patient() {
         let f = facts();
         let step = |action, request: &str| {
@@ -610,8 +670,24 @@ mod tests {
         }
         read_by(&mut screener, "e", 9); // busier than most, below 5 × the median
         read_by(&mut screener, "bulk", 40);
+        // Fifty patients come of age on one day: the service tells each.
+        for _ in 0..50 {
+            let lapse = entry(
+                "genomegate",
+                SERVICE_ROLE,
+                LogAction::ConsentLapse,
+                Purpose::ConsentManagement,
+                LegalBasis::Consent {
+                    version: "cancer-v1".into(),
+                    items: vec![],
+                },
+            );
+            seq += 1;
+            screener.observe(seq, &lapse, &f);
+        }
         let report = screener.finish();
-        assert_eq!(report.entries_screened, 4 * 4 + 9 + 40);
+        assert_eq!(report.entries_screened, 4 * 4 + 9 + 40 + 50);
+        assert_eq!(report.actors, 6, "the service is no actor of its own");
         assert_eq!(report.median_accesses_per_actor, 4.0);
         assert_eq!(report.unusual_volume.len(), 1);
         assert_eq!(report.unusual_volume[0].user, "bulk");

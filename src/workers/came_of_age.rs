@@ -1,11 +1,13 @@
 //! The coming-of-age sweep: once a day (in Japan), one instance recalls what live
 //! releases had of patients who came of age that day on their proxy's
-//! permits alone (decisions 0026 and 0027). A day of majority is a date
+//! permits alone, and tells each such patient (decisions 0026 and 0027). A day of majority is a date
 //! passing, not an event anyone records, so without this the members would
 //! learn of it only when their next resolution withholds the sample.
 
 use super::{spawn_named, WorkerContext};
 use crate::access::DataUsePolicy;
+use crate::api::releases::recall::CameOfAge;
+use chrono::SubsecRound;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,10 +24,21 @@ fn run(ctx: &WorkerContext, policy: &DataUsePolicy) {
     let tick = Duration::from_millis(ctx.config.recall.came_of_age_check_ms.max(100));
     while !ctx.stopped() {
         match sweep(ctx, policy) {
-            Ok(0) => {}
-            Ok(recalled) => {
-                tracing::info!(recalled, "recall notices for patients who came of age");
-                ctx.log.deliveries_queued();
+            Ok(done) => {
+                if done.told > 0 {
+                    tracing::info!(
+                        told = done.told,
+                        "patients told their proxy's permits lapsed"
+                    );
+                    ctx.log.entries_committed();
+                }
+                if done.recalled > 0 {
+                    tracing::info!(
+                        recalled = done.recalled,
+                        "recall notices for patients who came of age"
+                    );
+                    ctx.log.deliveries_queued();
+                }
             }
             Err(e) => tracing::error!(error = %e, "coming-of-age sweep failed; will try again"),
         }
@@ -37,8 +50,10 @@ fn run(ctx: &WorkerContext, policy: &DataUsePolicy) {
     }
 }
 
-fn sweep(ctx: &WorkerContext, policy: &DataUsePolicy) -> Result<usize, String> {
+fn sweep(ctx: &WorkerContext, policy: &DataUsePolicy) -> Result<CameOfAge, String> {
     let mut conn = ctx.pool.get().map_err(|e| e.to_string())?;
-    crate::api::releases::recall::sweep_came_of_age(&mut conn, policy, ctx.clock.now())
+    // Log entries keep microseconds, as the database does.
+    let now = ctx.clock.now().trunc_subsecs(6);
+    crate::api::releases::recall::sweep_came_of_age(&mut conn, policy, now)
         .map_err(|e| e.to_string())
 }

@@ -16,10 +16,13 @@ use crate::access::duo::DiseaseHierarchy;
 use crate::access::DataUsePolicy;
 use crate::api::applications::Application;
 use crate::consent::state::{derive_consent, ConsentSnapshot};
-use crate::consent::{DocumentFamily, Person};
+use crate::consent::{DocumentFamily, DocumentVersionId, Person};
 use crate::db::access::{self as store, LiveInclusion, RecallRow};
-use crate::db::{consents, documents, DbConnection};
+use crate::db::{consents, documents, ledger, DbConnection};
 use crate::error::ApiError;
+use crate::ledger::entry::{
+    Actor, DataScope, LegalBasis, LogAction, LogEntry, Purpose, ENTRY_FORMAT,
+};
 use chrono::{DateTime, NaiveDate, Utc};
 use std::collections::BTreeMap;
 
@@ -134,37 +137,58 @@ pub(crate) fn recall_what_consent_no_longer_permits(
 
 /// Recalls, for every patient who came of age after the last sweep and by
 /// `today`, what their proxy's lapsed permits had let live releases have,
-/// in one transaction. Several instances may sweep: the first to move the
-/// mark does the day's work, the others find nothing to do. Returns how
-/// many notices were written.
+/// and tells each patient whose permits lapsed, in one transaction.
+/// Several instances may sweep: the first to move the mark does the day's
+/// work, the others find nothing to do.
 pub(crate) fn sweep_came_of_age(
     conn: &mut DbConnection,
     policy: &DataUsePolicy,
     at: DateTime<Utc>,
-) -> Result<usize, ApiError> {
+) -> Result<CameOfAge, ApiError> {
     if !policy.release.proxy_consent_lapses_at_majority {
-        return Ok(0);
+        return Ok(CameOfAge::default());
     }
     let today = crate::calendar::day_of(at);
     if store::sweep_due(conn, CAME_OF_AGE_SWEEP, today)?.is_none() {
-        return Ok(0);
+        return Ok(CameOfAge::default());
     }
     crate::db::write_transaction(conn, |conn| {
         // Claimed again inside: another instance may have swept meanwhile.
         let Some(after) = store::claim_sweep(conn, CAME_OF_AGE_SWEEP, today)? else {
-            return Ok(0);
+            return Ok(CameOfAge::default());
         };
-        let mut written = 0;
+        let mut done = CameOfAge::default();
         for (patient, on) in consents::came_of_age_between(conn, after, today)? {
-            written += recall_came_of_age(conn, policy, &patient, on, None, at)?;
+            done += recall_came_of_age(conn, policy, &patient, on, None, at)?;
         }
-        Ok(written)
+        Ok(done)
     })
 }
 
+/// What recording a day of majority wrote: recall notices for the
+/// releases' members, and log entries telling the patient.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CameOfAge {
+    pub recalled: usize,
+    pub told: usize,
+}
+
+impl std::ops::AddAssign for CameOfAge {
+    fn add_assign(&mut self, other: Self) {
+        self.recalled += other.recalled;
+        self.told += other.told;
+    }
+}
+
+/// The actor task of the entries that tell a patient their proxy's
+/// permits lapsed.
+const CAME_OF_AGE_TASK: &str = "came-of-age";
+
 /// Recalls, in every family, what a proxy's permits had let live releases
 /// have of `patient`, who came of age `on` (see [`Cause::CameOfAge`] for
-/// `was`). Nothing lapses when policy keeps a proxy's consent.
+/// `was`), and tells the patient, in each family where such permits
+/// lapsed, with a `consent_lapse` entry in the caller's transaction.
+/// Nothing lapses when policy keeps a proxy's consent.
 pub(crate) fn recall_came_of_age(
     conn: &mut DbConnection,
     policy: &DataUsePolicy,
@@ -172,13 +196,13 @@ pub(crate) fn recall_came_of_age(
     on: NaiveDate,
     was: Option<Person>,
     at: DateTime<Utc>,
-) -> Result<usize, ApiError> {
+) -> Result<CameOfAge, ApiError> {
     if !policy.release.proxy_consent_lapses_at_majority {
-        return Ok(0);
+        return Ok(CameOfAge::default());
     }
-    let mut written = 0;
+    let mut done = CameOfAge::default();
     for family in DocumentFamily::ALL {
-        written += recall_what_consent_no_longer_permits(
+        done.recalled += recall_what_consent_no_longer_permits(
             conn,
             policy,
             patient,
@@ -187,7 +211,59 @@ pub(crate) fn recall_came_of_age(
             at,
         )?;
     }
-    Ok(written)
+    let told = lapse_entries(conn, patient, on, at)?;
+    ledger::append(conn, &told)?;
+    done.told = told.len();
+    Ok(done)
+}
+
+/// One entry per family in which permits a proxy gave for `patient` as a
+/// minor have lapsed at `at`, naming the items and the version they were
+/// signed on; none if the patient was already told since the start of
+/// their day of majority (`on`): the hospital's update and the daily sweep
+/// may both see the same birthday.
+fn lapse_entries(
+    conn: &mut DbConnection,
+    patient: &str,
+    on: NaiveDate,
+    at: DateTime<Utc>,
+) -> Result<Vec<LogEntry>, ApiError> {
+    let since = crate::calendar::start_of(on);
+    if ledger::patient_logged_since(conn, patient, LogAction::ConsentLapse, since)? {
+        return Ok(Vec::new());
+    }
+    let patients = [patient.to_owned()];
+    let person = consents::minors_among(conn, &patients)?
+        .remove(patient)
+        .unwrap_or_default();
+    let mut told = Vec::new();
+    for family in DocumentFamily::ALL {
+        let (_, _, snap) = crate::api::consents::snapshot(conn, patient, family, at)?;
+        let lapsed: Vec<_> = snap.lapsed_at_majority(&person).collect();
+        let Some(signed_on) = lapsed
+            .iter()
+            .filter_map(|i| i.basis.signed_on_version())
+            .max()
+        else {
+            continue;
+        };
+        told.push(LogEntry {
+            format: ENTRY_FORMAT,
+            at,
+            actor: Actor::service(CAME_OF_AGE_TASK),
+            action: LogAction::ConsentLapse,
+            purpose: Purpose::ConsentManagement,
+            legal_basis: LegalBasis::Consent {
+                version: DocumentVersionId::new(family, signed_on).to_string(),
+                items: lapsed.iter().map(|i| i.key.to_string()).collect(),
+            },
+            patient: patient.to_owned(),
+            scope: DataScope::ConsentRecord {
+                family: family.as_str().to_owned(),
+            },
+        });
+    }
+    Ok(told)
 }
 
 /// An application with a live release, and the use its releases were
