@@ -167,9 +167,31 @@ pub struct Manager {
 /// may still be using TLS (a SIGSEGV in `pthread_rwlock_unlock` at the exit
 /// of test and benchmark processes). Every PostgreSQL connection, the
 /// tests' and benchmarks' included, is opened here.
+///
+/// GSSAPI encryption is also off unless the URL asks for it
+/// ([`without_gss_encryption`]).
 pub fn establish_pg(url: &str) -> diesel::ConnectionResult<PgConnection> {
     openssl::init();
-    PgConnection::establish(url)
+    PgConnection::establish(&without_gss_encryption(url))
+}
+
+/// `url` with `gssencmode=disable` unless it sets `gssencmode` itself.
+/// libpq's default (`prefer`) sets up Kerberos on every connect, even with
+/// no credentials to use; a process exiting while a pool thread is inside
+/// it aborts in `k5_mutex_lock` (diesel-rs/diesel#3226, seen here at the
+/// exit of a benchmark). A deployment that does encrypt with GSSAPI says
+/// so in its URL; TLS is unaffected (`sslmode`).
+pub fn without_gss_encryption(url: &str) -> std::borrow::Cow<'_, str> {
+    let query = url.split_once('?').map(|(_, q)| q);
+    let asked = query.is_some_and(|q| {
+        q.split('&')
+            .any(|pair| pair.split('=').next() == Some("gssencmode"))
+    });
+    if asked {
+        return url.into();
+    }
+    let joiner = if query.is_some() { '&' } else { '?' };
+    format!("{url}{joiner}gssencmode=disable").into()
 }
 
 impl Manager {
@@ -501,4 +523,25 @@ where
 /// Readiness probe: one round trip.
 pub fn ping(conn: &mut DbConnection) -> Result<(), diesel::result::Error> {
     db_run!(conn, c => c.batch_execute("SELECT 1"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_gss_encryption;
+
+    #[test]
+    fn gss_encryption_is_off_unless_the_url_asks_for_it() {
+        assert_eq!(
+            without_gss_encryption("postgres://u@h:5432/db"),
+            "postgres://u@h:5432/db?gssencmode=disable"
+        );
+        assert_eq!(
+            without_gss_encryption("postgres://u@h/db?sslmode=require"),
+            "postgres://u@h/db?sslmode=require&gssencmode=disable"
+        );
+        assert_eq!(
+            without_gss_encryption("postgresql://u@h/db?sslmode=verify-full&gssencmode=require"),
+            "postgresql://u@h/db?sslmode=verify-full&gssencmode=require"
+        );
+    }
 }
