@@ -343,21 +343,6 @@ async fn a_minor_among_adults(
     (id, researcher(UNIVERSITY, "prof-1"), child)
 }
 
-/// The `consent_lapse` entries in the access log of the patient holding
-/// portal token `token`, once every entry is integrated.
-async fn lapses_told(app: &TestApp, token: &str) -> Vec<Value> {
-    app.wait_integrated().await;
-    let (s, page) = app.get("/v1/portal/access-log?lang=en", Some(token)).await;
-    assert_eq!(s, 200, "{page}");
-    page["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["entry"]["action"] == "consent_lapse")
-        .cloned()
-        .collect()
-}
-
 /// The recall notices of application `id`, as its member sees them.
 async fn recall_notices(app: &TestApp, id: &str, token: &str) -> Vec<Value> {
     let (s, b) = app
@@ -1868,7 +1853,9 @@ async fn a_minor_who_came_of_age_is_released_only_on_their_own_consent(backend: 
     // which of the parent's permits lapsed. Recording the day again, and
     // the daily sweep (every 100 ms in tests), told nothing more.
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    let told = lapses_told(&app, session["access_token"].as_str().unwrap()).await;
+    let told = app
+        .lapses_told(session["access_token"].as_str().unwrap())
+        .await;
     assert_eq!(told.len(), 1, "{told:?}");
     assert_eq!(told[0]["entry"]["actor"]["role"], "service");
     assert_eq!(
@@ -2084,7 +2071,7 @@ async fn the_day_a_minor_comes_of_age_recalls_what_their_parent_permitted(backen
     assert_eq!(rel["included"], 6, "the parent speaks for the minor {rel}");
     let notices = || recall_notices(&app, &id, &token);
     let child_token = app.patient_token(&child);
-    let told = || lapses_told(&app, &child_token);
+    let told = || app.lapses_told(&child_token);
     // The sweep runs every 100 ms in tests; the child is still a minor.
     actix_web::rt::time::sleep(std::time::Duration::from_millis(400)).await;
     assert_eq!(notices().await, Vec::<Value>::new());

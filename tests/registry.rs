@@ -22,6 +22,7 @@ on_both_backends!(
     material_changes_need_reconsent_editorial_ones_do_not,
     withdrawal_and_as_of_queries,
     minors_and_deceased_patients,
+    a_proxy_consent_recorded_after_majority_is_told_at_once,
     auditors_are_read_only,
     the_database_refuses_rewrites,
     decisions_survive_the_migration_that_inlined_them,
@@ -1030,6 +1031,125 @@ async fn minors_and_deceased_patients(backend: Backend) {
     .await;
     assert_problem(s, &b, 422, "validation_failed");
     clock.shift(chrono::Duration::zero());
+}
+
+async fn a_proxy_consent_recorded_after_majority_is_told_at_once(backend: Backend) {
+    let Some((app, clock)) = TestApp::spawn_with_shifted_clock(backend).await else {
+        return;
+    };
+    let two_years = chrono::Duration::days(730);
+    // A parent signed for the child's cancer consent two years ago, when
+    // the rare-disease document was in force too.
+    let (cancer, child) = app
+        .parent_consented(&clock, "cancer", "LATE-1", two_years)
+        .await;
+    clock.shift(-two_years);
+    let rare = app.publish("rare_disease", &first_draft()).await;
+    clock.shift(chrono::Duration::zero());
+    let staff = app.staff("hospital-a");
+    let child_ref = child["patient_ref"].as_str().unwrap().to_owned();
+    let token = app.patient_token(&child_ref);
+    let told = || async {
+        let lapses = app.lapses_told(&token).await;
+        lapses
+            .into_iter()
+            .map(|e| e["entry"].clone())
+            .collect::<Vec<_>>()
+    };
+    let every_permit = json!([
+        "ccat_registration",
+        "recontact",
+        "secondary_use_academic",
+        "secondary_use_industry"
+    ]);
+
+    // The hospital records that the child came of age 100 days ago.
+    let majority = genomegate::calendar::day_of(chrono::Utc::now() - chrono::Duration::days(100));
+    let (s, b) = app
+        .send_json(
+            reqwest::Method::PUT,
+            &format!("/v1/patients/{child_ref}/status"),
+            Some(&staff),
+            None,
+            &json!({"majority_on": majority, "deceased_on": null}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let lapses = told().await;
+    assert_eq!(lapses.len(), 1, "{lapses:?}");
+    assert_eq!(
+        lapses[0]["legal_basis"],
+        json!({"consent": {"version": cancer, "items": every_permit}})
+    );
+
+    // A form the parent signed a year ago, while the child was a minor,
+    // reaches the service only now: its permits have lapsed as they are
+    // recorded, and the patient is told at once, in the same transaction,
+    // though their birthday was told long ago.
+    let mut body = grant_body("LATE-1", &rare, all_permit());
+    body["signer"] = json!({"kind": "proxy", "relationship": "parent"});
+    body["signed_at"] = json!((chrono::Utc::now() - chrono::Duration::days(365)).to_rfc3339());
+    let (s, b) = app
+        .post("/v1/consents", &staff, Some("late-rare"), &body)
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let lapses = told().await;
+    assert_eq!(lapses.len(), 2, "{lapses:?}");
+    let late = lapses
+        .iter()
+        .find(|e| e["scope"]["consent_record"]["family"] == "rare_disease")
+        .unwrap_or_else(|| panic!("{lapses:?}"));
+    assert_eq!(
+        late["actor"],
+        json!({"org": "genomegate", "role": "service", "user": "came-of-age"})
+    );
+    assert_eq!(
+        late["legal_basis"],
+        json!({"consent": {"version": rare, "items": every_permit}})
+    );
+    let (_, consent) = app
+        .get(
+            &format!("/v1/patients/{child_ref}/consents/rare_disease"),
+            Some(&staff),
+        )
+        .await;
+    assert!(
+        consent["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["needs_own_consent"] == true),
+        "{consent}"
+    );
+
+    // The patient's own change, and a guardian signing for the adult
+    // today, lapse nothing: nobody is told anything more.
+    let changes = format!("/v1/patients/{child_ref}/consents/rare_disease/changes");
+    for (key, signer, decisions) in [
+        (
+            "own",
+            json!({"kind": "patient"}),
+            json!({"recontact": "deny"}),
+        ),
+        (
+            "guardian",
+            json!({"kind": "proxy", "relationship": "legal_guardian"}),
+            json!({"secondary_use_academic": "permit"}),
+        ),
+    ] {
+        let body = json!({
+            "document_version": rare,
+            "decisions": decisions,
+            "signer": signer,
+            "explained_by": "nurse-1",
+            "signed_at": now_rfc3339(),
+            "form_hash": FORM_HASH,
+        });
+        let (s, b) = app.post(&changes, &staff, Some(key), &body).await;
+        assert_eq!(s, 201, "{b}");
+    }
+    assert_eq!(told().await.len(), 2);
+    assert_eq!(app.log_entries_with_action("consent_lapse"), 2);
 }
 
 async fn auditors_are_read_only(backend: Backend) {

@@ -150,6 +150,17 @@ impl ItemBasis {
             ItemBasis::Withdrawn { .. } | ItemBasis::NotAsked => None,
         }
     }
+
+    /// The event the decision rests on, if any.
+    pub fn event_id(&self) -> Option<&str> {
+        match self {
+            ItemBasis::Consented { event_id, .. }
+            | ItemBasis::CarriedForward { event_id, .. }
+            | ItemBasis::Withdrawn { event_id }
+            | ItemBasis::NeedsReconsent { event_id, .. } => Some(event_id),
+            ItemBasis::NotAsked => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -536,6 +536,22 @@ impl TestApp {
     pub fn log_entries_with_action(&self, action: &str) -> i64 {
         self.count(&format!("access_log_entries WHERE action = '{action}'"))
     }
+
+    /// The `consent_lapse` entries (each with its explanation) in the
+    /// access log of the patient holding portal token `token`, once every
+    /// entry is integrated.
+    pub async fn lapses_told(&self, token: &str) -> Vec<Value> {
+        self.wait_integrated().await;
+        let (s, page) = self.get("/v1/portal/access-log?lang=en", Some(token)).await;
+        assert_eq!(s, 200, "{page}");
+        page["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["entry"]["action"] == "consent_lapse")
+            .cloned()
+            .collect()
+    }
 }
 
 impl TestApp {

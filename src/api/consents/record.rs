@@ -336,6 +336,18 @@ async fn record(
                     crate::api::releases::recall::Cause::Event { id: &row.id },
                     now,
                 )?;
+                // A proxy's consent for a minor recorded only after they
+                // came of age has lapsed already; the patient hears it now.
+                if pending.signature.signer_kind == "proxy" {
+                    crate::api::releases::recall::tell_of_a_proxy_consent_recorded_late(
+                        conn,
+                        &shared.data_use,
+                        pending.pseudonym.as_str(),
+                        version.id.family,
+                        &row.id,
+                        now,
+                    )?;
+                }
                 let code = match pending.kind {
                     EventKind::Grant => Some(crate::api::portal::issue_code(
                         &shared.keys,
@@ -495,7 +507,10 @@ fn require_active(
 
 /// Registers a patient's e-consent on the unified consent document version in
 /// force. Requires `hospital_staff`; the patient belongs to the caller's
-/// hospital.
+/// hospital. A form a proxy signed while the patient was a minor, recorded
+/// after the day the hospital recorded them coming of age, has lapsed as
+/// it is recorded (decision 0026): the patient is told at once, with a
+/// `consent_lapse` entry. So is a change a minor's proxy signed.
 #[utoipa::path(tag = "consents", request_body = GrantRequest,
     params(("Idempotency-Key" = String, Header, description = "Unique per hospital; a retry with the same body returns the original event"), QrWanted),
     responses(

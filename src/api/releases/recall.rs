@@ -218,10 +218,9 @@ pub(crate) fn recall_came_of_age(
 }
 
 /// One entry per family in which permits a proxy gave for `patient` as a
-/// minor have lapsed at `at`, naming the items and the version they were
-/// signed on; none if the patient was already told since the start of
-/// their day of majority (`on`): the hospital's update and the daily sweep
-/// may both see the same birthday.
+/// minor have lapsed at `at`; none if the patient was already told since
+/// the start of their day of majority (`on`): the hospital's update and the
+/// daily sweep may both see the same birthday.
 fn lapse_entries(
     conn: &mut DbConnection,
     patient: &str,
@@ -232,38 +231,89 @@ fn lapse_entries(
     if ledger::patient_logged_since(conn, patient, LogAction::ConsentLapse, since)? {
         return Ok(Vec::new());
     }
-    let patients = [patient.to_owned()];
-    let person = consents::minors_among(conn, &patients)?
-        .remove(patient)
-        .unwrap_or_default();
+    let person = person_of(conn, patient)?;
     let mut told = Vec::new();
     for family in DocumentFamily::ALL {
-        let (_, _, snap) = crate::api::consents::snapshot(conn, patient, family, at)?;
-        let lapsed: Vec<_> = snap.lapsed_at_majority(&person).collect();
-        let Some(signed_on) = lapsed
-            .iter()
-            .filter_map(|i| i.basis.signed_on_version())
-            .max()
-        else {
-            continue;
-        };
-        told.push(LogEntry {
-            format: ENTRY_FORMAT,
-            at,
-            actor: Actor::service(CAME_OF_AGE_TASK),
-            action: LogAction::ConsentLapse,
-            purpose: Purpose::ConsentManagement,
-            legal_basis: LegalBasis::Consent {
-                version: DocumentVersionId::new(family, signed_on).to_string(),
-                items: lapsed.iter().map(|i| i.key.to_string()).collect(),
-            },
-            patient: patient.to_owned(),
-            scope: DataScope::ConsentRecord {
-                family: family.as_str().to_owned(),
-            },
-        });
+        told.extend(lapse_entry(conn, patient, &person, family, at, None)?);
     }
     Ok(told)
+}
+
+/// Tells `patient`, in the caller's transaction, when consent event
+/// `event_id` in `family`, signed by a proxy while they were a minor, is
+/// recorded only after they came of age: its permits lapse as they are
+/// recorded (decision 0026), and no birthday still to come would tell
+/// them. Returns how many entries were written (none or one).
+pub(crate) fn tell_of_a_proxy_consent_recorded_late(
+    conn: &mut DbConnection,
+    policy: &DataUsePolicy,
+    patient: &str,
+    family: DocumentFamily,
+    event_id: &str,
+    at: DateTime<Utc>,
+) -> Result<usize, ApiError> {
+    if !policy.release.proxy_consent_lapses_at_majority {
+        return Ok(0);
+    }
+    let person = person_of(conn, patient)?;
+    if !person.of_age_on(crate::calendar::day_of(at)) {
+        return Ok(0);
+    }
+    let told: Vec<_> = lapse_entry(conn, patient, &person, family, at, Some(event_id))?
+        .into_iter()
+        .collect();
+    ledger::append(conn, &told)?;
+    Ok(told.len())
+}
+
+/// The patient's majority and death dates, as recorded (adults without
+/// either are [`Person::default`]).
+fn person_of(conn: &mut DbConnection, patient: &str) -> Result<Person, ApiError> {
+    let patients = [patient.to_owned()];
+    Ok(consents::minors_among(conn, &patients)?
+        .remove(patient)
+        .unwrap_or_default())
+}
+
+/// The `consent_lapse` entry of `patient`'s consent in `family` at `at`:
+/// the permits a proxy gave while `person` was a minor that no longer
+/// speak for them (only those resting on event `resting_on`, when given),
+/// and the version they were signed on. `None` when none lapsed.
+fn lapse_entry(
+    conn: &mut DbConnection,
+    patient: &str,
+    person: &Person,
+    family: DocumentFamily,
+    at: DateTime<Utc>,
+    resting_on: Option<&str>,
+) -> Result<Option<LogEntry>, ApiError> {
+    let (_, _, snap) = crate::api::consents::snapshot(conn, patient, family, at)?;
+    let lapsed: Vec<_> = snap
+        .lapsed_at_majority(person)
+        .filter(|i| resting_on.is_none_or(|id| i.basis.event_id() == Some(id)))
+        .collect();
+    let Some(signed_on) = lapsed
+        .iter()
+        .filter_map(|i| i.basis.signed_on_version())
+        .max()
+    else {
+        return Ok(None);
+    };
+    Ok(Some(LogEntry {
+        format: ENTRY_FORMAT,
+        at,
+        actor: Actor::service(CAME_OF_AGE_TASK),
+        action: LogAction::ConsentLapse,
+        purpose: Purpose::ConsentManagement,
+        legal_basis: LegalBasis::Consent {
+            version: DocumentVersionId::new(family, signed_on).to_string(),
+            items: lapsed.iter().map(|i| i.key.to_string()).collect(),
+        },
+        patient: patient.to_owned(),
+        scope: DataScope::ConsentRecord {
+            family: family.as_str().to_owned(),
+        },
+    }))
 }
 
 /// An application with a live release, and the use its releases were
