@@ -259,11 +259,11 @@ pub(crate) fn tell_of_a_proxy_consent_recorded_late(
     if !person.of_age_on(crate::calendar::day_of(at)) {
         return Ok(0);
     }
-    let told: Vec<_> = lapse_entry(conn, patient, &person, family, at, Some(event_id))?
-        .into_iter()
-        .collect();
-    ledger::append(conn, &told)?;
-    Ok(told.len())
+    let Some(told) = lapse_entry(conn, patient, &person, family, at, Some(event_id))? else {
+        return Ok(0);
+    };
+    ledger::append(conn, &[told])?;
+    Ok(1)
 }
 
 /// The patient's majority and death dates, as recorded (adults without
