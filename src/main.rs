@@ -54,7 +54,7 @@ enum Command {
         json: bool,
     },
     /// Create, rotate or list the versioned keys (patient, sample, project,
-    /// vault, checkpoint, token, handle).
+    /// vault, checkpoint, token, handle, visa).
     Keys {
         #[command(subcommand)]
         action: KeysAction,
@@ -178,7 +178,7 @@ fn run(command: Command, config: Config) -> Result<(), String> {
                 }
                 KeysAction::Rotate { domain } => {
                     let domain = KeyDomain::parse(&domain).ok_or(
-                        "--domain must be patient, sample, project, vault, checkpoint, token or handle",
+                        "--domain must be patient, sample, project, vault, checkpoint, token, handle or visa",
                     )?;
                     let version = Keyring::rotate_file(path, domain, now)?;
                     println!(

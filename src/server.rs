@@ -89,11 +89,13 @@ pub fn build_state(config: &Config, clock: SharedClock) -> Result<AppState, Stri
     let diseases = read_policy(&config.policies.dir, crate::access::DISEASES_FILE)
         .and_then(|text| crate::access::duo::DiseaseHierarchy::parse(&text))?;
     let handles = handle_keys(&keys, &patient_issuer)?;
+    let visas = visa_keys(&keys, &patient_issuer)?;
 
     Ok(AppState {
         data_use,
         diseases,
         handles,
+        visas,
         versions: Default::default(),
         histories: Default::default(),
         pool,
@@ -146,6 +148,23 @@ pub fn handle_keys(
     crate::access::handle::HandleKeys::new(signers)
 }
 
+/// Every visa key version, oldest first. The issuer is the service's base
+/// URL, and its public keys are published beside the handles' at
+/// `/.well-known/jwks.json`, which each visa's `jku` names.
+pub fn visa_keys(keys: &Keyring, issuer: &str) -> Result<crate::access::visa::VisaKeys, String> {
+    let mut signers = Vec::new();
+    for key in keys.newest_first(crate::pseudonym::keyring::KeyDomain::Visa) {
+        let pkcs8 = key.p256_pkcs8().ok_or("the visa key is not a P-256 key")?;
+        signers.push((format!("genomegate-visa-v{}", key.version), pkcs8.to_vec()));
+    }
+    signers.reverse();
+    crate::access::visa::VisaKeys::new(
+        signers,
+        issuer.to_owned(),
+        format!("{issuer}/.well-known/jwks.json"),
+    )
+}
+
 /// The signer of patient tokens under one token-key version.
 pub fn patient_token_signer(
     key: &crate::pseudonym::keyring::DomainKey,
@@ -172,6 +191,11 @@ fn load_keyring(config: &Config, now: chrono::DateTime<chrono::Utc>) -> Result<K
         }
         Keyring::create_file(path, true, now)?;
         tracing::warn!(path = %path.display(), "development mode: created a development key file");
+    }
+    if config.mode == Mode::Development {
+        for domain in Keyring::complete_development_file(path, now)? {
+            tracing::warn!(path = %path.display(), domain = domain.as_str(), "development mode: added a missing key to the development key file");
+        }
     }
     let keyring = Keyring::load(path)?;
     if keyring.is_development && config.mode == Mode::Production {

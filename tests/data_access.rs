@@ -30,6 +30,7 @@ on_both_backends!(
     recalls_follow_what_each_use_relies_on,
     the_day_a_minor_comes_of_age_recalls_what_their_parent_permitted,
     two_projects_manifests_cannot_be_lined_up_by_position,
+    members_get_passport_visas_only_while_they_could_release,
 );
 
 // Only PostgreSQL lets a change commit while a release is being written;
@@ -2372,4 +2373,154 @@ async fn two_projects_manifests_cannot_be_lined_up_by_position(backend: Backend)
         positions(0).is_disjoint(&positions(1)),
         "no position is shared"
     );
+}
+
+async fn ask_for_visas(app: &TestApp, id: &str, token: &str) -> (u16, Value) {
+    app.post(
+        &format!("/v1/applications/{id}/visas"),
+        token,
+        None,
+        &Value::Null,
+    )
+    .await
+}
+
+/// A visa's claims, verified as a Passport clearinghouse would: the key
+/// found by `kid` in the JWKS its `jku` names, ES256, the issuer checked.
+async fn verified_visa(app: &TestApp, visa: &str) -> Value {
+    use jsonwebtoken::{decode, decode_header, jwk::JwkSet, Algorithm, DecodingKey, Validation};
+    let header = decode_header(visa).unwrap();
+    assert_eq!(
+        header.alg,
+        Algorithm::ES256,
+        "the Passport allows RS256 and ES256 only"
+    );
+    assert_eq!(header.typ.as_deref(), Some("JWT"));
+    let jku = header.jku.expect("a Visa Document Token names its jku");
+    let base = app.config.public_base_url.trim_end_matches('/');
+    assert_eq!(jku, format!("{base}/.well-known/jwks.json"));
+    let (s, jwks) = app.get("/.well-known/jwks.json", None).await;
+    assert_eq!(s, 200);
+    let jwks: JwkSet = serde_json::from_value(jwks).unwrap();
+    let jwk = jwks
+        .find(header.kid.as_deref().unwrap())
+        .expect("its kid is published");
+    let mut validation = Validation::new(Algorithm::ES256);
+    validation.set_issuer(&[base]);
+    validation.set_required_spec_claims(&["exp", "iss", "sub"]);
+    decode::<Value>(visa, &DecodingKey::from_jwk(jwk).unwrap(), &validation)
+        .unwrap()
+        .claims
+}
+
+async fn members_get_passport_visas_only_while_they_could_release(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let version = app.publish("cancer", &first_draft()).await;
+    let patients = patients_with_samples(&app, &version, "V", 3, all_permit()).await;
+    let ids: Vec<String> = patients.iter().map(|(_, g, _)| g.clone()).collect();
+    verify_org(&app, PHARMA, "industry").await;
+    attest(&app, PHARMA, "res-1", "2029-01-10").await;
+    let hmb = dataset(&app, "Cancer germline", json!({"permission": "HMB"}), &ids).await;
+    let sha = publish_text(&app, "Data-use agreement v1.").await;
+    let member = researcher(PHARMA, "res-1");
+
+    // Before the committee decides, there is nothing to assert.
+    let view = submit(&app, &member, &application(&[&hmb], &[], "HMB")).await;
+    let id = view["id"].as_str().unwrap().to_owned();
+    let (s, b) = ask_for_visas(&app, &id, &member).await;
+    assert_problem(s, &b, 409, "application_not_approved");
+    let decided = approve(&app, &id).await;
+    let agreement = decided["agreement"]["id"].as_str().unwrap().to_owned();
+    // Approved, but the member has not accepted the agreement.
+    let (s, b) = ask_for_visas(&app, &id, &member).await;
+    assert_problem(s, &b, 409, "agreement_not_accepted");
+    assert_eq!(accept(&app, &agreement, &member, &sha).await.0, 200);
+
+    let entries_before = app.count("access_log_entries");
+    let (s, issued) = ask_for_visas(&app, &id, &member).await;
+    assert_eq!(s, 200, "{issued}");
+    let visas = issued["ga4gh_passport_v1"].as_array().unwrap();
+    assert_eq!(visas.len(), 1);
+    let claims = verified_visa(&app, visas[0].as_str().unwrap()).await;
+    let base = app.config.public_base_url.trim_end_matches('/');
+    assert_eq!(claims["sub"], "res-1@pharma-co");
+    assert_eq!(
+        claims["ga4gh_visa_v1"],
+        json!({
+            "type": "ControlledAccessGrants",
+            "asserted": chrono::DateTime::parse_from_rfc3339(decided["decided_at"].as_str().unwrap()).unwrap().timestamp(),
+            "value": format!("{base}/v1/applications/{id}"),
+            "source": base,
+            "by": "dac",
+        }),
+        "the visa names the approved use, never a dataset"
+    );
+    let lifetime = claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap();
+    assert_eq!(lifetime, 900, "a visa lives as long as a dataset handle");
+    assert_eq!(
+        chrono::DateTime::parse_from_rfc3339(issued["expires_at"].as_str().unwrap())
+            .unwrap()
+            .timestamp(),
+        claims["exp"].as_i64().unwrap()
+    );
+    assert!(claims["jti"].as_str().unwrap().starts_with("visa-"));
+    assert_eq!(
+        app.count("access_log_entries"),
+        entries_before,
+        "a visa touches no patient's data, so it logs no patient access"
+    );
+
+    // Who is not a member: another researcher of the organization is told
+    // so; a researcher of another organization cannot see the application.
+    let (s, b) = ask_for_visas(&app, &id, &researcher(PHARMA, "res-2")).await;
+    assert_problem(s, &b, 403, "not_a_member");
+    verify_org(&app, UNIVERSITY, "academic").await;
+    let (s, outsider) = ask_for_visas(&app, &id, &researcher(UNIVERSITY, "prof-1")).await;
+    let (_, unknown) = ask_for_visas(
+        &app,
+        "app-does-not-exist",
+        &researcher(UNIVERSITY, "prof-1"),
+    )
+    .await;
+    assert_eq!(s, 404, "{outsider}");
+    assert_eq!(
+        outsider["code"], unknown["code"],
+        "an outsider learns nothing"
+    );
+    // Reviewers may read the application, but a visa is for its members.
+    let (s, b) = ask_for_visas(&app, &id, &committee("c-1")).await;
+    assert_eq!(s, 403, "{b}");
+
+    // A new agreement text must be accepted again.
+    let newer = publish_text(&app, "Data-use agreement v2.").await;
+    let (s, b) = ask_for_visas(&app, &id, &member).await;
+    assert_problem(s, &b, 409, "agreement_outdated");
+    assert_eq!(accept(&app, &agreement, &member, &newer).await.0, 200);
+    assert_eq!(ask_for_visas(&app, &id, &member).await.0, 200);
+
+    // Training lapses: no visa until it is renewed.
+    attest(&app, PHARMA, "res-1", "2026-06-30").await;
+    let (s, b) = ask_for_visas(&app, &id, &member).await;
+    assert_problem(s, &b, 403, "attestation_expired");
+    attest(&app, PHARMA, "res-1", "2029-01-10").await;
+
+    // A sanction stops visas as it stops handles; revocation is final.
+    let state_path = format!("/v1/agreements/{agreement}/state");
+    let sanction =
+        |state: &str| json!({"state": state, "reason": "breach of the publication terms"});
+    let (s, b) = app
+        .post(&state_path, &governance(), None, &sanction("suspended"))
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let (s, b) = ask_for_visas(&app, &id, &member).await;
+    assert_problem(s, &b, 409, "agreement_suspended");
+    app.post(&state_path, &governance(), None, &sanction("active"))
+        .await;
+    assert_eq!(ask_for_visas(&app, &id, &member).await.0, 200);
+    app.post(&state_path, &governance(), None, &sanction("revoked"))
+        .await;
+    let (s, b) = ask_for_visas(&app, &id, &member).await;
+    assert_problem(s, &b, 409, "agreement_revoked");
 }

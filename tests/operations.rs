@@ -178,7 +178,12 @@ async fn openapi_matches_the_routes(backend: Backend) {
 // ---- The real binary -------------------------------------------------------
 
 fn binary() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_genomegate"));
+    with_path_only(env!("CARGO_BIN_EXE_genomegate"))
+}
+
+/// `program` with an empty environment but for `PATH`.
+fn with_path_only(program: &str) -> Command {
+    let mut cmd = Command::new(program);
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default());
     cmd
@@ -390,6 +395,64 @@ fn production_mode_refuses_unsafe_setups() {
 
 /// Runs the real service, sends it identifying data, and reads every log
 /// line it wrote: no local patient ID, pseudonym or consent text may appear.
+/// The real `serve` binary as a child process, its log lines collected.
+struct Served {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+    /// The address it listens on, from its `genomegate listening` line.
+    addr: String,
+}
+
+impl Served {
+    /// Starts `serve` (configured for JSON logs) and waits until it listens.
+    fn start(mut serve: Command) -> Self {
+        let mut child = serve
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = lines_tx.send(line);
+            }
+        });
+        let mut seen = Vec::new();
+        let addr = loop {
+            let line = lines
+                .recv_timeout(std::time::Duration::from_secs(30))
+                .expect("the service logs its address");
+            seen.push(line.clone());
+            let v: Value = serde_json::from_str(&line).unwrap_or_default();
+            if v["message"] == "genomegate listening" {
+                break v["addr"].as_str().unwrap().to_owned();
+            }
+        };
+        Self {
+            child,
+            lines,
+            seen,
+            addr,
+        }
+    }
+
+    fn port(&self) -> &str {
+        self.addr.rsplit(':').next().unwrap()
+    }
+
+    /// Stops the service; returns everything it logged, stdout and stderr.
+    fn stop(mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.seen.extend(self.lines.try_iter());
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut self.child.stderr.take().unwrap(), &mut stderr).unwrap();
+        format!("{}\n{stderr}", self.seen.join("\n"))
+    }
+}
+
 #[actix_web::test]
 async fn logs_never_contain_identifiers_or_consent_contents() {
     let dir = tempfile::tempdir().unwrap();
@@ -398,30 +461,9 @@ async fn logs_never_contain_identifiers_or_consent_contents() {
         "development",
         "[logging]\nlevel = \"debug\"\nformat = \"json\"",
     );
-    let mut child = binary()
-        .args(["--config", config.to_str().unwrap(), "serve"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = lines_tx.send(line);
-        }
-    });
-    let mut seen = Vec::new();
-    let addr = loop {
-        let line = lines_rx
-            .recv_timeout(std::time::Duration::from_secs(30))
-            .expect("the service logs its address");
-        seen.push(line.clone());
-        let v: Value = serde_json::from_str(&line).unwrap_or_default();
-        if v["message"] == "genomegate listening" {
-            break v["addr"].as_str().unwrap().to_owned();
-        }
-    };
+    let mut serve = binary();
+    serve.args(["--config", config.to_str().unwrap(), "serve"]);
+    let served = Served::start(serve);
     let token = |role: &str, org: &str| {
         let out = binary()
             .args([
@@ -444,7 +486,7 @@ async fn logs_never_contain_identifiers_or_consent_contents() {
         .add_root_certificate(ca)
         .build()
         .unwrap();
-    let base = format!("https://localhost:{}", addr.rsplit(':').next().unwrap());
+    let base = format!("https://localhost:{}", served.port());
     let secret_text = "SECRET-CONSENT-WORDING-7731";
     let admin = token("consent_admin", "governance");
     let mut doc = first_draft();
@@ -521,12 +563,7 @@ async fn logs_never_contain_identifiers_or_consent_contents() {
         .unwrap();
 
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    let _ = child.kill();
-    let _ = child.wait();
-    seen.extend(lines_rx.try_iter());
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
-    let all = format!("{}\n{stderr}", seen.join("\n"));
+    let all = served.stop();
     assert!(
         all.contains("consent event recorded"),
         "the logs were captured: {all}"
@@ -550,6 +587,109 @@ async fn logs_never_contain_identifiers_or_consent_contents() {
             "`{forbidden}` leaked into the logs:\n{all}"
         );
     }
+}
+
+// ---- The README's walk-through ---------------------------------------------
+
+/// The first `sh` block under the README's "Walk-through with curl" heading.
+fn readme_walkthrough() -> String {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let section = readme
+        .split_once("## Walk-through with curl")
+        .expect("the README has a walk-through")
+        .1;
+    let block = section
+        .split_once("```sh\n")
+        .expect("the walk-through is a sh block")
+        .1;
+    block
+        .split_once("```")
+        .expect("the block ends")
+        .0
+        .to_owned()
+}
+
+/// `cargo run -q -- <args>` in the walk-through runs the binary under test:
+/// the README's commands, not a rebuild.
+const CARGO_RUN_SHIM: &str = r#"cargo() {
+  [ "$1" = run ] || { echo "the walk-through may only 'cargo run'" >&2; return 1; }
+  shift; [ "$1" = -q ] && shift; [ "$1" = -- ] && shift
+  "$GENOMEGATE_BIN" "$@"
+}
+"#;
+
+/// The walk-through as a newcomer runs it: `serve` with no configuration in
+/// a fresh directory (embedded SQLite, development material created on first
+/// start), the README's commands pasted into a shell. Only the port differs.
+/// Every step must answer without a problem document, and the journey must
+/// end where the README says: six of seven patients released, resolved,
+/// the patient shown both accesses, the withdrawal's recall delivered.
+#[test]
+fn the_readme_walkthrough_runs_as_written() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    for shared in ["docs", "policies"] {
+        std::os::unix::fs::symlink(root.join(shared), dir.path().join(shared)).unwrap();
+    }
+    let mut serve = binary();
+    serve
+        .current_dir(dir.path())
+        .arg("serve")
+        .env("GENOMEGATE__SERVER__BIND", "127.0.0.1:0")
+        .env("GENOMEGATE__LOGGING__FORMAT", "json");
+    let served = Served::start(serve);
+    let walkthrough = readme_walkthrough();
+    let default_base = "GG=https://localhost:8443\n";
+    assert!(
+        walkthrough.starts_with(default_base),
+        "the walk-through starts by naming the service's address: {walkthrough}"
+    );
+    let script = format!(
+        "{CARGO_RUN_SHIM}GG=https://localhost:{}\n{}",
+        served.port(),
+        &walkthrough[default_base.len()..]
+    );
+    let out = with_path_only("bash")
+        .current_dir(dir.path())
+        .env("GENOMEGATE_BIN", env!("CARGO_BIN_EXE_genomegate"))
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    let logs = served.stop();
+    let said = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    assert!(
+        !said.contains("urn:genomegate:problem:"),
+        "a step was refused:\n{said}"
+    );
+    assert!(!said.contains("curl: ("), "a request failed:\n{said}");
+    for expected in [
+        // Step 7: only hospital A gets its own local ID back.
+        "\"local_patient_id\":\"MRN-000123\"",
+        // Step 13: six included, the patient awaiting re-consent excluded.
+        "\"included\":6",
+        "\"excluded\":1",
+        "needs_reconsent",
+        // Step 14: the store reads the objects, the patient sees both accesses.
+        "s3://genome-store/c1/germline.cram",
+        "handle_resolve",
+        "dataset_release",
+        // Step 12: the member's Passport visa.
+        "\"ga4gh_passport_v1\":[\"ey",
+        // Step 15: the withdrawal recalls the released sample.
+        "\"reason\":\"consent_withdrawn\"",
+    ] {
+        assert!(said.contains(expected), "`{expected}` missing:\n{said}");
+    }
+    assert!(
+        !logs.contains("MRN-"),
+        "a hospital patient ID reached the logs:\n{logs}"
+    );
 }
 
 #[test]

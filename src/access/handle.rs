@@ -107,9 +107,9 @@ impl HandleKeys {
         Ok(claims)
     }
 
-    /// The public keys as a JWKS document.
-    pub fn jwks(&self) -> serde_json::Value {
-        serde_json::json!({ "keys": self.signers.iter().map(Ed25519Signer::public_jwk).collect::<Vec<_>>() })
+    /// The public keys as JWKs (RFC 8037 OKP).
+    pub fn public_jwks(&self) -> Vec<serde_json::Value> {
+        self.signers.iter().map(Ed25519Signer::public_jwk).collect()
     }
 }
 

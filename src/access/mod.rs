@@ -7,6 +7,7 @@ pub mod duo;
 pub mod handle;
 pub mod manifest;
 pub mod review;
+pub mod visa;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Deserialize;

@@ -25,6 +25,7 @@ pub mod releases;
 pub mod samples;
 pub mod state;
 pub mod transparency;
+pub mod visas;
 
 use crate::error::{ApiError, FieldError, Problem};
 use actix_web::body::MessageBody;
@@ -168,6 +169,7 @@ pub fn app(
         .service(releases::recall_webhooks)
         .service(releases::remove_recall_webhook)
         .service(releases::recall_webhook_deliveries)
+        .service(visas::issue_visas)
         .split_for_parts();
     let spec_json = spec.to_json().unwrap_or_else(|_| "{}".to_owned());
     app.app_data(state)

@@ -166,6 +166,31 @@ fn check_acceptances(
     Ok((text.version, text.sha256))
 }
 
+/// The agreement of an approved application, usable now, under which every
+/// one of `members` (all of them for a release, the caller for a visa) may
+/// act: attested today and bound by the current text. Returns the
+/// agreement and the current text's version and SHA-256.
+pub(crate) fn admit(
+    conn: &mut DbConnection,
+    app: &Application,
+    members: &[(&str, &str)],
+    now: DateTime<Utc>,
+) -> Result<(AgreementRow, (i32, String)), ApiError> {
+    if !app.state()?.is_approved() {
+        return Err(ApiError::refused(
+            Refusal::ApplicationNotApproved,
+            format!("the application is {}", app.row.state),
+        ));
+    }
+    let agreement = store::agreement_of_application(conn, &app.row.id)?
+        .ok_or_else(|| ApiError::internal("approved application without agreement"))?;
+    refuse_unless_usable(&agreement, now)?;
+    refuse_before_period(app, now)?;
+    check_attestations(conn, members, crate::calendar::day_of(now))?;
+    let text = check_acceptances(conn, &agreement, members)?;
+    Ok((agreement, text))
+}
+
 /// The use each patient's consent is checked against, now: commercial
 /// and abroad as declared and decided at submission, or as the register
 /// says of the member organizations today, whichever is stricter. An
@@ -327,19 +352,7 @@ fn release(
     }
     // The register says what the use is until this commits (decision 0029).
     crate::db::gate::hold_register_entries(conn, &app.member_orgs())?;
-    if !app.state()?.is_approved() {
-        return Err(ApiError::refused(
-            Refusal::ApplicationNotApproved,
-            format!("the application is {}", app.row.state),
-        ));
-    }
-    let agreement = store::agreement_of_application(conn, &app.row.id)?
-        .ok_or_else(|| ApiError::internal("approved application without agreement"))?;
-    refuse_unless_usable(&agreement, now)?;
-    refuse_before_period(&app, now)?;
-    let members = app.members();
-    check_attestations(conn, &members, crate::calendar::day_of(now))?;
-    let (text_version, text_sha256) = check_acceptances(conn, &agreement, &members)?;
+    let (agreement, (text_version, text_sha256)) = admit(conn, &app, &app.members(), now)?;
     let checkpoint = ledger::latest_checkpoint(conn)?;
     let conditions: Vec<String> = app
         .conditions()?
@@ -865,14 +878,17 @@ fn latest_objects(
     Ok(by_sample)
 }
 
-/// The public keys of dataset handles (JWKS), for stores that check a
-/// handle before presenting it.
+/// The public keys of dataset handles (EdDSA), for stores that check a
+/// handle before presenting it, and of GA4GH Passport visas (ES256), which
+/// each visa's `jku` names (JWKS; `kid` tells them apart).
 #[utoipa::path(tag = "data-access", security(()), responses((status = 200, description = "JWKS")))]
 #[get("/.well-known/jwks.json")]
 pub async fn jwks(state: web::Data<AppState>) -> HttpResponse {
+    let mut keys = state.handles.public_jwks();
+    keys.extend(state.visas.public_jwks());
     HttpResponse::Ok()
         .content_type("application/jwk-set+json")
-        .body(state.handles.jwks().to_string())
+        .body(serde_json::json!({ "keys": keys }).to_string())
 }
 
 #[derive(Serialize, ToSchema)]

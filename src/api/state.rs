@@ -119,6 +119,8 @@ pub struct AppState {
     pub diseases: crate::access::duo::DiseaseHierarchy,
     /// Signs and checks dataset handles.
     pub handles: crate::access::handle::HandleKeys,
+    /// Signs GA4GH Passport visas for members of approved uses.
+    pub visas: crate::access::visa::VisaKeys,
     pub versions: PublishedVersions,
     pub histories: VersionHistories,
     pub pool: DbPool,

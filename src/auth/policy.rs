@@ -49,11 +49,12 @@ pub enum Action {
     ApplicationVote,
     AgreementAccept,
     ReleaseCreate,
+    VisaIssue,
     HandleResolve,
 }
 
 impl Action {
-    pub const ALL: [Action; 32] = [
+    pub const ALL: [Action; 33] = [
         Action::DocumentReadPublished,
         Action::DocumentReadDraft,
         Action::DocumentCreate,
@@ -85,6 +86,7 @@ impl Action {
         Action::ApplicationVote,
         Action::AgreementAccept,
         Action::ReleaseCreate,
+        Action::VisaIssue,
         Action::HandleResolve,
     ];
 
@@ -126,6 +128,7 @@ impl Action {
             Action::ApplicationVote => "application.vote",
             Action::AgreementAccept => "agreement.accept",
             Action::ReleaseCreate => "release.create",
+            Action::VisaIssue => "visa.issue",
             Action::HandleResolve => "handle.resolve",
         }
     }

@@ -2,7 +2,7 @@
 //!
 //! ```toml
 //! [[key]]
-//! domain = "sample"        # patient | sample | project | vault
+//! domain = "sample"        # patient | sample | project | vault | checkpoint | token | handle | visa
 //! version = 2
 //! created_at = "2026-11-21T06:00:00Z"
 //! secret = "base64…"        # 32 random bytes
@@ -41,10 +41,13 @@ pub enum KeyDomain {
     Token,
     /// Ed25519 seed signing dataset handles.
     Handle,
+    /// P-256 private scalar signing GA4GH Passport visas (ES256: the
+    /// Passport specification allows RS256 and ES256 only).
+    Visa,
 }
 
 impl KeyDomain {
-    pub const ALL: [KeyDomain; 7] = [
+    pub const ALL: [KeyDomain; 8] = [
         KeyDomain::Patient,
         KeyDomain::Sample,
         KeyDomain::Project,
@@ -52,6 +55,7 @@ impl KeyDomain {
         KeyDomain::Checkpoint,
         KeyDomain::Token,
         KeyDomain::Handle,
+        KeyDomain::Visa,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -63,6 +67,7 @@ impl KeyDomain {
             KeyDomain::Checkpoint => "checkpoint",
             KeyDomain::Token => "token",
             KeyDomain::Handle => "handle",
+            KeyDomain::Visa => "visa",
         }
     }
 
@@ -106,6 +111,8 @@ pub struct DomainKey {
     /// For signing domains: the seed as an Ed25519 PKCS#8 document, the form
     /// ring and jsonwebtoken load.
     ed25519_pkcs8: Option<Vec<u8>>,
+    /// For the visa domain: the secret as a P-256 private key, PKCS#8.
+    p256_pkcs8: Option<Vec<u8>>,
     fingerprint: String,
 }
 
@@ -128,6 +135,10 @@ impl DomainKey {
             hmac: hmac::Key::new(hmac::HMAC_SHA256, secret),
             aead: aead::LessSafeKey::new(aead_key),
             ed25519_pkcs8: domain.signs().then(|| ed25519_pkcs8_from_seed(secret)),
+            p256_pkcs8: match domain {
+                KeyDomain::Visa => Some(p256_pkcs8_from_secret(secret)?),
+                _ => None,
+            },
             fingerprint: hex::encode(&digest.as_ref()[..6]),
         })
     }
@@ -135,6 +146,11 @@ impl DomainKey {
     /// The Ed25519 private key of a signing domain, as PKCS#8 v1.
     pub fn ed25519_pkcs8(&self) -> Option<&[u8]> {
         self.ed25519_pkcs8.as_deref()
+    }
+
+    /// The P-256 private key of the visa domain, as PKCS#8.
+    pub fn p256_pkcs8(&self) -> Option<&[u8]> {
+        self.p256_pkcs8.as_deref()
     }
 
     /// A non-secret name for the key, for listings.
@@ -287,6 +303,31 @@ impl Keyring {
         Ok(next)
     }
 
+    /// Adds version 1 of every domain a development key file lacks: a newer
+    /// service may use a domain the file's writer did not know (`visa`).
+    /// A production file is left alone; its operator adds the key with
+    /// `genomegate keys rotate --domain <domain>`. Returns what was added.
+    pub fn complete_development_file(
+        path: &Path,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<KeyDomain>, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read key file {}: {e}", path.display()))?;
+        if !text.contains(DEV_KEY_MARKER) {
+            return Ok(Vec::new());
+        }
+        let doc: KeyFileDoc =
+            toml::from_str(&text).map_err(|e| format!("key file {}: {e}", path.display()))?;
+        let missing: Vec<KeyDomain> = KeyDomain::ALL
+            .into_iter()
+            .filter(|d| !doc.key.iter().any(|k| k.domain == *d))
+            .collect();
+        for domain in &missing {
+            Self::rotate_file(path, *domain, now)?;
+        }
+        Ok(missing)
+    }
+
     /// The key new identifiers are issued under.
     pub fn current(&self, domain: KeyDomain) -> &DomainKey {
         // `from_secrets` guarantees every domain has a key.
@@ -319,6 +360,34 @@ fn ed25519_pkcs8_from_seed(seed: &[u8]) -> Vec<u8> {
     let mut der = PREFIX.to_vec();
     der.extend_from_slice(seed);
     der
+}
+
+/// A P-256 private key from 32 secret bytes, as PKCS#8. The scalar is the
+/// bytes reduced into [1, n-1], so every secret gives a valid key (the
+/// reduction moves at most a 2^-32 share of secrets).
+fn p256_pkcs8_from_secret(secret: &[u8]) -> Result<Vec<u8>, String> {
+    use openssl::bn::{BigNum, BigNumContext};
+    use openssl::ec::{EcGroup, EcKey, EcPoint};
+    use openssl::nid::Nid;
+    let ssl = |e: openssl::error::ErrorStack| format!("P-256 key: {e}");
+    let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).map_err(ssl)?;
+    let mut ctx = BigNumContext::new().map_err(ssl)?;
+    let mut order_less_one = BigNum::new().map_err(ssl)?;
+    group.order(&mut order_less_one, &mut ctx).map_err(ssl)?;
+    order_less_one.sub_word(1).map_err(ssl)?;
+    let raw = BigNum::from_slice(secret).map_err(ssl)?;
+    let mut scalar = BigNum::new().map_err(ssl)?;
+    scalar.nnmod(&raw, &order_less_one, &mut ctx).map_err(ssl)?;
+    scalar.add_word(1).map_err(ssl)?;
+    let mut public = EcPoint::new(&group).map_err(ssl)?;
+    public
+        .mul_generator2(&group, &scalar, &mut ctx)
+        .map_err(ssl)?;
+    let key = EcKey::from_private_components(&group, &scalar, &public).map_err(ssl)?;
+    key.check_key().map_err(ssl)?;
+    openssl::pkey::PKey::from_ec_key(key)
+        .and_then(|k| k.private_key_to_pkcs8())
+        .map_err(ssl)
 }
 
 fn render(doc: &KeyFileDoc, development: bool) -> Result<String, String> {
@@ -381,6 +450,63 @@ mod tests {
             ring::signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(pkcs8).unwrap();
         }
         assert!(ring.current(KeyDomain::Patient).ed25519_pkcs8().is_none());
+        let visa = ring.current(KeyDomain::Visa).p256_pkcs8().unwrap();
+        let rng = ring::rand::SystemRandom::new();
+        ring::signature::EcdsaKeyPair::from_pkcs8(
+            &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+            visa,
+            &rng,
+        )
+        .unwrap();
+        assert!(ring.current(KeyDomain::Handle).p256_pkcs8().is_none());
+    }
+
+    #[test]
+    fn a_development_file_without_a_newer_domain_is_completed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.toml");
+        let now = DateTime::<Utc>::from_timestamp(1_700_000_000, 0).unwrap();
+        Keyring::create_file(&path, true, now).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        // The file an older service wrote: no `visa` key.
+        let older: String = text
+            .split("[[key]]")
+            .filter(|block| !block.contains("domain = \"visa\""))
+            .collect::<Vec<_>>()
+            .join("[[key]]");
+        std::fs::remove_file(&path).unwrap();
+        keyfile::write_private(&path, older.as_bytes()).unwrap();
+        assert!(Keyring::load(&path).unwrap_err().contains("visa"));
+        assert_eq!(
+            Keyring::complete_development_file(&path, now).unwrap(),
+            [KeyDomain::Visa]
+        );
+        let completed = Keyring::load(&path).unwrap();
+        assert_eq!(completed.current(KeyDomain::Visa).version, 1);
+        assert!(Keyring::complete_development_file(&path, now)
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
+    fn a_visa_key_is_the_same_p256_key_for_the_same_secret() {
+        let now = DateTime::<Utc>::from_timestamp(1_700_000_000, 0).unwrap();
+        let key = |secret: Vec<u8>| {
+            DomainKey::new(KeyDomain::Visa, 1, now, &secret)
+                .unwrap()
+                .p256_pkcs8
+                .unwrap()
+        };
+        assert_eq!(key(vec![7; 32]), key(vec![7; 32]));
+        assert_ne!(key(vec![7; 32]), key(vec![8; 32]));
+        // Secrets at or above the group order still give a valid key.
+        let rng = ring::rand::SystemRandom::new();
+        ring::signature::EcdsaKeyPair::from_pkcs8(
+            &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+            &key(vec![0xff; 32]),
+            &rng,
+        )
+        .unwrap();
     }
 
     #[test]
@@ -395,6 +521,12 @@ mod tests {
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
             assert!(Keyring::load(&path).unwrap_err().contains("chmod 600"));
         }
+        assert!(
+            Keyring::complete_development_file(&path, now)
+                .unwrap()
+                .is_empty(),
+            "a production file is never completed"
+        );
         let partial = vec![(KeyDomain::Patient, 1, now, vec![1; 32])];
         assert!(Keyring::from_secrets(partial, false)
             .unwrap_err()
