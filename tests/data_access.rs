@@ -2436,6 +2436,11 @@ async fn members_get_passport_visas_only_while_they_could_release(backend: Backe
     // Approved, but the member has not accepted the agreement.
     let (s, b) = ask_for_visas(&app, &id, &member).await;
     assert_problem(s, &b, 409, "agreement_not_accepted");
+    assert_eq!(
+        app.count("visa_issuances"),
+        0,
+        "a refused visa is not recorded"
+    );
     assert_eq!(accept(&app, &agreement, &member, &sha).await.0, 200);
 
     let entries_before = app.count("access_log_entries");
@@ -2523,4 +2528,39 @@ async fn members_get_passport_visas_only_while_they_could_release(backend: Backe
         .await;
     let (s, b) = ask_for_visas(&app, &id, &member).await;
     assert_problem(s, &b, 409, "agreement_revoked");
+
+    // Every visa signed is on record, for the members, the governance body
+    // and auditors; refusals left nothing.
+    let visas_path = format!("/v1/applications/{id}/visas");
+    let (s, listed) = app.get(&visas_path, Some(&governance())).await;
+    assert_eq!(s, 200, "{listed}");
+    let listed = listed["visas"].as_array().unwrap().clone();
+    assert_eq!(listed.len(), 3, "{listed:?}");
+    assert_eq!(listed[0]["id"], claims["jti"]);
+    assert!(listed
+        .iter()
+        .all(|v| v["member"] == "res-1" && v["member_org"] == PHARMA));
+    let auditor = token_for(&["auditor"], "oversight", "auditor-1");
+    for reader in [&member, &auditor] {
+        let (s, b) = app.get(&visas_path, Some(reader)).await;
+        assert_eq!((s, b["visas"].as_array().unwrap().len()), (200, 3), "{b}");
+    }
+    let (s, b) = app
+        .get(&visas_path, Some(&researcher(PHARMA, "res-2")))
+        .await;
+    assert_problem(s, &b, 403, "not_a_member");
+    let (s, _) = app
+        .get(&visas_path, Some(&researcher(UNIVERSITY, "prof-1")))
+        .await;
+    assert_eq!(s, 404);
+    use diesel::RunQueryDsl;
+    let mut conn = app.raw_db();
+    for statement in [
+        "UPDATE visa_issuances SET member = 'someone-else'",
+        "DELETE FROM visa_issuances",
+    ] {
+        let refused = genomegate::db_run!(&mut conn, c => diesel::sql_query(statement).execute(c));
+        assert!(refused.is_err(), "{statement} was allowed");
+    }
+    assert_eq!(app.count("visa_issuances"), 3);
 }

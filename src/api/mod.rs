@@ -170,6 +170,7 @@ pub fn app(
         .service(releases::remove_recall_webhook)
         .service(releases::recall_webhook_deliveries)
         .service(visas::issue_visas)
+        .service(visas::visas_issued)
         .split_for_parts();
     let spec_json = spec.to_json().unwrap_or_else(|_| "{}".to_owned());
     app.app_data(state)

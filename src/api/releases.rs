@@ -602,9 +602,7 @@ pub async fn manifest(
                 Action::ApplicationRead,
                 &release.application_id,
             )?;
-            if !app.is_member(&p) && !p.has(Role::Auditor) && !p.has(Role::Governance) {
-                return Err(ApiError::Access(Refusal::NotAMember, None));
-            }
+            refuse_unless_following(&app, &p)?;
             let rows = store::release_page(conn, &release, after, limit, false)?;
             let next_after = (rows.len() as i64 == limit)
                 .then(|| rows.last().map(|r| r.position))
@@ -933,9 +931,7 @@ pub async fn recalls(
     let notices = state
         .db(move |conn| {
             let app = application_for(&shared, conn, &caller, Action::ApplicationRead, &id)?;
-            if !app.is_member(&p) && !p.has(Role::Auditor) && !p.has(Role::Governance) {
-                return Err(ApiError::Access(Refusal::NotAMember, None));
-            }
+            refuse_unless_following(&app, &p)?;
             Ok(store::recalls_of(conn, &id)?
                 .into_iter()
                 .map(ListedRecall::from)
@@ -943,6 +939,16 @@ pub async fn recalls(
         })
         .await?;
     Ok(web::Json(RecallList { notices }))
+}
+
+/// Members follow what happens under their application (manifests, recall
+/// notices, visas); so do the governance body and auditors, who oversee
+/// every use. Anyone else who may read the application is refused.
+pub(crate) fn refuse_unless_following(app: &Application, p: &Principal) -> Result<(), ApiError> {
+    if app.is_member(p) || p.has(Role::Auditor) || p.has(Role::Governance) {
+        return Ok(());
+    }
+    Err(ApiError::Access(Refusal::NotAMember, None))
 }
 
 /// Refuses unless the caller is a member of the application (an outsider

@@ -4,18 +4,22 @@
 //! whether they get one, applied to them alone: the application approved,
 //! its agreement active, unexpired and within its period, the member's
 //! ethics training current and the current agreement text accepted.
-//! Issuing a visa reads and writes nothing of any patient.
+//! Issuing a visa reads and writes nothing of any patient; the visa is
+//! recorded, in the same transaction that decides it may be issued, so the
+//! governance body and auditors can list who held one.
 
 use super::applications::application_for;
 use super::consents::principal;
-use super::releases::{admit, ApplicationPath};
+use super::releases::{admit, refuse_unless_following, ApplicationPath};
 use super::state::AppState;
 use crate::access::visa::Grant;
 use crate::auth::policy::Action;
 use crate::auth::Caller;
+use crate::db::access::{self as store, VisaIssuanceRow};
 use crate::db::documents::utc;
+use crate::db::write_transaction;
 use crate::error::{AccessRefusal as Refusal, ApiError, Problem};
-use actix_web::{post, web};
+use actix_web::{get, post, web};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -38,7 +42,7 @@ pub struct IssuedVisas {
 /// read is the dataset handle's answer, checked against every patient's
 /// consent. Refused, with the release's codes, while the caller could not
 /// release under the use; an outsider who may not read the application
-/// gets 404.
+/// gets 404. Each visa is recorded (`GET` lists them).
 #[utoipa::path(tag = "data-access", params(ApplicationPath),
     responses((status = 200, body = IssuedVisas), (status = 403, body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
@@ -53,44 +57,107 @@ pub async fn issue_visas(
     let id = path.into_inner().id;
     let now = state.now();
     let shared = state.clone();
-    let member = p.clone();
-    let (application_id, approved_at, agreement_expires_at) = state
+    let (application_id, visa, expires_at) = state
         .db(move |conn| {
-            let app = application_for(&shared, conn, &caller, Action::VisaIssue, &id)?;
-            if !app.is_member(&member) {
-                return Err(ApiError::Access(Refusal::NotAMember, None));
-            }
-            let (agreement, _) = admit(
-                conn,
-                &app,
-                &[(member.org.as_str(), member.subject.as_str())],
-                now,
-            )?;
-            let approved_at = app
-                .row
-                .decided_at
-                .ok_or_else(|| ApiError::internal("approved application without a decision"))?;
-            Ok((app.row.id, utc(approved_at), utc(agreement.expires_at)))
+            write_transaction(conn, |conn| {
+                let app = application_for(&shared, conn, &caller, Action::VisaIssue, &id)?;
+                if !app.is_member(&p) {
+                    return Err(ApiError::Access(Refusal::NotAMember, None));
+                }
+                let me = [(p.org.as_str(), p.subject.as_str())];
+                let (agreement, _) = admit(conn, &app, &me, now)?;
+                let approved_at = app
+                    .row
+                    .decided_at
+                    .ok_or_else(|| ApiError::internal("approved application without a decision"))?;
+                let lifetime = chrono::Duration::seconds(i64::from(
+                    shared.data_use.release.handle_ttl_seconds,
+                ));
+                let expires_at = (now + lifetime).min(utc(agreement.expires_at));
+                let grant = Grant {
+                    researcher_org: &p.org,
+                    researcher: &p.subject,
+                    application_url: format!(
+                        "{}/v1/applications/{}",
+                        shared.public_base_url, app.row.id
+                    ),
+                    approved_at: utc(approved_at).timestamp(),
+                    now: now.timestamp(),
+                    expires_at: expires_at.timestamp(),
+                };
+                let jti = format!("visa-{}", uuid::Uuid::new_v4());
+                let claims = shared.visas.claims(&grant, jti.clone());
+                let visa = shared.visas.sign(&claims).map_err(ApiError::internal)?;
+                store::record_visa(
+                    conn,
+                    &VisaIssuanceRow {
+                        jti,
+                        application_id: app.row.id.clone(),
+                        member_org: p.org.clone(),
+                        member: p.subject.clone(),
+                        issued_at: now.naive_utc(),
+                        expires_at: expires_at.naive_utc(),
+                    },
+                )?;
+                Ok((app.row.id, visa, expires_at))
+            })
         })
         .await?;
-    let lifetime = chrono::Duration::seconds(i64::from(state.data_use.release.handle_ttl_seconds));
-    let expires_at = (now + lifetime).min(agreement_expires_at);
-    let grant = Grant {
-        researcher_org: &p.org,
-        researcher: &p.subject,
-        application_url: format!("{}/v1/applications/{application_id}", state.public_base_url),
-        approved_at: approved_at.timestamp(),
-        now: now.timestamp(),
-        expires_at: expires_at.timestamp(),
-    };
-    let claims = state
-        .visas
-        .claims(&grant, format!("visa-{}", uuid::Uuid::new_v4()));
-    let visa = state.visas.sign(&claims).map_err(ApiError::internal)?;
     tracing::info!(application = %application_id, "passport visa issued");
     Ok(web::Json(IssuedVisas {
         ga4gh_passport_v1: vec![visa],
         expires_at,
         jku: state.visas.jku().to_owned(),
+    }))
+}
+
+/// A visa the service signed: to whom, and for how long.
+#[derive(Serialize, ToSchema)]
+pub struct IssuedVisa {
+    /// The visa's `jti`.
+    pub id: String,
+    pub member_org: String,
+    pub member: String,
+    pub issued_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct VisaList {
+    pub visas: Vec<IssuedVisa>,
+}
+
+/// Every visa issued for an application, oldest first (members, the
+/// governance body, auditors).
+#[utoipa::path(tag = "data-access", params(ApplicationPath),
+    responses((status = 200, body = VisaList), (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json")))]
+#[get("/v1/applications/{id}/visas")]
+pub async fn visas_issued(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<ApplicationPath>,
+) -> Result<web::Json<VisaList>, ApiError> {
+    let p = principal(&caller)?.clone();
+    let id = path.into_inner().id;
+    let shared = state.clone();
+    let rows = state
+        .db(move |conn| {
+            let app = application_for(&shared, conn, &caller, Action::ApplicationRead, &id)?;
+            refuse_unless_following(&app, &p)?;
+            Ok(store::visas_of(conn, &app.row.id)?)
+        })
+        .await?;
+    Ok(web::Json(VisaList {
+        visas: rows
+            .into_iter()
+            .map(|r| IssuedVisa {
+                id: r.jti,
+                member_org: r.member_org,
+                member: r.member,
+                issued_at: utc(r.issued_at),
+                expires_at: utc(r.expires_at),
+            })
+            .collect(),
     }))
 }

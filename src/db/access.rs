@@ -1,12 +1,13 @@
 //! Storage of data access: organizations, attestations, datasets,
-//! applications and votes, agreements, releases and recall notices.
+//! applications and votes, agreements, releases, recall notices and the
+//! Passport visas issued.
 
 use super::schema::{
     agreement_acceptances as acceptances, agreement_texts as texts,
     agreement_transitions as sanctions, agreements, application_partner_orgs as partner_orgs,
     application_transitions as transitions, applications, dataset_samples, datasets,
     genome_samples, organizations, recall_notices, release_samples, releases,
-    researcher_attestations as attestations, review_votes as votes,
+    researcher_attestations as attestations, review_votes as votes, visa_issuances,
 };
 use super::DbConnection;
 use crate::access::manifest::{spacing, POSITION_SPAN};
@@ -177,6 +178,18 @@ pub struct RecallRow {
     pub project_sample_id: String,
     pub reason: String,
     pub created_at: NaiveDateTime,
+}
+
+/// A GA4GH Passport visa the service signed, by its `jti`.
+#[derive(Queryable, Selectable, Insertable, Debug, Clone)]
+#[diesel(table_name = visa_issuances)]
+pub struct VisaIssuanceRow {
+    pub jti: String,
+    pub application_id: String,
+    pub member_org: String,
+    pub member: String,
+    pub issued_at: NaiveDateTime,
+    pub expires_at: NaiveDateTime,
 }
 
 /// Rows per multi-row INSERT on PostgreSQL: under its 65,535 bind
@@ -1112,5 +1125,22 @@ pub fn recalls_of(
         .filter(recall_notices::application_id.eq(application_id))
         .order((recall_notices::created_at, recall_notices::id))
         .select(RecallRow::as_select())
+        .load(c))
+}
+
+pub fn record_visa(conn: &mut DbConnection, row: &VisaIssuanceRow) -> Result<(), DieselError> {
+    db_run!(conn, c => diesel::insert_into(visa_issuances::table).values(row).execute(c))?;
+    Ok(())
+}
+
+/// The visas issued for an application, oldest first.
+pub fn visas_of(
+    conn: &mut DbConnection,
+    application_id: &str,
+) -> Result<Vec<VisaIssuanceRow>, DieselError> {
+    db_run!(conn, c => visa_issuances::table
+        .filter(visa_issuances::application_id.eq(application_id))
+        .order((visa_issuances::issued_at, visa_issuances::jti))
+        .select(VisaIssuanceRow::as_select())
         .load(c))
 }

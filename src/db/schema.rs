@@ -450,6 +450,17 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    visa_issuances (jti) {
+        jti -> Text,
+        application_id -> Text,
+        member_org -> Text,
+        member -> Text,
+        issued_at -> Timestamp,
+        expires_at -> Timestamp,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     document_versions,
     document_scope_items,
@@ -488,4 +499,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     release_samples,
     recall_notices,
     sweep_marks,
+    visa_issuances,
 );

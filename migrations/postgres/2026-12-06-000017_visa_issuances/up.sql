@@ -1,0 +1,18 @@
+-- Every GA4GH Passport visa the service signed (decision 0031), so that
+-- governance and auditors can say who held one for which use, and until
+-- when. Written in the same transaction that decides the visa may be
+-- issued; never changed or deleted.
+CREATE TABLE visa_issuances (
+    jti            TEXT PRIMARY KEY,
+    application_id TEXT NOT NULL REFERENCES applications (id),
+    member_org     TEXT NOT NULL,
+    member         TEXT NOT NULL,
+    issued_at      TIMESTAMP NOT NULL,
+    expires_at     TIMESTAMP NOT NULL
+);
+CREATE INDEX visa_issuances_by_application ON visa_issuances (application_id, issued_at);
+
+CREATE TRIGGER visa_issuances_append_only BEFORE UPDATE OR DELETE ON visa_issuances
+    FOR EACH ROW EXECUTE FUNCTION genomegate_refuse_change();
+CREATE TRIGGER visa_issuances_no_truncate BEFORE TRUNCATE ON visa_issuances
+    FOR EACH STATEMENT EXECUTE FUNCTION genomegate_refuse_change();
