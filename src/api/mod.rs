@@ -53,7 +53,7 @@ use utoipa_actix_web::AppExt;
         (name = "recontact", description = "Recontact requests under dual control"),
         (name = "log", description = "The tamper-evident access log: signed checkpoints, inclusion and consistency proofs, auditors' queries"),
         (name = "patients", description = "Hospital-side patient enrollment codes and patient-app webhooks"),
-        (name = "data-access", description = "Organizations, ethics training, datasets, data-use applications with DUO matching, committee review, agreements, consent-checked releases, dataset handles, and the public transparency register"),
+        (name = "data-access", description = "Organizations, ethics training, datasets, data-use applications with DUO matching, committee review, agreements, consent-checked releases, dataset handles, GA4GH Passport visas, and the public transparency register"),
         (name = "portal", description = "The patient portal: enrollment, access log, consent, live notifications, preferences, webhooks")
     )
 )]
