@@ -2447,8 +2447,9 @@ async fn members_get_passport_visas_only_while_they_could_release(backend: Backe
     let (s, issued) = ask_for_visas(&app, &id, &member).await;
     assert_eq!(s, 200, "{issued}");
     let visas = issued["ga4gh_passport_v1"].as_array().unwrap();
-    assert_eq!(visas.len(), 1);
+    assert_eq!(visas.len(), 2);
     let claims = verified_visa(&app, visas[0].as_str().unwrap()).await;
+    let terms = verified_visa(&app, visas[1].as_str().unwrap()).await;
     let base = app.config.public_base_url.trim_end_matches('/');
     assert_eq!(claims["sub"], "res-1@pharma-co");
     assert_eq!(
@@ -2471,6 +2472,28 @@ async fn members_get_passport_visas_only_while_they_could_release(backend: Backe
         claims["exp"].as_i64().unwrap()
     );
     assert!(claims["jti"].as_str().unwrap().starts_with("visa-"));
+    // The second: the member accepted the text in force, which is theirs
+    // to read by its version.
+    assert_eq!(terms["sub"], "res-1@pharma-co");
+    assert_eq!(terms["exp"], claims["exp"]);
+    assert_ne!(terms["jti"], claims["jti"]);
+    assert_eq!(terms["ga4gh_visa_v1"]["type"], "AcceptedTermsAndPolicies");
+    assert_eq!(terms["ga4gh_visa_v1"]["by"], "self");
+    assert_eq!(terms["ga4gh_visa_v1"]["source"], base);
+    let asserted = terms["ga4gh_visa_v1"]["asserted"].as_i64().unwrap();
+    assert!(
+        (claims["ga4gh_visa_v1"]["asserted"].as_i64().unwrap()..=claims["iat"].as_i64().unwrap())
+            .contains(&asserted),
+        "accepted after the approval, before the visa"
+    );
+    let text_url = terms["ga4gh_visa_v1"]["value"].as_str().unwrap();
+    assert_eq!(text_url, format!("{base}/v1/agreement-texts/1"));
+    let (s, text) = app
+        .get(text_url.strip_prefix(base).unwrap(), Some(&member))
+        .await;
+    assert_eq!((s, &text["sha256"]), (200, &json!(sha)), "{text}");
+    let (s, _) = app.get("/v1/agreement-texts/9", Some(&member)).await;
+    assert_eq!(s, 404);
     assert_eq!(
         app.count("access_log_entries"),
         entries_before,
@@ -2503,7 +2526,14 @@ async fn members_get_passport_visas_only_while_they_could_release(backend: Backe
     let (s, b) = ask_for_visas(&app, &id, &member).await;
     assert_problem(s, &b, 409, "agreement_outdated");
     assert_eq!(accept(&app, &agreement, &member, &newer).await.0, 200);
-    assert_eq!(ask_for_visas(&app, &id, &member).await.0, 200);
+    let (s, issued) = ask_for_visas(&app, &id, &member).await;
+    assert_eq!(s, 200, "{issued}");
+    let terms = verified_visa(&app, issued["ga4gh_passport_v1"][1].as_str().unwrap()).await;
+    assert_eq!(
+        terms["ga4gh_visa_v1"]["value"],
+        format!("{base}/v1/agreement-texts/2"),
+        "the text in force now"
+    );
 
     // Training lapses: no visa until it is renewed.
     attest(&app, PHARMA, "res-1", "2026-06-30").await;
@@ -2535,15 +2565,24 @@ async fn members_get_passport_visas_only_while_they_could_release(backend: Backe
     let (s, listed) = app.get(&visas_path, Some(&governance())).await;
     assert_eq!(s, 200, "{listed}");
     let listed = listed["visas"].as_array().unwrap().clone();
-    assert_eq!(listed.len(), 3, "{listed:?}");
-    assert_eq!(listed[0]["id"], claims["jti"]);
+    assert_eq!(listed.len(), 6, "two visas each time: {listed:?}");
+    assert_eq!(
+        listed
+            .iter()
+            .filter(|v| v["type"] == "ControlledAccessGrants")
+            .count(),
+        3
+    );
+    assert!(listed
+        .iter()
+        .any(|v| v["id"] == claims["jti"] && v["type"] == "ControlledAccessGrants"));
     assert!(listed
         .iter()
         .all(|v| v["member"] == "res-1" && v["member_org"] == PHARMA));
     let auditor = token_for(&["auditor"], "oversight", "auditor-1");
     for reader in [&member, &auditor] {
         let (s, b) = app.get(&visas_path, Some(reader)).await;
-        assert_eq!((s, b["visas"].as_array().unwrap().len()), (200, 3), "{b}");
+        assert_eq!((s, b["visas"].as_array().unwrap().len()), (200, 6), "{b}");
     }
     let (s, b) = app
         .get(&visas_path, Some(&researcher(PHARMA, "res-2")))
@@ -2562,5 +2601,5 @@ async fn members_get_passport_visas_only_while_they_could_release(backend: Backe
         let refused = genomegate::db_run!(&mut conn, c => diesel::sql_query(statement).execute(c));
         assert!(refused.is_err(), "{statement} was allowed");
     }
-    assert_eq!(app.count("visa_issuances"), 3);
+    assert_eq!(app.count("visa_issuances"), 6);
 }

@@ -1,6 +1,7 @@
-//! GA4GH Passport visas: a `ControlledAccessGrants` assertion, signed by
-//! this service as the data access committee's visa issuer, that a person
-//! is a member of an approved use.
+//! GA4GH Passport visas, signed by this service as the data access
+//! committee's visa issuer: `ControlledAccessGrants`, that a person is a
+//! member of an approved use, and `AcceptedTermsAndPolicies`, that they
+//! accepted the agreement text in force.
 //!
 //! A visa admits a *person* to a project, for a trusted research
 //! environment that keeps its users in Passport terms; it never names data.
@@ -21,8 +22,8 @@ use serde::{Deserialize, Serialize};
 /// The Passport visa type for a data access committee's approval.
 pub const CONTROLLED_ACCESS_GRANTS: &str = "ControlledAccessGrants";
 
-/// Who made the assertion: a data access committee.
-pub const ASSERTED_BY_DAC: &str = "dac";
+/// The Passport visa type for terms a person accepted.
+pub const ACCEPTED_TERMS_AND_POLICIES: &str = "AcceptedTermsAndPolicies";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VisaClaims {
@@ -41,22 +42,34 @@ pub struct VisaClaims {
 pub struct VisaAssertion {
     #[serde(rename = "type")]
     pub kind: String,
-    /// When the committee's decision approved the use (seconds since the
-    /// epoch).
+    /// When what it asserts happened (seconds since the epoch).
     pub asserted: i64,
-    /// The approved use: the application's URL at this service.
+    /// What it is about: the approved use, or the accepted text, by URL.
     pub value: String,
-    /// The committee that decided: this service's base URL.
+    /// Who stands behind it: this service's base URL.
     pub source: String,
+    /// `dac` for the committee's approval, `self` for the person's own
+    /// acceptance.
     pub by: String,
 }
 
-/// What one visa says, before the issuer signs it.
-pub struct Grant<'a> {
-    pub researcher_org: &'a str,
+/// What one visa asserts, before the issuer signs it.
+pub enum Assertion {
+    /// The committee approved the use at `approved_at`, and the holder is
+    /// its member. The value is the application's URL, never a dataset's.
+    ControlledAccess {
+        application_url: String,
+        approved_at: i64,
+    },
+    /// The holder accepted the agreement text at `text_url` (one version)
+    /// at `accepted_at`.
+    AcceptedTerms { text_url: String, accepted_at: i64 },
+}
+
+/// Whom a visa is for, and for how long.
+pub struct Holder<'a> {
+    pub org: &'a str,
     pub researcher: &'a str,
-    pub application_url: String,
-    pub approved_at: i64,
     pub now: i64,
     /// The end of the visa's life: the sooner of the policy's lifetime and
     /// the agreement's expiry.
@@ -109,20 +122,35 @@ impl VisaKeys {
         &self.jku
     }
 
-    /// The claims of a `ControlledAccessGrants` visa for `grant`.
-    pub fn claims(&self, grant: &Grant<'_>, jti: String) -> VisaClaims {
+    /// The claims of a visa for `holder` asserting `assertion`.
+    pub fn claims(&self, holder: &Holder<'_>, assertion: Assertion, jti: String) -> VisaClaims {
+        let (kind, value, asserted, by) = match assertion {
+            Assertion::ControlledAccess {
+                application_url,
+                approved_at,
+            } => (
+                CONTROLLED_ACCESS_GRANTS,
+                application_url,
+                approved_at,
+                "dac",
+            ),
+            Assertion::AcceptedTerms {
+                text_url,
+                accepted_at,
+            } => (ACCEPTED_TERMS_AND_POLICIES, text_url, accepted_at, "self"),
+        };
         VisaClaims {
             iss: self.issuer.clone(),
-            sub: format!("{}@{}", grant.researcher, grant.researcher_org),
-            iat: grant.now,
-            exp: grant.expires_at,
+            sub: format!("{}@{}", holder.researcher, holder.org),
+            iat: holder.now,
+            exp: holder.expires_at,
             jti,
             ga4gh_visa_v1: VisaAssertion {
-                kind: CONTROLLED_ACCESS_GRANTS.to_owned(),
-                asserted: grant.approved_at,
-                value: grant.application_url.clone(),
+                kind: kind.to_owned(),
+                asserted,
+                value,
                 source: self.issuer.clone(),
-                by: ASSERTED_BY_DAC.to_owned(),
+                by: by.to_owned(),
             },
         }
     }
@@ -184,21 +212,26 @@ mod tests {
         .unwrap()
     }
 
-    fn grant() -> Grant<'static> {
-        Grant {
-            researcher_org: "pharma-co",
+    fn holder() -> Holder<'static> {
+        Holder {
+            org: "pharma-co",
             researcher: "res-1",
-            application_url: "https://gate.example/v1/applications/app-1".into(),
-            approved_at: 1_700_000_000,
             now: 1_700_000_100,
             expires_at: 1_700_001_000,
+        }
+    }
+
+    fn approval() -> Assertion {
+        Assertion::ControlledAccess {
+            application_url: "https://gate.example/v1/applications/app-1".into(),
+            approved_at: 1_700_000_000,
         }
     }
 
     #[test]
     fn a_visa_is_a_document_token_its_published_key_verifies() {
         let keys = keys(2);
-        let claims = keys.claims(&grant(), "visa-1".into());
+        let claims = keys.claims(&holder(), approval(), "visa-1".into());
         let token = keys.sign(&claims).unwrap();
 
         let header = decode_header(&token).unwrap();
@@ -238,7 +271,8 @@ mod tests {
 
     #[test]
     fn the_visa_names_the_use_and_no_data() {
-        let text = serde_json::to_string(&keys(1).claims(&grant(), "visa-1".into())).unwrap();
+        let text =
+            serde_json::to_string(&keys(1).claims(&holder(), approval(), "visa-1".into())).unwrap();
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         let mut fields: Vec<&String> = v["ga4gh_visa_v1"].as_object().unwrap().keys().collect();
         fields.sort();
@@ -247,6 +281,22 @@ mod tests {
             v["ga4gh_visa_v1"]["value"],
             "https://gate.example/v1/applications/app-1"
         );
+    }
+
+    #[test]
+    fn an_accepted_text_is_asserted_by_the_person() {
+        let terms = Assertion::AcceptedTerms {
+            text_url: "https://gate.example/v1/agreement-texts/2".into(),
+            accepted_at: 1_700_000_050,
+        };
+        let visa = keys(1)
+            .claims(&holder(), terms, "visa-2".into())
+            .ga4gh_visa_v1;
+        assert_eq!(visa.kind, "AcceptedTermsAndPolicies");
+        assert_eq!(visa.by, "self");
+        assert_eq!(visa.asserted, 1_700_000_050);
+        assert_eq!(visa.value, "https://gate.example/v1/agreement-texts/2");
+        assert_eq!(visa.source, "https://gate.example");
     }
 
     #[test]

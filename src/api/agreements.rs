@@ -102,6 +102,29 @@ pub async fn current_agreement_text(
     Ok(web::Json(text_view(row)))
 }
 
+#[derive(Deserialize, IntoParams)]
+pub struct TextVersionPath {
+    /// The text's version, 1, 2, …
+    pub version: i32,
+}
+
+/// One version of the agreement text, current or not: what a member
+/// accepted, and what an `AcceptedTermsAndPolicies` visa names.
+#[utoipa::path(tag = "data-access", params(TextVersionPath), responses((status = 200, body = AgreementTextView), (status = 404, body = Problem, content_type = "application/problem+json")))]
+#[get("/v1/agreement-texts/{version}")]
+pub async fn agreement_text(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<TextVersionPath>,
+) -> Result<web::Json<AgreementTextView>, ApiError> {
+    state.authorize(&caller, Action::DatasetRead, &Resource::Registry)?;
+    let version = path.into_inner().version;
+    let row = state
+        .db(move |conn| store::text_version(conn, version)?.ok_or(ApiError::NotFound))
+        .await?;
+    Ok(web::Json(text_view(row)))
+}
+
 #[derive(Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AcceptanceRequest {

@@ -152,6 +152,7 @@ pub fn app(
         .service(datasets::list_datasets)
         .service(agreements::publish_agreement_text)
         .service(agreements::current_agreement_text)
+        .service(agreements::agreement_text)
         .service(applications::submit_application)
         .service(applications::list_applications)
         .service(applications::get_application)

@@ -12,7 +12,7 @@ use super::applications::application_for;
 use super::consents::principal;
 use super::releases::{admit, refuse_unless_following, ApplicationPath};
 use super::state::AppState;
-use crate::access::visa::Grant;
+use crate::access::visa::{Assertion, Holder};
 use crate::auth::policy::Action;
 use crate::auth::Caller;
 use crate::db::access::{self as store, VisaIssuanceRow};
@@ -26,9 +26,11 @@ use utoipa::ToSchema;
 
 #[derive(Serialize, ToSchema)]
 pub struct IssuedVisas {
-    /// The caller's visas, in the shape of the Passport claim: one
-    /// `ControlledAccessGrants` Visa Document Token (ES256 JWT) asserting
-    /// that the committee approved this use and the caller is its member.
+    /// The caller's visas, in the shape of the Passport claim (ES256 JWTs,
+    /// Visa Document Tokens): `ControlledAccessGrants`, that the committee
+    /// approved this use and the caller is its member, then
+    /// `AcceptedTermsAndPolicies`, that the caller accepted the agreement
+    /// text in force.
     pub ga4gh_passport_v1: Vec<String>,
     /// When the visa expires: a dataset handle's lifetime
     /// (`release.handle_ttl_seconds`), never past the agreement's expiry.
@@ -37,12 +39,14 @@ pub struct IssuedVisas {
     pub jku: String,
 }
 
-/// Issues the caller a GA4GH Passport visa for an approved use (members).
-/// The visa names the use, never a dataset: which objects the project may
-/// read is the dataset handle's answer, checked against every patient's
-/// consent. Refused, with the release's codes, while the caller could not
-/// release under the use; an outsider who may not read the application
-/// gets 404. Each visa is recorded (`GET` lists them).
+/// Issues the caller GA4GH Passport visas for an approved use (members):
+/// `ControlledAccessGrants` for the use and `AcceptedTermsAndPolicies` for
+/// the agreement text in force. The first names the use, never a dataset:
+/// which objects the project may read is the dataset handle's answer,
+/// checked against every patient's consent. Refused, with the release's
+/// codes, while the caller could not release under the use; an outsider
+/// who may not read the application gets 404. Each visa is recorded (`GET`
+/// lists them).
 #[utoipa::path(tag = "data-access", params(ApplicationPath),
     responses((status = 200, body = IssuedVisas), (status = 403, body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
@@ -57,7 +61,7 @@ pub async fn issue_visas(
     let id = path.into_inner().id;
     let now = state.now();
     let shared = state.clone();
-    let (application_id, visa, expires_at) = state
+    let (application_id, visas, expires_at) = state
         .db(move |conn| {
             write_transaction(conn, |conn| {
                 let app = application_for(&shared, conn, &caller, Action::VisaIssue, &id)?;
@@ -65,7 +69,7 @@ pub async fn issue_visas(
                     return Err(ApiError::Access(Refusal::NotAMember, None));
                 }
                 let me = [(p.org.as_str(), p.subject.as_str())];
-                let (agreement, _) = admit(conn, &app, &me, now)?;
+                let (agreement, (text_version, _)) = admit(conn, &app, &me, now)?;
                 let approved_at = app
                     .row
                     .decided_at
@@ -74,38 +78,58 @@ pub async fn issue_visas(
                     shared.data_use.release.handle_ttl_seconds,
                 ));
                 let expires_at = (now + lifetime).min(utc(agreement.expires_at));
-                let grant = Grant {
-                    researcher_org: &p.org,
+                let accepted_at = store::acceptances_of(conn, std::slice::from_ref(&agreement.id))?
+                    .into_iter()
+                    .filter(|a| {
+                        a.member_org == p.org
+                            && a.member == p.subject
+                            && a.text_version == text_version
+                    })
+                    .map(|a| a.accepted_at)
+                    .min()
+                    .ok_or_else(|| ApiError::internal("admitted without an acceptance"))?;
+                let base = &shared.public_base_url;
+                let holder = Holder {
+                    org: &p.org,
                     researcher: &p.subject,
-                    application_url: format!(
-                        "{}/v1/applications/{}",
-                        shared.public_base_url, app.row.id
-                    ),
-                    approved_at: utc(approved_at).timestamp(),
                     now: now.timestamp(),
                     expires_at: expires_at.timestamp(),
                 };
-                let jti = format!("visa-{}", uuid::Uuid::new_v4());
-                let claims = shared.visas.claims(&grant, jti.clone());
-                let visa = shared.visas.sign(&claims).map_err(ApiError::internal)?;
-                store::record_visa(
-                    conn,
-                    &VisaIssuanceRow {
-                        jti,
-                        application_id: app.row.id.clone(),
-                        member_org: p.org.clone(),
-                        member: p.subject.clone(),
-                        issued_at: now.naive_utc(),
-                        expires_at: expires_at.naive_utc(),
+                let assertions = [
+                    Assertion::ControlledAccess {
+                        application_url: format!("{base}/v1/applications/{}", app.row.id),
+                        approved_at: utc(approved_at).timestamp(),
                     },
-                )?;
-                Ok((app.row.id, visa, expires_at))
+                    Assertion::AcceptedTerms {
+                        text_url: format!("{base}/v1/agreement-texts/{text_version}"),
+                        accepted_at: utc(accepted_at).timestamp(),
+                    },
+                ];
+                let mut visas = Vec::with_capacity(assertions.len());
+                for assertion in assertions {
+                    let jti = format!("visa-{}", uuid::Uuid::new_v4());
+                    let claims = shared.visas.claims(&holder, assertion, jti.clone());
+                    visas.push(shared.visas.sign(&claims).map_err(ApiError::internal)?);
+                    store::record_visa(
+                        conn,
+                        &VisaIssuanceRow {
+                            jti,
+                            application_id: app.row.id.clone(),
+                            visa_type: claims.ga4gh_visa_v1.kind,
+                            member_org: p.org.clone(),
+                            member: p.subject.clone(),
+                            issued_at: now.naive_utc(),
+                            expires_at: expires_at.naive_utc(),
+                        },
+                    )?;
+                }
+                Ok((app.row.id, visas, expires_at))
             })
         })
         .await?;
-    tracing::info!(application = %application_id, "passport visa issued");
+    tracing::info!(application = %application_id, "passport visas issued");
     Ok(web::Json(IssuedVisas {
-        ga4gh_passport_v1: vec![visa],
+        ga4gh_passport_v1: visas,
         expires_at,
         jku: state.visas.jku().to_owned(),
     }))
@@ -116,6 +140,9 @@ pub async fn issue_visas(
 pub struct IssuedVisa {
     /// The visa's `jti`.
     pub id: String,
+    /// `ControlledAccessGrants` or `AcceptedTermsAndPolicies`.
+    #[serde(rename = "type")]
+    pub visa_type: String,
     pub member_org: String,
     pub member: String,
     pub issued_at: DateTime<Utc>,
@@ -153,6 +180,7 @@ pub async fn visas_issued(
             .into_iter()
             .map(|r| IssuedVisa {
                 id: r.jti,
+                visa_type: r.visa_type,
                 member_org: r.member_org,
                 member: r.member,
                 issued_at: utc(r.issued_at),

@@ -186,6 +186,8 @@ pub struct RecallRow {
 pub struct VisaIssuanceRow {
     pub jti: String,
     pub application_id: String,
+    /// The Passport visa type.
+    pub visa_type: String,
     pub member_org: String,
     pub member: String,
     pub issued_at: NaiveDateTime,
@@ -570,6 +572,17 @@ pub fn insert_text(conn: &mut DbConnection, row: &AgreementTextRow) -> Result<()
 pub fn current_text(conn: &mut DbConnection) -> Result<Option<AgreementTextRow>, DieselError> {
     db_run!(conn, c => texts::table
         .order(texts::version.desc())
+        .select(AgreementTextRow::as_select())
+        .first(c)
+        .optional())
+}
+
+pub fn text_version(
+    conn: &mut DbConnection,
+    version: i32,
+) -> Result<Option<AgreementTextRow>, DieselError> {
+    db_run!(conn, c => texts::table
+        .find(version)
         .select(AgreementTextRow::as_select())
         .first(c)
         .optional())

@@ -454,6 +454,7 @@ diesel::table! {
     visa_issuances (jti) {
         jti -> Text,
         application_id -> Text,
+        visa_type -> Text,
         member_org -> Text,
         member -> Text,
         issued_at -> Timestamp,

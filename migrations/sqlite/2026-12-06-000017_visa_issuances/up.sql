@@ -5,6 +5,7 @@
 CREATE TABLE visa_issuances (
     jti            TEXT PRIMARY KEY,
     application_id TEXT NOT NULL REFERENCES applications (id),
+    visa_type      TEXT NOT NULL,
     member_org     TEXT NOT NULL,
     member         TEXT NOT NULL,
     issued_at      TIMESTAMP NOT NULL,
