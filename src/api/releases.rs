@@ -21,7 +21,9 @@ use crate::auth::policy::{Action, Resource};
 use crate::auth::{Caller, Principal, Role};
 use crate::consent::state::derive_consent;
 use crate::consent::{DocumentFamily, Person};
-use crate::db::access::{self as store, AgreementRow, ReleaseRow, ReleaseSampleRow};
+use crate::db::access::{
+    self as store, AgreementRow, AgreementTextRow, ReleaseRow, ReleaseSampleRow,
+};
 use crate::db::documents::utc;
 use crate::db::notify::EndpointOwner;
 use crate::db::{consents, documents, ledger, samples, write_transaction, DbConnection, PooledDb};
@@ -31,7 +33,7 @@ use crate::notify::{RecallInstruction, RecallNotice};
 use crate::pseudonym::genome_id::{project_patient_id, IdKind, PrintedId};
 use crate::pseudonym::keyring::KeyDomain;
 use actix_web::{delete, get, post, web, HttpResponse};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use utoipa::{IntoParams, ToSchema};
@@ -127,25 +129,30 @@ fn refuse_before_period(app: &Application, now: DateTime<Utc>) -> Result<(), Api
     Ok(())
 }
 
-/// Every member has accepted the current agreement text.
+/// The current agreement text, with when each of `members` accepted it
+/// (in their order), or the refusal of the first who has not.
 fn check_acceptances(
     conn: &mut DbConnection,
     agreement: &AgreementRow,
     members: &[(&str, &str)],
-) -> Result<(i32, String), ApiError> {
+) -> Result<(AgreementTextRow, Vec<NaiveDateTime>), ApiError> {
     let text =
         store::current_text(conn)?.ok_or(ApiError::Access(Refusal::AgreementTextMissing, None))?;
     let accepted = store::acceptances_of(conn, std::slice::from_ref(&agreement.id))?;
+    let mut accepted_at = Vec::with_capacity(members.len());
     for (org, researcher) in members {
         let member = format!("{researcher} of {org}");
         let mine: Vec<_> = accepted
             .iter()
             .filter(|a| a.member_org == *org && a.member == *researcher)
             .collect();
-        if mine
+        if let Some(at) = mine
             .iter()
-            .any(|a| a.text_version == text.version && a.text_sha256 == text.sha256)
+            .filter(|a| a.text_version == text.version && a.text_sha256 == text.sha256)
+            .map(|a| a.accepted_at)
+            .min()
         {
+            accepted_at.push(at);
             continue;
         }
         return Err(if mine.is_empty() {
@@ -163,19 +170,26 @@ fn check_acceptances(
             )
         });
     }
-    Ok((text.version, text.sha256))
+    Ok((text, accepted_at))
+}
+
+/// What [`admit`] found: the usable agreement, the text in force, and when
+/// each member admitted accepted it (in the order they were given).
+pub(crate) struct Admission {
+    pub agreement: AgreementRow,
+    pub text: AgreementTextRow,
+    pub accepted_at: Vec<NaiveDateTime>,
 }
 
 /// The agreement of an approved application, usable now, under which every
 /// one of `members` (all of them for a release, the caller for a visa) may
-/// act: attested today and bound by the current text. Returns the
-/// agreement and the current text's version and SHA-256.
+/// act: attested today and bound by the current text.
 pub(crate) fn admit(
     conn: &mut DbConnection,
     app: &Application,
     members: &[(&str, &str)],
     now: DateTime<Utc>,
-) -> Result<(AgreementRow, (i32, String)), ApiError> {
+) -> Result<Admission, ApiError> {
     if !app.state()?.is_approved() {
         return Err(ApiError::refused(
             Refusal::ApplicationNotApproved,
@@ -187,8 +201,12 @@ pub(crate) fn admit(
     refuse_unless_usable(&agreement, now)?;
     refuse_before_period(app, now)?;
     check_attestations(conn, members, crate::calendar::day_of(now))?;
-    let text = check_acceptances(conn, &agreement, members)?;
-    Ok((agreement, text))
+    let (text, accepted_at) = check_acceptances(conn, &agreement, members)?;
+    Ok(Admission {
+        agreement,
+        text,
+        accepted_at,
+    })
 }
 
 /// The use each patient's consent is checked against, now: commercial
@@ -352,7 +370,9 @@ fn release(
     }
     // The register says what the use is until this commits (decision 0029).
     crate::db::gate::hold_register_entries(conn, &app.member_orgs())?;
-    let (agreement, (text_version, text_sha256)) = admit(conn, &app, &app.members(), now)?;
+    let Admission {
+        agreement, text, ..
+    } = admit(conn, &app, &app.members(), now)?;
     let checkpoint = ledger::latest_checkpoint(conn)?;
     let conditions: Vec<String> = app
         .conditions()?
@@ -416,8 +436,8 @@ fn release(
             .collect(),
         consent_versions: tally.consent_versions,
         agreement_id: agreement.id.clone(),
-        agreement_text_version: text_version,
-        agreement_text_sha256: text_sha256,
+        agreement_text_version: text.version,
+        agreement_text_sha256: text.sha256,
         log_checkpoint_size: checkpoint.as_ref().map_or(0, |c| c.size),
         log_checkpoint_root: checkpoint.map_or_else(String::new, |c| hex::encode(c.root)),
         min_cohort,

@@ -69,7 +69,12 @@ pub async fn issue_visas(
                     return Err(ApiError::Access(Refusal::NotAMember, None));
                 }
                 let me = [(p.org.as_str(), p.subject.as_str())];
-                let (agreement, (text_version, _)) = admit(conn, &app, &me, now)?;
+                let admitted = admit(conn, &app, &me, now)?;
+                let text_version = admitted.text.version;
+                let accepted_at = *admitted
+                    .accepted_at
+                    .first()
+                    .ok_or_else(|| ApiError::internal("admitted without an acceptance"))?;
                 let approved_at = app
                     .row
                     .decided_at
@@ -77,17 +82,7 @@ pub async fn issue_visas(
                 let lifetime = chrono::Duration::seconds(i64::from(
                     shared.data_use.release.handle_ttl_seconds,
                 ));
-                let expires_at = (now + lifetime).min(utc(agreement.expires_at));
-                let accepted_at = store::acceptances_of(conn, std::slice::from_ref(&agreement.id))?
-                    .into_iter()
-                    .filter(|a| {
-                        a.member_org == p.org
-                            && a.member == p.subject
-                            && a.text_version == text_version
-                    })
-                    .map(|a| a.accepted_at)
-                    .min()
-                    .ok_or_else(|| ApiError::internal("admitted without an acceptance"))?;
+                let expires_at = (now + lifetime).min(utc(admitted.agreement.expires_at));
                 let base = &shared.public_base_url;
                 let holder = Holder {
                     org: &p.org,
