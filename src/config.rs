@@ -58,6 +58,19 @@ pub struct Config {
     pub screening: ScreeningConfig,
     #[serde(default)]
     pub recall: RecallConfig,
+    #[serde(default)]
+    pub data_access: DataAccessConfig,
+}
+
+/// Requests of members of approved uses.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataAccessConfig {
+    /// Releases, and visa requests, each member may make per minute (each
+    /// kind counted apart, per instance). A release notifies every included
+    /// patient, so a script repeating it would flood a cohort.
+    #[serde(default = "default_member_requests_per_minute")]
+    pub member_requests_per_minute: u32,
 }
 
 /// Recall notices that no consent event causes.
@@ -395,6 +408,9 @@ fn default_patient_token_ttl() -> i64 {
 fn default_attempts_per_minute() -> u32 {
     10
 }
+fn default_member_requests_per_minute() -> u32 {
+    6
+}
 
 macro_rules! default_from_serde {
     ($($t:ty),*) => {$(
@@ -424,7 +440,8 @@ default_from_serde!(
     NotifyConfig,
     PatientsConfig,
     ScreeningConfig,
-    RecallConfig
+    RecallConfig,
+    DataAccessConfig
 );
 
 impl Default for Config {
@@ -520,6 +537,9 @@ impl Config {
             || self.notify.stream_replay_page < 1
         {
             return invalid("log.integrate_batch, notify.max_attempts and notify.stream_replay_page must be at least 1");
+        }
+        if self.data_access.member_requests_per_minute == 0 {
+            return invalid("data_access.member_requests_per_minute must be at least 1");
         }
         if self
             .patients

@@ -93,8 +93,9 @@ pub enum ApiError {
     EnrollmentCodeInvalid,
     /// 401: unknown patient account or wrong secret.
     InvalidCredentials,
-    /// 429: too many attempts from this client; retry after a minute.
-    RateLimited,
+    /// 429: too many attempts from this client or member; the seconds until
+    /// its window ends go out as `Retry-After`.
+    RateLimited { retry_after_seconds: u64 },
     /// 422: a proof was asked for sizes or an index the log does not have.
     ProofUnavailable,
     /// A data-access refusal (applications, agreements, releases,
@@ -411,7 +412,7 @@ impl ApiError {
             VaultIntegrity => (StatusCode::INTERNAL_SERVER_ERROR, "vault_integrity_failure", "The sealed identity failed its integrity check"),
             EnrollmentCodeInvalid => (StatusCode::BAD_REQUEST, "enrollment_code_invalid", "The enrollment code is wrong, expired or already used"),
             InvalidCredentials => (StatusCode::UNAUTHORIZED, "invalid_credentials", "Unknown account or wrong secret"),
-            RateLimited => (StatusCode::TOO_MANY_REQUESTS, "rate_limited", "Too many attempts; wait a minute"),
+            RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited", "Too many requests; wait before trying again"),
             ProofUnavailable => (StatusCode::UNPROCESSABLE_ENTITY, "proof_unavailable", "The log has no such index or tree size"),
             Access(refusal, _) => refusal.parts(),
             Unavailable => (
@@ -437,6 +438,9 @@ impl ApiError {
             DuplicateApprover(d) => Some((*d).to_owned()),
             RecontactClosed { state } => Some(format!("the request is {state}")),
             Access(_, detail) => detail.clone(),
+            RateLimited {
+                retry_after_seconds,
+            } => Some(format!("try again in {retry_after_seconds} s")),
             _ => None,
         }
     }
@@ -495,6 +499,12 @@ impl ApiError {
                 | ApiError::UntrustedIssuer
         ) {
             builder.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+        }
+        if let ApiError::RateLimited {
+            retry_after_seconds,
+        } = self
+        {
+            builder.insert_header((header::RETRY_AFTER, retry_after_seconds.to_string()));
         }
         builder.body(serde_json::to_vec(&problem).unwrap_or_default())
     }

@@ -118,6 +118,9 @@ pub fn build_state(config: &Config, clock: SharedClock) -> Result<AppState, Stri
         webhook_ports: config.notify.webhook_ports.clone(),
         screening_volume: config.screening.volume_rule(),
         limiter: crate::api::ratelimit::RateLimiter::new(config.patients.attempts_per_minute),
+        member_limiter: crate::api::ratelimit::RateLimiter::new(
+            config.data_access.member_requests_per_minute,
+        ),
         workers,
     })
 }

@@ -31,6 +31,7 @@ on_both_backends!(
     the_day_a_minor_comes_of_age_recalls_what_their_parent_permitted,
     two_projects_manifests_cannot_be_lined_up_by_position,
     members_get_passport_visas_only_while_they_could_release,
+    each_member_is_held_to_a_few_releases_and_visa_requests_a_minute,
 );
 
 // Only PostgreSQL lets a change commit while a release is being written;
@@ -2602,4 +2603,90 @@ async fn members_get_passport_visas_only_while_they_could_release(backend: Backe
         assert!(refused.is_err(), "{statement} was allowed");
     }
     assert_eq!(app.count("visa_issuances"), 6);
+}
+
+/// A release notifies every included patient and a visa request writes two
+/// rows, so each member gets `data_access.member_requests_per_minute` of
+/// each (2 here); past it the answer is 429 with `Retry-After`, and nothing
+/// is written. Another member of the same use keeps their own count.
+async fn each_member_is_held_to_a_few_releases_and_visa_requests_a_minute(backend: Backend) {
+    let options = Options {
+        env: vec![(
+            "GENOMEGATE__DATA_ACCESS__MEMBER_REQUESTS_PER_MINUTE",
+            "2".into(),
+        )],
+        ..Options::default()
+    };
+    let Some(app) = TestApp::spawn_with(backend, options).await else {
+        return;
+    };
+    let version = app.publish("cancer", &first_draft()).await;
+    let patients = patients_with_samples(&app, &version, "L", 5, all_permit()).await;
+    let ids: Vec<String> = patients.iter().map(|(_, g, _)| g.clone()).collect();
+    verify_org(&app, PHARMA, "industry").await;
+    let hmb = dataset(&app, "Cancer germline", json!({"permission": "HMB"}), &ids).await;
+    let sha = publish_text(&app, "Data-use agreement v1.").await;
+    let (first, second) = (researcher(PHARMA, "res-1"), researcher(PHARMA, "res-2"));
+    for sub in ["res-1", "res-2"] {
+        attest(&app, PHARMA, sub, "2029-01-10").await;
+    }
+    let view = submit(&app, &first, &application(&[&hmb], &["res-2"], "HMB")).await;
+    let id = view["id"].as_str().unwrap().to_owned();
+    let decided = approve(&app, &id).await;
+    let agreement = decided["agreement"]["id"].as_str().unwrap().to_owned();
+    for member in [&first, &second] {
+        assert_eq!(accept(&app, &agreement, member, &sha).await.0, 200);
+    }
+
+    for _ in 0..2 {
+        let (s, b) = release(&app, &id, &first).await;
+        assert_eq!(s, 201, "{b}");
+        let (s, b) = ask_for_visas(&app, &id, &first).await;
+        assert_eq!(s, 200, "{b}");
+    }
+    let rows_written = || {
+        [
+            "releases",
+            "release_samples",
+            "access_log_entries",
+            "notification_outbox",
+            "visa_issuances",
+        ]
+        .map(|table| app.count(table))
+    };
+    let written = rows_written();
+    assert_eq!(written[0], 2);
+    assert_eq!(written[4], 4);
+    for (path, body) in [
+        (
+            format!("/v1/applications/{id}/releases"),
+            json!({ "audience": STORE }),
+        ),
+        (format!("/v1/applications/{id}/visas"), Value::Null),
+    ] {
+        let response = app
+            .client
+            .post(app.url(&path))
+            .bearer_auth(&first)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 429, "{path}");
+        let wait: u64 = response.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=60).contains(&wait), "Retry-After: {wait}");
+        let problem: Value = response.json().await.unwrap();
+        assert_problem(429, &problem, 429, "rate_limited");
+        assert_eq!(problem["detail"], format!("try again in {wait} s"));
+    }
+    assert_eq!(rows_written(), written, "a refused request writes nothing");
+    // The other member's count is their own.
+    let (s, b) = release(&app, &id, &second).await;
+    assert_eq!(s, 201, "{b}");
+    let (s, b) = ask_for_visas(&app, &id, &second).await;
+    assert_eq!(s, 200, "{b}");
 }

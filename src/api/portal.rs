@@ -225,11 +225,12 @@ fn sha256_hex(text: &str) -> String {
 }
 
 fn rate_limit(state: &AppState, peer: &PeerAddress, what: &str) -> Result<(), ApiError> {
-    if state.limiter.allow(&format!("{what}:{}", peer.0)) {
-        Ok(())
-    } else {
-        Err(ApiError::RateLimited)
-    }
+    state
+        .limiter
+        .allow(&format!("{what}:{}", peer.0))
+        .map_err(|retry_after_seconds| ApiError::RateLimited {
+            retry_after_seconds,
+        })
 }
 
 fn patient_token(

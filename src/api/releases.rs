@@ -472,11 +472,13 @@ pub struct ApplicationPath {
 
 /// Releases the datasets of an approved application (a member). Every
 /// sample's patient consent is checked now; a cohort smaller than the
-/// policy's `min_cohort` is refused and nothing is written.
+/// policy's `min_cohort` is refused and nothing is written. Each member may
+/// release `data_access.member_requests_per_minute` times a minute (429
+/// with `Retry-After` past it): every release notifies its cohort.
 #[utoipa::path(tag = "data-access", params(ApplicationPath), request_body = ReleaseRequest,
     responses((status = 201, body = ReleaseView), (status = 403, body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json")))]
+        (status = 422, body = Problem, content_type = "application/problem+json"), (status = 429, body = Problem, content_type = "application/problem+json")))]
 #[post("/v1/applications/{id}/releases")]
 pub async fn create_release(
     state: web::Data<AppState>,
@@ -485,6 +487,7 @@ pub async fn create_release(
     body: web::Json<ReleaseRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let p = principal(&caller)?.clone();
+    state.limit_member("release", &p)?;
     let audience = body.audience.trim().to_owned();
     if !state.data_use.release.audiences.contains(&audience) {
         return Err(ApiError::refused(

@@ -152,11 +152,27 @@ pub struct AppState {
     /// Thresholds of on-demand screening (the periodic one reads config).
     pub screening_volume: crate::ledger::screening::VolumeRule,
     pub limiter: super::ratelimit::RateLimiter,
+    /// Releases and visa requests per member (`data_access.member_requests_per_minute`).
+    pub member_limiter: super::ratelimit::RateLimiter,
     /// Stops the background workers when the state goes away.
     pub workers: crate::workers::Workers,
 }
 
 impl AppState {
+    /// Counts a member's request of `kind` (`release`, `visas`): refused
+    /// with `Retry-After` past `data_access.member_requests_per_minute`.
+    pub fn limit_member(
+        &self,
+        kind: &str,
+        member: &crate::auth::Principal,
+    ) -> Result<(), ApiError> {
+        self.member_limiter
+            .allow(&format!("{kind}:{}:{}", member.org, member.subject))
+            .map_err(|retry_after_seconds| ApiError::RateLimited {
+                retry_after_seconds,
+            })
+    }
+
     /// Runs blocking database work on the blocking pool with a pooled
     /// connection.
     pub async fn db<T, F>(&self, work: F) -> Result<T, ApiError>

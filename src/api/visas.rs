@@ -46,11 +46,13 @@ pub struct IssuedVisas {
 /// checked against every patient's consent. Refused, with the release's
 /// codes, while the caller could not release under the use; an outsider
 /// who may not read the application gets 404. Each visa is recorded (`GET`
-/// lists them).
+/// lists them). Each member may ask `data_access.member_requests_per_minute`
+/// times a minute (429 with `Retry-After` past it).
 #[utoipa::path(tag = "data-access", params(ApplicationPath),
     responses((status = 200, body = IssuedVisas), (status = 403, body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 409, body = Problem, content_type = "application/problem+json")))]
+        (status = 409, body = Problem, content_type = "application/problem+json"),
+        (status = 429, body = Problem, content_type = "application/problem+json")))]
 #[post("/v1/applications/{id}/visas")]
 pub async fn issue_visas(
     state: web::Data<AppState>,
@@ -58,6 +60,7 @@ pub async fn issue_visas(
     path: web::Path<ApplicationPath>,
 ) -> Result<web::Json<IssuedVisas>, ApiError> {
     let p = principal(&caller)?.clone();
+    state.limit_member("visas", &p)?;
     let id = path.into_inner().id;
     let now = state.now();
     let shared = state.clone();

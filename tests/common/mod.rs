@@ -290,6 +290,12 @@ impl TestApp {
             ("GENOMEGATE__NOTIFY__WEBHOOK_PORTS", "[]".into()),
             ("GENOMEGATE__NOTIFY__BACKOFF_MS", "50".into()),
             ("GENOMEGATE__NOTIFY__MAX_ATTEMPTS", "3".into()),
+            // Tests repeat releases and visa requests quickly; the limit has
+            // a test of its own.
+            (
+                "GENOMEGATE__DATA_ACCESS__MEMBER_REQUESTS_PER_MINUTE",
+                "1000".into(),
+            ),
         ]
         .into_iter()
         .chain(options.env.iter().cloned())
