@@ -32,6 +32,7 @@ on_both_backends!(
     two_projects_manifests_cannot_be_lined_up_by_position,
     members_get_passport_visas_only_while_they_could_release,
     each_member_is_held_to_a_few_releases_and_visa_requests_a_minute,
+    releases_are_kept_as_records_that_members_and_overseers_read_back,
 );
 
 // Only PostgreSQL lets a change commit while a release is being written;
@@ -2689,4 +2690,94 @@ async fn each_member_is_held_to_a_few_releases_and_visa_requests_a_minute(backen
     assert_eq!(s, 201, "{b}");
     let (s, b) = ask_for_visas(&app, &id, &second).await;
     assert_eq!(s, 200, "{b}");
+}
+
+/// A release is read back later, as its creation returned it less the
+/// handle, by members, the governance body and auditors: one by ID, or all
+/// of an application's. Outsiders cannot tell a release they may not see
+/// from one that does not exist. Once finished, a release row never
+/// changes, and migration 000018 fills in the exclusions of earlier
+/// releases from their manifests.
+async fn releases_are_kept_as_records_that_members_and_overseers_read_back(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let version = app.publish("cancer", &first_draft()).await;
+    let mut patients = patients_with_samples(&app, &version, "REC", 5, all_permit()).await;
+    patients.extend(patients_with_samples(&app, &version, "ACA", 2, academic_only()).await);
+    let ids: Vec<String> = patients.iter().map(|(_, g, _)| g.clone()).collect();
+    let member = researcher(PHARMA, "res-1");
+    let id = one_use_of(&app, (PHARMA, "industry", "res-1"), &ids, "HMB").await;
+    let mut created = Vec::new();
+    for _ in 0..2 {
+        let (s, b) = release(&app, &id, &member).await;
+        assert_eq!(s, 201, "{b}");
+        created.push(b);
+    }
+    let as_kept = |view: &Value| {
+        let mut record = view.clone();
+        assert!(record.as_object_mut().unwrap().remove("handle").is_some());
+        record
+    };
+    let first = as_kept(&created[0]);
+    assert_eq!(first["included"], 5, "{first}");
+    assert_eq!(first["released_by"], "res-1", "{first}");
+    assert_eq!(
+        first["excluded_by_reason"],
+        json!({ "industry_use_not_consented": 2 }),
+        "{first}"
+    );
+    let release_id = first["id"].as_str().unwrap().to_owned();
+    let one = format!("/v1/releases/{release_id}");
+    let all = format!("/v1/applications/{id}/releases");
+
+    let auditor = token_for(&["auditor"], "oversight", "auditor-1");
+    for reader in [&member, &governance(), &auditor] {
+        let (s, b) = app.get(&one, Some(reader)).await;
+        assert_eq!((s, &b), (200, &first));
+        let (s, b) = app.get(&all, Some(reader)).await;
+        assert_eq!(s, 200, "{b}");
+        assert_eq!(b["releases"], json!([first, as_kept(&created[1])]));
+    }
+    // Someone of the applicant's organization outside the use, and a
+    // reviewer, may read the application but not follow its releases.
+    for reader in [researcher(PHARMA, "res-2"), committee("c-1")] {
+        for path in [&one, &all] {
+            let (s, b) = app.get(path, Some(&reader)).await;
+            assert_problem(s, &b, 403, "not_a_member");
+        }
+    }
+    // Anyone else gets the answer a release that does not exist gets.
+    let (_, missing) = app
+        .get("/v1/releases/rel-does-not-exist", Some(&auditor))
+        .await;
+    assert_problem(404, &missing, 404, "not_found");
+    for outsider in [researcher(UNIVERSITY, "prof-1"), store_token(STORE)] {
+        let (s, b) = app.get(&one, Some(&outsider)).await;
+        assert_problem(s, &b, 404, "not_found");
+        assert_eq!(b["detail"], missing["detail"]);
+        let (s, b) = app.get(&all, Some(&outsider)).await;
+        assert_problem(s, &b, 404, "not_found");
+    }
+
+    use diesel::RunQueryDsl;
+    let mut conn = app.raw_db();
+    for statement in [
+        format!("UPDATE releases SET provenance = '{{}}' WHERE id = '{release_id}'"),
+        format!("UPDATE releases SET included = 7 WHERE id = '{release_id}'"),
+        format!("UPDATE releases SET excluded_by_reason = '{{}}' WHERE id = '{release_id}'"),
+        format!("DELETE FROM releases WHERE id = '{release_id}'"),
+    ] {
+        let refused = genomegate::db_run!(&mut conn, c => diesel::sql_query(&statement).execute(c));
+        assert!(refused.is_err(), "{statement} was allowed");
+    }
+    let (_, b) = app.get(&one, Some(&member)).await;
+    assert_eq!(b, first, "a finished release is as it was");
+
+    // Releases from before 000018 get their exclusions from their manifests.
+    revert_through(&mut conn, "000018");
+    genomegate::db::run_migrations(&mut conn).unwrap();
+    let (s, b) = app.get(&all, Some(&member)).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["releases"], json!([first, as_kept(&created[1])]));
 }

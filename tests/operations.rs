@@ -159,6 +159,12 @@ async fn openapi_matches_the_routes(backend: Backend) {
     );
     assert!(schemas["Member"]["properties"]["org"].is_object());
     assert!(schemas["IssuedCode"]["properties"]["qr_payload"].is_object());
+    assert!(schemas["ReleaseRecord"]["properties"]["excluded_by_reason"].is_object());
+    assert!(
+        schemas["ReleaseView"].to_string().contains("ReleaseRecord"),
+        "a new release is its record and the handle: {}",
+        schemas["ReleaseView"]
+    );
     for path in [
         "/v1/consents",
         "/v1/patients/{patient_ref}/enrollment-codes",

@@ -162,6 +162,8 @@ pub fn app(
         .service(transparency::approved_uses)
         .service(transparency::processing_times)
         .service(releases::create_release)
+        .service(releases::releases_of_application)
+        .service(releases::get_release)
         .service(releases::manifest)
         .service(releases::resolve_handle)
         .service(releases::jwks)

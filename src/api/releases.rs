@@ -72,14 +72,20 @@ pub struct Provenance {
     pub conditions: Vec<String>,
 }
 
+/// A release as kept: who made it for which store, what it included and
+/// excluded, and what it rested on. Never its handle, which only the
+/// member who released receives.
 #[derive(Serialize, ToSchema)]
-pub struct ReleaseView {
+pub struct ReleaseRecord {
     pub id: String,
     pub application_id: String,
-    /// The signed dataset handle (EdDSA JWT) for the audience.
-    pub handle: String,
-    pub handle_expires_at: DateTime<Utc>,
+    pub agreement_id: String,
+    /// The member who released, by subject.
+    pub released_by: String,
+    pub released_at: DateTime<Utc>,
+    /// The genome store or TRE the handle was for.
     pub audience: String,
+    pub handle_expires_at: DateTime<Utc>,
     pub included: i64,
     pub excluded: i64,
     /// Excluded samples by machine-readable reason.
@@ -89,11 +95,45 @@ pub struct ReleaseView {
     pub manifest: String,
 }
 
+impl ReleaseRecord {
+    /// The record of a finished release; its stored JSON is the service's
+    /// own, so a value that does not parse is an internal error.
+    fn from_row(row: ReleaseRow, public_base_url: &str) -> Result<Self, ApiError> {
+        let excluded_by_reason = row
+            .excluded_by_reason
+            .as_deref()
+            .ok_or_else(|| ApiError::internal("an unfinished release was read"))?;
+        Ok(ReleaseRecord {
+            manifest: format!("{public_base_url}/v1/releases/{}/manifest", row.id),
+            excluded_by_reason: serde_json::from_str(excluded_by_reason)
+                .map_err(ApiError::internal)?,
+            provenance: serde_json::from_str(&row.provenance).map_err(ApiError::internal)?,
+            id: row.id,
+            application_id: row.application_id,
+            agreement_id: row.agreement_id,
+            released_by: row.released_by,
+            released_at: utc(row.released_at),
+            audience: row.audience,
+            handle_expires_at: utc(row.handle_expires_at),
+            included: row.included,
+            excluded: row.excluded,
+        })
+    }
+}
+
+/// A new release: its record, and the handle for its audience.
+#[derive(Serialize, ToSchema)]
+pub struct ReleaseView {
+    /// The signed dataset handle (EdDSA JWT) for the audience.
+    pub handle: String,
+    #[serde(flatten)]
+    pub release: ReleaseRecord,
+}
+
 /// The whole release, computed and written inside one transaction.
 struct Outcome {
+    /// Finished: counts, exclusions and provenance filled in.
     row: ReleaseRow,
-    excluded_by_reason: BTreeMap<String, u64>,
-    provenance: Provenance,
     /// Recall notices for changes that committed while the release read.
     recalled: usize,
 }
@@ -393,6 +433,7 @@ fn release(
         included: 0,
         excluded: 0,
         provenance: String::new(),
+        excluded_by_reason: None,
     };
     // The row goes first so the manifest can reference it; its counts and
     // provenance are filled in below, in the same transaction.
@@ -444,6 +485,8 @@ fn release(
         conditions,
     };
     row.provenance = serde_json::to_string(&provenance).map_err(ApiError::internal)?;
+    row.excluded_by_reason =
+        Some(serde_json::to_string(&tally.excluded_by_reason).map_err(ApiError::internal)?);
     store::finish_release(conn, &row)?;
     store::mark_access_started(conn, &app.row.id, now)?;
     // Last: changes that committed while the cohort was read could not see
@@ -457,12 +500,7 @@ fn release(
         (watermark, now),
         state.now(),
     )?;
-    Ok(Outcome {
-        row,
-        excluded_by_reason: tally.excluded_by_reason,
-        provenance,
-        recalled,
-    })
+    Ok(Outcome { row, recalled })
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -522,35 +560,100 @@ pub async fn create_release(
     if outcome.recalled > 0 {
         state.log.deliveries_queued();
     }
-    let row = outcome.row;
+    // The response carries the record as stored, as a later read returns it.
+    let release = ReleaseRecord::from_row(outcome.row, &state.public_base_url)?;
     let claims = HandleClaims {
         iss: state.handles.issuer().to_owned(),
-        aud: row.audience.clone(),
-        sub: row.application_id.clone(),
-        jti: row.id.clone(),
+        aud: release.audience.clone(),
+        sub: release.application_id.clone(),
+        jti: release.id.clone(),
         typ: HANDLE_TYPE.to_owned(),
-        agreement: row.agreement_id.clone(),
-        datasets: outcome.provenance.matching.keys().cloned().collect(),
-        conditions: outcome.provenance.conditions.clone(),
+        agreement: release.agreement_id.clone(),
+        datasets: release.provenance.matching.keys().cloned().collect(),
+        conditions: release.provenance.conditions.clone(),
         iat: now.timestamp(),
-        exp: utc(row.handle_expires_at).timestamp(),
+        exp: release.handle_expires_at.timestamp(),
     };
     // Signing cannot fail for a loaded key; if it did, the release stands
     // and a member can ask for a fresh handle by releasing again.
     let handle = state.handles.issue(&claims).map_err(ApiError::internal)?;
-    tracing::info!(release = %row.id, included = row.included, excluded = row.excluded, "dataset released");
-    Ok(HttpResponse::Created().json(ReleaseView {
-        manifest: format!("{}/v1/releases/{}/manifest", state.public_base_url, row.id),
-        id: row.id,
-        application_id: row.application_id,
-        handle,
-        handle_expires_at: utc(row.handle_expires_at),
-        audience: row.audience,
-        included: row.included,
-        excluded: row.excluded,
-        excluded_by_reason: outcome.excluded_by_reason,
-        provenance: outcome.provenance,
-    }))
+    tracing::info!(release = %release.id, included = release.included, excluded = release.excluded, "dataset released");
+    Ok(HttpResponse::Created().json(ReleaseView { handle, release }))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ReleaseList {
+    /// Oldest first.
+    pub releases: Vec<ReleaseRecord>,
+}
+
+/// Every release made under an application, oldest first, each with its
+/// provenance (members, the governance body and auditors). Handles are
+/// never kept, so none is listed.
+#[utoipa::path(tag = "data-access", params(ApplicationPath),
+    responses((status = 200, body = ReleaseList), (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json")))]
+#[get("/v1/applications/{id}/releases")]
+pub async fn releases_of_application(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<ApplicationPath>,
+) -> Result<web::Json<ReleaseList>, ApiError> {
+    let rows = read_followed(&state, caller, path.into_inner().id, |conn, app| {
+        Ok(store::releases_of(conn, &app.row.id)?)
+    })
+    .await?;
+    let releases = rows
+        .into_iter()
+        .map(|row| ReleaseRecord::from_row(row, &state.public_base_url))
+        .collect::<Result<_, _>>()?;
+    Ok(web::Json(ReleaseList { releases }))
+}
+
+/// One release and what it rested on (members, the governance body and
+/// auditors). Anyone who may not read its application gets 404, as for a
+/// release that does not exist.
+#[utoipa::path(tag = "data-access", params(ReleasePath),
+    responses((status = 200, body = ReleaseRecord), (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json")))]
+#[get("/v1/releases/{id}")]
+pub async fn get_release(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<ReleasePath>,
+) -> Result<web::Json<ReleaseRecord>, ApiError> {
+    let p = principal(&caller)?.clone();
+    let id = path.into_inner().id;
+    let shared = state.clone();
+    let row = state
+        .db(move |conn| followed_release(&shared, conn, &caller, &p, &id))
+        .await?;
+    Ok(web::Json(ReleaseRecord::from_row(
+        row,
+        &state.public_base_url,
+    )?))
+}
+
+/// The release, if the caller follows its application: 404 for a release
+/// that does not exist and for one whose application the caller may not
+/// read, so neither learns more than the other.
+fn followed_release(
+    state: &AppState,
+    conn: &mut DbConnection,
+    caller: &Caller,
+    p: &Principal,
+    id: &str,
+) -> Result<ReleaseRow, ApiError> {
+    let release = store::find_release(conn, id)?.ok_or(ApiError::NotFound)?;
+    let app = application_for(
+        state,
+        conn,
+        caller,
+        Action::ApplicationRead,
+        &release.application_id,
+    )?;
+    refuse_unless_following(&app, p)?;
+    Ok(release)
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -617,15 +720,7 @@ pub async fn manifest(
     let shared = state.clone();
     let page = state
         .db(move |conn| {
-            let release = store::find_release(conn, &id)?.ok_or(ApiError::NotFound)?;
-            let app = application_for(
-                &shared,
-                conn,
-                &caller,
-                Action::ApplicationRead,
-                &release.application_id,
-            )?;
-            refuse_unless_following(&app, &p)?;
+            let release = followed_release(&shared, conn, &caller, &p, &id)?;
             let rows = store::release_page(conn, &release, after, limit, false)?;
             let next_after = (rows.len() as i64 == limit)
                 .then(|| rows.last().map(|r| r.position))
@@ -948,19 +1043,13 @@ pub async fn recalls(
     caller: Caller,
     path: web::Path<ApplicationPath>,
 ) -> Result<web::Json<RecallList>, ApiError> {
-    let p = principal(&caller)?.clone();
-    let id = path.into_inner().id;
-    let shared = state.clone();
-    let notices = state
-        .db(move |conn| {
-            let app = application_for(&shared, conn, &caller, Action::ApplicationRead, &id)?;
-            refuse_unless_following(&app, &p)?;
-            Ok(store::recalls_of(conn, &id)?
-                .into_iter()
-                .map(ListedRecall::from)
-                .collect())
-        })
-        .await?;
+    let notices = read_followed(&state, caller, path.into_inner().id, |conn, app| {
+        Ok(store::recalls_of(conn, &app.row.id)?
+            .into_iter()
+            .map(ListedRecall::from)
+            .collect())
+    })
+    .await?;
     Ok(web::Json(RecallList { notices }))
 }
 
@@ -972,6 +1061,30 @@ pub(crate) fn refuse_unless_following(app: &Application, p: &Principal) -> Resul
         return Ok(());
     }
     Err(ApiError::Access(Refusal::NotAMember, None))
+}
+
+/// Reads `what` of an application the caller follows (see
+/// `refuse_unless_following`); an outsider who may not read the
+/// application gets 404, as for one that does not exist.
+pub(crate) async fn read_followed<T, F>(
+    state: &web::Data<AppState>,
+    caller: Caller,
+    id: String,
+    what: F,
+) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut DbConnection, &Application) -> Result<T, ApiError> + Send + 'static,
+{
+    let p = principal(&caller)?.clone();
+    let shared = state.clone();
+    state
+        .db(move |conn| {
+            let app = application_for(&shared, conn, &caller, Action::ApplicationRead, &id)?;
+            refuse_unless_following(&app, &p)?;
+            what(conn, &app)
+        })
+        .await
 }
 
 /// Refuses unless the caller is a member of the application (an outsider

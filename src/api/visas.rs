@@ -10,7 +10,7 @@
 
 use super::applications::application_for;
 use super::consents::principal;
-use super::releases::{admit, refuse_unless_following, ApplicationPath};
+use super::releases::{admit, read_followed, ApplicationPath};
 use super::state::AppState;
 use crate::access::visa::{Assertion, Holder};
 use crate::auth::policy::Action;
@@ -163,16 +163,10 @@ pub async fn visas_issued(
     caller: Caller,
     path: web::Path<ApplicationPath>,
 ) -> Result<web::Json<VisaList>, ApiError> {
-    let p = principal(&caller)?.clone();
-    let id = path.into_inner().id;
-    let shared = state.clone();
-    let rows = state
-        .db(move |conn| {
-            let app = application_for(&shared, conn, &caller, Action::ApplicationRead, &id)?;
-            refuse_unless_following(&app, &p)?;
-            Ok(store::visas_of(conn, &app.row.id)?)
-        })
-        .await?;
+    let rows = read_followed(&state, caller, path.into_inner().id, |conn, app| {
+        Ok(store::visas_of(conn, &app.row.id)?)
+    })
+    .await?;
     Ok(web::Json(VisaList {
         visas: rows
             .into_iter()

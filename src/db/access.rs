@@ -149,6 +149,9 @@ pub struct ReleaseRow {
     pub included: i64,
     pub excluded: i64,
     pub provenance: String,
+    /// Excluded samples by reason, as a JSON object; NULL only inside the
+    /// release's own transaction, until it is finished.
+    pub excluded_by_reason: Option<String>,
 }
 
 #[derive(Queryable, Selectable, Insertable, Debug, Clone)]
@@ -741,6 +744,7 @@ pub fn finish_release(conn: &mut DbConnection, row: &ReleaseRow) -> Result<(), D
             releases::included.eq(row.included),
             releases::excluded.eq(row.excluded),
             releases::provenance.eq(&row.provenance),
+            releases::excluded_by_reason.eq(&row.excluded_by_reason),
         ))
         .execute(c))?;
     Ok(())

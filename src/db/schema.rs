@@ -403,6 +403,7 @@ diesel::table! {
         included -> BigInt,
         excluded -> BigInt,
         provenance -> Text,
+        excluded_by_reason -> Nullable<Text>,
     }
 }
 

@@ -1,0 +1,2 @@
+DROP TRIGGER releases_finished_once;
+ALTER TABLE releases DROP COLUMN excluded_by_reason;
