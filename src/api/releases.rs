@@ -645,14 +645,7 @@ fn followed_release(
     id: &str,
 ) -> Result<ReleaseRow, ApiError> {
     let release = store::find_release(conn, id)?.ok_or(ApiError::NotFound)?;
-    let app = application_for(
-        state,
-        conn,
-        caller,
-        Action::ApplicationRead,
-        &release.application_id,
-    )?;
-    refuse_unless_following(&app, p)?;
+    followed_application(state, conn, caller, p, &release.application_id)?;
     Ok(release)
 }
 
@@ -1053,18 +1046,27 @@ pub async fn recalls(
     Ok(web::Json(RecallList { notices }))
 }
 
-/// Members follow what happens under their application (manifests, recall
-/// notices, visas); so do the governance body and auditors, who oversee
-/// every use. Anyone else who may read the application is refused.
-pub(crate) fn refuse_unless_following(app: &Application, p: &Principal) -> Result<(), ApiError> {
+/// The application, if the caller follows it. Members follow what happens
+/// under their application (releases, manifests, recall notices, visas); so
+/// do the governance body and auditors, who oversee every use. Anyone else
+/// who may read the application is refused `not_a_member`; anyone who may
+/// not gets 404.
+fn followed_application(
+    state: &AppState,
+    conn: &mut DbConnection,
+    caller: &Caller,
+    p: &Principal,
+    id: &str,
+) -> Result<Application, ApiError> {
+    let app = application_for(state, conn, caller, Action::ApplicationRead, id)?;
     if app.is_member(p) || p.has(Role::Auditor) || p.has(Role::Governance) {
-        return Ok(());
+        return Ok(app);
     }
     Err(ApiError::Access(Refusal::NotAMember, None))
 }
 
 /// Reads `what` of an application the caller follows (see
-/// `refuse_unless_following`); an outsider who may not read the
+/// `followed_application`); an outsider who may not read the
 /// application gets 404, as for one that does not exist.
 pub(crate) async fn read_followed<T, F>(
     state: &web::Data<AppState>,
@@ -1080,8 +1082,7 @@ where
     let shared = state.clone();
     state
         .db(move |conn| {
-            let app = application_for(&shared, conn, &caller, Action::ApplicationRead, &id)?;
-            refuse_unless_following(&app, &p)?;
+            let app = followed_application(&shared, conn, &caller, &p, &id)?;
             what(conn, &app)
         })
         .await
