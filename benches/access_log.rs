@@ -30,7 +30,7 @@
 mod support;
 
 use diesel::prelude::*;
-use genomegate::api::access::Access;
+use genomegate::app::entries::Access;
 use genomegate::db::{ledger, write_transaction, DbConnection};
 use genomegate::ledger::entry::{DataScope, LegalBasis, LogAction, LogEntry, Purpose};
 use serde_json::json;
@@ -148,7 +148,7 @@ fn drain(conn: &mut DbConnection) -> Duration {
 
 /// An entry as a staff read writes it.
 fn read_entry(patient: &str, n: u64) -> LogEntry {
-    genomegate::api::access::entry_by(
+    genomegate::app::entries::entry_by(
         "hospital-a",
         "hospital_staff",
         &format!("bench-{}", n % 50),

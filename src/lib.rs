@@ -13,6 +13,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 pub mod access;
 pub mod api;
+pub mod app;
 pub mod auth;
 pub mod calendar;
 pub mod certs;
@@ -20,7 +21,6 @@ pub mod clock;
 pub mod config;
 pub mod consent;
 pub mod db;
-pub mod error;
 pub mod genome;
 pub mod keyfile;
 pub mod ledger;

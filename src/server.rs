@@ -4,6 +4,8 @@
 use crate::api::extract::ClientCertOrg;
 use crate::api::metrics::Metrics;
 use crate::api::state::AppState;
+use crate::app::ratelimit::RateLimiter;
+use crate::app::{Context, WebhookRules};
 use crate::auth::jwt::JwtVerifier;
 use crate::auth::policy::PolicyEngine;
 use crate::clock::SharedClock;
@@ -91,7 +93,7 @@ pub fn build_state(config: &Config, clock: SharedClock) -> Result<AppState, Stri
     let handles = handle_keys(&keys, &patient_issuer)?;
     let visas = visa_keys(&keys, &patient_issuer)?;
 
-    Ok(AppState {
+    let ctx = Context {
         data_use,
         diseases,
         handles,
@@ -100,27 +102,31 @@ pub fn build_state(config: &Config, clock: SharedClock) -> Result<AppState, Stri
         histories: Default::default(),
         pool,
         backend,
-        verifier,
         policy,
         keys,
         catalog,
         clock,
         public_base_url: config.public_base_url.trim_end_matches('/').to_owned(),
-        metrics: Metrics::default(),
-        body_limit: config.server.body_limit_bytes,
         release_page: i64::from(config.database.release_page),
         stream_replay_page: config.notify.stream_replay_page,
         log,
         patient_tokens,
+        token_audience: config.auth.audience.clone(),
         patients: config.patients.clone(),
-        allow_http_webhooks: config.notify.allow_http,
-        allow_private_webhook_targets: config.notify.allow_private_targets,
-        webhook_ports: config.notify.webhook_ports.clone(),
+        webhooks: WebhookRules {
+            allow_http: config.notify.allow_http,
+            allow_private_targets: config.notify.allow_private_targets,
+            ports: config.notify.webhook_ports.clone(),
+        },
         screening_volume: config.screening.volume_rule(),
-        limiter: crate::api::ratelimit::RateLimiter::new(config.patients.attempts_per_minute),
-        member_limiter: crate::api::ratelimit::RateLimiter::new(
-            config.data_access.member_requests_per_minute,
-        ),
+        attempts: RateLimiter::new(config.patients.attempts_per_minute),
+        member_requests: RateLimiter::new(config.data_access.member_requests_per_minute),
+    };
+    Ok(AppState {
+        ctx: std::sync::Arc::new(ctx),
+        verifier,
+        metrics: Metrics::default(),
+        body_limit: config.server.body_limit_bytes,
         workers,
     })
 }

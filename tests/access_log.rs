@@ -767,7 +767,7 @@ async fn enrollment_codes_print_as_qr_codes(backend: Backend) {
     let payload = drawn_for(issued);
     assert_eq!(
         issued["qr_svg"].as_str().unwrap(),
-        genomegate::api::enrollment_qr::svg(&payload).unwrap()
+        genomegate::app::enrollment_qr::svg(&payload).unwrap()
     );
 
     // A new code for a lost letter, printed too.
@@ -784,7 +784,7 @@ async fn enrollment_codes_print_as_qr_codes(backend: Backend) {
     let payload = drawn_for(&reissued);
     assert_eq!(
         reissued["qr_svg"].as_str().unwrap(),
-        genomegate::api::enrollment_qr::svg(&payload).unwrap()
+        genomegate::app::enrollment_qr::svg(&payload).unwrap()
     );
 
     // An unknown format is refused, and nothing is written.
@@ -1027,12 +1027,12 @@ async fn screening_flags_missing_bases_and_unusual_volume(backend: Backend) {
         read_as("bulk-reader").await;
     }
     let forged = |org: &str, basis: LegalBasis, action: LogAction, purpose: Purpose| {
-        genomegate::api::access::entry_by(
+        genomegate::app::entries::entry_by(
             org,
             "hospital_staff",
             "intruder",
             &alice,
-            genomegate::api::access::Access {
+            genomegate::app::entries::Access {
                 action,
                 purpose,
                 basis,
@@ -1192,12 +1192,12 @@ fn staff_read(
     i: usize,
     at: chrono::DateTime<chrono::Utc>,
 ) -> genomegate::ledger::entry::LogEntry {
-    genomegate::api::access::entry_by(
+    genomegate::app::entries::entry_by(
         "hospital-a",
         "hospital_staff",
         &format!("bulk-{i}"),
         patient,
-        genomegate::api::access::Access {
+        genomegate::app::entries::Access {
             action: genomegate::ledger::entry::LogAction::ConsentRead,
             purpose: genomegate::ledger::entry::Purpose::ConsentManagement,
             basis: genomegate::ledger::entry::LegalBasis::TreatingHospital {
@@ -1225,12 +1225,12 @@ async fn screening_catches_up_on_periods_missed_while_down(backend: Backend) {
     let now = chrono::SubsecRound::trunc_subsecs(chrono::Utc::now(), 6);
     let minute = 60;
     let entry_at = |seconds_ago: i64| {
-        genomegate::api::access::entry_by(
+        genomegate::app::entries::entry_by(
             "hospital-a",
             "hospital_staff",
             "nurse-1",
             &format!("{:064x}", 7),
-            genomegate::api::access::Access {
+            genomegate::app::entries::Access {
                 action: LogAction::ConsentRead,
                 purpose: Purpose::ConsentManagement,
                 basis: LegalBasis::Oversight,
@@ -1387,7 +1387,7 @@ async fn deliveries_past_the_registration_check(
     let mut conn = app.raw_db();
     for (id, target) in endpoints {
         let sealed = keys
-            .seal_bytes(&genomegate::workers::dispatcher::secret_aad(id), b"secret")
+            .seal_bytes(&genomegate::notify::signing::secret_aad(id), b"secret")
             .unwrap();
         genomegate::db::notify::insert_endpoint(
             &mut conn,

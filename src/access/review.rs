@@ -113,6 +113,13 @@ pub enum ApplicationState {
 }
 
 impl ApplicationState {
+    pub const ALL: [ApplicationState; 4] = [
+        ApplicationState::UnderReview,
+        ApplicationState::Approved,
+        ApplicationState::ApprovedWithConditions,
+        ApplicationState::Rejected,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             ApplicationState::UnderReview => "under_review",
@@ -122,20 +129,40 @@ impl ApplicationState {
         }
     }
     pub fn parse(raw: &str) -> Option<Self> {
-        [
-            ApplicationState::UnderReview,
-            ApplicationState::Approved,
-            ApplicationState::ApprovedWithConditions,
-            ApplicationState::Rejected,
-        ]
-        .into_iter()
-        .find(|s| s.as_str() == raw)
+        Self::ALL.into_iter().find(|s| s.as_str() == raw)
     }
     pub fn is_approved(self) -> bool {
         matches!(
             self,
             ApplicationState::Approved | ApplicationState::ApprovedWithConditions
         )
+    }
+}
+
+/// Where a data-use agreement stands. The governance body suspends,
+/// reinstates or revokes it; revocation is final.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgreementState {
+    Active,
+    /// Nothing is released or resolved until it is reinstated.
+    Suspended,
+    /// Final.
+    Revoked,
+}
+
+impl AgreementState {
+    pub const ALL: [AgreementState; 3] = [Self::Active, Self::Suspended, Self::Revoked];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Suspended => "suspended",
+            Self::Revoked => "revoked",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == raw)
     }
 }
 

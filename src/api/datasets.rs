@@ -1,21 +1,29 @@
 //! Datasets: named cohorts of registered samples with their DUO data-use
 //! terms, portfolio category and consent family.
 
-use super::governance::{json, parse_json, registry, text_field};
+use super::problem::{ApiError, Problem};
 use super::samples::parse_genome_id;
 use super::state::AppState;
-use crate::access::duo::{self, DataUseTerms};
-use crate::auth::policy::{Action, Resource};
+use crate::app::gates::principal;
+use crate::app::register::{
+    self, DatasetList, DatasetMember, DatasetSamplesAdded, DatasetView, NewDataset,
+};
+use crate::app::text::text_field;
+use crate::app::AppError;
 use crate::auth::Caller;
-use crate::db::access::{self as store, DatasetRow, DatasetSampleRow};
-use crate::db::write_transaction;
-use crate::error::{ApiError, Problem};
 use actix_web::{get, post, web, HttpResponse};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
+use utoipa_actix_web::service_config::ServiceConfig;
 
 /// Samples one call may add to a dataset.
 const MAX_DATASET_SAMPLES_PER_CALL: usize = 10_000;
+
+pub fn routes(cfg: &mut ServiceConfig) {
+    cfg.service(create_dataset)
+        .service(add_dataset_samples)
+        .service(list_datasets);
+}
 
 #[derive(Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -31,41 +39,22 @@ pub struct DatasetRequest {
     pub portfolio: String,
 }
 
-#[derive(Serialize, ToSchema)]
-pub struct DatasetView {
-    pub id: String,
-    pub name: String,
-    pub domain: String,
-    #[schema(value_type = Object)]
-    pub terms: serde_json::Value,
-    pub portfolio: String,
-    pub samples: i64,
-}
+impl TryFrom<DatasetRequest> for NewDataset {
+    type Error = AppError;
 
-#[derive(Serialize, ToSchema)]
-pub struct DatasetList {
-    pub datasets: Vec<DatasetView>,
-}
-
-fn parse_terms(
-    raw: &serde_json::Value,
-    diseases: &duo::DiseaseHierarchy,
-) -> Result<DataUseTerms, ApiError> {
-    let terms: DataUseTerms = serde_json::from_value(raw.clone())
-        .map_err(|e| ApiError::field("terms", format!("not DUO data-use terms: {e}")))?;
-    if terms.permission == duo::Permission::DiseaseSpecific && terms.diseases.is_empty() {
-        return Err(ApiError::field(
-            "terms.diseases",
-            "DS names at least one disease",
-        ));
+    fn try_from(body: DatasetRequest) -> Result<Self, AppError> {
+        let name = text_field(&body.name, "name", 200)?;
+        let domain = body
+            .domain
+            .parse()
+            .map_err(|e: crate::consent::ids::IdError| AppError::field("domain", e.to_string()))?;
+        Ok(NewDataset {
+            name,
+            domain,
+            terms: body.terms,
+            portfolio: text_field(&body.portfolio, "portfolio", 100)?,
+        })
     }
-    if let Some(unknown) = terms.diseases.iter().find(|d| !diseases.knows(d)) {
-        return Err(ApiError::field(
-            "terms.diseases",
-            format!("{unknown} is not in policies/diseases.toml"),
-        ));
-    }
-    Ok(terms)
 }
 
 /// Defines a dataset: a named cohort with DUO limitations (governance).
@@ -78,44 +67,12 @@ pub async fn create_dataset(
     caller: Caller,
     body: web::Json<DatasetRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let p = registry(&state, &caller)?;
-    let name = text_field(&body.name, "name", 200)?;
-    let domain: crate::consent::DocumentFamily = body
-        .domain
-        .parse()
-        .map_err(|e: crate::consent::ids::IdError| ApiError::field("domain", e.to_string()))?;
-    let terms = parse_terms(&body.terms, &state.diseases)?;
-    let row = DatasetRow {
-        id: format!("ds-{}", uuid::Uuid::new_v4()),
-        name,
-        domain: domain.as_str().to_owned(),
-        terms: json(&terms)?,
-        portfolio: text_field(&body.portfolio, "portfolio", 100)?,
-        created_by: p.subject,
-        created_at: state.now().naive_utc(),
-    };
-    let stored = row.clone();
-    state
-        .db(move |conn| write_transaction(conn, |conn| Ok(store::insert_dataset(conn, &stored)?)))
-        .await
-        .map_err(|e| match e {
-            ApiError::UniqueViolation(_) => {
-                ApiError::field("name", "a dataset of this name exists")
-            }
-            other => other,
-        })?;
-    Ok(HttpResponse::Created().json(dataset_view(row, 0)?))
-}
-
-fn dataset_view(row: DatasetRow, samples: i64) -> Result<DatasetView, ApiError> {
-    Ok(DatasetView {
-        terms: parse_json(&row.terms)?,
-        id: row.id,
-        name: row.name,
-        domain: row.domain,
-        portfolio: row.portfolio,
-        samples,
-    })
+    principal(&caller)?;
+    let new = NewDataset::try_from(body.into_inner())?;
+    let view = state
+        .run(move |ctx| register::create(ctx, &caller, new))
+        .await?;
+    Ok(HttpResponse::Created().json(view))
 }
 
 #[derive(Deserialize, Serialize, ToSchema)]
@@ -132,11 +89,6 @@ pub struct DatasetSample {
 pub struct DatasetSamplesRequest {
     /// At most 10,000 per call.
     pub samples: Vec<DatasetSample>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct DatasetSamplesAdded {
-    pub added: usize,
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -156,54 +108,27 @@ pub async fn add_dataset_samples(
     path: web::Path<DatasetPath>,
     body: web::Json<DatasetSamplesRequest>,
 ) -> Result<web::Json<DatasetSamplesAdded>, ApiError> {
-    registry(&state, &caller)?;
+    principal(&caller)?;
+    let body = body.into_inner();
     if body.samples.is_empty() || body.samples.len() > MAX_DATASET_SAMPLES_PER_CALL {
-        return Err(ApiError::field("samples", "1-10000 samples per call"));
+        return Err(AppError::field("samples", "1-10000 samples per call").into());
     }
-    let now = state.now().naive_utc();
-    let mut samples = Vec::with_capacity(body.samples.len());
-    for (i, s) in body.samples.iter().enumerate() {
-        let genome_id = parse_genome_id(&s.genome_id, &format!("samples[{i}].genome_id"))?;
-        if let Some(d) = &s.diagnosis {
-            if !state.diseases.knows(d) {
-                return Err(ApiError::field(
-                    format!("samples[{i}].diagnosis"),
-                    "not a code of policies/diseases.toml",
-                ));
-            }
-        }
-        samples.push((genome_id.to_string(), s.diagnosis.clone()));
-    }
-    let dataset_id = path.id.clone();
-    let added = state
-        .db(move |conn| {
-            write_transaction(conn, |conn| {
-                if store::find_datasets(conn, std::slice::from_ref(&dataset_id))?.is_empty() {
-                    return Err(ApiError::NotFound);
-                }
-                let mut ids: Vec<String> = samples.iter().map(|(g, _)| g.clone()).collect();
-                ids.sort();
-                ids.dedup();
-                let owners = store::sample_owners(conn, &ids)?;
-                let unknown =
-                    || ApiError::field("samples", "every genome_id must be a registered sample");
-                let rows = samples
-                    .into_iter()
-                    .map(|(genome_id, diagnosis)| {
-                        Ok(DatasetSampleRow {
-                            dataset_id: dataset_id.clone(),
-                            patient_pseudonym: owners.get(&genome_id).ok_or_else(unknown)?.clone(),
-                            genome_id,
-                            diagnosis,
-                            added_at: now,
-                        })
-                    })
-                    .collect::<Result<Vec<_>, ApiError>>()?;
-                Ok(store::add_dataset_samples(conn, &rows)?)
+    let samples = body
+        .samples
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| {
+            Ok(DatasetMember {
+                genome_id: parse_genome_id(&s.genome_id, &format!("samples[{i}].genome_id"))?,
+                diagnosis: s.diagnosis,
             })
         })
+        .collect::<Result<Vec<_>, AppError>>()?;
+    let id = path.into_inner().id;
+    let added = state
+        .run(move |ctx| register::add_samples(ctx, &caller, &id, samples))
         .await?;
-    Ok(web::Json(DatasetSamplesAdded { added }))
+    Ok(web::Json(added))
 }
 
 /// The dataset catalogue, open to every authenticated caller.
@@ -213,11 +138,6 @@ pub async fn list_datasets(
     state: web::Data<AppState>,
     caller: Caller,
 ) -> Result<web::Json<DatasetList>, ApiError> {
-    state.authorize(&caller, Action::DatasetRead, &Resource::Registry)?;
-    let rows = state.db(|conn| Ok(store::list_datasets(conn)?)).await?;
-    let datasets = rows
-        .into_iter()
-        .map(|(row, n)| dataset_view(row, n))
-        .collect::<Result<_, _>>()?;
-    Ok(web::Json(DatasetList { datasets }))
+    let list = state.run(move |ctx| register::list(ctx, &caller)).await?;
+    Ok(web::Json(list))
 }

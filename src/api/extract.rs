@@ -1,10 +1,11 @@
 //! Request extractors: the caller, the idempotency key, and JSON/path/query
 //! configuration that turns every malformed input into a problem response.
 
+use super::problem::ApiError;
 use super::state::AppState;
+use crate::app::AppError;
 use crate::auth::jwt::TokenError;
 use crate::auth::{Caller, Principal};
-use crate::error::ApiError;
 use actix_web::dev::Payload;
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
 use actix_web::{web, FromRequest, HttpRequest};
@@ -26,7 +27,7 @@ impl FromRequest for Caller {
 
 fn caller_of(req: &HttpRequest) -> Result<Caller, ApiError> {
     let Some(state) = req.app_data::<web::Data<AppState>>() else {
-        return Err(ApiError::internal("application state missing"));
+        return Err(AppError::internal("application state missing").into());
     };
     let Some(header) = req.headers().get(actix_web::http::header::AUTHORIZATION) else {
         return Ok(Caller::Anonymous);
@@ -97,9 +98,9 @@ fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
         .filter(|k| !k.is_empty());
     match key {
         None => Ok(None),
-        Some(k) if k.len() > 128 || !k.chars().all(|c| c.is_ascii_graphic()) => Err(
-            ApiError::field("Idempotency-Key", "must be 1-128 visible ASCII characters"),
-        ),
+        Some(k) if k.len() > 128 || !k.chars().all(|c| c.is_ascii_graphic()) => {
+            Err(AppError::field("Idempotency-Key", "must be 1-128 visible ASCII characters").into())
+        }
         Some(k) => Ok(Some(k.to_owned())),
     }
 }
@@ -139,10 +140,12 @@ pub fn json_config(limit: usize) -> web::JsonConfig {
 }
 
 pub fn path_config() -> web::PathConfig {
-    web::PathConfig::default().error_handler(|_: PathError, _| ApiError::NotFound.into())
+    web::PathConfig::default()
+        .error_handler(|_: PathError, _| ApiError::from(AppError::NotFound).into())
 }
 
 pub fn query_config() -> web::QueryConfig {
-    web::QueryConfig::default()
-        .error_handler(|e: QueryPayloadError, _| ApiError::field("query", e.to_string()).into())
+    web::QueryConfig::default().error_handler(|e: QueryPayloadError, _| {
+        ApiError::from(AppError::field("query", e.to_string())).into()
+    })
 }

@@ -1,11 +1,20 @@
 //! Liveness, readiness, metrics and the OpenAPI document.
 
 use super::metrics::Gauges;
+use super::problem::{ApiError, Problem};
 use super::state::AppState;
-use crate::error::{ApiError, Problem};
+use crate::app::AppError;
 use actix_web::{get, web, HttpResponse};
 use serde::Serialize;
 use utoipa::ToSchema;
+use utoipa_actix_web::service_config::ServiceConfig;
+
+pub fn routes(cfg: &mut ServiceConfig) {
+    cfg.service(healthz)
+        .service(readyz)
+        .service(metrics)
+        .service(openapi_json);
+}
 
 #[derive(Serialize, ToSchema)]
 pub struct Health {
@@ -31,11 +40,11 @@ pub async fn healthz() -> web::Json<Health> {
 #[get("/readyz")]
 pub async fn readyz(state: web::Data<AppState>) -> Result<web::Json<Readiness>, ApiError> {
     state
-        .db(|conn| crate::db::ping(conn).map_err(|_| ApiError::Unavailable))
+        .run(|ctx| ctx.read(|conn| crate::db::ping(conn).map_err(|_| AppError::Unavailable)))
         .await?;
     Ok(web::Json(Readiness {
         status: "ready",
-        database: state.backend.as_str(),
+        database: state.ctx.backend.as_str(),
     }))
 }
 
@@ -43,10 +52,10 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<web::Json<Readiness>, 
 #[utoipa::path(tag = "operations", responses((status = 200, content_type = "text/plain; version=0.0.4", body = String)))]
 #[get("/metrics")]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    let pool = state.pool.state();
-    let now = state.clock.now().naive_utc();
+    let pool = state.ctx.pool.state();
+    let now = state.ctx.clock.now().naive_utc();
     let backlog = state
-        .db(move |conn| Ok(crate::db::notify::backlog(conn, now)?))
+        .run(move |ctx| ctx.read(|conn| Ok(crate::db::notify::backlog(conn, now)?)))
         .await
         .ok();
     let gauges = Gauges {

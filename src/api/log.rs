@@ -1,20 +1,34 @@
 //! The access log's public face: the latest signed checkpoint, the log's
 //! verifier key, inclusion and consistency proofs (anyone may check the
-//! log; proofs are hashes and reveal no entry), and the auditors' query.
+//! log; proofs are hashes and reveal no entry), and the auditors' queries.
 
+use super::portal::page_limit;
+use super::problem::{ApiError, Problem};
 use super::state::AppState;
-use crate::auth::policy::{Action, Resource};
+use crate::app::gates::principal;
+use crate::app::log::{self, LogKeys, Proven, ScreeningReports};
+use crate::app::portal::AccessPage;
+use crate::app::AppError;
 use crate::auth::Caller;
-use crate::db::ledger::{self, AuditFilter};
-use crate::db::DbConnection;
-use crate::error::{ApiError, Problem};
-use crate::ledger::entry::{Language, LogAction};
+use crate::db::ledger::AuditFilter;
+use crate::ledger::entry::LogAction;
 use actix_web::{get, web, HttpResponse};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use chrono::DateTime;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
+use utoipa_actix_web::service_config::ServiceConfig;
+
+pub fn routes(cfg: &mut ServiceConfig) {
+    cfg.service(checkpoint)
+        .service(keys)
+        .service(inclusion)
+        .service(consistency)
+        .service(audit_log)
+        .service(screening)
+        .service(screening_reports);
+}
 
 fn b64(hashes: &[[u8; 32]]) -> Vec<String> {
     hashes.iter().map(|h| STANDARD.encode(h)).collect()
@@ -26,32 +40,17 @@ fn b64(hashes: &[[u8; 32]]) -> Vec<String> {
     (status = 404, body = Problem, content_type = "application/problem+json")))]
 #[get("/v1/log/checkpoint")]
 pub async fn checkpoint(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let cp = state
-        .db(|conn| Ok(ledger::latest_checkpoint(conn)?))
-        .await?
-        .ok_or(ApiError::NotFound)?;
+    let note = state.run(log::checkpoint).await?;
     Ok(HttpResponse::Ok()
         .content_type("text/plain; charset=utf-8")
         .insert_header(("cache-control", "no-cache"))
-        .body(cp.note))
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct LogKeys {
-    /// The checkpoint origin line.
-    pub origin: String,
-    /// C2SP note verifier keys, current first; older ones verify checkpoints
-    /// signed before a key rotation.
-    pub verifier_keys: Vec<String>,
+        .body(note))
 }
 
 #[utoipa::path(tag = "log", responses((status = 200, body = LogKeys)))]
 #[get("/v1/log/keys")]
 pub async fn keys(state: web::Data<AppState>) -> web::Json<LogKeys> {
-    web::Json(LogKeys {
-        origin: state.log.origin.clone(),
-        verifier_keys: state.log.verifier_keys.clone(),
-    })
+    web::Json(log::keys(&state.ctx))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -71,30 +70,6 @@ pub struct InclusionProof {
     pub checkpoint: String,
 }
 
-/// The checkpoint of `size` (the latest when `None`) and `proof` of its
-/// tree size, read on one connection in one trip to the blocking pool.
-async fn with_checkpoint<T, F>(
-    state: &web::Data<AppState>,
-    size: Option<u64>,
-    proof: F,
-) -> Result<(ledger::CheckpointRow, T), ApiError>
-where
-    T: Send + 'static,
-    F: FnOnce(&mut DbConnection, u64) -> Result<T, ApiError> + Send + 'static,
-{
-    state
-        .db(move |conn| {
-            let cp = match size {
-                Some(s) => ledger::checkpoint_at(conn, s)?,
-                None => ledger::latest_checkpoint(conn)?,
-            }
-            .ok_or(ApiError::ProofUnavailable)?;
-            let made = proof(conn, cp.size as u64)?;
-            Ok((cp, made))
-        })
-        .await
-}
-
 #[utoipa::path(tag = "log", params(InclusionQuery), responses((status = 200, body = InclusionProof),
     (status = 422, body = Problem, content_type = "application/problem+json")))]
 #[get("/v1/log/proofs/inclusion")]
@@ -102,19 +77,18 @@ pub async fn inclusion(
     state: web::Data<AppState>,
     query: web::Query<InclusionQuery>,
 ) -> Result<web::Json<InclusionProof>, ApiError> {
-    let index = query.index;
-    let (cp, proof) = with_checkpoint(&state, query.size, move |conn, size| {
-        if index >= size {
-            return Err(ApiError::ProofUnavailable);
-        }
-        Ok(ledger::inclusion_proof(conn, index, size)?)
-    })
-    .await?;
+    let (index, size) = (query.index, query.size);
+    let Proven {
+        checkpoint: signed,
+        proof,
+    } = state
+        .run(move |ctx| log::inclusion(ctx, index, size))
+        .await?;
     Ok(web::Json(InclusionProof {
         index,
-        tree_size: cp.size as u64,
+        tree_size: signed.size as u64,
         proof: b64(&proof),
-        checkpoint: cp.note,
+        checkpoint: signed.note,
     }))
 }
 
@@ -143,19 +117,18 @@ pub async fn consistency(
     state: web::Data<AppState>,
     query: web::Query<ConsistencyQuery>,
 ) -> Result<web::Json<ConsistencyProof>, ApiError> {
-    let from = query.from;
-    let (cp, proof) = with_checkpoint(&state, query.to, move |conn, to| {
-        if from > to {
-            return Err(ApiError::ProofUnavailable);
-        }
-        Ok(ledger::consistency_proof(conn, from, to)?)
-    })
-    .await?;
+    let (from, to) = (query.from, query.to);
+    let Proven {
+        checkpoint: signed,
+        proof,
+    } = state
+        .run(move |ctx| log::consistency(ctx, from, to))
+        .await?;
     Ok(web::Json(ConsistencyProof {
         from,
-        to: cp.size as u64,
+        to: signed.size as u64,
         proof: b64(&proof),
-        checkpoint: cp.note,
+        checkpoint: signed.note,
     }))
 }
 
@@ -176,36 +149,36 @@ pub struct AuditQuery {
     pub limit: Option<i64>,
 }
 
-fn parse_instant(raw: &str, field: &str) -> Result<DateTime<chrono::Utc>, ApiError> {
+fn parse_instant(raw: &str, field: &str) -> Result<DateTime<chrono::Utc>, AppError> {
     DateTime::parse_from_rfc3339(raw)
         .map(|t| t.to_utc())
-        .map_err(|_| ApiError::field(field, "must be an RFC 3339 timestamp"))
+        .map_err(|_| AppError::field(field, "must be an RFC 3339 timestamp"))
 }
 
-fn instant(raw: Option<&str>, field: &str) -> Result<Option<chrono::NaiveDateTime>, ApiError> {
+fn instant(raw: Option<&str>, field: &str) -> Result<Option<chrono::NaiveDateTime>, AppError> {
     raw.map(|t| parse_instant(t, field).map(|t| t.naive_utc()))
         .transpose()
 }
 
 /// Log entries by organization, actor, action and time, newest first
 /// (auditors).
-#[utoipa::path(tag = "log", params(AuditQuery), responses((status = 200, body = super::portal::AccessPage),
+#[utoipa::path(tag = "log", params(AuditQuery), responses((status = 200, body = AccessPage),
     (status = 403, body = Problem, content_type = "application/problem+json")))]
 #[get("/v1/audit/log")]
 pub async fn audit_log(
     state: web::Data<AppState>,
     caller: Caller,
     query: web::Query<AuditQuery>,
-) -> Result<web::Json<super::portal::AccessPage>, ApiError> {
-    state.authorize(&caller, Action::LogAudit, &Resource::AccessLog)?;
+) -> Result<web::Json<AccessPage>, ApiError> {
+    principal(&caller)?;
     let q = query.into_inner();
     if q.action
         .as_deref()
         .is_some_and(|a| LogAction::parse(a).is_none())
     {
-        return Err(ApiError::field("action", "not a logged action"));
+        return Err(AppError::field("action", "not a logged action").into());
     }
-    let limit = super::portal::page_limit(q.limit)?;
+    let limit = page_limit(q.limit)?;
     let filter = AuditFilter {
         org: q.org,
         user: q.actor,
@@ -214,14 +187,10 @@ pub async fn audit_log(
         to: instant(q.to.as_deref(), "to")?,
     };
     let before = q.before;
-    let rows = state
-        .db(move |conn| Ok(ledger::audit_entries(conn, &filter, before, limit + 1)?))
+    let page = state
+        .run(move |ctx| log::audit(ctx, &caller, filter, before, limit))
         .await?;
-    Ok(web::Json(super::portal::page_of(
-        rows,
-        limit,
-        Language::En,
-    )?))
+    Ok(web::Json(page))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -231,9 +200,6 @@ pub struct ScreeningQuery {
     /// RFC 3339, exclusive; at most 31 days after `from`.
     pub to: String,
 }
-
-/// Longest period an on-demand screening may cover.
-const MAX_SCREENING_DAYS: i64 = 31;
 
 /// Screens the entries recorded in `[from, to)` now (auditors): entries
 /// without a valid legal basis, outside their agreement's purpose or
@@ -249,19 +215,11 @@ pub async fn screening(
     caller: Caller,
     query: web::Query<ScreeningQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    state.authorize(&caller, Action::LogAudit, &Resource::AccessLog)?;
-    let q = query.into_inner();
-    let from = parse_instant(&q.from, "from")?;
-    let to = parse_instant(&q.to, "to")?;
-    if to <= from || to - from > chrono::Duration::days(MAX_SCREENING_DAYS) {
-        return Err(ApiError::field(
-            "to",
-            "must be after `from` and at most 31 days later",
-        ));
-    }
-    let rule = state.screening_volume;
+    principal(&caller)?;
+    let from = parse_instant(&query.from, "from")?;
+    let to = parse_instant(&query.to, "to")?;
     let report = state
-        .db(move |conn| Ok(crate::db::screening::screen(conn, from, to, rule)?))
+        .run(move |ctx| log::screen(ctx, &caller, from, to))
         .await?;
     Ok(HttpResponse::Ok().json(report))
 }
@@ -274,24 +232,6 @@ pub struct ScreeningReportsQuery {
     pub limit: Option<i64>,
 }
 
-#[derive(Serialize, ToSchema)]
-pub struct StoredScreeningReport {
-    pub period_start: DateTime<chrono::Utc>,
-    pub period_end: DateTime<chrono::Utc>,
-    pub generated_at: DateTime<chrono::Utc>,
-    pub rules_version: String,
-    pub entries_screened: i64,
-    pub flagged: i64,
-    pub unusual_actors: i64,
-    #[schema(value_type = Object)]
-    pub report: serde_json::Value,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct ScreeningReports {
-    pub reports: Vec<StoredScreeningReport>,
-}
-
 /// The periodic screening reports, newest period first (auditors).
 #[utoipa::path(tag = "log", params(ScreeningReportsQuery),
     responses((status = 200, body = ScreeningReports),
@@ -302,28 +242,11 @@ pub async fn screening_reports(
     caller: Caller,
     query: web::Query<ScreeningReportsQuery>,
 ) -> Result<web::Json<ScreeningReports>, ApiError> {
-    state.authorize(&caller, Action::LogAudit, &Resource::AccessLog)?;
-    let q = query.into_inner();
-    let limit = super::portal::page_limit(q.limit)?;
-    let before = instant(q.before.as_deref(), "before")?;
-    let rows = state
-        .db(move |conn| Ok(crate::db::screening::reports_before(conn, before, limit)?))
+    principal(&caller)?;
+    let limit = page_limit(query.limit)?;
+    let before = instant(query.before.as_deref(), "before")?;
+    let reports = state
+        .run(move |ctx| log::screening_reports(ctx, &caller, before, limit))
         .await?;
-    let utc = crate::db::documents::utc;
-    let reports = rows
-        .into_iter()
-        .map(|r| {
-            Ok(StoredScreeningReport {
-                period_start: utc(r.period_start),
-                period_end: utc(r.period_end),
-                generated_at: utc(r.generated_at),
-                rules_version: r.rules_version,
-                entries_screened: r.entries_screened,
-                flagged: r.flagged,
-                unusual_actors: r.unusual_actors,
-                report: serde_json::from_str(&r.report).map_err(ApiError::internal)?,
-            })
-        })
-        .collect::<Result<Vec<_>, ApiError>>()?;
-    Ok(web::Json(ScreeningReports { reports }))
+    Ok(web::Json(reports))
 }

@@ -1,8 +1,9 @@
 //! Per-request context: a request ID, a tracing span, metrics, and RFC 9457
 //! bodies that carry the request ID.
 
+use super::problem::ApiError;
 use super::state::AppState;
-use crate::error::ApiError;
+use crate::app::AppError;
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
@@ -67,6 +68,17 @@ pub async fn request_context(
     Ok(response)
 }
 
+/// The problem's `instance`: this occurrence, by its request ID. Never the
+/// path, which carries pseudonyms: another hospital's patient and one that
+/// does not exist must get the same body, but for the request ID.
+fn occurrence(request_id: &str) -> String {
+    match uuid::Uuid::try_parse(request_id) {
+        Ok(id) => format!("urn:uuid:{id}"),
+        // A request ID the caller chose (plain, at most 64 characters).
+        Err(_) => format!("urn:genomegate:request:{request_id}"),
+    }
+}
+
 /// Rewrites error responses into problem documents that name the request.
 fn enrich_problem<B: MessageBody + 'static>(
     res: ServiceResponse<B>,
@@ -75,10 +87,9 @@ fn enrich_problem<B: MessageBody + 'static>(
     let status = res.status();
     let replacement = match res.response().error() {
         Some(err) => match err.as_error::<ApiError>() {
-            Some(api) => Some(api.to_response(
-                Some(res.request().path().to_owned()),
-                Some(request_id.to_owned()),
-            )),
+            Some(api) => {
+                Some(api.to_response(Some(occurrence(request_id)), Some(request_id.to_owned())))
+            }
             None => {
                 // actix's own errors (unknown route, wrong method, …).
                 let mapped = match status.as_u16() {
@@ -87,7 +98,7 @@ fn enrich_problem<B: MessageBody + 'static>(
                     413 => ApiError::PayloadTooLarge { limit: 0 },
                     415 => ApiError::UnsupportedMediaType,
                     400 => ApiError::MalformedJson(err.to_string()),
-                    _ => ApiError::Internal(err.to_string()),
+                    _ => ApiError::App(AppError::Internal(err.to_string())),
                 };
                 Some(mapped.to_response(
                     Some(res.request().path().to_owned()),

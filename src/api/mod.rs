@@ -1,16 +1,13 @@
-//! The HTTP API. Each module holds the handlers of one resource; this module
-//! only wires them together and generates the OpenAPI document from the same
+//! The HTTP API. Each module holds the handlers of one resource and wires
+//! its own routes; this module only puts them together and generates the OpenAPI document from the same
 //! registrations, so routes and spec cannot drift apart unnoticed.
 
-pub mod access;
 pub mod agreements;
 pub mod applications;
 pub mod consents;
 pub mod datasets;
 pub mod documents;
-pub mod enrollment_qr;
 pub mod extract;
-pub mod governance;
 pub mod health;
 pub mod log;
 pub mod metrics;
@@ -18,7 +15,7 @@ pub mod middleware;
 pub mod organizations;
 pub mod patients;
 pub mod portal;
-pub mod ratelimit;
+pub mod problem;
 pub mod reconsent;
 pub mod recontact;
 pub mod releases;
@@ -26,11 +23,12 @@ pub mod samples;
 pub mod state;
 pub mod transparency;
 pub mod visas;
+pub mod webhooks;
 
-use crate::error::{ApiError, FieldError, Problem};
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::{web, App};
+use problem::{ApiError, FieldError, Problem};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_actix_web::AppExt;
@@ -93,87 +91,23 @@ pub fn app(
     let (app, spec) = App::new()
         .into_utoipa_app()
         .openapi(ApiDoc::openapi())
-        .service(health::healthz)
-        .service(health::readyz)
-        .service(health::metrics)
-        .service(health::openapi_json)
-        .service(documents::list_versions)
-        .service(documents::get_version)
-        .service(documents::create_draft)
-        .service(documents::update_draft)
-        .service(documents::publish_version)
-        .service(consents::register_consent)
-        .service(patients::lookup_patient)
-        .service(consents::read_consent)
-        .service(consents::list_events)
-        .service(consents::export_fhir)
-        .service(consents::change_consent)
-        .service(consents::withdraw_consent)
-        .service(patients::update_patient_status)
-        .service(reconsent::reconsent_tasks)
-        .service(samples::register_sample)
-        .service(samples::get_sample)
-        .service(samples::correct_object)
-        .service(samples::patient_samples)
-        .service(samples::authorize_center)
-        .service(samples::list_centers)
-        .service(samples::revoke_center)
-        .service(recontact::open_request)
-        .service(recontact::list_requests)
-        .service(recontact::get_request)
-        .service(recontact::approve)
-        .service(recontact::reject)
-        .service(recontact::unseal)
-        .service(log::checkpoint)
-        .service(log::keys)
-        .service(log::inclusion)
-        .service(log::consistency)
-        .service(log::audit_log)
-        .service(log::screening)
-        .service(log::screening_reports)
-        .service(portal::issue_enrollment_code)
-        .service(portal::enroll)
-        .service(portal::sign_in)
-        .service(portal::my_access_log)
-        .service(portal::my_consents)
-        .service(portal::my_notifications)
-        .service(portal::my_preferences)
-        .service(portal::set_my_preferences)
-        .service(portal::add_my_webhook)
-        .service(portal::my_webhooks)
-        .service(portal::remove_my_webhook)
-        .service(portal::my_webhook_deliveries)
-        .service(portal::add_hospital_webhook)
-        .service(portal::hospital_webhook_deliveries)
-        .service(organizations::verify_organization)
-        .service(organizations::record_attestation)
-        .service(datasets::create_dataset)
-        .service(datasets::add_dataset_samples)
-        .service(datasets::list_datasets)
-        .service(agreements::publish_agreement_text)
-        .service(agreements::current_agreement_text)
-        .service(agreements::agreement_text)
-        .service(applications::submit_application)
-        .service(applications::list_applications)
-        .service(applications::get_application)
-        .service(applications::vote)
-        .service(agreements::accept_agreement)
-        .service(agreements::sanction_agreement)
-        .service(transparency::approved_uses)
-        .service(transparency::processing_times)
-        .service(releases::create_release)
-        .service(releases::releases_of_application)
-        .service(releases::get_release)
-        .service(releases::manifest)
-        .service(releases::resolve_handle)
-        .service(releases::jwks)
-        .service(releases::recalls)
-        .service(releases::add_recall_webhook)
-        .service(releases::recall_webhooks)
-        .service(releases::remove_recall_webhook)
-        .service(releases::recall_webhook_deliveries)
-        .service(visas::issue_visas)
-        .service(visas::visas_issued)
+        .configure(health::routes)
+        .configure(documents::routes)
+        .configure(consents::routes)
+        .configure(patients::routes)
+        .configure(reconsent::routes)
+        .configure(samples::routes)
+        .configure(recontact::routes)
+        .configure(log::routes)
+        .configure(portal::routes)
+        .configure(webhooks::routes)
+        .configure(organizations::routes)
+        .configure(datasets::routes)
+        .configure(agreements::routes)
+        .configure(applications::routes)
+        .configure(transparency::routes)
+        .configure(releases::routes)
+        .configure(visas::routes)
         .split_for_parts();
     let spec_json = spec.to_json().unwrap_or_else(|_| "{}".to_owned());
     app.app_data(state)

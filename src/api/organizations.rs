@@ -1,20 +1,24 @@
-//! The governance body's register of organizations (academic, industry or
-//! public, never self-declared) and of researchers' ethics-training
-//! attestations.
+//! The governance body's register of organizations and of researchers'
+//! ethics-training attestations.
 
-use super::governance::{registry, text_field};
-use super::releases::recall;
+use super::problem::{ApiError, Problem};
 use super::state::AppState;
-use crate::access::INDUSTRY;
+use crate::app::gates::principal;
+use crate::app::register::{
+    self, Attestation, AttestationView, OrganizationView, Verification, ORGANIZATION_KINDS,
+};
+use crate::app::text::text_field;
+use crate::app::AppError;
 use crate::auth::Caller;
-use crate::db::access::{self as store, AttestationRow, OrganizationRow};
-use crate::db::documents::utc;
-use crate::db::write_transaction;
-use crate::error::{ApiError, Problem};
 use actix_web::{put, web};
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
+use utoipa_actix_web::service_config::ServiceConfig;
+
+pub fn routes(cfg: &mut ServiceConfig) {
+    cfg.service(verify_organization).service(record_attestation);
+}
 
 #[derive(Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -25,18 +29,29 @@ pub struct OrganizationRequest {
     pub country: String,
 }
 
-#[derive(Serialize, ToSchema)]
-pub struct OrganizationView {
-    pub org: String,
-    pub kind: String,
-    pub country: String,
-    pub verified_by: String,
-    pub verified_at: DateTime<Utc>,
-}
-
 #[derive(Deserialize, IntoParams)]
 pub struct OrgPath {
     pub org: String,
+}
+
+impl TryFrom<(OrgPath, OrganizationRequest)> for Verification {
+    type Error = AppError;
+
+    fn try_from((path, body): (OrgPath, OrganizationRequest)) -> Result<Self, AppError> {
+        let org = text_field(&path.org, "org", 200)?;
+        if !ORGANIZATION_KINDS.contains(&body.kind.as_str()) {
+            return Err(AppError::field("kind", "academic, industry or public"));
+        }
+        let country = body.country.trim().to_ascii_uppercase();
+        if country.len() != 2 || !country.chars().all(|c| c.is_ascii_uppercase()) {
+            return Err(AppError::field("country", "an ISO 3166-1 alpha-2 code"));
+        }
+        Ok(Verification {
+            org,
+            kind: body.kind,
+            country,
+        })
+    }
 }
 
 /// Records an organization's verified type (governance). Applicants never
@@ -54,60 +69,12 @@ pub async fn verify_organization(
     path: web::Path<OrgPath>,
     body: web::Json<OrganizationRequest>,
 ) -> Result<web::Json<OrganizationView>, ApiError> {
-    let p = registry(&state, &caller)?;
-    let org = text_field(&path.org, "org", 200)?;
-    if !["academic", INDUSTRY, "public"].contains(&body.kind.as_str()) {
-        return Err(ApiError::field("kind", "academic, industry or public"));
-    }
-    let country = body.country.trim().to_ascii_uppercase();
-    if country.len() != 2 || !country.chars().all(|c| c.is_ascii_uppercase()) {
-        return Err(ApiError::field("country", "an ISO 3166-1 alpha-2 code"));
-    }
-    let row = OrganizationRow {
-        org,
-        kind: body.kind.clone(),
-        country,
-        verified_by: p.subject,
-        verified_at: state.now().naive_utc(),
-    };
-    let stored = row.clone();
-    let shared = state.clone();
-    let recalled = state
-        .db(move |conn| {
-            write_transaction(conn, |conn| {
-                // A use that the change makes industrial or a transfer
-                // abroad loses, in this transaction, what its patients did
-                // not consent to (decision 0027). A release being written
-                // for a use of this organization finishes first (decision
-                // 0029).
-                crate::db::gate::take_register_entry(conn, &stored.org)?;
-                let before = recall::uses_of_member(
-                    conn,
-                    &shared.data_use,
-                    (&stored.org, &stored.kind, &stored.country),
-                )?;
-                store::upsert_organization(conn, &stored)?;
-                let change = format!("register-{}", uuid::Uuid::new_v4());
-                recall::recall_what_the_register_takes_back(
-                    conn,
-                    &shared.data_use,
-                    &before,
-                    &change,
-                    shared.now(),
-                )
-            })
-        })
+    principal(&caller)?;
+    let verification = Verification::try_from((path.into_inner(), body.into_inner()))?;
+    let view = state
+        .run(move |ctx| register::verify(ctx, &caller, verification))
         .await?;
-    if recalled > 0 {
-        state.log.deliveries_queued();
-    }
-    Ok(web::Json(OrganizationView {
-        org: row.org,
-        kind: row.kind,
-        country: row.country,
-        verified_by: row.verified_by,
-        verified_at: utc(row.verified_at),
-    }))
+    Ok(web::Json(view))
 }
 
 #[derive(Deserialize, Serialize, ToSchema)]
@@ -122,20 +89,29 @@ pub struct AttestationRequest {
     pub expires_on: NaiveDate,
 }
 
-#[derive(Serialize, ToSchema)]
-pub struct AttestationView {
-    pub org: String,
-    pub subject: String,
-    pub training: String,
-    pub completed_on: NaiveDate,
-    pub expires_on: NaiveDate,
-}
-
 #[derive(Deserialize, IntoParams)]
 pub struct ResearcherPath {
     pub org: String,
     /// The researcher's token subject.
     pub subject: String,
+}
+
+impl TryFrom<(ResearcherPath, AttestationRequest)> for Attestation {
+    type Error = AppError;
+
+    fn try_from((path, body): (ResearcherPath, AttestationRequest)) -> Result<Self, AppError> {
+        let training = text_field(&body.training, "training", 500)?;
+        if body.expires_on <= body.completed_on {
+            return Err(AppError::field("expires_on", "must be after completed_on"));
+        }
+        Ok(Attestation {
+            org: text_field(&path.org, "org", 200)?,
+            subject: text_field(&path.subject, "subject", 200)?,
+            training,
+            completed_on: body.completed_on,
+            expires_on: body.expires_on,
+        })
+    }
 }
 
 /// Records a researcher's ethics-training attestation (governance).
@@ -149,34 +125,10 @@ pub async fn record_attestation(
     path: web::Path<ResearcherPath>,
     body: web::Json<AttestationRequest>,
 ) -> Result<web::Json<AttestationView>, ApiError> {
-    let p = registry(&state, &caller)?;
-    let training = text_field(&body.training, "training", 500)?;
-    if body.expires_on <= body.completed_on {
-        return Err(ApiError::field("expires_on", "must be after completed_on"));
-    }
-    if body.completed_on > crate::calendar::day_of(state.now()) {
-        return Err(ApiError::field("completed_on", "lies in the future"));
-    }
-    let row = AttestationRow {
-        org: text_field(&path.org, "org", 200)?,
-        subject: text_field(&path.subject, "subject", 200)?,
-        training,
-        completed_on: body.completed_on,
-        expires_on: body.expires_on,
-        recorded_by: p.subject,
-        recorded_at: state.now().naive_utc(),
-    };
-    let stored = row.clone();
-    state
-        .db(move |conn| {
-            write_transaction(conn, |conn| Ok(store::upsert_attestation(conn, &stored)?))
-        })
+    principal(&caller)?;
+    let attestation = Attestation::try_from((path.into_inner(), body.into_inner()))?;
+    let view = state
+        .run(move |ctx| register::attest(ctx, &caller, attestation))
         .await?;
-    Ok(web::Json(AttestationView {
-        org: row.org,
-        subject: row.subject,
-        training: row.training,
-        completed_on: row.completed_on,
-        expires_on: row.expires_on,
-    }))
+    Ok(web::Json(view))
 }

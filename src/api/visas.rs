@@ -1,42 +1,16 @@
 //! GA4GH Passport visas for members of approved uses (decision 0031).
-//!
-//! A member asks for their own visa; the same gate a release passes decides
-//! whether they get one, applied to them alone: the application approved,
-//! its agreement active, unexpired and within its period, the member's
-//! ethics training current and the current agreement text accepted.
-//! Issuing a visa reads and writes nothing of any patient; the visa is
-//! recorded, in the same transaction that decides it may be issued, so the
-//! governance body and auditors can list who held one.
 
-use super::applications::application_for;
-use super::consents::principal;
-use super::releases::{admit, read_followed, ApplicationPath};
+use super::problem::{ApiError, Problem};
+use super::releases::ApplicationPath;
 use super::state::AppState;
-use crate::access::visa::{Assertion, Holder};
-use crate::auth::policy::Action;
+use crate::app::gates::principal;
+use crate::app::visas::{self, IssuedVisas, VisaList};
 use crate::auth::Caller;
-use crate::db::access::{self as store, VisaIssuanceRow};
-use crate::db::documents::utc;
-use crate::db::write_transaction;
-use crate::error::{AccessRefusal as Refusal, ApiError, Problem};
 use actix_web::{get, post, web};
-use chrono::{DateTime, Utc};
-use serde::Serialize;
-use utoipa::ToSchema;
+use utoipa_actix_web::service_config::ServiceConfig;
 
-#[derive(Serialize, ToSchema)]
-pub struct IssuedVisas {
-    /// The caller's visas, in the shape of the Passport claim (ES256 JWTs,
-    /// Visa Document Tokens): `ControlledAccessGrants`, that the committee
-    /// approved this use and the caller is its member, then
-    /// `AcceptedTermsAndPolicies`, that the caller accepted the agreement
-    /// text in force.
-    pub ga4gh_passport_v1: Vec<String>,
-    /// When the visa expires: a dataset handle's lifetime
-    /// (`release.handle_ttl_seconds`), never past the agreement's expiry.
-    pub expires_at: DateTime<Utc>,
-    /// Where the visa's public key is published (its `jku`).
-    pub jku: String,
+pub fn routes(cfg: &mut ServiceConfig) {
+    cfg.service(issue_visas).service(visas_issued);
 }
 
 /// Issues the caller GA4GH Passport visas for an approved use (members):
@@ -59,97 +33,12 @@ pub async fn issue_visas(
     caller: Caller,
     path: web::Path<ApplicationPath>,
 ) -> Result<web::Json<IssuedVisas>, ApiError> {
-    let p = principal(&caller)?.clone();
-    state.limit_member("visas", &p)?;
+    principal(&caller)?;
     let id = path.into_inner().id;
-    let now = state.now();
-    let shared = state.clone();
-    let (application_id, visas, expires_at) = state
-        .db(move |conn| {
-            write_transaction(conn, |conn| {
-                let app = application_for(&shared, conn, &caller, Action::VisaIssue, &id)?;
-                if !app.is_member(&p) {
-                    return Err(ApiError::Access(Refusal::NotAMember, None));
-                }
-                let me = [(p.org.as_str(), p.subject.as_str())];
-                let admitted = admit(conn, &app, &me, now)?;
-                let text_version = admitted.text.version;
-                let accepted_at = *admitted
-                    .accepted_at
-                    .first()
-                    .ok_or_else(|| ApiError::internal("admitted without an acceptance"))?;
-                let approved_at = app
-                    .row
-                    .decided_at
-                    .ok_or_else(|| ApiError::internal("approved application without a decision"))?;
-                let lifetime = chrono::Duration::seconds(i64::from(
-                    shared.data_use.release.handle_ttl_seconds,
-                ));
-                let expires_at = (now + lifetime).min(utc(admitted.agreement.expires_at));
-                let base = &shared.public_base_url;
-                let holder = Holder {
-                    org: &p.org,
-                    researcher: &p.subject,
-                    now: now.timestamp(),
-                    expires_at: expires_at.timestamp(),
-                };
-                let assertions = [
-                    Assertion::ControlledAccess {
-                        application_url: format!("{base}/v1/applications/{}", app.row.id),
-                        approved_at: utc(approved_at).timestamp(),
-                    },
-                    Assertion::AcceptedTerms {
-                        text_url: format!("{base}/v1/agreement-texts/{text_version}"),
-                        accepted_at: utc(accepted_at).timestamp(),
-                    },
-                ];
-                let mut visas = Vec::with_capacity(assertions.len());
-                for assertion in assertions {
-                    let jti = format!("visa-{}", uuid::Uuid::new_v4());
-                    let claims = shared.visas.claims(&holder, assertion, jti.clone());
-                    visas.push(shared.visas.sign(&claims).map_err(ApiError::internal)?);
-                    store::record_visa(
-                        conn,
-                        &VisaIssuanceRow {
-                            jti,
-                            application_id: app.row.id.clone(),
-                            visa_type: claims.ga4gh_visa_v1.kind,
-                            member_org: p.org.clone(),
-                            member: p.subject.clone(),
-                            issued_at: now.naive_utc(),
-                            expires_at: expires_at.naive_utc(),
-                        },
-                    )?;
-                }
-                Ok((app.row.id, visas, expires_at))
-            })
-        })
+    let issued = state
+        .run(move |ctx| visas::issue(ctx, &caller, &id))
         .await?;
-    tracing::info!(application = %application_id, "passport visas issued");
-    Ok(web::Json(IssuedVisas {
-        ga4gh_passport_v1: visas,
-        expires_at,
-        jku: state.visas.jku().to_owned(),
-    }))
-}
-
-/// A visa the service signed: to whom, and for how long.
-#[derive(Serialize, ToSchema)]
-pub struct IssuedVisa {
-    /// The visa's `jti`.
-    pub id: String,
-    /// `ControlledAccessGrants` or `AcceptedTermsAndPolicies`.
-    #[serde(rename = "type")]
-    pub visa_type: String,
-    pub member_org: String,
-    pub member: String,
-    pub issued_at: DateTime<Utc>,
-    pub expires_at: DateTime<Utc>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct VisaList {
-    pub visas: Vec<IssuedVisa>,
+    Ok(web::Json(issued))
 }
 
 /// Every visa issued for an application, oldest first (members, the
@@ -163,21 +52,10 @@ pub async fn visas_issued(
     caller: Caller,
     path: web::Path<ApplicationPath>,
 ) -> Result<web::Json<VisaList>, ApiError> {
-    let rows = read_followed(&state, caller, path.into_inner().id, |conn, app| {
-        Ok(store::visas_of(conn, &app.row.id)?)
-    })
-    .await?;
-    Ok(web::Json(VisaList {
-        visas: rows
-            .into_iter()
-            .map(|r| IssuedVisa {
-                id: r.jti,
-                visa_type: r.visa_type,
-                member_org: r.member_org,
-                member: r.member,
-                issued_at: utc(r.issued_at),
-                expires_at: utc(r.expires_at),
-            })
-            .collect(),
-    }))
+    principal(&caller)?;
+    let id = path.into_inner().id;
+    let list = state
+        .run(move |ctx| visas::issued(ctx, &caller, &id))
+        .await?;
+    Ok(web::Json(list))
 }

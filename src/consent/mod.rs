@@ -8,6 +8,7 @@ pub mod fhir;
 pub mod ids;
 pub mod item_catalog;
 pub mod person;
+pub mod recontact;
 pub mod state;
 
 pub use document::{ChangeKind, DocumentStatus, DocumentVersion, ScopeItem, VersionHistory};

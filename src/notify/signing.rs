@@ -7,6 +7,12 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use ring::hmac;
 
+/// The associated data binding a webhook's sealed secret to its endpoint
+/// row, so a secret copied onto another row does not open.
+pub fn secret_aad(endpoint_id: &str) -> Vec<u8> {
+    format!("genomegate/webhook/v1\0{endpoint_id}").into_bytes()
+}
+
 /// The `webhook-signature` header value.
 pub fn sign(secret: &[u8], id: &str, timestamp: i64, body: &[u8]) -> String {
     let key = hmac::Key::new(hmac::HMAC_SHA256, secret);

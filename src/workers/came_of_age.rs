@@ -6,7 +6,7 @@
 
 use super::{spawn_named, WorkerContext};
 use crate::access::DataUsePolicy;
-use crate::api::releases::recall::CameOfAge;
+use crate::app::recalls::CameOfAge;
 use chrono::SubsecRound;
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,6 +54,5 @@ fn sweep(ctx: &WorkerContext, policy: &DataUsePolicy) -> Result<CameOfAge, Strin
     let mut conn = ctx.pool.get().map_err(|e| e.to_string())?;
     // Log entries keep microseconds, as the database does.
     let now = ctx.clock.now().trunc_subsecs(6);
-    crate::api::releases::recall::sweep_came_of_age(&mut conn, policy, now)
-        .map_err(|e| e.to_string())
+    crate::app::recalls::sweep_came_of_age(&mut conn, policy, now).map_err(|e| e.to_string())
 }

@@ -22,11 +22,6 @@ use std::time::Duration;
 const BATCH: i64 = 64;
 const IDLE_POLL: Duration = Duration::from_millis(500);
 
-/// The associated data binding a webhook secret to its endpoint row.
-pub fn secret_aad(endpoint_id: &str) -> Vec<u8> {
-    format!("genomegate/webhook/v1\0{endpoint_id}").into_bytes()
-}
-
 pub(crate) fn spawn(
     ctx: WorkerContext,
     wake: Receiver<()>,
@@ -189,7 +184,10 @@ fn usable_endpoint(ctx: &WorkerContext, r: EndpointRow) -> Option<(EndpointRow, 
         nonce: r.nonce.clone()?,
         ciphertext: r.ciphertext.clone()?,
     };
-    let secret = ctx.keys.open_bytes(&secret_aad(&r.id), &sealed).ok()?;
+    let secret = ctx
+        .keys
+        .open_bytes(&signing::secret_aad(&r.id), &sealed)
+        .ok()?;
     Some((r, secret))
 }
 

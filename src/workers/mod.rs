@@ -19,6 +19,7 @@ pub mod dispatcher;
 pub mod integrator;
 pub mod screening;
 
+use crate::app::LogRuntime;
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::db::{Backend, DbPool};
@@ -27,32 +28,10 @@ use crate::notify::hub::Hub;
 use crate::pseudonym::keyring::{KeyDomain, Keyring};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
-
-/// What handlers and workers share about the log.
-pub struct LogRuntime {
-    pub origin: String,
-    pub signer: NoteSigner,
-    /// Verifier keys of every checkpoint key version, newest first.
-    pub verifier_keys: Vec<String>,
-    pub hub: Arc<Hub>,
-    wake_integrator: SyncSender<()>,
-    wake_dispatcher: SyncSender<()>,
-}
-
-impl LogRuntime {
-    /// Call after committing a transaction that appended entries.
-    pub fn entries_committed(&self) {
-        let _ = self.wake_integrator.try_send(());
-    }
-
-    pub fn deliveries_queued(&self) {
-        let _ = self.wake_dispatcher.try_send(());
-    }
-}
 
 /// The checkpoint signer and verifier keys of every version.
 pub fn checkpoint_keys(keys: &Keyring, origin: &str) -> Result<(NoteSigner, Vec<String>), String> {
@@ -136,14 +115,12 @@ pub fn start(
     }
     let (wake_integrator, integrator_rx) = sync_channel(1);
     let (wake_dispatcher, dispatcher_rx) = sync_channel(1);
-    let log = Arc::new(LogRuntime {
-        origin: config.log.origin.clone(),
-        signer,
-        verifier_keys,
-        hub: Arc::new(Hub::default()),
+    let log = Arc::new(LogRuntime::new(
+        (config.log.origin.clone(), signer, verifier_keys),
+        Arc::new(Hub::default()),
         wake_integrator,
         wake_dispatcher,
-    });
+    ));
     let stop = Arc::new(AtomicBool::new(false));
     let ctx = WorkerContext {
         pool,

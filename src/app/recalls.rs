@@ -10,16 +10,16 @@
 //! industry use recalls the industrial releases only, and a sample already
 //! excluded is never recalled twice.
 
-use super::reuse_request;
+use super::applications::Application;
+use super::releases::reuse_request;
+use super::AppError;
 use crate::access::cohort::{Exclusion, UseRequest};
 use crate::access::duo::DiseaseHierarchy;
 use crate::access::DataUsePolicy;
-use crate::api::applications::Application;
 use crate::consent::state::{derive_consent, ConsentSnapshot};
 use crate::consent::{DocumentFamily, DocumentVersionId, Person};
 use crate::db::access::{self as store, LiveInclusion, RecallRow};
 use crate::db::{consents, documents, ledger, DbConnection};
-use crate::error::ApiError;
 use crate::ledger::entry::{
     Actor, DataScope, LegalBasis, LogAction, LogEntry, Purpose, ENTRY_FORMAT,
 };
@@ -70,7 +70,7 @@ pub(crate) fn recall_what_consent_no_longer_permits(
     family: DocumentFamily,
     cause: Cause<'_>,
     at: DateTime<Utc>,
-) -> Result<usize, ApiError> {
+) -> Result<usize, AppError> {
     // One indexed lookup on the common path: a patient in no release.
     let inclusions = store::live_inclusions(conn, patient, family)?;
     if inclusions.is_empty() {
@@ -110,7 +110,7 @@ pub(crate) fn recall_what_consent_no_longer_permits(
         }
         let app = Application::from_row(
             store::find_application(conn, id)?
-                .ok_or_else(|| ApiError::internal("release without application"))?,
+                .ok_or_else(|| AppError::internal("release without application"))?,
         )?;
         let request = reuse_request(policy, conn, &app)?;
         by_application.insert(id, consent.takes_back(&request));
@@ -144,7 +144,7 @@ pub(crate) fn sweep_came_of_age(
     conn: &mut DbConnection,
     policy: &DataUsePolicy,
     at: DateTime<Utc>,
-) -> Result<CameOfAge, ApiError> {
+) -> Result<CameOfAge, AppError> {
     if !policy.release.proxy_consent_lapses_at_majority {
         return Ok(CameOfAge::default());
     }
@@ -196,7 +196,7 @@ pub(crate) fn recall_came_of_age(
     on: NaiveDate,
     was: Option<Person>,
     at: DateTime<Utc>,
-) -> Result<CameOfAge, ApiError> {
+) -> Result<CameOfAge, AppError> {
     if !policy.release.proxy_consent_lapses_at_majority {
         return Ok(CameOfAge::default());
     }
@@ -226,7 +226,7 @@ fn lapse_entries(
     patient: &str,
     on: NaiveDate,
     at: DateTime<Utc>,
-) -> Result<Vec<LogEntry>, ApiError> {
+) -> Result<Vec<LogEntry>, AppError> {
     let since = crate::calendar::start_of(on);
     if ledger::patient_logged_since(conn, patient, LogAction::ConsentLapse, since)? {
         return Ok(Vec::new());
@@ -251,7 +251,7 @@ pub(crate) fn tell_of_a_proxy_consent_recorded_late(
     family: DocumentFamily,
     event_id: &str,
     at: DateTime<Utc>,
-) -> Result<usize, ApiError> {
+) -> Result<usize, AppError> {
     if !policy.release.proxy_consent_lapses_at_majority {
         return Ok(0);
     }
@@ -268,7 +268,7 @@ pub(crate) fn tell_of_a_proxy_consent_recorded_late(
 
 /// The patient's majority and death dates, as recorded (adults without
 /// either are [`Person::default`]).
-fn person_of(conn: &mut DbConnection, patient: &str) -> Result<Person, ApiError> {
+fn person_of(conn: &mut DbConnection, patient: &str) -> Result<Person, AppError> {
     let patients = [patient.to_owned()];
     Ok(consents::minors_among(conn, &patients)?
         .remove(patient)
@@ -286,8 +286,8 @@ fn lapse_entry(
     family: DocumentFamily,
     at: DateTime<Utc>,
     resting_on: Option<&str>,
-) -> Result<Option<LogEntry>, ApiError> {
-    let (_, _, snap) = crate::api::consents::snapshot(conn, patient, family, at)?;
+) -> Result<Option<LogEntry>, AppError> {
+    let (_, _, snap) = super::consents::snapshot(conn, patient, family, at)?;
     let lapsed: Vec<_> = snap
         .lapsed_at_majority(person)
         .filter(|i| resting_on.is_none_or(|id| i.basis.event_id() == Some(id)))
@@ -333,7 +333,7 @@ pub(crate) fn uses_of_member(
     conn: &mut DbConnection,
     policy: &DataUsePolicy,
     (org, kind, country): (&str, &str, &str),
-) -> Result<Vec<UseBefore>, ApiError> {
+) -> Result<Vec<UseBefore>, AppError> {
     let registered = store::find_organizations(conn, &[org])?;
     let was = registered
         .iter()
@@ -369,7 +369,7 @@ pub(crate) fn recall_what_the_register_takes_back(
     before: &[UseBefore],
     change: &str,
     at: DateTime<Utc>,
-) -> Result<usize, ApiError> {
+) -> Result<usize, AppError> {
     let mut histories = BTreeMap::new();
     let mut written = 0;
     for UseBefore { app, request } in before {
@@ -418,7 +418,7 @@ fn taken_back_on_page<'a>(
     (before, after): (&UseRequest, &UseRequest),
     page: &'a [store::IncludedSample],
     at: DateTime<Utc>,
-) -> Result<Vec<(&'a store::IncludedSample, Exclusion)>, ApiError> {
+) -> Result<Vec<(&'a store::IncludedSample, Exclusion)>, AppError> {
     // The disease scope is empty on a re-check, so no hierarchy is read.
     let diseases = DiseaseHierarchy::default();
     excluded_on_page(
@@ -446,8 +446,8 @@ fn excluded_on_page<'a>(
     proxy_consent_lapses_at_majority: bool,
     page: &'a [store::IncludedSample],
     at: DateTime<Utc>,
-    judge: impl Fn(&super::PageConsent, &str) -> Option<Exclusion>,
-) -> Result<Vec<(&'a store::IncludedSample, Exclusion)>, ApiError> {
+    judge: impl Fn(&super::releases::PageConsent, &str) -> Option<Exclusion>,
+) -> Result<Vec<(&'a store::IncludedSample, Exclusion)>, AppError> {
     let mut excluded = Vec::new();
     for family in DocumentFamily::ALL {
         let of_family = || page.iter().filter(|s| s.family == family.as_str());
@@ -460,7 +460,7 @@ fn excluded_on_page<'a>(
                 slot.insert(documents::history(conn, family)?)
             }
         };
-        let consent = super::PageConsent::load(
+        let consent = super::releases::PageConsent::load(
             conn,
             proxy_consent_lapses_at_majority,
             (family, &*history),
@@ -493,7 +493,7 @@ pub(crate) fn recall_what_changed_during_release(
     request: &UseRequest,
     (watermark, began): (i64, DateTime<Utc>),
     at: DateTime<Utc>,
-) -> Result<usize, ApiError> {
+) -> Result<usize, AppError> {
     let mut patients = crate::db::gate::patients_changed_since(conn, watermark)?;
     let (first_day, last_day) = (crate::calendar::day_of(began), crate::calendar::day_of(at));
     // Keyed as the sweep keys its notices, so the sweep, finding this

@@ -18,15 +18,14 @@
 use super::{decide_page, research_access};
 use crate::access::cohort::{SampleDecision, UseRequest};
 use crate::access::manifest::ManifestPositions;
-use crate::api::applications::Application;
-use crate::api::state::AppState;
+use crate::app::applications::Application;
+use crate::app::{entries, AppError, Context};
 use crate::auth::{Principal, Role};
 use crate::consent::document::VersionHistory;
 use crate::consent::{DocumentFamily, DocumentVersionId};
 use crate::db::access::{self as store, CohortSample, DatasetRow, ReleaseSampleRow};
 use crate::db::ledger::{self, PreparedEntries};
 use crate::db::{documents, read_snapshot, DbConnection, PooledDb};
-use crate::error::ApiError;
 use crate::ledger::entry::LogAction;
 use crate::pseudonym::genome_id::{project_sample, IdKind, PrintedId};
 use crate::pseudonym::keyring::KeyDomain;
@@ -38,7 +37,7 @@ const READ_AHEAD: usize = 2;
 
 /// What a release's cohort pass needs to know.
 pub(super) struct Cohort<'a> {
-    pub state: &'a AppState,
+    pub ctx: &'a Context,
     pub app: &'a Application,
     pub agreement_id: &'a str,
     pub releaser: &'a Principal,
@@ -87,7 +86,7 @@ pub(super) fn write_cohort(
     conn: &mut DbConnection,
     spare: Option<PooledDb>,
     cohort: &Cohort<'_>,
-) -> Result<Tally, ApiError> {
+) -> Result<Tally, AppError> {
     let mut pass = Pass::new(cohort);
     let mut manifest = Manifest::default();
     let Some(mut reader) = spare else {
@@ -107,7 +106,7 @@ pub(super) fn write_cohort(
                         break;
                     }
                 }
-                Ok::<_, ApiError>(pass.tally)
+                Ok::<_, AppError>(pass.tally)
             })
         });
         let written = batches
@@ -117,7 +116,7 @@ pub(super) fn write_cohort(
         drop(batches);
         let read = reading
             .join()
-            .map_err(|_| ApiError::internal("the release's cohort reader panicked"))?;
+            .map_err(|_| AppError::internal("the release's cohort reader panicked"))?;
         written?;
         let tally = read?;
         manifest.write(conn, cohort)?;
@@ -132,7 +131,7 @@ fn write<'a>(
     cohort: &Cohort<'_>,
     manifest: &mut Manifest<'a>,
     batch: Batch<'a>,
-) -> Result<(), ApiError> {
+) -> Result<(), AppError> {
     match batch {
         Batch::Manifest {
             dataset,
@@ -181,12 +180,12 @@ impl<'a> Manifest<'a> {
         cohort: &Cohort<'_>,
         dataset: &'a DatasetRow,
         decided: Vec<(CohortSample, Decided)>,
-    ) -> Result<(), ApiError> {
-        let project_key = cohort.state.keys.current(KeyDomain::Project);
+    ) -> Result<(), AppError> {
+        let project_key = cohort.ctx.keys.current(KeyDomain::Project);
         self.rows.reserve(decided.len());
         for (sample, decision) in decided {
             let printed =
-                PrintedId::parse(IdKind::Sample, &sample.genome_id).map_err(ApiError::internal)?;
+                PrintedId::parse(IdKind::Sample, &sample.genome_id).map_err(AppError::internal)?;
             let seen = project_sample(project_key, &cohort.app.row.id, &printed);
             self.rows.push(Placed {
                 position: self.positions.place(seen.order),
@@ -203,7 +202,7 @@ impl<'a> Manifest<'a> {
     /// Writes every placed row, in position order. The rows of the next
     /// statement are built on a second thread while the database takes the
     /// current one.
-    fn write(mut self, conn: &mut DbConnection, cohort: &Cohort<'_>) -> Result<(), ApiError> {
+    fn write(mut self, conn: &mut DbConnection, cohort: &Cohort<'_>) -> Result<(), AppError> {
         self.rows.sort_unstable_by_key(|r| r.position);
         std::thread::scope(|scope| {
             // Inside the scope, so an early return drops the receiver and
@@ -309,7 +308,7 @@ impl<'a> Pass<'a> {
         }
     }
 
-    fn next(&mut self, conn: &mut DbConnection) -> Result<Option<Batch<'a>>, ApiError> {
+    fn next(&mut self, conn: &mut DbConnection) -> Result<Option<Batch<'a>>, AppError> {
         let cohort = self.cohort;
         loop {
             let Some(current) = self.current.as_mut() else {
@@ -317,7 +316,7 @@ impl<'a> Pass<'a> {
                     return Ok(None);
                 };
                 self.next_dataset += 1;
-                let family: DocumentFamily = dataset.domain.parse().map_err(ApiError::internal)?;
+                let family: DocumentFamily = dataset.domain.parse().map_err(AppError::internal)?;
                 self.current = Some(DatasetPass {
                     dataset,
                     family,
@@ -335,7 +334,7 @@ impl<'a> Pass<'a> {
                     conn,
                     &current.dataset.id,
                     (&current.after.0, &current.after.1),
-                    cohort.state.release_page,
+                    cohort.ctx.release_page,
                 )?
             };
             let Some(last) = page.last() else {
@@ -351,11 +350,10 @@ impl<'a> Pass<'a> {
                 }
             };
             current.after = (last.patient_pseudonym.clone(), last.genome_id.clone());
-            current.exhausted =
-                page.len() < usize::try_from(cohort.state.release_page).unwrap_or(0);
+            current.exhausted = page.len() < usize::try_from(cohort.ctx.release_page).unwrap_or(0);
             let decisions = decide_page(
                 conn,
-                &cohort.state.diseases,
+                &cohort.ctx.diseases,
                 &cohort.request,
                 (current.family, &current.history),
                 &page,
@@ -419,11 +417,11 @@ impl Cohort<'_> {
         &self,
         dataset: &DatasetRow,
         patients: Vec<(String, u32)>,
-    ) -> Result<PreparedEntries, ApiError> {
+    ) -> Result<PreparedEntries, AppError> {
         let entries: Vec<_> = patients
             .into_iter()
             .map(|(patient, objects)| {
-                crate::api::access::entry(
+                entries::entry(
                     self.releaser,
                     Role::Researcher,
                     &patient,

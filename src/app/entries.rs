@@ -1,6 +1,6 @@
-//! Building access-log entries from handlers. Every handler that touches a
-//! patient's data appends its entry through `ledger::append` inside the
-//! same transaction as the action (reads: `AppState::read_logged`).
+//! Access-log entries of actions. Every action that touches a patient's
+//! data appends its entry in the same transaction as the action (reads:
+//! `Context::read_logged`).
 
 use crate::auth::{Principal, Role};
 use crate::ledger::entry::{
