@@ -12,9 +12,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 pub const ENV_PREFIX: &str = "GENOMEGATE__";
-/// Marker written into every key file the service generates for development.
-/// Production mode refuses any key file that carries it.
-pub const DEV_KEY_MARKER: &str = "GENOMEGATE DEVELOPMENT KEY";
+pub use crate::keyfile::DEV_KEY_MARKER;
 /// Issuer name of the development token signer (`genomegate token`).
 pub const DEV_ISSUER: &str = "genomegate-dev";
 

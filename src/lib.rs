@@ -21,6 +21,7 @@ pub mod clock;
 pub mod config;
 pub mod consent;
 pub mod db;
+pub mod ed25519;
 pub mod genome;
 pub mod keyfile;
 pub mod ledger;

@@ -147,7 +147,7 @@ pub fn handle_keys(
         let pkcs8 = key
             .ed25519_pkcs8()
             .ok_or("the handle key is not an Ed25519 seed")?;
-        signers.push(crate::auth::dev::Ed25519Signer::from_pkcs8(
+        signers.push(crate::ed25519::Ed25519Signer::from_pkcs8(
             pkcs8.to_vec(),
             format!("genomegate-handle-v{}", key.version),
             issuer.to_owned(),
@@ -178,11 +178,11 @@ pub fn visa_keys(keys: &Keyring, issuer: &str) -> Result<crate::access::visa::Vi
 pub fn patient_token_signer(
     key: &crate::pseudonym::keyring::DomainKey,
     issuer: &str,
-) -> Result<crate::auth::dev::Ed25519Signer, String> {
+) -> Result<crate::ed25519::Ed25519Signer, String> {
     let pkcs8 = key
         .ed25519_pkcs8()
         .ok_or("the token key is not an Ed25519 seed")?;
-    crate::auth::dev::Ed25519Signer::from_pkcs8(
+    crate::ed25519::Ed25519Signer::from_pkcs8(
         pkcs8.to_vec(),
         format!("genomegate-patient-v{}", key.version),
         issuer.to_owned(),

@@ -942,6 +942,9 @@ async fn refusals_are_named_and_write_nothing(backend: Backend) {
         "insurance_underwriting",
         "employment_decisions",
         "reidentification",
+        // Whatever the case or separator, a forbidden name is forbidden.
+        "INSURANCE_UNDERWRITING",
+        "Employment-Decisions",
     ] {
         let (s, b) = app
             .post(

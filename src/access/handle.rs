@@ -6,7 +6,7 @@
 //! before naming a single object. Its keys are published at
 //! `/.well-known/jwks.json`, so a store can check a handle offline first.
 
-use crate::auth::dev::Ed25519Signer;
+use crate::ed25519::Ed25519Signer;
 use chrono::{DateTime, Utc};
 use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, Validation};
 use serde::{Deserialize, Serialize};

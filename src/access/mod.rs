@@ -76,8 +76,22 @@ impl DataUsePolicy {
         Ok(policy)
     }
 
+    /// Whether policy forbids the purpose named `purpose_code`: a name of
+    /// `purposes.forbidden`, whatever its case, and with `-` or a space for
+    /// `_` (`Insurance-Underwriting` is `insurance_underwriting`).
     pub fn forbids(&self, purpose_code: &str) -> bool {
-        self.purposes.forbidden.iter().any(|f| f == purpose_code)
+        let named: String = purpose_code
+            .trim()
+            .chars()
+            .map(|c| match c {
+                '-' | ' ' => '_',
+                c => c.to_ascii_lowercase(),
+            })
+            .collect();
+        self.purposes
+            .forbidden
+            .iter()
+            .any(|f| f.eq_ignore_ascii_case(&named))
     }
 
     /// Whether an organization verified in `country` receives data abroad.
@@ -145,7 +159,11 @@ mod tests {
         let text = include_str!("../../policies/data-use.toml");
         let policy = DataUsePolicy::parse(text).unwrap();
         assert!(policy.forbids("insurance_underwriting"));
+        assert!(policy.forbids("INSURANCE_UNDERWRITING"));
+        assert!(policy.forbids(" Employment-Decisions "));
+        assert!(policy.forbids("reidentification"));
         assert!(!policy.forbids("HMB"));
+        assert!(!policy.forbids("insurance"));
         let zero_k = text.replace("min_cohort = 5", "min_cohort = 0");
         assert!(DataUsePolicy::parse(&zero_k).is_err());
         assert!(!policy.is_abroad("JP"));

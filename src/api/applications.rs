@@ -31,7 +31,12 @@ pub fn routes(cfg: &mut ServiceConfig) {
 #[derive(Deserialize, Serialize, ToSchema, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct PurposeRequest {
-    /// `GRU`, `HMB`, `DS`, `POA` or `MDS` (methods development).
+    /// A GA4GH DUO purpose: `GRU`, `HMB`, `DS`, `POA` or `MDS` (methods
+    /// development), in any case. A purpose policy forbids may be named
+    /// too (`purposes.forbidden` in `policies/data-use.toml`:
+    /// `insurance_underwriting`, `employment_decisions`,
+    /// `reidentification`; any case, `-` or a space for `_`); it is refused
+    /// with `purpose_forbidden`, whatever else the request says.
     pub code: String,
     /// For DS: disease codes of `policies/diseases.toml`.
     #[serde(default)]

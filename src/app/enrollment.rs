@@ -5,10 +5,10 @@
 
 use super::gates::principal;
 use super::{enrollment_qr, AppError, Context};
-use crate::auth::dev::TokenClaims;
 use crate::auth::policy::Action;
 use crate::auth::Caller;
 use crate::db::{consents as patients, portal as store, DbConnection};
+use crate::ed25519::TokenClaims;
 use crate::pseudonym::PatientPseudonym;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

@@ -97,3 +97,13 @@ pub enum Caller {
     Anonymous,
     User(Principal),
 }
+
+#[cfg(test)]
+mod tests {
+    /// The service's own log entries carry a role no token can: screening
+    /// tells them from those of anyone holding a token.
+    #[test]
+    fn the_service_role_is_no_callers() {
+        assert!(super::Role::parse(crate::ledger::entry::SERVICE_ROLE).is_none());
+    }
+}

@@ -13,8 +13,7 @@
 //! resolve. Development files carry the development marker and production
 //! mode refuses them.
 
-use crate::config::DEV_KEY_MARKER;
-use crate::keyfile;
+use crate::keyfile::{self, DEV_KEY_MARKER};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use chrono::{DateTime, Utc};
