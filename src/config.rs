@@ -30,7 +30,7 @@ pub struct Config {
     #[serde(default)]
     pub mode: Mode,
     /// Base of canonical URIs (FHIR `policy.uri`) and links.
-    #[serde(default = "default_public_base_url")]
+    #[serde(default = "defaults::default_public_base_url")]
     pub public_base_url: String,
     #[serde(default)]
     pub server: ServerConfig,
@@ -67,7 +67,7 @@ pub struct DataAccessConfig {
     /// Releases, and visa requests, each member may make per minute (each
     /// kind counted apart, per instance). A release notifies every included
     /// patient, so a script repeating it would flood a cohort.
-    #[serde(default = "default_member_requests_per_minute")]
+    #[serde(default = "defaults::default_member_requests_per_minute")]
     pub member_requests_per_minute: u32,
 }
 
@@ -79,7 +79,7 @@ pub struct RecallConfig {
     /// 0028) has begun, and then recalls what a proxy's permits had let
     /// releases have of the patients who came of age that day (decision
     /// 0027).
-    #[serde(default = "default_came_of_age_check_ms")]
+    #[serde(default = "defaults::default_came_of_age_check_ms")]
     pub came_of_age_check_ms: u64,
 }
 
@@ -88,17 +88,17 @@ pub struct RecallConfig {
 #[serde(deny_unknown_fields)]
 pub struct ScreeningConfig {
     /// Screen each completed period and store its report.
-    #[serde(default = "yes")]
+    #[serde(default = "defaults::yes")]
     pub enabled: bool,
     /// Length of a screened period, aligned to the Unix epoch (a day by
     /// default: each report covers one UTC day).
-    #[serde(default = "default_screening_period")]
+    #[serde(default = "defaults::default_screening_period")]
     pub period_seconds: u64,
     /// An actor is unusual above this many times the median actor volume…
-    #[serde(default = "default_volume_factor")]
+    #[serde(default = "defaults::default_volume_factor")]
     pub volume_factor: f64,
     /// …and above this many accesses in the period.
-    #[serde(default = "default_volume_floor")]
+    #[serde(default = "defaults::default_volume_floor")]
     pub volume_floor: u64,
 }
 
@@ -108,20 +108,20 @@ pub struct ScreeningConfig {
 pub struct AccessLogConfig {
     /// The checkpoint origin line: names this log to verifiers. No spaces
     /// or `+`.
-    #[serde(default = "default_log_origin")]
+    #[serde(default = "defaults::default_log_origin")]
     pub origin: String,
     /// Most entries one integration (one checkpoint) takes.
-    #[serde(default = "default_integrate_batch")]
+    #[serde(default = "defaults::default_integrate_batch")]
     pub integrate_batch: usize,
     /// Least time between two integrations while the log is quiet. Each
     /// signs a checkpoint, so this bounds checkpoints per second; it adds
     /// at most this much to notification latency.
-    #[serde(default = "default_integrate_interval_ms")]
+    #[serde(default = "defaults::default_integrate_interval_ms")]
     pub integrate_interval_ms: u64,
     /// Least time between two integrations while the log is busy (the last
     /// one took at least `integrator::BUSY_BATCH` entries). Longer, so that
     /// under load each integration's fixed cost is shared by more entries.
-    #[serde(default = "default_integrate_busy_interval_ms")]
+    #[serde(default = "defaults::default_integrate_busy_interval_ms")]
     pub integrate_busy_interval_ms: u64,
 }
 
@@ -130,19 +130,19 @@ pub struct AccessLogConfig {
 #[serde(deny_unknown_fields)]
 pub struct NotifyConfig {
     /// Attempts before a delivery is dead-lettered.
-    #[serde(default = "default_max_attempts")]
+    #[serde(default = "defaults::default_max_attempts")]
     pub max_attempts: i32,
     /// First retry delay; doubles with each attempt.
-    #[serde(default = "default_backoff_ms")]
+    #[serde(default = "defaults::default_backoff_ms")]
     pub backoff_ms: u64,
     /// Longest retry delay.
-    #[serde(default = "default_backoff_max_ms")]
+    #[serde(default = "defaults::default_backoff_max_ms")]
     pub backoff_max_ms: u64,
     /// How long a dispatcher owns a delivery it claimed. A dispatcher that
     /// dies mid-batch releases its claims when this runs out.
-    #[serde(default = "default_lease_ms")]
+    #[serde(default = "defaults::default_lease_ms")]
     pub lease_ms: u64,
-    #[serde(default = "default_webhook_timeout_ms")]
+    #[serde(default = "defaults::default_webhook_timeout_ms")]
     pub timeout_ms: u64,
     /// Allow `http://` webhook URLs (development and tests only; production
     /// refuses them).
@@ -158,27 +158,27 @@ pub struct NotifyConfig {
     /// registration and again at each delivery. Empty allows every port.
     /// The default keeps a registered URL off the other services a public
     /// host listens on (SSH, databases, admin consoles).
-    #[serde(default = "default_webhook_ports")]
+    #[serde(default = "defaults::default_webhook_ports")]
     pub webhook_ports: Vec<u16>,
     /// Run the delivery worker in this instance. Instances that should only
     /// serve requests turn it off; deliveries wait for an instance that runs it.
-    #[serde(default = "yes")]
+    #[serde(default = "defaults::yes")]
     pub dispatch: bool,
     /// A NATS server to publish every notification to, e.g.
     /// `nats://127.0.0.1:4222` (production: `tls://…`). Unset: no NATS.
     #[serde(default)]
     pub nats_url: Option<String>,
     /// Notifications go to `<nats_subject>.<patient pseudonym>`.
-    #[serde(default = "default_nats_subject")]
+    #[serde(default = "defaults::default_nats_subject")]
     pub nats_subject: String,
     /// The JetStream stream that captures `<nats_subject>.>`; created when
     /// missing. Its duplicate window de-duplicates re-sent notifications.
-    #[serde(default = "default_nats_stream")]
+    #[serde(default = "defaults::default_nats_stream")]
     pub nats_stream: String,
     /// Receipts a reconnecting live stream replays at most (`Last-Event-ID`).
     /// A stream that missed more replays the oldest this many and closes;
     /// the client's reconnection continues from the last one it got.
-    #[serde(default = "default_stream_replay_page")]
+    #[serde(default = "defaults::default_stream_replay_page")]
     pub stream_replay_page: i64,
 }
 
@@ -187,13 +187,13 @@ pub struct NotifyConfig {
 #[serde(deny_unknown_fields)]
 pub struct PatientsConfig {
     /// Lifetime of an enrollment code.
-    #[serde(default = "default_enrollment_ttl_hours")]
+    #[serde(default = "defaults::default_enrollment_ttl_hours")]
     pub enrollment_ttl_hours: i64,
     /// Lifetime of a patient access token.
-    #[serde(default = "default_patient_token_ttl")]
+    #[serde(default = "defaults::default_patient_token_ttl")]
     pub token_ttl_seconds: i64,
     /// Enrollment and sign-in attempts allowed per client address per minute.
-    #[serde(default = "default_attempts_per_minute")]
+    #[serde(default = "defaults::default_attempts_per_minute")]
     pub attempts_per_minute: u32,
     /// The patient portal's enrollment page (`https://…`, no fragment). Set,
     /// an enrollment code's QR code carries this link with the code in its
@@ -205,25 +205,25 @@ pub struct PatientsConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
-    #[serde(default = "default_bind")]
+    #[serde(default = "defaults::default_bind")]
     pub bind: SocketAddr,
     /// Worker threads; 0 means one per core.
     #[serde(default)]
     pub workers: usize,
     /// Largest accepted request body. Consent registrations are a few KB;
     /// document versions with full texts are the largest legitimate bodies.
-    #[serde(default = "default_body_limit")]
+    #[serde(default = "defaults::default_body_limit")]
     pub body_limit_bytes: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
-    #[serde(default = "yes")]
+    #[serde(default = "defaults::yes")]
     pub enabled: bool,
-    #[serde(default = "default_cert")]
+    #[serde(default = "defaults::default_cert")]
     pub cert: PathBuf,
-    #[serde(default = "default_key")]
+    #[serde(default = "defaults::default_key")]
     pub key: PathBuf,
     /// CA whose client certificates identify hospital systems (mutual TLS).
     /// Unset: no client certificates are requested.
@@ -238,13 +238,13 @@ pub struct TlsConfig {
 #[serde(deny_unknown_fields)]
 pub struct DatabaseConfig {
     /// `sqlite://path/to/file.db` or `postgres://…`.
-    #[serde(default = "default_database_url")]
+    #[serde(default = "defaults::default_database_url")]
     pub url: SecretString,
-    #[serde(default = "default_pool_size")]
+    #[serde(default = "defaults::default_pool_size")]
     pub pool_size: u32,
     /// Samples a release reads, decides and writes per round trip. Memory
     /// during a release is bounded by a few pages, not by the cohort.
-    #[serde(default = "default_release_page")]
+    #[serde(default = "defaults::default_release_page")]
     pub release_page: u32,
 }
 
@@ -254,10 +254,10 @@ pub struct AuthConfig {
     #[serde(default)]
     pub issuers: Vec<IssuerConfig>,
     /// Audience every bearer token must carry.
-    #[serde(default = "default_audience")]
+    #[serde(default = "defaults::default_audience")]
     pub audience: String,
     /// Allowed clock skew when checking `exp` and `nbf`, in seconds.
-    #[serde(default = "default_leeway")]
+    #[serde(default = "defaults::default_leeway")]
     pub leeway_seconds: u64,
 }
 
@@ -273,17 +273,17 @@ pub struct IssuerConfig {
 pub struct KeysConfig {
     /// The versioned key file (patient, sample, project and vault keys);
     /// see `genomegate keys`.
-    #[serde(default = "default_key_file")]
+    #[serde(default = "defaults::default_key_file")]
     pub file: PathBuf,
     /// Development material (certificates, JWT signing key) lives here.
-    #[serde(default = "default_dev_dir")]
+    #[serde(default = "defaults::default_dev_dir")]
     pub dev_dir: PathBuf,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PoliciesConfig {
-    #[serde(default = "default_policies_dir")]
+    #[serde(default = "defaults::default_policies_dir")]
     pub dir: PathBuf,
 }
 
@@ -291,161 +291,11 @@ pub struct PoliciesConfig {
 #[serde(deny_unknown_fields)]
 pub struct LoggingConfig {
     /// `json` (default) or `pretty`.
-    #[serde(default = "default_log_format")]
+    #[serde(default = "defaults::default_log_format")]
     pub format: String,
     /// An `EnvFilter` directive; `RUST_LOG` wins when set.
-    #[serde(default = "default_log_level")]
+    #[serde(default = "defaults::default_log_level")]
     pub level: String,
-}
-
-fn yes() -> bool {
-    true
-}
-fn default_public_base_url() -> String {
-    "https://localhost:8443".into()
-}
-fn default_bind() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 8443))
-}
-fn default_body_limit() -> usize {
-    256 * 1024
-}
-fn default_cert() -> PathBuf {
-    "certs/server.pem".into()
-}
-fn default_key() -> PathBuf {
-    "certs/server.key".into()
-}
-fn default_database_url() -> SecretString {
-    SecretString::from("sqlite://data/genomegate.db")
-}
-fn default_pool_size() -> u32 {
-    16
-}
-fn default_release_page() -> u32 {
-    5_000
-}
-fn default_audience() -> String {
-    "genomegate".into()
-}
-fn default_leeway() -> u64 {
-    30
-}
-fn default_key_file() -> PathBuf {
-    "data/keys/genomegate-keys.toml".into()
-}
-fn default_dev_dir() -> PathBuf {
-    "certs".into()
-}
-fn default_policies_dir() -> PathBuf {
-    "policies".into()
-}
-fn default_log_format() -> String {
-    "json".into()
-}
-fn default_log_level() -> String {
-    "info".into()
-}
-fn default_log_origin() -> String {
-    "genomegate.local/access-log".into()
-}
-fn default_integrate_batch() -> usize {
-    100_000
-}
-fn default_integrate_interval_ms() -> u64 {
-    5
-}
-fn default_integrate_busy_interval_ms() -> u64 {
-    25
-}
-fn default_max_attempts() -> i32 {
-    8
-}
-fn default_backoff_ms() -> u64 {
-    1_000
-}
-fn default_backoff_max_ms() -> u64 {
-    3_600_000
-}
-fn default_lease_ms() -> u64 {
-    30_000
-}
-fn default_webhook_timeout_ms() -> u64 {
-    10_000
-}
-fn default_webhook_ports() -> Vec<u16> {
-    vec![443]
-}
-fn default_nats_subject() -> String {
-    "genomegate.notifications".into()
-}
-fn default_stream_replay_page() -> i64 {
-    500
-}
-fn default_nats_stream() -> String {
-    "GENOMEGATE_NOTIFICATIONS".into()
-}
-fn default_came_of_age_check_ms() -> u64 {
-    3_600_000
-}
-fn default_screening_period() -> u64 {
-    86_400
-}
-fn default_volume_factor() -> f64 {
-    10.0
-}
-fn default_volume_floor() -> u64 {
-    200
-}
-fn default_enrollment_ttl_hours() -> i64 {
-    24 * 30
-}
-fn default_patient_token_ttl() -> i64 {
-    900
-}
-fn default_attempts_per_minute() -> u32 {
-    10
-}
-fn default_member_requests_per_minute() -> u32 {
-    6
-}
-
-macro_rules! default_from_serde {
-    ($($t:ty),*) => {$(
-        impl Default for $t {
-            fn default() -> Self {
-                // An empty table always deserializes: every field has a default.
-                toml::from_str("").unwrap_or_else(|_| unreachable_default())
-            }
-        }
-    )*};
-}
-
-#[allow(clippy::panic)]
-fn unreachable_default<T>() -> T {
-    panic!("configuration defaults failed to deserialize; this is a bug")
-}
-
-default_from_serde!(
-    AuthConfig,
-    ServerConfig,
-    TlsConfig,
-    DatabaseConfig,
-    KeysConfig,
-    PoliciesConfig,
-    LoggingConfig,
-    AccessLogConfig,
-    NotifyConfig,
-    PatientsConfig,
-    ScreeningConfig,
-    RecallConfig,
-    DataAccessConfig
-);
-
-impl Default for Config {
-    fn default() -> Self {
-        toml::from_str("").unwrap_or_else(|_| unreachable_default())
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -641,124 +491,7 @@ fn set_path(table: &mut toml::Table, keys: &[String], raw: &str) -> Result<(), S
     Ok(())
 }
 
+mod defaults;
+
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
-
-    #[test]
-    fn defaults_are_a_working_development_setup() {
-        let c = Config::load(None, env(&[])).unwrap();
-        assert_eq!(c.mode, Mode::Development);
-        assert_eq!(c.database_backend(), Some(crate::db::Backend::Sqlite));
-        assert!(c.tls.enabled);
-        // A missing table gets the same defaults as an empty one.
-        assert_eq!(c.auth.audience, "genomegate");
-        assert_eq!(c.auth.leeway_seconds, 30);
-        assert_eq!(c.server.body_limit_bytes, 256 * 1024);
-        assert_eq!(c.notify.webhook_ports, [443]);
-    }
-
-    #[test]
-    fn environment_overrides_typed_values_and_secrets_stay_hidden() {
-        let c = Config::load(
-            None,
-            env(&[
-                ("GENOMEGATE__DATABASE__URL", "postgres://user:hunter2@db/gg"),
-                ("GENOMEGATE__DATABASE__POOL_SIZE", "4"),
-                ("GENOMEGATE__TLS__ENABLED", "false"),
-                ("GENOMEGATE__NOTIFY__WEBHOOK_PORTS", "[443, 8443]"),
-                ("UNRELATED", "x"),
-            ]),
-        )
-        .unwrap();
-        assert_eq!(c.database.pool_size, 4);
-        assert_eq!(c.notify.webhook_ports, [443, 8443]);
-        assert!(!c.tls.enabled);
-        assert!(!format!("{c:?}").contains("hunter2"));
-    }
-
-    #[test]
-    fn production_refuses_missing_tls_and_issuers() {
-        let err = Config::load(
-            None,
-            env(&[
-                ("GENOMEGATE__MODE", "production"),
-                ("GENOMEGATE__TLS__ENABLED", "false"),
-            ]),
-        )
-        .unwrap_err();
-        assert!(err.to_string().contains("without TLS"));
-        let err = Config::load(None, env(&[("GENOMEGATE__MODE", "production")])).unwrap_err();
-        assert!(err.to_string().contains("auth.issuers"));
-    }
-
-    /// The example the README calls complete must load and pass every
-    /// check that needs no files (the keys and certificates it names are
-    /// the operator's).
-    #[test]
-    fn the_production_example_is_a_valid_production_configuration() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/production.example.toml");
-        let c = Config::load(Some(&path), env(&[])).unwrap();
-        assert_eq!(c.mode, Mode::Production);
-        assert!(c.tls.enabled);
-        assert_eq!(c.database_backend(), Some(crate::db::Backend::Postgres));
-    }
-
-    #[test]
-    fn an_enrollment_link_is_https_with_a_host_and_no_fragment() {
-        let ok = Config::load(
-            None,
-            env(&[(
-                "GENOMEGATE__PATIENTS__ENROLLMENT_LINK",
-                "https://portal.example.jp/enroll",
-            )]),
-        )
-        .unwrap();
-        assert_eq!(
-            ok.patients.enrollment_link.as_deref(),
-            Some("https://portal.example.jp/enroll")
-        );
-        for bad in [
-            "http://portal.example.jp/enroll",
-            "https://",
-            "https:///enroll",
-            "https://portal.example.jp/enroll#x",
-            "https://portal.example.jp/en roll",
-            "javascript:alert(1)",
-        ] {
-            let err = Config::load(None, env(&[("GENOMEGATE__PATIENTS__ENROLLMENT_LINK", bad)]));
-            assert!(err.is_err(), "{bad:?} accepted");
-        }
-    }
-
-    #[test]
-    fn nats_needs_literal_subjects_and_tls_in_production() {
-        for bad in ["", "a..b", "a.*", "a.>", "a b"] {
-            let err = Config::load(None, env(&[("GENOMEGATE__NOTIFY__NATS_SUBJECT", bad)]));
-            assert!(err.is_err(), "{bad:?} accepted");
-        }
-        assert!(Config::load(None, env(&[("GENOMEGATE__NOTIFY__NATS_STREAM", "A.B")])).is_err());
-        let err = Config::load(
-            None,
-            env(&[
-                ("GENOMEGATE__MODE", "production"),
-                ("GENOMEGATE__NOTIFY__NATS_URL", "nats://broker:4222"),
-            ]),
-        )
-        .unwrap_err();
-        assert!(err.to_string().contains("tls://"), "{err}");
-    }
-
-    #[test]
-    fn unknown_keys_and_bad_urls_fail_fast() {
-        assert!(Config::load(None, env(&[("GENOMEGATE__DATABASE__URLL", "x")])).is_err());
-        assert!(Config::load(None, env(&[("GENOMEGATE__DATABASE__URL", "mysql://x")])).is_err());
-    }
-}
+mod tests;
