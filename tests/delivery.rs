@@ -32,8 +32,7 @@ async fn sleep_ms(ms: u64) {
 }
 
 async fn notifications_are_published_to_nats(backend: Backend) {
-    let Ok(nats_url) = std::env::var(NATS_ENV) else {
-        eprintln!("skipped: {NATS_ENV} is not set, NATS case not run");
+    let Some(nats_url) = common::service_url(NATS_ENV, "NATS") else {
         return;
     };
     let tag = uuid::Uuid::new_v4().simple().to_string();

@@ -759,8 +759,7 @@ fn the_pool_drops_a_connection_it_saw_die() {
         #[diesel(sql_type = diesel::sql_types::Integer)]
         pid: i32,
     }
-    let Ok(url) = std::env::var(PG_ENV) else {
-        eprintln!("skipped: {PG_ENV} is not set");
+    let Some(url) = common::service_url(PG_ENV, "PostgreSQL") else {
         return;
     };
     let pool = genomegate::db::connect(&url, 1).unwrap();

@@ -190,13 +190,30 @@ pub struct FreshPgDatabase {
     name: String,
 }
 
+/// A case that needs a service its variable does not name. Under CI
+/// (`CI=true`, as `.ci/run` sets it) that fails: a PostgreSQL or NATS case
+/// must never pass by not running. Elsewhere it is a note, and the case
+/// passes without running.
+pub fn not_configured(var: &str, what: &str) {
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{var} is not set under CI=true: the {what} case must run, not be skipped");
+    }
+    eprintln!("skipped: {var} is not set, {what} case not run");
+}
+
+/// The URL named by `var`, or `None` after [`not_configured`].
+pub fn service_url(var: &str, what: &str) -> Option<String> {
+    let url = std::env::var(var).ok().filter(|u| !u.is_empty());
+    if url.is_none() {
+        not_configured(var, what);
+    }
+    url
+}
+
 /// A fresh PostgreSQL database, or `None` (with a note) when the variable is
 /// unset.
 pub fn fresh_pg_database() -> Option<FreshPgDatabase> {
-    let Ok(admin_url) = std::env::var(PG_ENV) else {
-        eprintln!("skipped: {PG_ENV} is not set, PostgreSQL case not run");
-        return None;
-    };
+    let admin_url = service_url(PG_ENV, "PostgreSQL")?;
     let name = format!("gg_test_{}", uuid::Uuid::new_v4().simple());
     let mut admin = genomegate::db::establish_pg(&admin_url)
         .unwrap_or_else(|e| panic!("{PG_ENV} unreachable: {e}"));
