@@ -595,17 +595,14 @@ async fn logs_never_contain_identifiers_or_consent_contents() {
     }
 }
 
-// ---- The README's walk-through ---------------------------------------------
+// ---- The walk-through -------------------------------------------------------
 
-/// The first `sh` block under the README's "Walk-through with curl" heading.
-fn readme_walkthrough() -> String {
-    let readme =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
-    let section = readme
-        .split_once("## Walk-through with curl")
-        .expect("the README has a walk-through")
-        .1;
-    let block = section
+/// The first `sh` block of `docs/WALKTHROUGH.md`.
+fn walkthrough() -> String {
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/WALKTHROUGH.md"))
+            .unwrap();
+    let block = text
         .split_once("```sh\n")
         .expect("the walk-through is a sh block")
         .1;
@@ -617,7 +614,7 @@ fn readme_walkthrough() -> String {
 }
 
 /// `cargo run -q -- <args>` in the walk-through runs the binary under test:
-/// the README's commands, not a rebuild.
+/// the documented commands, not a rebuild.
 const CARGO_RUN_SHIM: &str = r#"cargo() {
   [ "$1" = run ] || { echo "the walk-through may only 'cargo run'" >&2; return 1; }
   shift; [ "$1" = -q ] && shift; [ "$1" = -- ] && shift
@@ -627,12 +624,13 @@ const CARGO_RUN_SHIM: &str = r#"cargo() {
 
 /// The walk-through as a newcomer runs it: `serve` with no configuration in
 /// a fresh directory (embedded SQLite, development material created on first
-/// start), the README's commands pasted into a shell. Only the port differs.
-/// Every step must answer without a problem document, and the journey must
-/// end where the README says: six of seven patients released, resolved,
+/// start), the documented commands pasted into a shell. Only the port
+/// differs. Every step must answer without a problem document, and the
+/// journey must end where the walk-through says: six of seven patients
+/// released, resolved,
 /// the patient shown both accesses, the withdrawal's recall delivered.
 #[test]
-fn the_readme_walkthrough_runs_as_written() {
+fn the_walkthrough_runs_as_written() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let dir = tempfile::tempdir().unwrap();
     for shared in ["docs", "policies"] {
@@ -645,7 +643,7 @@ fn the_readme_walkthrough_runs_as_written() {
         .env("GENOMEGATE__SERVER__BIND", "127.0.0.1:0")
         .env("GENOMEGATE__LOGGING__FORMAT", "json");
     let served = Served::start(serve);
-    let walkthrough = readme_walkthrough();
+    let walkthrough = walkthrough();
     let default_base = "GG=https://localhost:8443\n";
     assert!(
         walkthrough.starts_with(default_base),

@@ -11,7 +11,7 @@ use crate::app::consents::{
 };
 use crate::app::enrollment::QrWanted;
 use crate::app::gates::principal;
-use crate::app::AppError;
+use crate::app::{AppError, Context};
 use crate::auth::Caller;
 use crate::consent::document::FieldProblem;
 use crate::consent::{Decision, DocumentFamily, DocumentVersionId, ScopeItemKey};
@@ -385,6 +385,32 @@ fn recorded(state: &AppState, recorded: Recorded, qr: QrWanted) -> Result<HttpRe
     Ok(HttpResponse::Created().json(event))
 }
 
+/// Records an event on a registered patient's consent: the path read (an
+/// unknown family or a malformed patient names no record), the request
+/// parsed into its command, `action` run.
+async fn record_on<B, C>(
+    state: &AppState,
+    caller: Caller,
+    path: &ConsentPath,
+    (body, key): (B, IdempotencyKey),
+    action: fn(&Context, &Caller, C) -> Result<Recorded, AppError>,
+) -> Result<HttpResponse, ApiError>
+where
+    C: TryFrom<(PatientPseudonym, DocumentFamily, Received<B>), Error = AppError> + Send + 'static,
+{
+    let family = family(&path.family)?;
+    principal(&caller)?;
+    let patient = patient_ref(&path.patient_ref)?;
+    let received = Received {
+        body,
+        key,
+        now: state.ctx.now(),
+    };
+    let command = C::try_from((patient, family, received))?;
+    let outcome = state.run(move |ctx| action(ctx, &caller, command)).await?;
+    recorded(state, outcome, QrWanted::default())
+}
+
 /// Registers a patient's e-consent on the unified consent document version in
 /// force. Requires `hospital_staff`; the patient belongs to the caller's
 /// hospital. A form a proxy signed while the patient was a minor, recorded
@@ -432,19 +458,14 @@ pub async fn change_consent(
     path: web::Path<ConsentPath>,
     body: web::Json<ChangeRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let family = family(&path.family)?;
-    principal(&caller)?;
-    let patient = patient_ref(&path.patient_ref)?;
-    let received = Received {
-        body: body.into_inner(),
-        key: idempotency,
-        now: state.ctx.now(),
-    };
-    let change = consents::Change::try_from((patient, family, received))?;
-    let outcome = state
-        .run(move |ctx| consents::change(ctx, &caller, change))
-        .await?;
-    recorded(&state, outcome, QrWanted::default())
+    record_on(
+        &state,
+        caller,
+        &path,
+        (body.into_inner(), idempotency),
+        consents::change,
+    )
+    .await
 }
 
 /// Withdraws a patient's whole consent in a family, or some items of it.
@@ -460,19 +481,14 @@ pub async fn withdraw_consent(
     path: web::Path<ConsentPath>,
     body: web::Json<WithdrawalRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let family = family(&path.family)?;
-    principal(&caller)?;
-    let patient = patient_ref(&path.patient_ref)?;
-    let received = Received {
-        body: body.into_inner(),
-        key: idempotency,
-        now: state.ctx.now(),
-    };
-    let withdrawal = Withdrawal::try_from((patient, family, received))?;
-    let outcome = state
-        .run(move |ctx| consents::withdraw(ctx, &caller, withdrawal))
-        .await?;
-    recorded(&state, outcome, QrWanted::default())
+    record_on(
+        &state,
+        caller,
+        &path,
+        (body.into_inner(), idempotency),
+        consents::withdraw,
+    )
+    .await
 }
 
 /// A patient's consent in one family as in force now, or at `as_of`.

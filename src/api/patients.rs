@@ -36,6 +36,7 @@ pub struct PatientStatusRequest {
     pub deceased_on: Option<NaiveDate>,
 }
 
+/// A patient named in a path by `patient_ref`.
 #[derive(Deserialize, IntoParams)]
 pub struct PatientPath {
     pub patient_ref: String,

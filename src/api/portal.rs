@@ -5,6 +5,7 @@
 
 use super::consents::patient_ref;
 use super::extract::PeerAddress;
+use super::patients::PatientPath;
 use super::problem::{ApiError, Problem};
 use super::state::AppState;
 use super::webhooks::{self, DeliveryQuery, WebhookPath, WebhookRequest};
@@ -36,11 +37,6 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(my_webhooks)
         .service(remove_my_webhook)
         .service(my_webhook_deliveries);
-}
-
-#[derive(Deserialize, IntoParams)]
-pub struct PatientPath {
-    pub patient_ref: String,
 }
 
 /// Issues a new enrollment code for one of the caller's hospital's patients

@@ -3,6 +3,7 @@
 //! are parsed here into the commands of `app::samples`.
 
 use super::consents::patient_ref;
+use super::patients::PatientPath;
 use super::problem::{ApiError, Problem};
 use super::state::AppState;
 use crate::app::gates::principal;
@@ -105,11 +106,6 @@ pub struct ObjectPath {
 pub struct AuthorizationRequest {
     /// The sequencing centre's organization.
     pub center_org: String,
-}
-
-#[derive(Deserialize, IntoParams)]
-pub struct PatientPath {
-    pub patient_ref: String,
 }
 
 #[derive(Deserialize, IntoParams)]

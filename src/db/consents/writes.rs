@@ -9,13 +9,14 @@ const EVENT_COLUMNS: &str = "id, patient_pseudonym, family, document_version_id,
      explained_by, signed_at, recorded_at, form_hash, hospital_org, recorded_by, idempotency_key, request_hash, decisions";
 
 /// [`EVENT_COLUMNS`] as the `e` side of a join.
-pub(super) static JOINED_EVENT_COLUMNS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    EVENT_COLUMNS
-        .split(", ")
-        .map(|column| format!("e.{column}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-});
+pub(super) static JOINED_EVENT_COLUMNS: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| {
+        EVENT_COLUMNS
+            .split(", ")
+            .map(|column| format!("e.{column}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    });
 
 type PgQuery<'a> = crate::db::prepared::PgStatement<'a>;
 
