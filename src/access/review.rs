@@ -141,7 +141,8 @@ impl ApplicationState {
 
 /// Where a data-use agreement stands. The governance body suspends,
 /// reinstates or revokes it; revocation is final.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum AgreementState {
     Active,
     /// Nothing is released or resolved until it is reinstated.

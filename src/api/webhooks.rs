@@ -9,7 +9,7 @@ use crate::app::gates::principal;
 use crate::app::webhooks::{self, DeliveryList, Subscriber, WebhookList, WebhookView};
 use crate::app::AppError;
 use crate::auth::Caller;
-use crate::notify::DeliveryState;
+use crate::db::notify::DeliveryState;
 use actix_web::{get, post, web, HttpResponse};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};

@@ -229,3 +229,13 @@ pub fn read_followed<T>(
         what(conn, &app)
     })
 }
+
+/// Researchers ask for recontact through a review committee, never
+/// themselves: a refusal with its own code, so a researcher learns where to
+/// go instead of a bare `forbidden`.
+pub fn recontact_through_a_committee(p: &Principal) -> Result<(), AppError> {
+    if p.has(Role::Researcher) && !p.has(Role::ReviewCommittee) {
+        return Err(AppError::RecontactRequiresCommittee);
+    }
+    Ok(())
+}

@@ -6,7 +6,7 @@
 //! recontact at every step, and every step is recorded and logged.
 
 use super::consents::snapshot;
-use super::gates::principal;
+use super::gates::{principal, recontact_through_a_committee};
 use super::{entries, AppError, Context};
 use crate::auth::policy::{Action, Resource};
 use crate::auth::{Caller, Principal, Role};
@@ -60,7 +60,8 @@ pub struct RecontactView {
     pub reason: String,
     pub on_behalf_of: Option<String>,
     /// `pending`, `approved`, `rejected` or `unsealed`.
-    pub state: String,
+    #[schema(value_type = String)]
+    pub state: RecontactState,
     pub approvals: usize,
     pub steps: Vec<StepView>,
 }
@@ -121,8 +122,9 @@ fn is_step(step: &StepRow, kind: RecontactStep) -> bool {
     RecontactStep::parse(&step.step) == Some(kind)
 }
 
-fn view(request: RequestRow, steps: Vec<StepRow>) -> RecontactView {
-    RecontactView {
+fn view(request: RequestRow, steps: Vec<StepRow>) -> Result<RecontactView, AppError> {
+    let state = state_of(&request)?;
+    Ok(RecontactView {
         approvals: steps
             .iter()
             .filter(|s| is_step(s, RecontactStep::Approved))
@@ -132,7 +134,7 @@ fn view(request: RequestRow, steps: Vec<StepRow>) -> RecontactView {
         family: request.family,
         reason: request.reason,
         on_behalf_of: request.on_behalf_of,
-        state: request.state,
+        state,
         steps: steps
             .into_iter()
             .map(|s| StepView {
@@ -144,7 +146,7 @@ fn view(request: RequestRow, steps: Vec<StepRow>) -> RecontactView {
                 at: crate::db::documents::utc(s.at),
             })
             .collect(),
-    }
+    })
 }
 
 fn state_of(request: &RequestRow) -> Result<RecontactState, AppError> {
@@ -208,9 +210,7 @@ fn request_for(
 /// patient's current consent permits recontact.
 pub fn open(ctx: &Context, caller: &Caller, opening: Opening) -> Result<RecontactView, AppError> {
     let p = principal(caller)?;
-    if p.has(Role::Researcher) && !p.has(Role::ReviewCommittee) {
-        return Err(AppError::RecontactRequiresCommittee);
-    }
+    recontact_through_a_committee(p)?;
     let now = ctx.now();
     let (request, steps) = ctx.write(|conn| {
         let sample =
@@ -248,7 +248,7 @@ pub fn open(ctx: &Context, caller: &Caller, opening: Opening) -> Result<Recontac
     })?;
     ctx.log.entries_committed();
     tracing::info!(request_id = %request.id, "recontact request opened");
-    Ok(view(request, steps))
+    view(request, steps)
 }
 
 /// Approves or rejects a pending request (governance). The second approval
@@ -329,7 +329,7 @@ pub fn decide(
         })?;
     ctx.log.entries_committed();
     tracing::info!(request_id = %request.id, state = %request.state, "recontact decision recorded");
-    Ok(view(request, steps))
+    view(request, steps)
 }
 
 /// Releases the local patient ID to the patient's own hospital, once two
@@ -391,7 +391,7 @@ pub fn get(ctx: &Context, caller: &Caller, id: &str) -> Result<RecontactView, Ap
         let steps = store::steps_of(conn, id)?;
         Ok((request, steps))
     })?;
-    Ok(view(request, steps))
+    view(request, steps)
 }
 
 /// Requests in one state that the caller may read (the governance work list).
@@ -415,7 +415,7 @@ pub fn list(
             );
             if readable {
                 let steps = store::steps_of(conn, &request.id)?;
-                out.push(view(request, steps));
+                out.push(view(request, steps)?);
             }
         }
         Ok(out)

@@ -6,6 +6,7 @@ use crate::db_run;
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use diesel::result::Error as DieselError;
+use serde::Serialize;
 
 #[derive(Queryable, Selectable, Insertable, Debug, Clone)]
 #[diesel(table_name = endpoints)]
@@ -23,6 +24,34 @@ pub struct EndpointRow {
     /// Set on an application's webhook, which hears that application's
     /// recall notices and nothing else.
     pub application_id: Option<String>,
+}
+
+/// Where one delivery of a notification to one endpoint stands. Stored as
+/// its text code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryState {
+    /// Not yet delivered; retried with backoff until it is, or is dead.
+    Pending,
+    Delivered,
+    /// Given up after `notify.max_attempts`, or its endpoint was removed.
+    Dead,
+}
+
+impl DeliveryState {
+    pub const ALL: [DeliveryState; 3] = [Self::Pending, Self::Delivered, Self::Dead];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Delivered => "delivered",
+            Self::Dead => "dead",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == raw)
+    }
 }
 
 /// Whose notifications an endpoint receives.
@@ -214,7 +243,7 @@ pub fn claim_due(
                 return Ok(Vec::new());
             };
             let mut due = deliveries::table
-                .filter(deliveries::state.eq("pending"))
+                .filter(deliveries::state.eq(DeliveryState::Pending.as_str()))
                 .filter(deliveries::next_attempt_at.le(now))
                 .into_boxed();
             if !with_nats {
@@ -273,7 +302,7 @@ pub struct Backlog {
 pub fn backlog(conn: &mut DbConnection, now: NaiveDateTime) -> Result<Backlog, DieselError> {
     use super::schema::notification_outbox as outbox;
     let awaiting_integration: i64 = db_run!(conn, c => outbox::table.count().get_result(c))?;
-    let pending = deliveries::table.filter(deliveries::state.eq("pending"));
+    let pending = deliveries::table.filter(deliveries::state.eq(DeliveryState::Pending.as_str()));
     let pending_deliveries: i64 = db_run!(conn, c => pending.count().get_result(c))?;
     let oldest_due: Option<NaiveDateTime> = db_run!(conn, c => pending
         .filter(deliveries::next_attempt_at.le(now))
@@ -299,7 +328,7 @@ pub fn release_claims(
             db_run!(conn, c => diesel::update(
                 deliveries::table
                     .find((&claim.endpoint_id, claim.idx))
-                    .filter(deliveries::state.eq("pending")),
+                    .filter(deliveries::state.eq(DeliveryState::Pending.as_str())),
             )
             .set(deliveries::next_attempt_at.eq(due_at))
             .execute(c))?;
@@ -315,7 +344,7 @@ pub fn mark_delivered(
 ) -> Result<(), DieselError> {
     db_run!(conn, c => diesel::update(deliveries::table.find((&claim.endpoint_id, claim.idx)))
         .set((
-            deliveries::state.eq("delivered"),
+            deliveries::state.eq(DeliveryState::Delivered.as_str()),
             deliveries::attempts.eq(claim.attempts + 1),
             deliveries::delivered_at.eq(Some(now)),
             deliveries::last_error.eq(None::<String>),
@@ -333,10 +362,11 @@ pub fn mark_failed(
     retry_at: Option<NaiveDateTime>,
 ) -> Result<(), DieselError> {
     let state = if retry_at.is_some() {
-        "pending"
+        DeliveryState::Pending
     } else {
-        "dead"
-    };
+        DeliveryState::Dead
+    }
+    .as_str();
     let mut error = error.to_owned();
     error.truncate(300);
     db_run!(conn, c => {

@@ -8,6 +8,7 @@ use super::schema::{
     screening_reports as reports,
 };
 use super::DbConnection;
+use crate::access::review::AgreementState;
 use crate::db_run;
 use crate::ledger::entry::{LegalBasis, LogEntry};
 use crate::ledger::screening::{
@@ -189,13 +190,15 @@ fn halted_periods<'a>(
     let mut periods: Vec<(DateTime<Utc>, Option<DateTime<Utc>>)> = Vec::new();
     for t in history {
         let open = periods.last().is_some_and(|(_, until)| until.is_none());
-        match (t.state.as_str(), open) {
-            ("active", true) => {
+        match (AgreementState::parse(&t.state), open) {
+            (Some(AgreementState::Active), true) => {
                 if let Some(last) = periods.last_mut() {
                     last.1 = Some(t.at.and_utc());
                 }
             }
-            ("suspended" | "revoked", false) => periods.push((t.at.and_utc(), None)),
+            (Some(AgreementState::Suspended | AgreementState::Revoked), false) => {
+                periods.push((t.at.and_utc(), None))
+            }
             _ => {}
         }
     }

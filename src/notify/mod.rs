@@ -19,34 +19,6 @@ use base64::Engine;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-/// Where one delivery of a notification to one endpoint stands. Stored as
-/// its text code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DeliveryState {
-    /// Not yet delivered; retried with backoff until it is, or is dead.
-    Pending,
-    Delivered,
-    /// Given up after `notify.max_attempts`, or its endpoint was removed.
-    Dead,
-}
-
-impl DeliveryState {
-    pub const ALL: [DeliveryState; 3] = [Self::Pending, Self::Delivered, Self::Dead];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "pending",
-            Self::Delivered => "delivered",
-            Self::Dead => "dead",
-        }
-    }
-
-    pub fn parse(raw: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|s| s.as_str() == raw)
-    }
-}
-
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Explanations {
     #[schema(value_type = Object)]

@@ -15,7 +15,7 @@ pub use view::*;
 use super::text::parse_json;
 use super::{AccessRefusal as Refusal, AppError};
 use crate::access::duo::{self, ResearchPurpose};
-use crate::access::review::{ApplicationState, Condition};
+use crate::access::review::{AgreementState, ApplicationState, Condition};
 use crate::access::{DataUsePolicy, UseKind};
 use crate::auth::Principal;
 use crate::db::access::{self as store, ApplicationRow, OrganizationRow};
@@ -80,7 +80,8 @@ pub struct TransitionView {
 pub struct AgreementView {
     pub id: String,
     /// `active`, `suspended` or `revoked`.
-    pub state: String,
+    #[schema(value_type = String)]
+    pub state: AgreementState,
     pub expires_at: DateTime<Utc>,
     pub state_reason: Option<String>,
     /// Members who accepted the current text version.
@@ -92,7 +93,9 @@ pub struct AgreementView {
 
 #[derive(Serialize, ToSchema)]
 pub struct AgreementStateView {
-    pub state: String,
+    /// `active`, `suspended` or `revoked`.
+    #[schema(value_type = String)]
+    pub state: AgreementState,
     pub reason: String,
     pub actor: String,
     pub at: DateTime<Utc>,
@@ -123,7 +126,8 @@ pub struct ApplicationView {
     /// international transfer against this.
     pub transfers_abroad: bool,
     /// `under_review`, `approved`, `approved_with_conditions` or `rejected`.
-    pub state: String,
+    #[schema(value_type = String)]
+    pub state: ApplicationState,
     pub matching: Vec<DatasetMatch>,
     #[schema(value_type = Vec<Object>)]
     pub conditions: Vec<Condition>,

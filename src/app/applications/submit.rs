@@ -258,7 +258,7 @@ pub fn submit(
         }
         other => other?,
     };
-    tracing::info!(application = %application.id, state = %application.state, "data-use application submitted");
+    tracing::info!(application = %application.id, state = application.state.as_str(), "data-use application submitted");
     Ok(Submitted {
         application,
         replayed: false,

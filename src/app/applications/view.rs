@@ -74,7 +74,7 @@ pub fn views(
                 .entry(t.agreement_id)
                 .or_default()
                 .push(AgreementStateView {
-                    state: t.state,
+                    state: agreement_state(&t.state)?,
                     reason: t.reason,
                     actor: t.actor,
                     at: utc(t.at),
@@ -87,7 +87,7 @@ pub fn views(
                     history: history.remove(&a.id).unwrap_or_default(),
                     accepted_current_text: accepted.remove(&a.id).unwrap_or_default(),
                     id: a.id,
-                    state: a.state,
+                    state: agreement_state(&a.state)?,
                     expires_at: utc(a.expires_at),
                     state_reason: a.state_reason,
                 },
@@ -131,7 +131,7 @@ fn view_with(
         recipients_abroad: d.recipients_abroad,
         commercial: use_now.commercial,
         transfers_abroad: use_now.abroad,
-        state: app.row.state.clone(),
+        state: app.state()?,
         matching: app.matching()?,
         conditions: app.conditions()?,
         votes,
@@ -141,4 +141,8 @@ fn view_with(
         decided_at: app.row.decided_at.map(utc),
         access_started_at: app.row.access_started_at.map(utc),
     })
+}
+
+fn agreement_state(stored: &str) -> Result<AgreementState, AppError> {
+    AgreementState::parse(stored).ok_or_else(|| AppError::internal("stored agreement state"))
 }

@@ -1,6 +1,7 @@
 //! Agreement texts, agreements, their sanctions and members' acceptances.
 
 use super::*;
+use crate::access::review::AgreementState;
 
 pub fn insert_text(conn: &mut DbConnection, row: &AgreementTextRow) -> Result<(), DieselError> {
     db_run!(conn, c => diesel::insert_into(texts::table).values(row).execute(c))?;
@@ -70,7 +71,7 @@ pub fn set_agreement_state(
 ) -> Result<bool, DieselError> {
     let changed = db_run!(conn, c => diesel::update(agreements::table
             .filter(agreements::id.eq(id))
-            .filter(agreements::state.ne("revoked")))
+            .filter(agreements::state.ne(AgreementState::Revoked.as_str())))
         .set((
             agreements::state.eq(state),
             agreements::state_reason.eq(reason),

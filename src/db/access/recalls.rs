@@ -2,6 +2,7 @@
 //! written when consent, age or the register takes it back.
 
 use super::*;
+use crate::access::review::AgreementState;
 
 /// A sample of a patient that a live release (its agreement not revoked)
 /// included from a dataset of one family: what a recall would name.
@@ -26,7 +27,7 @@ pub fn live_inclusions(
         .inner_join(datasets::table.on(datasets::id.eq(release_samples::dataset_id)))
         .filter(release_samples::patient_pseudonym.eq(patient))
         .filter(release_samples::included.eq(true))
-        .filter(agreements::state.ne("revoked"))
+        .filter(agreements::state.ne(AgreementState::Revoked.as_str()))
         .filter(datasets::domain.eq(family.as_str()))
         .order((releases::released_at, releases::id, release_samples::position))
         .select((releases::application_id, releases::id, release_samples::position, release_samples::project_sample_id))
@@ -61,7 +62,7 @@ pub fn applications_with_live_releases_of(
         .filter(applications::id.eq_any(
             releases::table
                 .inner_join(agreements::table.on(agreements::id.eq(releases::agreement_id)))
-                .filter(agreements::state.ne("revoked"))
+                .filter(agreements::state.ne(AgreementState::Revoked.as_str()))
                 .select(releases::application_id),
         ))
         .order((applications::submitted_at, applications::id))
@@ -248,7 +249,9 @@ fn queue_recall_deliveries(
     use diesel::dsl::AsExprOf;
     use diesel::sql_types::{Integer, Text, Timestamp};
     let ids: Vec<&str> = notices.iter().map(|n| n.id.as_str()).collect();
-    let pending: AsExprOf<&str, Text> = "pending".into_sql::<Text>();
+    let pending: AsExprOf<&str, Text> = crate::db::notify::DeliveryState::Pending
+        .as_str()
+        .into_sql::<Text>();
     let first_attempt: AsExprOf<i32, Integer> = 0.into_sql::<Integer>();
     let due: AsExprOf<NaiveDateTime, Timestamp> = at.naive_utc().into_sql::<Timestamp>();
     db_run!(conn, c => diesel::insert_into(deliveries::table)

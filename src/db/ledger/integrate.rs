@@ -318,7 +318,7 @@ fn queue_deliveries(
                 rows.push((
                     deliveries::endpoint_id.eq(id.clone()),
                     deliveries::idx.eq(idx),
-                    deliveries::state.eq("pending"),
+                    deliveries::state.eq(crate::db::notify::DeliveryState::Pending.as_str()),
                     deliveries::attempts.eq(0),
                     deliveries::next_attempt_at.eq(now.naive_utc()),
                 ));
