@@ -694,6 +694,14 @@ fn the_walkthrough_runs_as_written() {
         !logs.contains("MRN-"),
         "a hospital patient ID reached the logs:\n{logs}"
     );
+    // What an action logs carries the request it served.
+    for said_by_an_action in ["consent event recorded", "dataset released"] {
+        let line = logs
+            .lines()
+            .find(|l| l.contains(said_by_an_action))
+            .unwrap_or_else(|| panic!("`{said_by_an_action}` not logged:\n{logs}"));
+        assert!(line.contains("\"request_id\""), "{line}");
+    }
 }
 
 #[test]

@@ -20,13 +20,15 @@ pub struct AppState {
 
 impl AppState {
     /// Runs an action on the blocking pool: actions wait on the database,
-    /// and the HTTP workers must not.
+    /// and the HTTP workers must not. The action runs inside the request's
+    /// span, so what it logs carries the request ID.
     pub async fn run<T, F>(&self, action: F) -> Result<T, ApiError>
     where
         T: Send + 'static,
         F: FnOnce(&Context) -> Result<T, AppError> + Send + 'static,
     {
         let ctx = self.ctx.clone();
-        Ok(web::block(move || action(&ctx)).await??)
+        let span = tracing::Span::current();
+        Ok(web::block(move || span.in_scope(|| action(&ctx))).await??)
     }
 }
