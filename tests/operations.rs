@@ -17,7 +17,203 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-on_both_backends!(health_readiness_and_metrics, openapi_matches_the_routes);
+on_both_backends!(
+    health_readiness_and_metrics,
+    openapi_matches_the_routes,
+    a_database_that_refuses_writes_answers_503_and_plain_reads_go_on,
+    every_refusal_at_the_edge_is_a_short_problem
+);
+
+/// Edges of the contract a fuzzer found: a method a path does not take,
+/// control characters in a path, a query or a body, and an overlong
+/// request line. Each is a short problem document with a stable code,
+/// alike on both backends, and nothing is written.
+async fn every_refusal_at_the_edge_is_a_short_problem(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let governance = token_for(&["governance"], "governance", "officer-1");
+    let auditor = token_for(&["auditor"], "oversight", "auditor-1");
+    let send = |method: reqwest::Method, path: String, token: Option<&str>, body: Option<Value>| {
+        let mut req = app.client.request(method, app.url(&path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        async move {
+            let res = req.send().await.unwrap();
+            let allow = res
+                .headers()
+                .get("allow")
+                .map(|v| v.to_str().unwrap().to_owned());
+            let problem = res
+                .headers()
+                .get("content-type")
+                .is_some_and(|v| v == "application/problem+json");
+            let status = res.status().as_u16();
+            let body: Value = serde_json::from_slice(&res.bytes().await.unwrap()).unwrap();
+            assert!(problem, "{status} {body}");
+            (status, body, allow)
+        }
+    };
+    use reqwest::Method;
+
+    // A documented path under a method it does not take: 405, with Allow.
+    let (s, b, allow) = send(Method::DELETE, "/v1/documents".into(), None, None).await;
+    assert_problem(s, &b, 405, "method_not_allowed");
+    assert_eq!(allow.as_deref(), Some("GET"));
+    let (s, b, allow) = send(Method::PATCH, "/v1/applications/app-1".into(), None, None).await;
+    assert_problem(s, &b, 405, "method_not_allowed");
+    assert_eq!(allow.as_deref(), Some("GET"));
+    let (s, b, _) = send(Method::GET, "/v1/nothing-here".into(), None, None).await;
+    assert_problem(s, &b, 404, "route_not_found");
+
+    // A NUL (or any control character) in an identifier names nothing.
+    for path in [
+        "/v1/applications/%00",
+        "/v1/releases/%00/manifest",
+        "/v1/recontact-requests/%1b",
+    ] {
+        let (s, b, _) = send(Method::GET, path.into(), Some(&governance), None).await;
+        assert_problem(s, &b, 404, "not_found");
+    }
+    // In a query parameter it is named.
+    for (path, field) in [
+        ("/v1/audit/log?org=%00", "org"),
+        ("/v1/audit/log?actor=a%00b", "actor"),
+    ] {
+        let (s, b, _) = send(Method::GET, path.into(), Some(&auditor), None).await;
+        assert_problem(s, &b, 422, "validation_failed");
+        assert_eq!(b["errors"][0]["field"], field, "{b}");
+    }
+    // In a body, on SQLite as on PostgreSQL, and nothing is stored.
+    let (s, b, _) = send(
+        Method::POST,
+        "/v1/agreement-texts".into(),
+        Some(&governance),
+        Some(json!({"body": "Data-use agreement\u{0}v1"})),
+    )
+    .await;
+    assert_problem(s, &b, 422, "validation_failed");
+    assert_eq!(b["errors"][0]["field"], "body", "{b}");
+    let (s, b, _) = send(
+        Method::POST,
+        "/v1/agreement-texts".into(),
+        Some(&governance),
+        Some(json!({"body": "Agreement \u{7} with a bell"})),
+    )
+    .await;
+    assert_problem(s, &b, 422, "validation_failed");
+    assert_eq!(app.count("agreement_texts"), 0);
+
+    // An overlong request line: a short problem, its path not echoed.
+    let long = format!("/v1/documents?pad={}", "x".repeat(20_000));
+    let (s, b, _) = send(Method::GET, long, None, None).await;
+    assert_problem(s, &b, 414, "uri_too_long");
+    assert!(b.to_string().len() < 1_000, "{b}");
+}
+
+/// A database that answers but cannot write (a standby after failover, a
+/// full disk, a read-only file) is a 503 with `Retry-After`, never a 500:
+/// the caller should retry, and nothing was written. Plain reads go on, and
+/// `/readyz` says writes are refused. On PostgreSQL the database is made
+/// read-only for new sessions and the service's sessions are ended, so its
+/// pool reconnects into it; SQLite's refusals are checked in `app::error`.
+async fn a_database_that_refuses_writes_answers_503_and_plain_reads_go_on(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let version = app.publish("cancer", &first_draft()).await;
+    let (s, _) = app
+        .grant("hospital-a", "MRN-1", &version, all_permit(), "k1")
+        .await;
+    assert_eq!(s, 201);
+    if backend != Backend::Postgres {
+        return;
+    }
+    let read_only = |on: bool| {
+        let mut conn = app.raw_db();
+        let name: Vec<String> = {
+            #[derive(diesel::QueryableByName)]
+            struct Name {
+                #[diesel(sql_type = diesel::sql_types::Text)]
+                t: String,
+            }
+            let rows: Vec<Name> = diesel::sql_query("SELECT current_database() AS t")
+                .load(&mut conn)
+                .unwrap();
+            rows.into_iter().map(|r| r.t).collect()
+        };
+        use diesel::RunQueryDsl;
+        // This session may itself have opened read-only.
+        diesel::sql_query("SET default_transaction_read_only = off")
+            .execute(&mut conn)
+            .unwrap();
+        diesel::sql_query(format!(
+            "ALTER DATABASE {} SET default_transaction_read_only = {}",
+            name[0],
+            if on { "on" } else { "off" }
+        ))
+        .execute(&mut conn)
+        .unwrap();
+        diesel::sql_query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        .execute(&mut conn)
+        .unwrap();
+    };
+    read_only(true);
+    let events = app.count("consent_events");
+    // The first request may meet a connection ended under it; either way
+    // the answer is a 503 to retry.
+    for n in 0..3 {
+        let (s, b) = app
+            .grant(
+                "hospital-a",
+                &format!("MRN-ro-{n}"),
+                &version,
+                all_permit(),
+                &format!("ro-{n}"),
+            )
+            .await;
+        assert_problem(s, &b, 503, "service_unavailable");
+    }
+    let refused = app.client.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(refused.status(), 503);
+    assert!(refused.headers().contains_key("retry-after"));
+    let (s, _) = app.get("/v1/documents", None).await;
+    assert_eq!(s, 200, "plain reads go on");
+    assert_eq!(app.count("consent_events"), events, "nothing was written");
+
+    read_only(false);
+    // Each pooled session ended under the service is found gone and
+    // replaced, each at the cost of one 503; then writes go on.
+    let mut statuses = Vec::new();
+    for n in 0..40 {
+        let (s, _) = app
+            .grant(
+                "hospital-a",
+                &format!("MRN-rw-{n}"),
+                &version,
+                all_permit(),
+                &format!("rw-{n}"),
+            )
+            .await;
+        statuses.push(s);
+        if statuses.ends_with(&[201, 201, 201]) {
+            break;
+        }
+    }
+    assert!(
+        statuses.ends_with(&[201, 201, 201]) && statuses.iter().all(|s| [201, 503].contains(s)),
+        "writes go on once the database takes them: {statuses:?}"
+    );
+    let (s, b) = app.get("/readyz", None).await;
+    assert_eq!(s, 200, "{b}");
+}
 
 async fn health_readiness_and_metrics(backend: Backend) {
     let Some(app) = TestApp::spawn(backend).await else {
@@ -33,7 +229,10 @@ async fn health_readiness_and_metrics(backend: Backend) {
     };
     assert_eq!(
         (s, b),
-        (200, json!({"status": "ready", "database": expected}))
+        (
+            200,
+            json!({"status": "ready", "database": expected, "writes": "accepted"})
+        )
     );
 
     let version = app.publish("cancer", &first_draft()).await;
@@ -660,7 +859,29 @@ fn the_walkthrough_runs_as_written() {
         .args(["-c", &script])
         .output()
         .unwrap();
+    // Callers without a token, refused as they should be: a refusal is not
+    // a fault of the service, and must not flood its error log.
+    let anonymous = format!(
+        "for path in /v1/datasets /v1/applications /v1/audit/log /v1/portal/consents; do \
+           curl -sS --cacert certs/ca.pem https://localhost:{}$path; echo; done",
+        served.port()
+    );
+    let refused = with_path_only("bash")
+        .current_dir(dir.path())
+        .args(["-c", &anonymous])
+        .output()
+        .unwrap();
+    let refused = String::from_utf8_lossy(&refused.stdout).into_owned();
+    assert_eq!(
+        refused.matches("\"code\":\"missing_token\"").count(),
+        4,
+        "{refused}"
+    );
     let logs = served.stop();
+    assert!(
+        !logs.lines().any(|l| l.contains("\"level\":\"ERROR\"")),
+        "the walk-through and refused callers logged an error:\n{logs}"
+    );
     let said = format!(
         "{}\n{}",
         String::from_utf8_lossy(&out.stdout),

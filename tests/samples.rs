@@ -691,6 +691,17 @@ async fn recontact_refusals_write_nothing(backend: Backend) {
         )
         .await;
     assert_problem(s, &b, 409, "recontact_not_permitted");
+    // A reason is plain text, one rule with every free-text field: no bell,
+    // no terminal escape.
+    for reason in ["ring \u{7}", "red \u{1b}[31m text"] {
+        let mut body = open_body(genome_id);
+        body["reason"] = json!(reason);
+        let (s, b) = app
+            .post("/v1/recontact-requests", &committee, None, &body)
+            .await;
+        assert_problem(s, &b, 422, "validation_failed");
+        assert_eq!(b["errors"][0]["field"], "reason", "{b}");
+    }
     let (s, b) = app
         .post(
             "/v1/recontact-requests",

@@ -4,10 +4,11 @@
 use super::problem::{ApiError, Problem};
 use super::state::AppState;
 use crate::access::review::AgreementState;
+use crate::api::extract::Json;
 use crate::app::agreements::{self, AgreementTextView, Sanction};
 use crate::app::applications::ApplicationView;
 use crate::app::gates::principal;
-use crate::app::text::text_field;
+use crate::app::text::{prose, text_field};
 use crate::app::AppError;
 use crate::auth::Caller;
 use actix_web::{get, post, web, HttpResponse};
@@ -40,13 +41,15 @@ pub struct AgreementTextRequest {
 pub async fn publish_agreement_text(
     state: web::Data<AppState>,
     caller: Caller,
-    body: web::Json<AgreementTextRequest>,
+    body: Json<AgreementTextRequest>,
 ) -> Result<HttpResponse, ApiError> {
     principal(&caller)?;
     let text = body.into_inner().body;
     if text.trim().is_empty() || text.len() > 200_000 {
         return Err(AppError::field("body", "1-200000 bytes").into());
     }
+    // The text as published, whitespace and all: members accept its hash.
+    prose(&text, "body", 200_000)?;
     let view = state
         .run(move |ctx| agreements::publish_text(ctx, &caller, text))
         .await?;
@@ -110,7 +113,7 @@ pub async fn accept_agreement(
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<AgreementPath>,
-    body: web::Json<AcceptanceRequest>,
+    body: Json<AcceptanceRequest>,
 ) -> Result<web::Json<ApplicationView>, ApiError> {
     principal(&caller)?;
     let id = path.into_inner().id;
@@ -151,7 +154,7 @@ pub async fn sanction_agreement(
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<AgreementPath>,
-    body: web::Json<SanctionRequest>,
+    body: Json<SanctionRequest>,
 ) -> Result<web::Json<ApplicationView>, ApiError> {
     principal(&caller)?;
     let sanction = Sanction::try_from(body.into_inner())?;

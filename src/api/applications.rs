@@ -6,6 +6,7 @@ use super::extract::OptionalIdempotencyKey;
 use super::problem::{ApiError, Problem};
 use super::state::AppState;
 use crate::access::review::{ApplicationState, Condition, Vote};
+use crate::api::extract::Json;
 use crate::app::applications::{
     self, ApplicationList, ApplicationPage, ApplicationView, ListPosition, Member, PurposeNamed,
     Submission,
@@ -138,7 +139,7 @@ pub async fn submit_application(
     state: web::Data<AppState>,
     caller: Caller,
     idempotency: OptionalIdempotencyKey,
-    body: web::Json<ApplicationRequest>,
+    body: Json<ApplicationRequest>,
 ) -> Result<HttpResponse, ApiError> {
     principal(&caller)?;
     let submission = Submission::try_from((body.into_inner(), idempotency.0))?;
@@ -300,7 +301,7 @@ pub async fn vote(
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<ApplicationPath>,
-    body: web::Json<VoteRequest>,
+    body: Json<VoteRequest>,
 ) -> Result<web::Json<ApplicationView>, ApiError> {
     principal(&caller)?;
     let ballot = Vote::try_from(body.into_inner())?;

@@ -5,6 +5,7 @@
 use super::extract::IdempotencyKey;
 use super::problem::{ApiError, Problem};
 use super::state::AppState;
+use crate::api::extract::Json;
 use crate::app::consents::{
     self, ConsentView, EventList, EventResponse, Grant, Recorded, Retry, Signature, SignerKind,
     Withdrawal, RELATIONSHIPS,
@@ -430,7 +431,7 @@ pub async fn register_consent(
     caller: Caller,
     idempotency: IdempotencyKey,
     enrollment_qr: web::Query<QrWanted>,
-    body: web::Json<GrantRequest>,
+    body: Json<GrantRequest>,
 ) -> Result<HttpResponse, ApiError> {
     principal(&caller)?;
     let grant = Grant::try_from(Received {
@@ -456,7 +457,7 @@ pub async fn change_consent(
     caller: Caller,
     idempotency: IdempotencyKey,
     path: web::Path<ConsentPath>,
-    body: web::Json<ChangeRequest>,
+    body: Json<ChangeRequest>,
 ) -> Result<HttpResponse, ApiError> {
     record_on(
         &state,
@@ -479,7 +480,7 @@ pub async fn withdraw_consent(
     caller: Caller,
     idempotency: IdempotencyKey,
     path: web::Path<ConsentPath>,
-    body: web::Json<WithdrawalRequest>,
+    body: Json<WithdrawalRequest>,
 ) -> Result<HttpResponse, ApiError> {
     record_on(
         &state,

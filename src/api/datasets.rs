@@ -4,6 +4,7 @@
 use super::problem::{ApiError, Problem};
 use super::samples::parse_genome_id;
 use super::state::AppState;
+use crate::api::extract::Json;
 use crate::app::gates::principal;
 use crate::app::register::{
     self, DatasetList, DatasetMember, DatasetSamplesAdded, DatasetView, NewDataset,
@@ -65,7 +66,7 @@ impl TryFrom<DatasetRequest> for NewDataset {
 pub async fn create_dataset(
     state: web::Data<AppState>,
     caller: Caller,
-    body: web::Json<DatasetRequest>,
+    body: Json<DatasetRequest>,
 ) -> Result<HttpResponse, ApiError> {
     principal(&caller)?;
     let new = NewDataset::try_from(body.into_inner())?;
@@ -106,7 +107,7 @@ pub async fn add_dataset_samples(
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<DatasetPath>,
-    body: web::Json<DatasetSamplesRequest>,
+    body: Json<DatasetSamplesRequest>,
 ) -> Result<web::Json<DatasetSamplesAdded>, ApiError> {
     principal(&caller)?;
     let body = body.into_inner();

@@ -2,6 +2,7 @@
 
 use super::problem::{ApiError, Problem};
 use super::state::AppState;
+use crate::api::extract::Json;
 use crate::app::documents::{self, VersionList, VersionView};
 use crate::app::AppError;
 use crate::auth::Caller;
@@ -151,7 +152,7 @@ pub async fn create_draft(
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<FamilyPath>,
-    body: web::Json<DraftRequest>,
+    body: Json<DraftRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let family = family(&path.family)?;
     let content = DocumentContent::try_from(body.into_inner())?;
@@ -169,7 +170,7 @@ pub async fn update_draft(
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<VersionPath>,
-    body: web::Json<DraftRequest>,
+    body: Json<DraftRequest>,
 ) -> Result<web::Json<VersionView>, ApiError> {
     let id = path.id()?;
     let content = DocumentContent::try_from(body.into_inner())?;

@@ -8,7 +8,8 @@ use crate::auth::jwt::TokenError;
 use crate::auth::{Caller, Principal};
 use actix_web::dev::Payload;
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
-use actix_web::{web, FromRequest, HttpRequest};
+use actix_web::http::StatusCode;
+use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
 use std::future::{ready, Ready};
 
 /// The organization named by a verified TLS client certificate, stored per
@@ -123,6 +124,108 @@ impl FromRequest for PeerAddress {
     }
 }
 
+/// A JSON request body: `application/json` (or `+json`), at most
+/// `server.body_limit_bytes`, deserialized into `T`. A string holding a NUL
+/// anywhere in the body is refused as `validation_failed` naming its field,
+/// on both backends alike (PostgreSQL cannot store one; SQLite would).
+#[derive(Debug)]
+pub struct Json<T>(pub T);
+
+impl<T> Json<T> {
+    pub fn into_inner(self) -> T {
+        self.0
+    }
+}
+
+impl<T> std::ops::Deref for Json<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T: serde::de::DeserializeOwned + 'static> FromRequest for Json<T> {
+    type Error = actix_web::Error;
+    type Future = futures_util::future::LocalBoxFuture<'static, Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let limit = req
+            .app_data::<web::Data<AppState>>()
+            .map_or(DEFAULT_BODY_LIMIT, |s| s.body_limit);
+        let is_json = matches!(req.mime_type(), Ok(Some(mime))
+            if mime.subtype() == actix_web::mime::JSON || mime.suffix() == Some(actix_web::mime::JSON));
+        let body = web::Bytes::from_request(req, payload);
+        Box::pin(async move {
+            if !is_json {
+                return Err(ApiError::UnsupportedMediaType.into());
+            }
+            let bytes = body.await.map_err(|e| {
+                if e.as_response_error().status_code() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::PayloadTooLarge { limit }
+                } else {
+                    ApiError::MalformedJson(e.to_string())
+                }
+            })?;
+            refuse_nul(&bytes)?;
+            serde_json::from_slice(&bytes)
+                .map(Json)
+                .map_err(|e| ApiError::MalformedJson(e.to_string()).into())
+        })
+    }
+}
+
+/// The limit when the application state is missing (it never is).
+const DEFAULT_BODY_LIMIT: usize = 262_144;
+
+/// Refuses a body with a NUL in any string. JSON can only carry one
+/// escaped (`\u0000`), so the bytes are scanned for that first; only then
+/// is the body parsed, to name the field (an escaped backslash before
+/// `u0000` is no NUL, and passes).
+fn refuse_nul(bytes: &[u8]) -> Result<(), ApiError> {
+    if !bytes.windows(6).any(|w| w == b"\\u0000") {
+        return Ok(());
+    }
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(bytes) else {
+        return Ok(());
+    };
+    match nul_at(&value, String::new()) {
+        Some(field) => Err(AppError::field(field, "must not contain a NUL character").into()),
+        None => Ok(()),
+    }
+}
+
+/// The JSON path of the first string (or key) holding a NUL.
+fn nul_at(value: &serde_json::Value, path: String) -> Option<String> {
+    use serde_json::Value;
+    let named = |path: &str| {
+        if path.is_empty() {
+            "body".to_owned()
+        } else {
+            path.to_owned()
+        }
+    };
+    match value {
+        Value::String(s) if s.contains('\0') => Some(named(&path)),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| nul_at(v, format!("{path}[{i}]"))),
+        Value::Object(fields) => fields.iter().find_map(|(k, v)| {
+            let field = if path.is_empty() {
+                k.clone()
+            } else {
+                format!("{path}.{k}")
+            };
+            if k.contains('\0') {
+                Some(named(&path))
+            } else {
+                nul_at(v, field)
+            }
+        }),
+        _ => None,
+    }
+}
+
 pub fn json_config(limit: usize) -> web::JsonConfig {
     web::JsonConfig::default()
         .limit(limit)
@@ -148,4 +251,32 @@ pub fn query_config() -> web::QueryConfig {
     web::QueryConfig::default().error_handler(|e: QueryPayloadError, _| {
         ApiError::from(AppError::field("query", e.to_string())).into()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_nul_anywhere_is_named_and_an_escaped_backslash_is_not_one() {
+        let named = |body: &str| match refuse_nul(body.as_bytes()) {
+            Err(ApiError::App(AppError::Validation(problems))) => Some(problems[0].field.clone()),
+            _ => None,
+        };
+        assert_eq!(named(r#"{"body": "a\u0000b"}"#), Some("body".into()));
+        assert_eq!(
+            named(r#"{"objects": [{"name": "x"}, {"name": "\u0000"}]}"#),
+            Some("objects[1].name".into())
+        );
+        assert_eq!(
+            named(r#"{"decisions": {"a\u0000": "permit"}}"#),
+            Some("decisions".into())
+        );
+        assert_eq!(
+            named(r#"{"body": "a\\u0000b"}"#),
+            None,
+            "a backslash, then text"
+        );
+        assert_eq!(named(r#"{"body": "plain"}"#), None);
+    }
 }

@@ -26,6 +26,8 @@ pub struct Readiness {
     pub status: &'static str,
     /// `sqlite` or `postgres`.
     pub database: &'static str,
+    /// `accepted`: the database took a write (rolled back at once).
+    pub writes: &'static str,
 }
 
 /// Liveness: the process answers.
@@ -35,16 +37,24 @@ pub async fn healthz() -> web::Json<Health> {
     web::Json(Health { status: "ok" })
 }
 
-/// Readiness: the database answers.
+/// Readiness: the database answers and takes writes. A full disk, a
+/// read-only file or a standby gives 503 `service_unavailable` with
+/// `Retry-After`, as every write then does.
 #[utoipa::path(tag = "operations", responses((status = 200, body = Readiness), (status = 503, body = Problem, content_type = "application/problem+json")))]
 #[get("/readyz")]
 pub async fn readyz(state: web::Data<AppState>) -> Result<web::Json<Readiness>, ApiError> {
     state
-        .run(|ctx| ctx.read(|conn| crate::db::ping(conn).map_err(|_| AppError::Unavailable)))
+        .run(|ctx| {
+            ctx.read(|conn| {
+                crate::db::ping(conn).map_err(|_| AppError::Unavailable)?;
+                Ok(crate::db::probe_write(conn)?)
+            })
+        })
         .await?;
     Ok(web::Json(Readiness {
         status: "ready",
         database: state.ctx.backend.as_str(),
+        writes: "accepted",
     }))
 }
 

@@ -49,10 +49,12 @@ pub async fn request_context(
     let span =
         tracing::info_span!("request", request_id = %request_id, method = %method, route = %route);
 
-    let result = next.call(req).instrument(span.clone()).await;
-    let mut response = match result {
-        Ok(res) => enrich_problem(res, &request_id),
-        Err(e) => return Err(e),
+    let mut response = match refuse_request_target(&req) {
+        Some(refusal) => enrich_problem(req.error_response(refusal), &request_id),
+        None => match next.call(req).instrument(span.clone()).await {
+            Ok(res) => enrich_problem(res, &request_id),
+            Err(e) => return Err(e),
+        },
     };
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response
@@ -66,6 +68,61 @@ pub async fn request_context(
     }
     span.in_scope(|| tracing::info!(status, latency_ms = seconds * 1000.0, "request completed"));
     Ok(response)
+}
+
+/// The longest request target (path and query) the service reads.
+const MAX_TARGET: usize = 8_192;
+
+/// A request whose target the service refuses before routing: too long, a
+/// control character in the path (no identifier has one: not found), or
+/// in a query parameter (named). A NUL would otherwise reach the database,
+/// which refuses it as an encoding error.
+fn refuse_request_target(req: &ServiceRequest) -> Option<ApiError> {
+    let uri = req.uri();
+    let target_len = uri.path().len() + uri.query().map_or(0, |q| q.len() + 1);
+    if target_len > MAX_TARGET {
+        return Some(ApiError::UriTooLong { limit: MAX_TARGET });
+    }
+    if has_control(&percent_decode(uri.path().as_bytes(), false)) {
+        return Some(AppError::NotFound.into());
+    }
+    for pair in uri.query().unwrap_or("").split('&') {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let key = percent_decode(key.as_bytes(), true);
+        if has_control(&key) || has_control(&percent_decode(value.as_bytes(), true)) {
+            let field = if has_control(&key) {
+                "query".to_owned()
+            } else {
+                String::from_utf8_lossy(&key).into_owned()
+            };
+            return Some(AppError::field(field, "must not contain control characters").into());
+        }
+    }
+    None
+}
+
+fn has_control(bytes: &[u8]) -> bool {
+    bytes.iter().any(|b| *b < 0x20 || *b == 0x7f)
+}
+
+/// `%XX` decoded (and `+` as a space in a query); malformed escapes are
+/// kept as they are, for the router to refuse.
+fn percent_decode(raw: &[u8], plus_is_space: bool) -> Vec<u8> {
+    let hex = |b: Option<&u8>| b.and_then(|b| (*b as char).to_digit(16)).map(|d| d as u8);
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while let Some(&b) = raw.get(i) {
+        if b == b'%' {
+            if let (Some(high), Some(low)) = (hex(raw.get(i + 1)), hex(raw.get(i + 2))) {
+                out.push(high * 16 + low);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(if b == b'+' && plus_is_space { b' ' } else { b });
+        i += 1;
+    }
+    out
 }
 
 /// The problem's `instance`: this occurrence, by its request ID. Never the
@@ -94,7 +151,9 @@ fn enrich_problem<B: MessageBody + 'static>(
                 // actix's own errors (unknown route, wrong method, …).
                 let mapped = match status.as_u16() {
                     404 => ApiError::RouteNotFound,
-                    405 => ApiError::MethodNotAllowed,
+                    405 => ApiError::MethodNotAllowed {
+                        allow: String::new(),
+                    },
                     413 => ApiError::PayloadTooLarge { limit: 0 },
                     415 => ApiError::UnsupportedMediaType,
                     400 => ApiError::MalformedJson(err.to_string()),

@@ -19,6 +19,7 @@ pub mod problem;
 pub mod reconsent;
 pub mod recontact;
 pub mod releases;
+pub mod routes;
 pub mod samples;
 pub mod state;
 pub mod transparency;
@@ -28,7 +29,7 @@ pub mod webhooks;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::{web, App};
-use problem::{ApiError, FieldError, Problem};
+use problem::{FieldError, Problem};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_actix_web::AppExt;
@@ -110,14 +111,16 @@ pub fn app(
         .configure(visas::routes)
         .split_for_parts();
     let spec_json = spec.to_json().unwrap_or_else(|_| "{}".to_owned());
+    let routes = std::sync::Arc::new(routes::Routes::from_spec(&spec));
     app.app_data(state)
         .app_data(web::Data::new(health::OpenApiJson(spec_json)))
         .app_data(extract::json_config(body_limit))
         .app_data(extract::path_config())
         .app_data(extract::query_config())
         .app_data(web::PayloadConfig::new(body_limit))
-        .default_service(web::to(|| async {
-            Err::<actix_web::HttpResponse, _>(ApiError::RouteNotFound)
+        .default_service(web::to(move |req: actix_web::HttpRequest| {
+            let refusal = routes.refusal(req.path());
+            async move { Err::<actix_web::HttpResponse, _>(refusal) }
         }))
         .wrap(actix_web::middleware::from_fn(middleware::request_context))
 }

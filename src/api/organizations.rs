@@ -3,6 +3,7 @@
 
 use super::problem::{ApiError, Problem};
 use super::state::AppState;
+use crate::api::extract::Json;
 use crate::app::gates::principal;
 use crate::app::register::{
     self, Attestation, AttestationView, OrganizationView, Verification, ORGANIZATION_KINDS,
@@ -67,7 +68,7 @@ pub async fn verify_organization(
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<OrgPath>,
-    body: web::Json<OrganizationRequest>,
+    body: Json<OrganizationRequest>,
 ) -> Result<web::Json<OrganizationView>, ApiError> {
     principal(&caller)?;
     let verification = Verification::try_from((path.into_inner(), body.into_inner()))?;
@@ -123,7 +124,7 @@ pub async fn record_attestation(
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<ResearcherPath>,
-    body: web::Json<AttestationRequest>,
+    body: Json<AttestationRequest>,
 ) -> Result<web::Json<AttestationView>, ApiError> {
     principal(&caller)?;
     let attestation = Attestation::try_from((path.into_inner(), body.into_inner()))?;

@@ -4,6 +4,7 @@
 use super::consents::patient_ref;
 use super::problem::{ApiError, Problem};
 use super::state::AppState;
+use crate::api::extract::Json;
 use crate::app::consents::PatientStatusView;
 use crate::app::gates::principal;
 use crate::app::patients::{self, LookupResponse, PatientStatus};
@@ -50,7 +51,7 @@ pub struct PatientPath {
 pub async fn lookup_patient(
     state: web::Data<AppState>,
     caller: Caller,
-    body: web::Json<LookupRequest>,
+    body: Json<LookupRequest>,
 ) -> Result<web::Json<LookupResponse>, ApiError> {
     principal(&caller)?;
     let local = LocalPatientId::parse(&body.local_patient_id)
@@ -77,7 +78,7 @@ pub async fn update_patient_status(
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<PatientPath>,
-    body: web::Json<PatientStatusRequest>,
+    body: Json<PatientStatusRequest>,
 ) -> Result<web::Json<PatientStatusView>, ApiError> {
     principal(&caller)?;
     let patient = patient_ref(&path.patient_ref)?;

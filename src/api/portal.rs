@@ -9,6 +9,7 @@ use super::patients::PatientPath;
 use super::problem::{ApiError, Problem};
 use super::state::AppState;
 use super::webhooks::{self, DeliveryQuery, WebhookPath, WebhookRequest};
+use crate::api::extract::Json;
 use crate::app::enrollment::{self, IssuedCode, PatientSession, QrWanted};
 use crate::app::gates::principal;
 use crate::app::portal::{
@@ -82,7 +83,7 @@ pub struct SignInRequest {
 pub async fn enroll(
     state: web::Data<AppState>,
     peer: PeerAddress,
-    body: web::Json<EnrollRequest>,
+    body: Json<EnrollRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let session = state
         .run(move |ctx| enrollment::enroll(ctx, &peer.0, &body.code))
@@ -99,7 +100,7 @@ pub async fn enroll(
 pub async fn sign_in(
     state: web::Data<AppState>,
     peer: PeerAddress,
-    body: web::Json<SignInRequest>,
+    body: Json<SignInRequest>,
 ) -> Result<web::Json<PatientSession>, ApiError> {
     let session = state
         .run(move |ctx| enrollment::sign_in(ctx, &peer.0, &body.account_id, &body.account_secret))
@@ -279,7 +280,7 @@ pub async fn my_preferences(
 pub async fn set_my_preferences(
     state: web::Data<AppState>,
     caller: Caller,
-    body: web::Json<PreferencesBody>,
+    body: Json<PreferencesBody>,
 ) -> Result<web::Json<PreferencesBody>, ApiError> {
     principal(&caller)?;
     let prefs = Preferences {
@@ -298,7 +299,7 @@ pub async fn set_my_preferences(
 pub async fn add_my_webhook(
     state: web::Data<AppState>,
     caller: Caller,
-    body: web::Json<WebhookRequest>,
+    body: Json<WebhookRequest>,
 ) -> Result<HttpResponse, ApiError> {
     webhooks::register(&state, caller, Subscriber::ThePatient, body.into_inner()).await
 }

@@ -17,6 +17,9 @@ use utoipa::ToSchema;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
+/// `Retry-After` of a `503 service_unavailable`.
+const UNAVAILABLE_RETRY_SECONDS: u64 = 5;
+
 #[derive(Debug)]
 pub enum ApiError {
     /// An action's refusal or failure.
@@ -40,8 +43,11 @@ pub enum ApiError {
     ClientCertificateMismatch,
     /// 404: no such route.
     RouteNotFound,
-    /// 405
-    MethodNotAllowed,
+    /// 414: the request target is longer than the service reads.
+    UriTooLong { limit: usize },
+    /// 405: the path is the API's, the method is not one it answers; the
+    /// methods it does go out as `Allow`.
+    MethodNotAllowed { allow: String },
 }
 
 #[derive(Serialize, ToSchema, Debug)]
@@ -131,7 +137,12 @@ impl ApiError {
                 "The client certificate and the token name different organizations",
             ),
             RouteNotFound => (StatusCode::NOT_FOUND, "route_not_found", "No such endpoint"),
-            MethodNotAllowed => (
+            UriTooLong { .. } => (
+                StatusCode::URI_TOO_LONG,
+                "uri_too_long",
+                "The request URI is too long",
+            ),
+            MethodNotAllowed { .. } => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
                 "Method not allowed on this endpoint",
@@ -144,6 +155,7 @@ impl ApiError {
             ApiError::App(e) => e.detail(),
             ApiError::MalformedJson(d) => Some(d.clone()),
             ApiError::PayloadTooLarge { limit } => Some(format!("the limit is {limit} bytes")),
+            ApiError::UriTooLong { limit } => Some(format!("the limit is {limit} bytes")),
             _ => None,
         }
     }
@@ -204,6 +216,15 @@ impl ApiError {
                 | ApiError::UntrustedIssuer
         ) {
             builder.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+        }
+        if let ApiError::App(AppError::Unavailable) = self {
+            // The database is gone or refuses writes; clients retry after.
+            builder.insert_header((header::RETRY_AFTER, UNAVAILABLE_RETRY_SECONDS.to_string()));
+        }
+        if let ApiError::MethodNotAllowed { allow } = self {
+            if !allow.is_empty() {
+                builder.insert_header((header::ALLOW, allow.as_str()));
+            }
         }
         if let ApiError::App(AppError::RateLimited {
             retry_after_seconds,
@@ -310,7 +331,7 @@ fn app_parts(e: &AppError) -> (StatusCode, &'static str, &'static str) {
         Unavailable => (
             StatusCode::SERVICE_UNAVAILABLE,
             "service_unavailable",
-            "The service cannot reach its database",
+            "The database cannot be reached, or cannot take writes now; try again later",
         ),
         Internal(_) | UniqueViolation(_) => (
             StatusCode::INTERNAL_SERVER_ERROR,

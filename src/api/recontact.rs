@@ -4,10 +4,12 @@
 use super::problem::{ApiError, Problem};
 use super::samples::parse_genome_id;
 use super::state::AppState;
+use crate::api::extract::Json;
 use crate::app::gates::principal;
 use crate::app::recontact::{
     self, Decision, Opening, RecontactList, RecontactView, UnsealedIdentity,
 };
+use crate::app::text::prose;
 use crate::app::AppError;
 use crate::auth::Caller;
 use crate::consent::recontact::RecontactState;
@@ -49,10 +51,7 @@ impl TryFrom<OpenRequest> for Opening {
             .family
             .parse()
             .map_err(|e: crate::consent::ids::IdError| AppError::field("family", e.to_string()))?;
-        let reason = body.reason.trim().to_owned();
-        if reason.is_empty() || reason.len() > 2000 {
-            return Err(AppError::field("reason", "1-2000 characters"));
-        }
+        let reason = prose(&body.reason, "reason", 2000)?;
         Ok(Opening {
             genome_id,
             family,
@@ -70,17 +69,11 @@ pub struct StepRequest {
 }
 
 fn note_of(body: Option<web::Json<StepRequest>>) -> Result<Option<String>, AppError> {
-    let note = body.and_then(|b| b.into_inner().note);
-    if note
-        .as_ref()
-        .is_some_and(|n| n.len() > 2000 || n.chars().any(|c| c.is_control() && c != '\n'))
-    {
-        return Err(AppError::field(
-            "note",
-            "at most 2000 characters of plain text",
-        ));
-    }
-    Ok(note)
+    // An empty note is no note.
+    body.and_then(|b| b.into_inner().note)
+        .filter(|note| !note.trim().is_empty())
+        .map(|note| prose(&note, "note", 2000))
+        .transpose()
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -104,7 +97,7 @@ pub struct StateQuery {
 pub async fn open_request(
     state: web::Data<AppState>,
     caller: Caller,
-    body: web::Json<OpenRequest>,
+    body: Json<OpenRequest>,
 ) -> Result<HttpResponse, ApiError> {
     principal(&caller)?;
     let opening = Opening::try_from(body.into_inner())?;

@@ -6,6 +6,7 @@ use super::consents::patient_ref;
 use super::patients::PatientPath;
 use super::problem::{ApiError, Problem};
 use super::state::AppState;
+use crate::api::extract::Json;
 use crate::app::gates::principal;
 use crate::app::samples::{
     self, AuthorizationList, Correction, NewObject, NewSample, ObjectLocation, PatientNamed,
@@ -340,7 +341,7 @@ fn registered(registered: Registered) -> HttpResponse {
 pub async fn register_sample(
     state: web::Data<AppState>,
     caller: Caller,
-    body: web::Json<SampleRequest>,
+    body: Json<SampleRequest>,
 ) -> Result<HttpResponse, ApiError> {
     principal(&caller)?;
     let new = NewSample::try_from(body.into_inner())?;
@@ -378,7 +379,7 @@ pub async fn correct_object(
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<ObjectPath>,
-    body: web::Json<CorrectionRequest>,
+    body: Json<CorrectionRequest>,
 ) -> Result<HttpResponse, ApiError> {
     principal(&caller)?;
     let genome_id = parse_genome_id(&path.genome_id, "genome_id")?;
@@ -452,7 +453,7 @@ fn check_org(field: &str, org: &str) -> Result<(), AppError> {
 pub async fn authorize_center(
     state: web::Data<AppState>,
     caller: Caller,
-    body: web::Json<AuthorizationRequest>,
+    body: Json<AuthorizationRequest>,
 ) -> Result<web::Json<AuthorizationList>, ApiError> {
     principal(&caller)?;
     check_org("center_org", &body.center_org)?;

@@ -5,6 +5,7 @@
 
 use super::problem::{ApiError, Problem};
 use super::state::AppState;
+use crate::api::extract::Json;
 use crate::app::gates::principal;
 use crate::app::webhooks::{self, DeliveryList, Subscriber, WebhookList, WebhookView};
 use crate::app::AppError;
@@ -117,7 +118,7 @@ pub(crate) async fn deliveries(
 pub async fn add_hospital_webhook(
     state: web::Data<AppState>,
     caller: Caller,
-    body: web::Json<WebhookRequest>,
+    body: Json<WebhookRequest>,
 ) -> Result<HttpResponse, ApiError> {
     register(&state, caller, Subscriber::TheHospital, body.into_inner()).await
 }

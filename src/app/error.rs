@@ -177,6 +177,16 @@ impl From<diesel::result::Error> for AppError {
             Error::DatabaseError(DatabaseErrorKind::UniqueViolation, info) => {
                 AppError::UniqueViolation(format!("database: {}", info.message()))
             }
+            // The storage answers but cannot write (a full disk, a read-only
+            // file or standby): worth a retry, and nothing was written.
+            Error::DatabaseError(DatabaseErrorKind::ReadOnlyTransaction, info) => {
+                tracing::warn!(cause = %info.message(), "the database refuses writes");
+                AppError::Unavailable
+            }
+            Error::DatabaseError(_, info) if storage_refuses_writes(info.message()) => {
+                tracing::warn!(cause = %info.message(), "the database refuses writes");
+                AppError::Unavailable
+            }
             // The connection itself is gone: worth a retry, as when the pool
             // has none to give.
             lost if crate::db::connection_lost(&lost) => {
@@ -188,9 +198,66 @@ impl From<diesel::result::Error> for AppError {
     }
 }
 
+/// Whether a database error says the storage cannot take writes now, as
+/// SQLite (`SQLITE_FULL`, `SQLITE_IOERR`, `SQLITE_READONLY`) and PostgreSQL
+/// (`disk_full`, `read_only_sql_transaction`) word it.
+pub fn storage_refuses_writes(message: &str) -> bool {
+    [
+        "database or disk is full",
+        "disk I/O error",
+        "attempt to write a readonly database",
+        "No space left on device",
+        "could not extend file",
+        "in a read-only transaction",
+    ]
+    .iter()
+    .any(|m| message.contains(m))
+}
+
 impl From<diesel::r2d2::PoolError> for AppError {
     fn from(e: diesel::r2d2::PoolError) -> Self {
         tracing::warn!(cause = %e, "database pool unavailable");
         AppError::Unavailable
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use diesel::{Connection, RunQueryDsl, SqliteConnection};
+
+    /// Storage that answers but cannot write is `Unavailable` (503, retry),
+    /// never an internal error: SQLite's own refusals, produced for real.
+    #[test]
+    fn sqlite_that_cannot_write_is_unavailable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("small.db");
+        let mut conn = SqliteConnection::establish(path.to_str().unwrap()).unwrap();
+        diesel::sql_query("CREATE TABLE t (x TEXT)")
+            .execute(&mut conn)
+            .unwrap();
+        diesel::sql_query("PRAGMA max_page_count = 4")
+            .execute(&mut conn)
+            .unwrap();
+        let full = (0..100)
+            .find_map(|_| {
+                diesel::sql_query("INSERT INTO t VALUES (hex(randomblob(2000)))")
+                    .execute(&mut conn)
+                    .err()
+            })
+            .unwrap();
+        assert!(matches!(AppError::from(full), AppError::Unavailable));
+        diesel::sql_query("PRAGMA query_only = 1")
+            .execute(&mut conn)
+            .unwrap();
+        let read_only = diesel::sql_query("INSERT INTO t VALUES ('x')")
+            .execute(&mut conn)
+            .unwrap_err();
+        assert!(matches!(AppError::from(read_only), AppError::Unavailable));
+        let other = diesel::sql_query("INSERT INTO missing VALUES (1)")
+            .execute(&mut conn)
+            .unwrap_err();
+        assert!(matches!(AppError::from(other), AppError::Internal(_)));
     }
 }

@@ -175,6 +175,10 @@ pub struct PolicyEngine {
     by_action: Vec<PolicySet>,
     authorizer: Authorizer,
     action_uids: HashMap<&'static str, EntityUid>,
+    /// Whether the schema admits an anonymous principal for each action,
+    /// indexed by `Action::index`. An anonymous caller of any other action
+    /// is refused before a request is built: that is a refusal, not a fault.
+    admits_anonymous: Vec<bool>,
     /// Every entity type a request names, parsed once: parsing a type name
     /// runs Cedar's parser, which cost more than the decision itself.
     type_names: HashMap<&'static str, EntityTypeName>,
@@ -315,19 +319,38 @@ impl PolicyEngine {
             );
         }
         let by_action = slice_by_action(&policies, &action_uids)?;
+        let anonymous = type_names
+            .get("GenomeGate::Anonymous")
+            .ok_or("entity type GenomeGate::Anonymous missing")?;
+        let admits_anonymous = Action::ALL
+            .iter()
+            .map(|action| {
+                action_uids.get(action.cedar_id()).is_some_and(|uid| {
+                    schema
+                        .principals_for_action(uid)
+                        .is_some_and(|mut principals| principals.any(|p| p == anonymous))
+                })
+            })
+            .collect();
         Ok(Self {
             schema,
             policies,
             by_action,
             authorizer: Authorizer::new(),
             action_uids,
+            admits_anonymous,
             type_names,
         })
     }
 
-    /// Whether `caller` may perform `action` on `resource`. Any failure to
-    /// build the request (a bug, not a user error) is a denial.
+    /// Whether `caller` may perform `action` on `resource`. An anonymous
+    /// caller of an action only users may take is denied at once; any other
+    /// failure to build the request (a bug, not a user error) is a denial,
+    /// and logged.
     pub fn is_allowed(&self, caller: &Caller, action: Action, resource: &Resource<'_>) -> bool {
+        if matches!(caller, Caller::Anonymous) && !self.admits_anonymous(action) {
+            return false;
+        }
         match self.decide(caller, action, resource) {
             Ok(allowed) => allowed,
             Err(e) => {
@@ -335,6 +358,14 @@ impl PolicyEngine {
                 false
             }
         }
+    }
+
+    /// Whether the schema lets an anonymous caller take `action` at all.
+    pub fn admits_anonymous(&self, action: Action) -> bool {
+        self.admits_anonymous
+            .get(action.index())
+            .copied()
+            .unwrap_or(false)
     }
 
     fn uid(&self, type_name: &'static str, id: &str) -> Result<EntityUid, String> {

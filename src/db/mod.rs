@@ -525,6 +525,23 @@ pub fn ping(conn: &mut DbConnection) -> Result<(), diesel::result::Error> {
     db_run!(conn, c => c.batch_execute("SELECT 1"))
 }
 
+/// Whether the database takes a write now: one row into `readiness_probe`,
+/// rolled back. A full disk, a read-only file or a standby answers the
+/// read of [`ping`] and refuses this.
+pub fn probe_write(conn: &mut DbConnection) -> Result<(), diesel::result::Error> {
+    use diesel::result::Error;
+    use diesel::{ExpressionMethods, RunQueryDsl};
+    use schema::readiness_probe as probe;
+    let attempt = write_transaction(conn, |conn| {
+        db_run!(conn, c => diesel::insert_into(probe::table).values(probe::id.eq(1)).execute(c))?;
+        Err::<(), Error>(Error::RollbackTransaction)
+    });
+    match attempt {
+        Ok(()) | Err(Error::RollbackTransaction) => Ok(()),
+        Err(refused) => Err(refused),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::without_gss_encryption;

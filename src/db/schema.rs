@@ -463,6 +463,12 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    readiness_probe (id) {
+        id -> Integer,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     document_versions,
     document_scope_items,

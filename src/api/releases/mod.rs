@@ -9,6 +9,7 @@ mod webhooks;
 
 use super::problem::{ApiError, Problem};
 use super::state::AppState;
+use crate::api::extract::Json;
 use crate::app::gates::principal;
 use crate::app::releases::{self, NewRelease, Page, ReleaseView, MAX_PAGE};
 use crate::app::AppError;
@@ -90,7 +91,7 @@ pub async fn create_release(
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<ApplicationPath>,
-    body: web::Json<ReleaseRequest>,
+    body: Json<ReleaseRequest>,
 ) -> Result<HttpResponse, ApiError> {
     principal(&caller)?;
     let asked = NewRelease {

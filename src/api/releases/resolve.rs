@@ -1,6 +1,7 @@
 //! Handle resolution by genome stores, and the handles' public keys.
 
 use super::page;
+use crate::api::extract::Json;
 use crate::api::problem::{ApiError, Problem};
 use crate::api::state::AppState;
 use crate::app::releases::{self, Resolution};
@@ -34,7 +35,7 @@ pub struct ResolveRequest {
 pub async fn resolve_handle(
     state: web::Data<AppState>,
     caller: Caller,
-    body: web::Json<ResolveRequest>,
+    body: Json<ResolveRequest>,
 ) -> Result<web::Json<Resolution>, ApiError> {
     let ResolveRequest {
         handle,

@@ -1,6 +1,7 @@
 //! The members' webhooks for an application's recall notices.
 
 use super::ApplicationPath;
+use crate::api::extract::Json;
 use crate::api::problem::{ApiError, Problem};
 use crate::api::state::AppState;
 use crate::api::webhooks::{self, DeliveryQuery, WebhookRequest};
@@ -35,7 +36,7 @@ pub async fn add_recall_webhook(
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<ApplicationPath>,
-    body: web::Json<WebhookRequest>,
+    body: Json<WebhookRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let subscriber = members(path.into_inner().id);
     webhooks::register(&state, caller, subscriber, body.into_inner()).await

@@ -224,3 +224,22 @@ fn a_policy_that_does_not_match_the_schema_stops_start_up() {
     let err = PolicyEngine::from_sources(&schema, &[("bad.cedar".into(), bad.into())]).unwrap_err();
     assert!(err.contains("do not validate"), "{err}");
 }
+
+#[test]
+fn only_actions_the_schema_opens_to_anonymous_callers_admit_them() {
+    let e = engine();
+    let open: Vec<Action> = Action::ALL
+        .into_iter()
+        .filter(|a| e.admits_anonymous(*a))
+        .collect();
+    assert!(open.contains(&Action::DocumentReadPublished), "{open:?}");
+    assert!(!open.contains(&Action::DatasetRead), "{open:?}");
+    // An anonymous caller of any other action is refused without a request
+    // being built, so no fault is reported for a refusal.
+    for action in Action::ALL.into_iter().filter(|a| !open.contains(a)) {
+        assert!(!e.is_allowed(&Caller::Anonymous, action, &Resource::Registry));
+        assert!(e
+            .decide(&Caller::Anonymous, action, &Resource::Registry)
+            .is_err());
+    }
+}
