@@ -33,6 +33,7 @@ on_both_backends!(
     members_get_passport_visas_only_while_they_could_release,
     each_member_is_held_to_a_few_releases_and_visa_requests_a_minute,
     releases_are_kept_as_records_that_members_and_overseers_read_back,
+    a_retry_under_the_same_key_is_the_first_answer_and_changes_nothing,
 );
 
 // Only PostgreSQL lets a change commit while a release is being written;
@@ -2786,4 +2787,236 @@ async fn releases_are_kept_as_records_that_members_and_overseers_read_back(backe
     let (s, b) = app.get(&all, Some(&member)).await;
     assert_eq!(s, 200, "{b}");
     assert_eq!(b["releases"], json!([first, as_kept(&created[1])]));
+}
+
+/// The counts a replay must leave as they are: the rows each creating
+/// request writes, and the log entries and notifications a release makes.
+fn written(app: &TestApp) -> Vec<i64> {
+    [
+        "datasets",
+        "agreement_texts",
+        "review_votes",
+        "agreement_acceptances",
+        "visa_issuances",
+        "notification_endpoints",
+        "releases",
+        "release_samples",
+        "access_log_entries",
+        "notification_deliveries",
+        "recontact_requests",
+        "recontact_steps",
+    ]
+    .iter()
+    .map(|t| app.count(t))
+    .collect()
+}
+
+/// Sends `body` under `key` twice, then another request under the same
+/// key (`other`: another body, or another path and body): the first answer
+/// with `fresh`, the same answer again as a replay that writes nothing,
+/// and `idempotency_key_reused`. Returns the answer.
+async fn once_under(
+    app: &TestApp,
+    (path, token, key): (&str, &str, &str),
+    body: &Value,
+    other: impl Into<Other>,
+    fresh: u16,
+) -> Value {
+    let (s, first, replayed) = app.post_keyed(path, token, key, body).await;
+    assert_eq!((s, replayed), (fresh, false), "{path}: {first}");
+    app.wait_integrated().await;
+    let before = written(app);
+    let (s, again, replayed) = app.post_keyed(path, token, key, body).await;
+    assert_eq!((s, replayed), (200, true), "{path}: {again}");
+    assert_eq!(again, first, "{path}: the first answer, as it was");
+    let (other_path, other_body) = match other.into() {
+        Other::Body(body) => (path.to_owned(), body),
+        Other::Request(path, body) => (path, body),
+    };
+    let (s, b, _) = app.post_keyed(&other_path, token, key, &other_body).await;
+    assert_problem(s, &b, 409, "idempotency_key_reused");
+    app.wait_integrated().await;
+    assert_eq!(
+        written(app),
+        before,
+        "{path}: a replay writes and notifies nothing"
+    );
+    first
+}
+
+/// What else is sent under a key already used.
+enum Other {
+    Body(Value),
+    Request(String, Value),
+}
+
+impl From<&Value> for Other {
+    fn from(body: &Value) -> Self {
+        Other::Body(body.clone())
+    }
+}
+
+/// Every POST that creates something takes an `Idempotency-Key`: a retry
+/// whose first answer was lost (a proxy timing out on a long release) gets
+/// that answer, and nothing is written or notified twice.
+async fn a_retry_under_the_same_key_is_the_first_answer_and_changes_nothing(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let version = app.publish("cancer", &first_draft()).await;
+    let patients = patients_with_samples(&app, &version, "K", 5, all_permit()).await;
+    let ids: Vec<String> = patients.iter().map(|(_, g, _)| g.clone()).collect();
+    verify_org(&app, PHARMA, "industry").await;
+    attest(&app, PHARMA, "res-1", "2029-01-10").await;
+    let gov = governance();
+
+    let ds = once_under(
+        &app,
+        ("/v1/datasets", &gov, "dataset-1"),
+        &json!({"name": "Cancer germline", "domain": "cancer", "terms": {"permission": "HMB"}, "portfolio": "drug_discovery"}),
+        &json!({"name": "Another", "domain": "cancer", "terms": {"permission": "HMB"}, "portfolio": "drug_discovery"}),
+        201,
+    )
+    .await;
+    let ds = ds["id"].as_str().unwrap().to_owned();
+    let samples: Vec<Value> = ids.iter().map(|g| json!({"genome_id": g})).collect();
+    let (s, b) = app
+        .post(
+            &format!("/v1/datasets/{ds}/samples"),
+            &gov,
+            None,
+            &json!({"samples": samples}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let text = once_under(
+        &app,
+        ("/v1/agreement-texts", &gov, "text-1"),
+        &json!({"body": "Data-use agreement v1."}),
+        &json!({"body": "Data-use agreement v1, other words."}),
+        201,
+    )
+    .await;
+    let sha = text["sha256"].as_str().unwrap().to_owned();
+
+    let member = researcher(PHARMA, "res-1");
+    let view = submit(&app, &member, &application(&[&ds], &[], "HMB")).await;
+    let id = view["id"].as_str().unwrap().to_owned();
+    let votes = format!("/v1/applications/{id}/votes");
+    once_under(
+        &app,
+        (&votes, &committee("c-1"), "vote-1"),
+        &json!({"decision": "approve"}),
+        &json!({"decision": "reject"}),
+        200,
+    )
+    .await;
+    let mut decided = Value::Null;
+    for voter in ["c-2", "c-3"] {
+        let (s, b) = app
+            .post(
+                &votes,
+                &committee(voter),
+                None,
+                &json!({"decision": "approve"}),
+            )
+            .await;
+        assert_eq!(s, 200, "{b}");
+        decided = b;
+    }
+    let agreement = decided["agreement"]["id"].as_str().unwrap().to_owned();
+    once_under(
+        &app,
+        (
+            &format!("/v1/agreements/{agreement}/acceptances"),
+            &member,
+            "accept-1",
+        ),
+        &json!({ "text_sha256": sha }),
+        &json!({ "text_sha256": "0".repeat(64) }),
+        200,
+    )
+    .await;
+    let visas = once_under(
+        &app,
+        (&format!("/v1/applications/{id}/visas"), &member, "visas-1"),
+        &json!({}),
+        Other::Request(
+            format!("/v1/applications/{id}/releases"),
+            json!({"audience": "genome-store.example"}),
+        ),
+        200,
+    )
+    .await;
+    assert_eq!(visas["ga4gh_passport_v1"].as_array().unwrap().len(), 2);
+    // The webhook's secret is shown again to the retry that lost it.
+    let hook = once_under(
+        &app,
+        (
+            &format!("/v1/applications/{id}/webhooks"),
+            &member,
+            "hook-1",
+        ),
+        &json!({"url": "https://lab.pharma-co.example/recalls"}),
+        &json!({"url": "https://lab.pharma-co.example/other"}),
+        201,
+    )
+    .await;
+    assert!(hook["secret"].is_string(), "{hook}");
+    // The release: five patients told once, however often it is retried;
+    // the retry's handle is the first one, byte for byte.
+    let releases = format!("/v1/applications/{id}/releases");
+    let released = once_under(
+        &app,
+        (&releases, &member, "release-1"),
+        &json!({"audience": "genome-store.example"}),
+        &json!({"audience": "another-store.example"}),
+        201,
+    )
+    .await;
+    assert_eq!(released["included"], 5, "{released}");
+    assert!(released["handle"].is_string());
+    assert_eq!(app.log_entries_with_action("dataset_release"), 5);
+
+    // Recontact: opened once, approved once per officer, unsealed once.
+    let committee_token = committee("chair-1");
+    let opened = once_under(
+        &app,
+        ("/v1/recontact-requests", &committee_token, "recontact-1"),
+        &json!({"genome_id": ids[0], "family": "cancer", "reason": "A variant was reclassified."}),
+        &json!({"genome_id": ids[1], "family": "cancer", "reason": "A variant was reclassified."}),
+        201,
+    )
+    .await;
+    let request = opened["id"].as_str().unwrap().to_owned();
+    for (officer, key) in [("officer-a", "approve-a"), ("officer-b", "approve-b")] {
+        once_under(
+            &app,
+            (
+                &format!("/v1/recontact-requests/{request}/approvals"),
+                &common::token_for(&["governance"], "governance", officer),
+                key,
+            ),
+            &json!({}),
+            &json!({"note": "another note"}),
+            200,
+        )
+        .await;
+    }
+    let unsealed = once_under(
+        &app,
+        (
+            &format!("/v1/recontact-requests/{request}/unseal"),
+            &app.staff("hospital-a"),
+            "unseal-1",
+        ),
+        &json!({}),
+        Other::Request(
+            "/v1/hospital-webhooks".into(),
+            json!({"url": "https://app.hospital-a.example/hook"}),
+        ),
+        200,
+    )
+    .await;
+    assert_eq!(unsealed["local_patient_id"], "MRN-K-0", "{unsealed}");
 }

@@ -141,7 +141,7 @@ impl ApplicationState {
 
 /// Where a data-use agreement stands. The governance body suspends,
 /// reinstates or revokes it; revocation is final.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AgreementState {
     Active,

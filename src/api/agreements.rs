@@ -5,12 +5,15 @@ use super::problem::{ApiError, Problem};
 use super::state::AppState;
 use crate::access::review::AgreementState;
 use crate::api::extract::Json;
+use crate::api::extract::OptionalIdempotencyKey;
+use crate::api::replay::answered;
 use crate::app::agreements::{self, AgreementTextView, Sanction};
 use crate::app::applications::ApplicationView;
 use crate::app::gates::principal;
 use crate::app::text::{prose, text_field};
 use crate::app::AppError;
 use crate::auth::Caller;
+use actix_web::http::StatusCode;
 use actix_web::{get, post, web, HttpResponse};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -41,9 +44,11 @@ pub struct AgreementTextRequest {
 pub async fn publish_agreement_text(
     state: web::Data<AppState>,
     caller: Caller,
+    idempotency: OptionalIdempotencyKey,
     body: Json<AgreementTextRequest>,
 ) -> Result<HttpResponse, ApiError> {
     principal(&caller)?;
+    let retry = idempotency.retry(&*body)?;
     let text = body.into_inner().body;
     if text.trim().is_empty() || text.len() > 200_000 {
         return Err(AppError::field("body", "1-200000 bytes").into());
@@ -51,9 +56,9 @@ pub async fn publish_agreement_text(
     // The text as published, whitespace and all: members accept its hash.
     prose(&text, "body", 200_000)?;
     let view = state
-        .run(move |ctx| agreements::publish_text(ctx, &caller, text))
+        .run(move |ctx| agreements::publish_text(ctx, &caller, text, retry))
         .await?;
-    Ok(HttpResponse::Created().json(view))
+    Ok(answered(view, StatusCode::CREATED))
 }
 
 /// The agreement text members must accept now.
@@ -112,16 +117,18 @@ pub struct AgreementPath {
 pub async fn accept_agreement(
     state: web::Data<AppState>,
     caller: Caller,
+    idempotency: OptionalIdempotencyKey,
     path: web::Path<AgreementPath>,
     body: Json<AcceptanceRequest>,
-) -> Result<web::Json<ApplicationView>, ApiError> {
+) -> Result<HttpResponse, ApiError> {
     principal(&caller)?;
     let id = path.into_inner().id;
+    let retry = idempotency.retry(&(&id, &*body))?;
     let hash = body.text_sha256.trim().to_ascii_lowercase();
     let view = state
-        .run(move |ctx| agreements::accept(ctx, &caller, &id, &hash))
+        .run(move |ctx| agreements::accept(ctx, &caller, &id, &hash, retry))
         .await?;
-    Ok(web::Json(view))
+    Ok(answered(view, StatusCode::OK))
 }
 
 #[derive(Deserialize, Serialize, ToSchema)]

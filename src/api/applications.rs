@@ -7,6 +7,7 @@ use super::problem::{ApiError, Problem};
 use super::state::AppState;
 use crate::access::review::{ApplicationState, Condition, Vote};
 use crate::api::extract::Json;
+use crate::api::replay::answered;
 use crate::app::applications::{
     self, ApplicationList, ApplicationPage, ApplicationView, ListPosition, Member, PurposeNamed,
     Submission,
@@ -16,6 +17,7 @@ use crate::app::idempotency::Retry;
 use crate::app::text::text_field;
 use crate::app::AppError;
 use crate::auth::Caller;
+use actix_web::http::StatusCode;
 use actix_web::{get, post, web, HttpResponse};
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
@@ -300,14 +302,16 @@ impl TryFrom<VoteRequest> for Vote {
 pub async fn vote(
     state: web::Data<AppState>,
     caller: Caller,
+    idempotency: OptionalIdempotencyKey,
     path: web::Path<ApplicationPath>,
     body: Json<VoteRequest>,
-) -> Result<web::Json<ApplicationView>, ApiError> {
+) -> Result<HttpResponse, ApiError> {
     principal(&caller)?;
-    let ballot = Vote::try_from(body.into_inner())?;
     let id = path.into_inner().id;
+    let retry = idempotency.retry(&(&id, &*body))?;
+    let ballot = Vote::try_from(body.into_inner())?;
     let view = state
-        .run(move |ctx| applications::vote(ctx, &caller, &id, ballot))
+        .run(move |ctx| applications::vote(ctx, &caller, &id, ballot, retry))
         .await?;
-    Ok(web::Json(view))
+    Ok(answered(view, StatusCode::OK))
 }

@@ -5,6 +5,8 @@ use super::problem::{ApiError, Problem};
 use super::samples::parse_genome_id;
 use super::state::AppState;
 use crate::api::extract::Json;
+use crate::api::extract::OptionalIdempotencyKey;
+use crate::api::replay::answered;
 use crate::app::gates::principal;
 use crate::app::register::{
     self, DatasetList, DatasetMember, DatasetSamplesAdded, DatasetView, NewDataset,
@@ -12,6 +14,7 @@ use crate::app::register::{
 use crate::app::text::text_field;
 use crate::app::AppError;
 use crate::auth::Caller;
+use actix_web::http::StatusCode;
 use actix_web::{get, post, web, HttpResponse};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -66,14 +69,16 @@ impl TryFrom<DatasetRequest> for NewDataset {
 pub async fn create_dataset(
     state: web::Data<AppState>,
     caller: Caller,
+    idempotency: OptionalIdempotencyKey,
     body: Json<DatasetRequest>,
 ) -> Result<HttpResponse, ApiError> {
     principal(&caller)?;
+    let retry = idempotency.retry(&*body)?;
     let new = NewDataset::try_from(body.into_inner())?;
     let view = state
-        .run(move |ctx| register::create(ctx, &caller, new))
+        .run(move |ctx| register::create(ctx, &caller, new, retry))
         .await?;
-    Ok(HttpResponse::Created().json(view))
+    Ok(answered(view, StatusCode::CREATED))
 }
 
 #[derive(Deserialize, Serialize, ToSchema)]

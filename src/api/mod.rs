@@ -19,6 +19,7 @@ pub mod problem;
 pub mod reconsent;
 pub mod recontact;
 pub mod releases;
+pub mod replay;
 pub mod routes;
 pub mod samples;
 pub mod state;

@@ -4,7 +4,7 @@
 //! Also the hospital's reissue of an enrollment code.
 
 use super::consents::patient_ref;
-use super::extract::PeerAddress;
+use super::extract::{OptionalIdempotencyKey, PeerAddress};
 use super::patients::PatientPath;
 use super::problem::{ApiError, Problem};
 use super::state::AppState;
@@ -299,9 +299,11 @@ pub async fn set_my_preferences(
 pub async fn add_my_webhook(
     state: web::Data<AppState>,
     caller: Caller,
+    idempotency: OptionalIdempotencyKey,
     body: Json<WebhookRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    webhooks::register(&state, caller, Subscriber::ThePatient, body.into_inner()).await
+    let sent = (body.into_inner(), idempotency);
+    webhooks::register(&state, caller, Subscriber::ThePatient, sent).await
 }
 
 #[utoipa::path(tag = "portal", responses((status = 200, body = WebhookList)))]

@@ -5,6 +5,8 @@ use super::problem::{ApiError, Problem};
 use super::samples::parse_genome_id;
 use super::state::AppState;
 use crate::api::extract::Json;
+use crate::api::extract::OptionalIdempotencyKey;
+use crate::api::replay::answered;
 use crate::app::gates::principal;
 use crate::app::recontact::{
     self, Decision, Opening, RecontactList, RecontactView, UnsealedIdentity,
@@ -14,6 +16,7 @@ use crate::app::AppError;
 use crate::auth::Caller;
 use crate::consent::recontact::RecontactState;
 use crate::consent::DocumentFamily;
+use actix_web::http::StatusCode;
 use actix_web::{get, post, web, HttpResponse};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -97,14 +100,16 @@ pub struct StateQuery {
 pub async fn open_request(
     state: web::Data<AppState>,
     caller: Caller,
+    idempotency: OptionalIdempotencyKey,
     body: Json<OpenRequest>,
 ) -> Result<HttpResponse, ApiError> {
     principal(&caller)?;
+    let retry = idempotency.retry(&*body)?;
     let opening = Opening::try_from(body.into_inner())?;
     let view = state
-        .run(move |ctx| recontact::open(ctx, &caller, opening))
+        .run(move |ctx| recontact::open(ctx, &caller, opening, retry))
         .await?;
-    Ok(HttpResponse::Created().json(view))
+    Ok(answered(view, StatusCode::CREATED))
 }
 
 /// Approves a pending request (governance). The second approval by a
@@ -115,10 +120,12 @@ pub async fn open_request(
 pub async fn approve(
     state: web::Data<AppState>,
     caller: Caller,
+    idempotency: OptionalIdempotencyKey,
     path: web::Path<RequestPath>,
     body: Option<web::Json<StepRequest>>,
-) -> Result<web::Json<RecontactView>, ApiError> {
-    decide(state, caller, path.into_inner().id, body, Decision::Approve).await
+) -> Result<HttpResponse, ApiError> {
+    let id = path.into_inner().id;
+    decide(state, caller, (id, idempotency), body, Decision::Approve).await
 }
 
 /// Rejects a pending request (governance). Closed for good.
@@ -128,25 +135,28 @@ pub async fn approve(
 pub async fn reject(
     state: web::Data<AppState>,
     caller: Caller,
+    idempotency: OptionalIdempotencyKey,
     path: web::Path<RequestPath>,
     body: Option<web::Json<StepRequest>>,
-) -> Result<web::Json<RecontactView>, ApiError> {
-    decide(state, caller, path.into_inner().id, body, Decision::Reject).await
+) -> Result<HttpResponse, ApiError> {
+    let id = path.into_inner().id;
+    decide(state, caller, (id, idempotency), body, Decision::Reject).await
 }
 
 async fn decide(
     state: web::Data<AppState>,
     caller: Caller,
-    id: String,
+    (id, idempotency): (String, OptionalIdempotencyKey),
     body: Option<web::Json<StepRequest>>,
     decision: Decision,
-) -> Result<web::Json<RecontactView>, ApiError> {
+) -> Result<HttpResponse, ApiError> {
     let note = note_of(body)?;
     principal(&caller)?;
+    let retry = idempotency.retry(&(&id, &note))?;
     let view = state
-        .run(move |ctx| recontact::decide(ctx, &caller, &id, decision, note))
+        .run(move |ctx| recontact::decide(ctx, &caller, &id, decision, note, retry))
         .await?;
-    Ok(web::Json(view))
+    Ok(answered(view, StatusCode::OK))
 }
 
 /// Releases the local patient ID to the patient's own hospital, once two
@@ -158,14 +168,16 @@ async fn decide(
 pub async fn unseal(
     state: web::Data<AppState>,
     caller: Caller,
+    idempotency: OptionalIdempotencyKey,
     path: web::Path<RequestPath>,
-) -> Result<web::Json<UnsealedIdentity>, ApiError> {
+) -> Result<HttpResponse, ApiError> {
     principal(&caller)?;
     let id = path.into_inner().id;
+    let retry = idempotency.retry(&id)?;
     let released = state
-        .run(move |ctx| recontact::unseal(ctx, &caller, &id))
+        .run(move |ctx| recontact::unseal(ctx, &caller, &id, retry))
         .await?;
-    Ok(web::Json(released))
+    Ok(answered(released, StatusCode::OK))
 }
 
 /// One request with every step.

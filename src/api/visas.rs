@@ -3,9 +3,13 @@
 use super::problem::{ApiError, Problem};
 use super::releases::ApplicationPath;
 use super::state::AppState;
+use crate::api::extract::OptionalIdempotencyKey;
+use crate::api::replay::answered;
 use crate::app::gates::principal;
 use crate::app::visas::{self, IssuedVisas, VisaList};
 use crate::auth::Caller;
+use actix_web::http::StatusCode;
+use actix_web::HttpResponse;
 use actix_web::{get, post, web};
 use utoipa_actix_web::service_config::ServiceConfig;
 
@@ -31,14 +35,16 @@ pub fn routes(cfg: &mut ServiceConfig) {
 pub async fn issue_visas(
     state: web::Data<AppState>,
     caller: Caller,
+    idempotency: OptionalIdempotencyKey,
     path: web::Path<ApplicationPath>,
-) -> Result<web::Json<IssuedVisas>, ApiError> {
+) -> Result<HttpResponse, ApiError> {
     principal(&caller)?;
     let id = path.into_inner().id;
+    let retry = idempotency.retry(&id)?;
     let issued = state
-        .run(move |ctx| visas::issue(ctx, &caller, &id))
+        .run(move |ctx| visas::issue(ctx, &caller, &id, retry))
         .await?;
-    Ok(web::Json(issued))
+    Ok(answered(issued, StatusCode::OK))
 }
 
 /// Every visa issued for an application, oldest first (members, the

@@ -6,11 +6,14 @@
 use super::problem::{ApiError, Problem};
 use super::state::AppState;
 use crate::api::extract::Json;
+use crate::api::extract::OptionalIdempotencyKey;
+use crate::api::replay::answered;
 use crate::app::gates::principal;
 use crate::app::webhooks::{self, DeliveryList, Subscriber, WebhookList, WebhookView};
 use crate::app::AppError;
 use crate::auth::Caller;
 use crate::db::notify::DeliveryState;
+use actix_web::http::StatusCode;
 use actix_web::{get, post, web, HttpResponse};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -58,13 +61,14 @@ pub(crate) async fn register(
     state: &AppState,
     caller: Caller,
     subscriber: Subscriber,
-    body: WebhookRequest,
+    (body, idempotency): (WebhookRequest, OptionalIdempotencyKey),
 ) -> Result<HttpResponse, ApiError> {
     principal(&caller)?;
+    let retry = idempotency.retry(&(&subscriber, &body))?;
     let view = state
-        .run(move |ctx| webhooks::register(ctx, &caller, &subscriber, body.url))
+        .run(move |ctx| webhooks::register(ctx, &caller, &subscriber, body.url, retry))
         .await?;
-    Ok(HttpResponse::Created().json(view))
+    Ok(answered(view, StatusCode::CREATED))
 }
 
 /// The subscriber's active webhooks.
@@ -118,9 +122,11 @@ pub(crate) async fn deliveries(
 pub async fn add_hospital_webhook(
     state: web::Data<AppState>,
     caller: Caller,
+    idempotency: OptionalIdempotencyKey,
     body: Json<WebhookRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    register(&state, caller, Subscriber::TheHospital, body.into_inner()).await
+    let sent = (body.into_inner(), idempotency);
+    register(&state, caller, Subscriber::TheHospital, sent).await
 }
 
 /// Delivery state of one of the caller's hospital's webhooks.

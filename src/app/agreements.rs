@@ -3,6 +3,7 @@
 
 use super::applications::{check_attestations, view, Application, ApplicationView};
 use super::gates::{application_for, governance, membership};
+use super::idempotency::{write_once, Answered, Replayable, Retry};
 use super::{AccessRefusal as Refusal, AppError, Context};
 use crate::access::review::AgreementState;
 use crate::auth::policy::{Action, Resource};
@@ -11,10 +12,10 @@ use crate::db::access::{self as store, AcceptanceRow, AgreementRow, AgreementTex
 use crate::db::documents::utc;
 use crate::db::DbConnection;
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct AgreementTextView {
     pub version: i32,
     /// Hex SHA-256 of the body's UTF-8 bytes: what a member's acceptance names.
@@ -45,30 +46,30 @@ pub fn publish_text(
     ctx: &Context,
     caller: &Caller,
     body: String,
-) -> Result<AgreementTextView, AppError> {
+    retry: Option<Retry>,
+) -> Result<Answered<AgreementTextView>, AppError> {
     let p = governance(ctx, caller)?;
+    let replayable = Replayable::of(ctx, p, "agreement_text", retry)?;
     let sha256 = hex::encode(ring::digest::digest(&ring::digest::SHA256, body.as_bytes()));
     let now = ctx.now().naive_utc();
-    let row = ctx
-        .write(|conn| {
-            let version = store::current_text(conn)?.map_or(1, |t| t.version + 1);
-            let row = AgreementTextRow {
-                version,
-                body,
-                sha256,
-                published_by: p.subject.clone(),
-                published_at: now,
-            };
-            store::insert_text(conn, &row)?;
-            Ok(row)
-        })
-        .map_err(|e| match e {
-            AppError::UniqueViolation(_) => {
-                AppError::field("body", "this exact text was published before")
-            }
-            other => other,
-        })?;
-    Ok(text_view(row))
+    write_once(ctx, replayable.as_ref(), |conn| {
+        let version = store::current_text(conn)?.map_or(1, |t| t.version + 1);
+        let row = AgreementTextRow {
+            version,
+            body,
+            sha256,
+            published_by: p.subject.clone(),
+            published_at: now,
+        };
+        store::insert_text(conn, &row)?;
+        Ok(text_view(row))
+    })
+    .map_err(|e| match e {
+        AppError::UniqueViolation(_) => {
+            AppError::field("body", "this exact text was published before")
+        }
+        other => other,
+    })
 }
 
 fn authorize_reading(ctx: &Context, caller: &Caller) -> Result<(), AppError> {
@@ -112,9 +113,11 @@ pub fn accept(
     caller: &Caller,
     id: &str,
     text_sha256: &str,
-) -> Result<ApplicationView, AppError> {
+    retry: Option<Retry>,
+) -> Result<Answered<ApplicationView>, AppError> {
+    let replayable = Replayable::of(ctx, super::gates::principal(caller)?, "acceptance", retry)?;
     let now = ctx.now();
-    ctx.write(|conn| {
+    write_once(ctx, replayable.as_ref(), |conn| {
         let agreement = store::find_agreement(conn, id)?.ok_or(AppError::NotFound)?;
         let app = membership(
             ctx,

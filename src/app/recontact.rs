@@ -7,6 +7,7 @@
 
 use super::consents::snapshot;
 use super::gates::{principal, recontact_through_a_committee};
+use super::idempotency::{write_once, Answered, Replayable, Retry};
 use super::{entries, AppError, Context};
 use crate::auth::policy::{Action, Resource};
 use crate::auth::{Caller, Principal, Role};
@@ -18,7 +19,7 @@ use crate::ledger::entry::{DataScope, LegalBasis, LogAction, LogEntry, Purpose};
 use crate::pseudonym::genome_id::PrintedId;
 use crate::pseudonym::PatientPseudonym;
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 const RECONTACT_ITEM: &str = "recontact";
@@ -41,7 +42,7 @@ pub enum Decision {
     Reject,
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct StepView {
     pub seq: i32,
     /// `opened`, `approved`, `rejected` or `unsealed`.
@@ -52,7 +53,7 @@ pub struct StepView {
     pub at: DateTime<Utc>,
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct RecontactView {
     pub id: String,
     pub genome_id: String,
@@ -72,7 +73,7 @@ pub struct RecontactList {
 }
 
 /// What the patient's hospital receives when it unseals.
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct UnsealedIdentity {
     pub request_id: String,
     pub family: String,
@@ -208,11 +209,17 @@ fn request_for(
 
 /// Opens a recontact request (review committee). Refused unless the
 /// patient's current consent permits recontact.
-pub fn open(ctx: &Context, caller: &Caller, opening: Opening) -> Result<RecontactView, AppError> {
+pub fn open(
+    ctx: &Context,
+    caller: &Caller,
+    opening: Opening,
+    retry: Option<Retry>,
+) -> Result<Answered<RecontactView>, AppError> {
     let p = principal(caller)?;
     recontact_through_a_committee(p)?;
+    let replayable = Replayable::of(ctx, p, "recontact_open", retry)?;
     let now = ctx.now();
-    let (request, steps) = ctx.write(|conn| {
+    let opened = write_once(ctx, replayable.as_ref(), |conn| {
         let sample =
             samples::find(conn, &opening.genome_id.to_string())?.ok_or(AppError::NotFound)?;
         ctx.authorize_patient(
@@ -244,11 +251,11 @@ pub fn open(ctx: &Context, caller: &Caller, opening: Opening) -> Result<Recontac
             &[step_entry(p, &request, LogAction::RecontactOpen, now)],
         )?;
         let steps = store::steps_of(conn, &request.id)?;
-        Ok((request, steps))
+        tracing::info!(request_id = %request.id, "recontact request opened");
+        view(request, steps)
     })?;
     ctx.log.entries_committed();
-    tracing::info!(request_id = %request.id, "recontact request opened");
-    view(request, steps)
+    Ok(opened)
 }
 
 /// Approves or rejects a pending request (governance). The second approval
@@ -260,12 +267,17 @@ pub fn decide(
     id: &str,
     decision: Decision,
     note: Option<String>,
-) -> Result<RecontactView, AppError> {
+    retry: Option<Retry>,
+) -> Result<Answered<RecontactView>, AppError> {
     let p = principal(caller)?;
     let approving = decision == Decision::Approve;
+    let operation = match decision {
+        Decision::Approve => "recontact_approval",
+        Decision::Reject => "recontact_rejection",
+    };
+    let replayable = Replayable::of(ctx, p, operation, retry)?;
     let now = ctx.now();
-    let (request, steps) = ctx
-        .write(|conn| {
+    let decided = write_once(ctx, replayable.as_ref(), |conn| {
             let request = request_for(ctx, conn, caller, Action::RecontactApprove, id)?;
             if state_of(&request)? != RecontactState::Pending {
                 return Err(AppError::RecontactClosed {
@@ -317,7 +329,8 @@ pub fn decide(
                 store::transition(conn, id, pending, RecontactState::Approved.as_str())?;
             }
             let request = store::find(conn, id)?.ok_or(AppError::NotFound)?;
-            Ok((request, store::steps_of(conn, id)?))
+            tracing::info!(request_id = %request.id, state = %request.state, "recontact decision recorded");
+            view(request, store::steps_of(conn, id)?)
         })
         .map_err(|e| match e {
             // Two approvals by one person racing each other: the database's
@@ -328,16 +341,21 @@ pub fn decide(
             other => other,
         })?;
     ctx.log.entries_committed();
-    tracing::info!(request_id = %request.id, state = %request.state, "recontact decision recorded");
-    view(request, steps)
+    Ok(decided)
 }
 
 /// Releases the local patient ID to the patient's own hospital, once two
 /// approvals are in and the consent still permits recontact.
-pub fn unseal(ctx: &Context, caller: &Caller, id: &str) -> Result<UnsealedIdentity, AppError> {
+pub fn unseal(
+    ctx: &Context,
+    caller: &Caller,
+    id: &str,
+    retry: Option<Retry>,
+) -> Result<Answered<UnsealedIdentity>, AppError> {
     let p = principal(caller)?;
+    let replayable = Replayable::of(ctx, p, "recontact_unseal", retry)?;
     let now = ctx.now();
-    let released = ctx.write(|conn| {
+    let released = write_once(ctx, replayable.as_ref(), |conn| {
         let request = request_for(ctx, conn, caller, Action::RecontactUnseal, id)?;
         match state_of(&request)? {
             RecontactState::Approved => {}
@@ -379,7 +397,7 @@ pub fn unseal(ctx: &Context, caller: &Caller, id: &str) -> Result<UnsealedIdenti
         })
     })?;
     ctx.log.entries_committed();
-    tracing::info!(request_id = %released.request_id, "recontact identity released to the patient's hospital");
+    tracing::info!(request_id = %released.value.request_id, "recontact identity released to the patient's hospital");
     Ok(released)
 }
 

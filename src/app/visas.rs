@@ -9,6 +9,7 @@
 //! governance body and auditors can list who held one.
 
 use super::gates::{membership, principal, read_followed};
+use super::idempotency::{write_once, Answered, Replayable, Retry};
 use super::releases::admit;
 use super::{AppError, Context};
 use crate::access::visa::{Assertion, Holder};
@@ -17,10 +18,10 @@ use crate::auth::Caller;
 use crate::db::access::{self as store, VisaIssuanceRow};
 use crate::db::documents::utc;
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct IssuedVisas {
     /// The caller's visas, in the shape of the Passport claim (ES256 JWTs,
     /// Visa Document Tokens): `ControlledAccessGrants`, that the committee
@@ -62,11 +63,17 @@ pub struct VisaList {
 /// codes, while the caller could not release under the use. Each visa is
 /// recorded. Each member may ask `data_access.member_requests_per_minute`
 /// times a minute.
-pub fn issue(ctx: &Context, caller: &Caller, application: &str) -> Result<IssuedVisas, AppError> {
+pub fn issue(
+    ctx: &Context,
+    caller: &Caller,
+    application: &str,
+    retry: Option<Retry>,
+) -> Result<Answered<IssuedVisas>, AppError> {
     let p = principal(caller)?;
-    ctx.limit_member("visas", p)?;
+    let replayable = Replayable::of(ctx, p, "visas", retry)?;
     let now = ctx.now();
-    let (application_id, visas, expires_at) = ctx.write(|conn| {
+    let answered = write_once(ctx, replayable.as_ref(), |conn| {
+        ctx.limit_member("visas", p)?;
         let app = membership(ctx, conn, caller, Action::VisaIssue, application)?;
         let me = [(p.org.as_str(), p.subject.as_str())];
         let admitted = admit(conn, &app, &me, now)?;
@@ -117,14 +124,14 @@ pub fn issue(ctx: &Context, caller: &Caller, application: &str) -> Result<Issued
                 },
             )?;
         }
-        Ok((app.row.id, visas, expires_at))
+        tracing::info!(application = %app.row.id, "passport visas issued");
+        Ok(IssuedVisas {
+            ga4gh_passport_v1: visas,
+            expires_at,
+            jku: ctx.visas.jku().to_owned(),
+        })
     })?;
-    tracing::info!(application = %application_id, "passport visas issued");
-    Ok(IssuedVisas {
-        ga4gh_passport_v1: visas,
-        expires_at,
-        jku: ctx.visas.jku().to_owned(),
-    })
+    Ok(answered)
 }
 
 /// Every visa issued for an application, oldest first (members, the

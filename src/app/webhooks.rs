@@ -4,6 +4,7 @@
 //! `notify.max_attempts`; the secret is shown once and kept sealed.
 
 use super::gates::{membership, patient_self, principal};
+use super::idempotency::{write_once, Answered, Replayable, Retry};
 use super::{AppError, Context};
 use crate::auth::policy::{Action, Resource};
 use crate::auth::Caller;
@@ -12,11 +13,12 @@ use crate::db::notify::{self as store, EndpointOwner, EndpointRow};
 use crate::db::DbConnection;
 use crate::notify::signing;
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 /// Whose webhooks a caller manages.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Subscriber {
     /// The calling patient's own.
     ThePatient,
@@ -27,7 +29,7 @@ pub enum Subscriber {
     Members { application: String },
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct WebhookView {
     pub id: String,
     pub url: String,
@@ -112,7 +114,12 @@ pub fn register(
     caller: &Caller,
     subscriber: &Subscriber,
     url: String,
-) -> Result<WebhookView, AppError> {
+    retry: Option<Retry>,
+) -> Result<Answered<WebhookView>, AppError> {
+    let replayable = Replayable::of(ctx, principal(caller)?, "webhook", retry)?;
+    if let Some(earlier) = Replayable::replay(replayable.as_ref(), ctx)? {
+        return Ok(earlier);
+    }
     let owner = ctx.read(|conn| owner(ctx, conn, caller, subscriber))?;
     check_url(ctx, &url)?;
     let id = uuid::Uuid::new_v4().to_string();
@@ -144,12 +151,15 @@ pub fn register(
         created_at: now.naive_utc(),
         disabled_at: None,
     };
-    ctx.write(|conn| Ok(store::insert_endpoint(conn, &row)?))?;
-    Ok(WebhookView {
+    let view = WebhookView {
         id,
         url,
         created_at: now,
         secret: Some(shown),
+    };
+    write_once(ctx, replayable.as_ref(), |conn| {
+        store::insert_endpoint(conn, &row)?;
+        Ok(view)
     })
 }
 

@@ -7,7 +7,7 @@
 pub const REQUIRED_APPROVALS: usize = 2;
 
 /// Where a recontact request stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RecontactState {
     /// Opened; waiting for approvals.

@@ -10,6 +10,7 @@ pub mod access;
 pub mod consents;
 pub mod documents;
 pub mod gate;
+pub mod idempotency;
 pub mod ledger;
 pub mod notify;
 pub mod portal;

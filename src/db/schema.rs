@@ -464,6 +464,19 @@ diesel::table! {
 }
 
 diesel::table! {
+    idempotent_answers (org, key_tag) {
+        org -> Text,
+        key_tag -> Text,
+        operation -> Text,
+        request_hash -> Text,
+        key_version -> Integer,
+        nonce -> Binary,
+        ciphertext -> Binary,
+        answered_at -> Timestamp,
+    }
+}
+
+diesel::table! {
     readiness_probe (id) {
         id -> Integer,
     }

@@ -411,6 +411,32 @@ impl TestApp {
         read(req.send().await.unwrap()).await
     }
 
+    /// A POST under an `Idempotency-Key`: (status, body, whether the
+    /// answer says it is a replay).
+    pub async fn post_keyed(
+        &self,
+        path: &str,
+        token: &str,
+        key: &str,
+        body: &Value,
+    ) -> (u16, Value, bool) {
+        let response = self
+            .client
+            .post(self.url(path))
+            .bearer_auth(token)
+            .header("Idempotency-Key", key)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let replayed = response
+            .headers()
+            .get("idempotent-replayed")
+            .is_some_and(|v| v == "true");
+        let (status, body) = read(response).await;
+        (status, body, replayed)
+    }
+
     pub async fn post(
         &self,
         path: &str,

@@ -7,13 +7,16 @@ mod read;
 mod resolve;
 mod webhooks;
 
+use super::extract::OptionalIdempotencyKey;
 use super::problem::{ApiError, Problem};
+use super::replay::answered;
 use super::state::AppState;
 use crate::api::extract::Json;
 use crate::app::gates::principal;
 use crate::app::releases::{self, NewRelease, Page, ReleaseView, MAX_PAGE};
 use crate::app::AppError;
 use crate::auth::Caller;
+use actix_web::http::StatusCode;
 use actix_web::{post, web, HttpResponse};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -90,16 +93,20 @@ fn page(after: Option<i64>, limit: Option<i64>) -> Result<Page, AppError> {
 pub async fn create_release(
     state: web::Data<AppState>,
     caller: Caller,
+    idempotency: OptionalIdempotencyKey,
     path: web::Path<ApplicationPath>,
     body: Json<ReleaseRequest>,
 ) -> Result<HttpResponse, ApiError> {
     principal(&caller)?;
+    let application = path.into_inner().id;
+    let body = body.into_inner();
     let asked = NewRelease {
-        application: path.into_inner().id,
+        retry: idempotency.retry(&(&application, &body))?,
+        application,
         audience: body.audience.trim().to_owned(),
     };
     let released = state
         .run(move |ctx| releases::create(ctx, &caller, asked))
         .await?;
-    Ok(HttpResponse::Created().json(released))
+    Ok(answered(released, StatusCode::CREATED))
 }

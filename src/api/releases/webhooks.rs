@@ -2,6 +2,7 @@
 
 use super::ApplicationPath;
 use crate::api::extract::Json;
+use crate::api::extract::OptionalIdempotencyKey;
 use crate::api::problem::{ApiError, Problem};
 use crate::api::state::AppState;
 use crate::api::webhooks::{self, DeliveryQuery, WebhookRequest};
@@ -35,11 +36,12 @@ pub struct ApplicationWebhookPath {
 pub async fn add_recall_webhook(
     state: web::Data<AppState>,
     caller: Caller,
+    idempotency: OptionalIdempotencyKey,
     path: web::Path<ApplicationPath>,
     body: Json<WebhookRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let subscriber = members(path.into_inner().id);
-    webhooks::register(&state, caller, subscriber, body.into_inner()).await
+    webhooks::register(&state, caller, subscriber, (body.into_inner(), idempotency)).await
 }
 
 /// The application's active recall webhooks (members).

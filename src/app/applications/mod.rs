@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 /// A purpose as shown: its DUO code and, for DS, its diseases.
-#[derive(Serialize, ToSchema, Clone)]
+#[derive(Serialize, Deserialize, ToSchema, Clone)]
 pub struct PurposeView {
     /// `GRU`, `HMB`, `DS`, `POA` or `MDS` (methods development).
     pub code: String,
@@ -69,14 +69,14 @@ pub struct DatasetMatch {
     pub matcher: String,
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct TransitionView {
     pub state: String,
     pub actor: String,
     pub at: DateTime<Utc>,
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct AgreementView {
     pub id: String,
     /// `active`, `suspended` or `revoked`.
@@ -91,7 +91,7 @@ pub struct AgreementView {
     pub history: Vec<AgreementStateView>,
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct AgreementStateView {
     /// `active`, `suspended` or `revoked`.
     #[schema(value_type = String)]
@@ -101,7 +101,7 @@ pub struct AgreementStateView {
     pub at: DateTime<Utc>,
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct ApplicationView {
     pub id: String,
     pub org: String,

@@ -4,6 +4,7 @@
 use super::*;
 use crate::access::review::{self, AgreementState, Vote};
 use crate::app::gates::{application_for, principal};
+use crate::app::idempotency::{write_once, Answered, Replayable, Retry};
 use crate::app::text::json;
 use crate::app::Context;
 use crate::auth::policy::Action;
@@ -19,10 +20,12 @@ pub fn vote(
     caller: &Caller,
     id: &str,
     ballot: Vote,
-) -> Result<ApplicationView, AppError> {
+    retry: Option<Retry>,
+) -> Result<Answered<ApplicationView>, AppError> {
     let p = principal(caller)?;
+    let replayable = Replayable::of(ctx, p, "vote", retry)?;
     let now = ctx.now();
-    ctx.write(|conn| {
+    write_once(ctx, replayable.as_ref(), |conn| {
         let app = application_for(ctx, conn, caller, Action::ApplicationVote, id)?;
         if app.state()? != ApplicationState::UnderReview {
             return Err(AppError::refused(

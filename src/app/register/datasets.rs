@@ -3,6 +3,7 @@
 
 use crate::access::duo::{self, DataUseTerms};
 use crate::app::gates::governance;
+use crate::app::idempotency::{write_once, Answered, Replayable, Retry};
 use crate::app::text::{json, parse_json};
 use crate::app::{AppError, Context};
 use crate::auth::policy::{Action, Resource};
@@ -10,7 +11,7 @@ use crate::auth::Caller;
 use crate::consent::DocumentFamily;
 use crate::db::access::{self as store, DatasetRow, DatasetSampleRow};
 use crate::pseudonym::genome_id::PrintedId;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 /// A dataset to define.
@@ -32,7 +33,7 @@ pub struct DatasetMember {
     pub diagnosis: Option<String>,
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct DatasetView {
     pub id: String,
     pub name: String,
@@ -48,7 +49,7 @@ pub struct DatasetList {
     pub datasets: Vec<DatasetView>,
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct DatasetSamplesAdded {
     pub added: usize,
 }
@@ -86,8 +87,14 @@ fn dataset_view(row: DatasetRow, samples: i64) -> Result<DatasetView, AppError> 
 }
 
 /// Defines a dataset: a named cohort with DUO limitations (governance).
-pub fn create(ctx: &Context, caller: &Caller, new: NewDataset) -> Result<DatasetView, AppError> {
+pub fn create(
+    ctx: &Context,
+    caller: &Caller,
+    new: NewDataset,
+    retry: Option<Retry>,
+) -> Result<Answered<DatasetView>, AppError> {
     let p = governance(ctx, caller)?;
+    let replayable = Replayable::of(ctx, p, "dataset", retry)?;
     let terms = parse_terms(&new.terms, &ctx.diseases)?;
     let row = DatasetRow {
         id: format!("ds-{}", uuid::Uuid::new_v4()),
@@ -98,14 +105,14 @@ pub fn create(ctx: &Context, caller: &Caller, new: NewDataset) -> Result<Dataset
         created_by: p.subject.clone(),
         created_at: ctx.now().naive_utc(),
     };
-    ctx.write(|conn| Ok(store::insert_dataset(conn, &row)?))
-        .map_err(|e| match e {
-            AppError::UniqueViolation(_) => {
-                AppError::field("name", "a dataset of this name exists")
-            }
-            other => other,
-        })?;
-    dataset_view(row, 0)
+    write_once(ctx, replayable.as_ref(), |conn| {
+        store::insert_dataset(conn, &row)?;
+        dataset_view(row, 0)
+    })
+    .map_err(|e| match e {
+        AppError::UniqueViolation(_) => AppError::field("name", "a dataset of this name exists"),
+        other => other,
+    })
 }
 
 /// Adds registered samples to a dataset (governance). Samples already in

@@ -5,6 +5,7 @@ use super::*;
 use crate::access::duo::MATCHER_VERSION;
 use crate::access::handle::{HandleClaims, HANDLE_TYPE};
 use crate::app::gates::{membership, principal};
+use crate::app::idempotency::{Answered, Replayable, Retry};
 use crate::app::recalls;
 use crate::app::{AccessRefusal as Refusal, Context};
 use crate::auth::policy::Action;
@@ -18,6 +19,8 @@ pub struct NewRelease {
     pub application: String,
     /// One of `release.audiences` in `policies/data-use.toml`.
     pub audience: String,
+    /// Present when the member may retry (an `Idempotency-Key`).
+    pub retry: Option<Retry>,
 }
 
 /// The whole release, computed and written inside one transaction.
@@ -34,8 +37,18 @@ struct Outcome {
 /// release `data_access.member_requests_per_minute` times a minute: every
 /// release notifies its cohort (decision 0032). The answer is the record
 /// as stored, as a later read returns it, with the handle.
-pub fn create(ctx: &Context, caller: &Caller, asked: NewRelease) -> Result<ReleaseView, AppError> {
+pub fn create(
+    ctx: &Context,
+    caller: &Caller,
+    asked: NewRelease,
+) -> Result<Answered<ReleaseView>, AppError> {
     let p = principal(caller)?;
+    // A retry whose first answer was lost is that answer (its handle
+    // signed again: the same bytes), before any gate or limit.
+    let replayable = Replayable::of(ctx, p, "release", asked.retry.clone())?;
+    if let Some(earlier) = Replayable::replay(replayable.as_ref(), ctx)? {
+        return with_handle(ctx, earlier);
+    }
     ctx.limit_member("release", p)?;
     if !ctx.data_use.release.audiences.contains(&asked.audience) {
         return Err(AppError::refused(
@@ -49,14 +62,45 @@ pub fn create(ctx: &Context, caller: &Caller, asked: NewRelease) -> Result<Relea
     // (pass.rs); without one it is read in turn.
     let spare = ctx.pool.try_get();
     let watermark = crate::db::gate::watermark(&mut conn)?;
-    let outcome = write_transaction(&mut conn, |conn| {
-        release(ctx, (conn, spare), caller, &asked, (now, watermark))
-    })?;
-    ctx.log.entries_committed();
-    if outcome.recalled > 0 {
-        ctx.log.deliveries_queued();
-    }
-    let release = ReleaseRecord::from_row(outcome.row, &ctx.public_base_url)?;
+    let attempt = write_transaction(&mut conn, |conn| {
+        let outcome = release(ctx, (conn, spare), caller, &asked, (now, watermark))?;
+        let record = ReleaseRecord::from_row(outcome.row, &ctx.public_base_url)?;
+        if let Some(r) = &replayable {
+            r.remember(ctx, conn, &record)?;
+        }
+        Ok((record, outcome.recalled))
+    });
+    drop(conn);
+    let answered = match attempt {
+        Ok((record, recalled)) => {
+            ctx.log.entries_committed();
+            if recalled > 0 {
+                ctx.log.deliveries_queued();
+            }
+            tracing::info!(release = %record.id, included = record.included, excluded = record.excluded, "dataset released");
+            Answered {
+                value: record,
+                replayed: false,
+            }
+        }
+        // The same request under the same key, committed first: its answer.
+        Err(AppError::UniqueViolation(cause)) => {
+            Replayable::replay(replayable.as_ref(), ctx)?.ok_or(AppError::UniqueViolation(cause))?
+        }
+        Err(refused) => return Err(refused),
+    };
+    with_handle(ctx, answered)
+}
+
+/// The release record with its handle for the audience. Ed25519 signatures
+/// are deterministic, so a replay's handle is the first answer's, byte for
+/// byte, while the key version is the same; the handle itself is never
+/// stored (decision 0033).
+fn with_handle(
+    ctx: &Context,
+    answered: Answered<ReleaseRecord>,
+) -> Result<Answered<ReleaseView>, AppError> {
+    let release = answered.value;
     let claims = HandleClaims {
         iss: ctx.handles.issuer().to_owned(),
         aud: release.audience.clone(),
@@ -66,14 +110,16 @@ pub fn create(ctx: &Context, caller: &Caller, asked: NewRelease) -> Result<Relea
         agreement: release.agreement_id.clone(),
         datasets: release.provenance.matching.keys().cloned().collect(),
         conditions: release.provenance.conditions.clone(),
-        iat: now.timestamp(),
+        iat: release.released_at.timestamp(),
         exp: release.handle_expires_at.timestamp(),
     };
     // Signing cannot fail for a loaded key; if it did, the release stands
     // and a member can ask for a fresh handle by releasing again.
     let handle = ctx.handles.issue(&claims).map_err(AppError::internal)?;
-    tracing::info!(release = %release.id, included = release.included, excluded = release.excluded, "dataset released");
-    Ok(ReleaseView { handle, release })
+    Ok(Answered {
+        value: ReleaseView { handle, release },
+        replayed: answered.replayed,
+    })
 }
 
 /// The release itself, in the caller's transaction on `conn`.

@@ -68,7 +68,7 @@ pub struct Provenance {
 /// A release as kept: who made it for which store, what it included and
 /// excluded, and what it rested on. Never its handle, which only the
 /// member who released receives.
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct ReleaseRecord {
     pub id: String,
     pub application_id: String,
