@@ -23,6 +23,7 @@ pub mod consent;
 pub mod db;
 pub mod ed25519;
 pub mod genome;
+pub mod integral;
 pub mod keyfile;
 pub mod ledger;
 pub mod notify;

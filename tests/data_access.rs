@@ -861,6 +861,23 @@ async fn the_full_journey_releases_consenting_patients_and_resolution_rechecks_c
             .await;
         assert_problem(s, &b, 422, "validation_failed");
     }
+    // A position before or after every instant either database keeps reads
+    // as its edge: everything, or nothing (PostgreSQL once refused it as
+    // out of range).
+    for (edge, listed_after) in [("-533007637401738019_a", 2), ("999999999999999999_a", 0)] {
+        let (s, page) = app
+            .get(
+                &format!("/v1/applications?after={edge}"),
+                Some(&governance()),
+            )
+            .await;
+        assert_eq!(s, 200, "{edge}: {page}");
+        assert_eq!(
+            page["applications"].as_array().unwrap().len(),
+            listed_after,
+            "{edge}"
+        );
+    }
     let (_, theirs) = app
         .get("/v1/applications", Some(&researcher(UNIVERSITY, "prof-1")))
         .await;

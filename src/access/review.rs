@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 /// A condition of use an approval can carry (DUO TS, MOR, PUB, RTN).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(tag = "code")]
+#[serde(tag = "code", try_from = "ConditionFields")]
 pub enum Condition {
     /// Time limit: access ends this many months after it starts.
     #[serde(rename = "TS")]
@@ -20,6 +20,36 @@ pub enum Condition {
     /// Derived data must be returned to the repository.
     #[serde(rename = "RTN")]
     ReturnDerivedData,
+}
+
+/// A condition as written: its code and exactly the fields that code
+/// takes (`TS` its months, `MOR` its date, `PUB` and `RTN` nothing).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConditionFields {
+    code: String,
+    #[serde(default, deserialize_with = "crate::integral::optional")]
+    months: Option<u32>,
+    #[serde(default)]
+    until: Option<NaiveDate>,
+}
+
+impl TryFrom<ConditionFields> for Condition {
+    type Error = String;
+
+    fn try_from(c: ConditionFields) -> Result<Self, String> {
+        match (c.code.as_str(), c.months, c.until) {
+            ("TS", Some(months), None) => Ok(Condition::TimeLimit { months }),
+            ("MOR", None, Some(until)) => Ok(Condition::Moratorium { until }),
+            ("PUB", None, None) => Ok(Condition::Publication),
+            ("RTN", None, None) => Ok(Condition::ReturnDerivedData),
+            ("TS" | "MOR" | "PUB" | "RTN", _, _) => Err(format!(
+                "{}: TS takes `months`, MOR `until`, PUB and RTN nothing",
+                c.code
+            )),
+            (other, _, _) => Err(format!("unknown condition `{other}`")),
+        }
+    }
 }
 
 impl Condition {
@@ -203,6 +233,18 @@ pub fn processing_percentiles(mut days: Vec<f64>) -> Option<(f64, f64)> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_condition_is_exactly_its_fields() {
+        let read = |json: &str| serde_json::from_str::<Condition>(json);
+        assert_eq!(
+            read(r#"{"code": "TS", "months": 12.0}"#).unwrap(),
+            Condition::TimeLimit { months: 12 }
+        );
+        assert_eq!(read(r#"{"code": "PUB"}"#).unwrap(), Condition::Publication);
+        assert!(read(r#"{"code": "PUB", "months": 3}"#).is_err());
+        assert!(read(r#"{"code": "TS", "months": 12, "until": "2027-01-01"}"#).is_err());
+    }
 
     const RULES: ReviewRules = ReviewRules {
         quorum: 3,

@@ -1,7 +1,7 @@
 //! Data-use agreements: the versioned texts members accept, acceptances
 //! of the current text, and the governance body's sanctions.
 
-use super::problem::{ApiError, Problem};
+use super::problem::ApiError;
 use super::state::AppState;
 use crate::access::review::AgreementState;
 use crate::api::extract::Json;
@@ -10,7 +10,7 @@ use crate::api::replay::answered;
 use crate::app::agreements::{self, AgreementTextView, Sanction};
 use crate::app::applications::ApplicationView;
 use crate::app::gates::principal;
-use crate::app::text::{prose, text_field};
+use crate::app::text::Text;
 use crate::app::AppError;
 use crate::auth::Caller;
 use actix_web::http::StatusCode;
@@ -28,6 +28,11 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(sanction_agreement);
 }
 
+/// The data-use agreement's text.
+pub const AGREEMENT_TEXT: Text = Text::prose(200_000);
+/// Why the governance body suspends, revokes or reinstates an agreement.
+pub const SANCTION_REASON: Text = Text::line(2000);
+
 #[derive(Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AgreementTextRequest {
@@ -39,7 +44,7 @@ pub struct AgreementTextRequest {
 /// Members of every agreement must accept the new version before their next
 /// release.
 #[utoipa::path(tag = "data-access", request_body = AgreementTextRequest,
-    responses((status = 201, body = AgreementTextView), (status = 422, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 201, body = AgreementTextView)))]
 #[post("/v1/agreement-texts")]
 pub async fn publish_agreement_text(
     state: web::Data<AppState>,
@@ -50,11 +55,8 @@ pub async fn publish_agreement_text(
     principal(&caller)?;
     let retry = idempotency.retry(&*body)?;
     let text = body.into_inner().body;
-    if text.trim().is_empty() || text.len() > 200_000 {
-        return Err(AppError::field("body", "1-200000 bytes").into());
-    }
     // The text as published, whitespace and all: members accept its hash.
-    prose(&text, "body", 200_000)?;
+    AGREEMENT_TEXT.check(&text, "body")?;
     let view = state
         .run(move |ctx| agreements::publish_text(ctx, &caller, text, retry))
         .await?;
@@ -62,7 +64,7 @@ pub async fn publish_agreement_text(
 }
 
 /// The agreement text members must accept now.
-#[utoipa::path(tag = "data-access", responses((status = 200, body = AgreementTextView), (status = 409, body = Problem, content_type = "application/problem+json")))]
+#[utoipa::path(tag = "data-access", responses((status = 200, body = AgreementTextView)))]
 #[get("/v1/agreement-texts/current")]
 pub async fn current_agreement_text(
     state: web::Data<AppState>,
@@ -82,7 +84,7 @@ pub struct TextVersionPath {
 
 /// One version of the agreement text, current or not: what a member
 /// accepted, and what an `AcceptedTermsAndPolicies` visa names.
-#[utoipa::path(tag = "data-access", params(TextVersionPath), responses((status = 200, body = AgreementTextView), (status = 404, body = Problem, content_type = "application/problem+json")))]
+#[utoipa::path(tag = "data-access", params(TextVersionPath), responses((status = 200, body = AgreementTextView)))]
 #[get("/v1/agreement-texts/{version}")]
 pub async fn agreement_text(
     state: web::Data<AppState>,
@@ -111,8 +113,7 @@ pub struct AgreementPath {
 
 /// A member accepts the current agreement text; the hash is recorded.
 #[utoipa::path(tag = "data-access", params(AgreementPath), request_body = AcceptanceRequest,
-    responses((status = 200, body = ApplicationView), (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 409, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = ApplicationView)))]
 #[post("/v1/agreements/{id}/acceptances")]
 pub async fn accept_agreement(
     state: web::Data<AppState>,
@@ -147,7 +148,7 @@ impl TryFrom<SanctionRequest> for Sanction {
             .ok_or_else(|| AppError::field("state", "suspended, revoked or active"))?;
         Ok(Sanction {
             state,
-            reason: text_field(&body.reason, "reason", 2000)?,
+            reason: SANCTION_REASON.check(&body.reason, "reason")?,
         })
     }
 }
@@ -155,7 +156,7 @@ impl TryFrom<SanctionRequest> for Sanction {
 /// Suspends, revokes or reinstates an agreement (governance). Every handle
 /// issued under it stops resolving at once; revocation is final.
 #[utoipa::path(tag = "data-access", params(AgreementPath), request_body = SanctionRequest,
-    responses((status = 200, body = ApplicationView), (status = 409, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = ApplicationView)))]
 #[post("/v1/agreements/{id}/state")]
 pub async fn sanction_agreement(
     state: web::Data<AppState>,

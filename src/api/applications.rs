@@ -3,7 +3,7 @@
 //! of `app::applications`.
 
 use super::extract::OptionalIdempotencyKey;
-use super::problem::{ApiError, Problem};
+use super::problem::ApiError;
 use super::state::AppState;
 use crate::access::review::{ApplicationState, Condition, Vote};
 use crate::api::extract::Json;
@@ -14,7 +14,7 @@ use crate::app::applications::{
 };
 use crate::app::gates::principal;
 use crate::app::idempotency::Retry;
-use crate::app::text::text_field;
+use crate::app::text::Text;
 use crate::app::AppError;
 use crate::auth::Caller;
 use actix_web::http::StatusCode;
@@ -30,6 +30,15 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(get_application)
         .service(vote);
 }
+
+/// An application's title.
+pub const TITLE: Text = Text::line(500);
+/// The research ethics committee's approval reference.
+pub const ETHICS_REF: Text = Text::line(200);
+/// A member's name, and a partner's organization.
+pub const MEMBER: Text = Text::line(200);
+/// Datasets one application names, at most.
+pub const MAX_DATASETS: usize = 50;
 
 #[derive(Deserialize, Serialize, ToSchema, Clone)]
 #[serde(deny_unknown_fields)]
@@ -88,29 +97,32 @@ impl TryFrom<(ApplicationRequest, Option<String>)> for Submission {
             }),
             None => None,
         };
+        if body.datasets.is_empty() || body.datasets.len() > MAX_DATASETS {
+            return Err(AppError::field(
+                "datasets",
+                format!("1-{MAX_DATASETS} datasets"),
+            ));
+        }
         let mut datasets = body.datasets;
         datasets.sort();
         datasets.dedup();
-        if datasets.is_empty() || datasets.len() > 50 {
-            return Err(AppError::field("datasets", "1-50 datasets"));
-        }
         let members = body
             .members
             .iter()
-            .map(|m| text_field(m, "members", 200))
+            .map(|m| MEMBER.check(m, "members"))
             .collect::<Result<_, _>>()?;
         let partner_members = body
             .partner_members
             .iter()
             .map(|m| {
                 Ok(Member {
-                    org: text_field(&m.org, "partner_members", 200)?,
-                    researcher: text_field(&m.researcher, "partner_members", 200)?,
+                    org: MEMBER.check(&m.org, "partner_members")?,
+                    researcher: MEMBER.check(&m.researcher, "partner_members")?,
                 })
             })
             .collect::<Result<_, AppError>>()?;
         Ok(Submission {
-            title: text_field(&body.title, "title", 500)?,
+            title: TITLE.check(&body.title, "title")?,
             purpose: PurposeNamed {
                 code: body.purpose.code,
                 diseases: body.purpose.diseases,
@@ -118,7 +130,7 @@ impl TryFrom<(ApplicationRequest, Option<String>)> for Submission {
             datasets,
             members,
             partner_members,
-            ethics_ref: text_field(&body.ethics_ref, "ethics_ref", 200)?,
+            ethics_ref: ETHICS_REF.check(&body.ethics_ref, "ethics_ref")?,
             starts_on: body.starts_on,
             ends_on: body.ends_on,
             recipients_abroad: body.recipients_abroad,
@@ -131,11 +143,7 @@ impl TryFrom<(ApplicationRequest, Option<String>)> for Submission {
 /// a `deny` on any dataset rejects the application with its rationale;
 /// otherwise it goes to the review committee, `abstain` results included.
 #[utoipa::path(tag = "data-access", request_body = ApplicationRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Optional, unique per organization: a retry with the same body returns the original application (200); another body under the same key is refused (409 idempotency_key_reused)")),
-    responses((status = 201, body = ApplicationView), (status = 200, body = ApplicationView, description = "a retry under the same Idempotency-Key"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 409, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 201, body = ApplicationView), (status = 200, body = ApplicationView, description = "a retry under the same Idempotency-Key")))]
 #[post("/v1/applications")]
 pub async fn submit_application(
     state: web::Data<AppState>,
@@ -162,7 +170,7 @@ pub struct ApplicationPath {
 
 /// One application with its matching, transitions, votes and agreement.
 #[utoipa::path(tag = "data-access", params(ApplicationPath),
-    responses((status = 200, body = ApplicationView), (status = 404, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = ApplicationView)))]
 #[get("/v1/applications/{id}")]
 pub async fn get_application(
     state: web::Data<AppState>,
@@ -187,7 +195,8 @@ pub struct ApplicationQuery {
 }
 
 const APPLICATION_PAGE: i64 = 100;
-const MAX_APPLICATION_PAGE: i64 = 500;
+/// Applications per page, at most.
+pub const MAX_APPLICATION_PAGE: i64 = 500;
 
 impl TryFrom<ApplicationQuery> for ApplicationPage {
     type Error = AppError;
@@ -228,7 +237,7 @@ impl TryFrom<ApplicationQuery> for ApplicationPage {
 /// Applications the caller may read, oldest first and paged: the
 /// committee's work list, or a researcher's own organization's.
 #[utoipa::path(tag = "data-access", params(ApplicationQuery),
-    responses((status = 200, body = ApplicationList), (status = 422, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = ApplicationList)))]
 #[get("/v1/applications")]
 pub async fn list_applications(
     state: web::Data<AppState>,
@@ -296,8 +305,7 @@ impl TryFrom<VoteRequest> for Vote {
 /// `policies/data-use.toml` the application is decided; an approval creates
 /// its data-use agreement.
 #[utoipa::path(tag = "data-access", params(ApplicationPath), request_body = VoteRequest,
-    responses((status = 200, body = ApplicationView), (status = 409, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = ApplicationView)))]
 #[post("/v1/applications/{id}/votes")]
 pub async fn vote(
     state: web::Data<AppState>,

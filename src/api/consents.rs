@@ -3,7 +3,7 @@
 //! `app::consents`, which records and reads.
 
 use super::extract::IdempotencyKey;
-use super::problem::{ApiError, Problem};
+use super::problem::ApiError;
 use super::state::AppState;
 use crate::api::extract::Json;
 use crate::app::consents::{
@@ -12,6 +12,7 @@ use crate::app::consents::{
 };
 use crate::app::enrollment::QrWanted;
 use crate::app::gates::principal;
+use crate::app::text::Text;
 use crate::app::{AppError, Context};
 use crate::auth::Caller;
 use crate::consent::document::FieldProblem;
@@ -32,6 +33,9 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(change_consent)
         .service(withdraw_consent);
 }
+
+/// Who explained the document: a staff identifier.
+pub const EXPLAINED_BY: Text = Text::line(128);
 
 /// Who signed.
 #[derive(Deserialize, Serialize, ToSchema, Debug, Clone)]
@@ -128,13 +132,14 @@ fn parse_signature(
             (SignerKind::Patient, None)
         }
     };
-    let explained = explained_by.trim();
-    if explained.is_empty() || explained.len() > 128 || explained.chars().any(char::is_control) {
-        problems.push(FieldProblem::new(
-            "explained_by",
-            "must be 1-128 characters",
-        ));
-    }
+    let explained = EXPLAINED_BY
+        .check(explained_by, "explained_by")
+        .map_err(|e| {
+            if let AppError::Validation(mut found) = e {
+                problems.append(&mut found);
+            }
+        })
+        .unwrap_or_default();
     let signed = match DateTime::parse_from_rfc3339(signed_at) {
         Ok(t) if !consents::signed_by(t.with_timezone(&Utc), now) => {
             problems.push(FieldProblem::new("signed_at", "lies in the future"));
@@ -163,7 +168,7 @@ fn parse_signature(
     Some(Signature {
         signer: kind,
         relationship,
-        explained_by: explained.to_owned(),
+        explained_by: explained,
         signed_at: signed?,
         form_hash: form_hash.to_ascii_lowercase(),
     })
@@ -419,12 +424,10 @@ where
 /// it is recorded (decision 0026): the patient is told at once, with a
 /// `consent_lapse` entry. So is a change a minor's proxy signed.
 #[utoipa::path(tag = "consents", request_body = GrantRequest,
-    params(("Idempotency-Key" = String, Header, description = "Unique per hospital; a retry with the same body returns the original event"), QrWanted),
+    params(QrWanted),
     responses(
         (status = 201, body = EventResponse),
-        (status = 200, body = EventResponse, description = "Idempotent replay of an earlier identical request"),
-        (status = 409, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json")))]
+        (status = 200, body = EventResponse, description = "Idempotent replay of an earlier identical request")))]
 #[post("/v1/consents")]
 pub async fn register_consent(
     state: web::Data<AppState>,
@@ -447,10 +450,9 @@ pub async fn register_consent(
 
 /// Changes some items of a patient's consent, signed on the version in force.
 /// Re-consent for materially changed or added items is recorded this way.
-#[utoipa::path(tag = "consents", params(ConsentPath, ("Idempotency-Key" = String, Header, description = "Unique per hospital")),
+#[utoipa::path(tag = "consents", params(ConsentPath),
     request_body = ChangeRequest,
-    responses((status = 201, body = EventResponse), (status = 200, body = EventResponse), (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 409, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 201, body = EventResponse), (status = 200, body = EventResponse)))]
 #[post("/v1/patients/{patient_ref}/consents/{family}/changes")]
 pub async fn change_consent(
     state: web::Data<AppState>,
@@ -470,10 +472,9 @@ pub async fn change_consent(
 }
 
 /// Withdraws a patient's whole consent in a family, or some items of it.
-#[utoipa::path(tag = "consents", params(ConsentPath, ("Idempotency-Key" = String, Header, description = "Unique per hospital")),
+#[utoipa::path(tag = "consents", params(ConsentPath),
     request_body = WithdrawalRequest,
-    responses((status = 201, body = EventResponse), (status = 200, body = EventResponse), (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 409, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 201, body = EventResponse), (status = 200, body = EventResponse)))]
 #[post("/v1/patients/{patient_ref}/consents/{family}/withdrawals")]
 pub async fn withdraw_consent(
     state: web::Data<AppState>,
@@ -495,7 +496,7 @@ pub async fn withdraw_consent(
 /// A patient's consent in one family as in force now, or at `as_of`.
 /// Every item carries the reason for its decision.
 #[utoipa::path(tag = "consents", params(ConsentPath, AsOfQuery),
-    responses((status = 200, body = ConsentView), (status = 404, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = ConsentView)))]
 #[get("/v1/patients/{patient_ref}/consents/{family}")]
 pub async fn read_consent(
     state: web::Data<AppState>,
@@ -524,7 +525,7 @@ pub async fn read_consent(
 /// Every consent event of a patient in one family, oldest first. Nothing is
 /// ever overwritten, so this is the full history.
 #[utoipa::path(tag = "consents", params(ConsentPath),
-    responses((status = 200, body = EventList), (status = 404, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = EventList)))]
 #[get("/v1/patients/{patient_ref}/consents/{family}/events")]
 pub async fn list_events(
     state: web::Data<AppState>,
@@ -544,7 +545,7 @@ pub async fn list_events(
 /// provision per scope item, coded with the item key and GA4GH DUO terms;
 /// `policy.uri` is the canonical URI of the document version.
 #[utoipa::path(tag = "consents", params(ConsentPath),
-    responses((status = 200, content_type = "application/fhir+json", body = Object), (status = 404, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, content_type = "application/fhir+json", body = Object)))]
 #[get("/v1/patients/{patient_ref}/consents/{family}/fhir")]
 pub async fn export_fhir(
     state: web::Data<AppState>,

@@ -1,7 +1,7 @@
 //! Datasets: named cohorts of registered samples with their DUO data-use
 //! terms, portfolio category and consent family.
 
-use super::problem::{ApiError, Problem};
+use super::problem::ApiError;
 use super::samples::parse_genome_id;
 use super::state::AppState;
 use crate::api::extract::Json;
@@ -11,7 +11,6 @@ use crate::app::gates::principal;
 use crate::app::register::{
     self, DatasetList, DatasetMember, DatasetSamplesAdded, DatasetView, NewDataset,
 };
-use crate::app::text::text_field;
 use crate::app::AppError;
 use crate::auth::Caller;
 use actix_web::http::StatusCode;
@@ -21,7 +20,8 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_actix_web::service_config::ServiceConfig;
 
 /// Samples one call may add to a dataset.
-const MAX_DATASET_SAMPLES_PER_CALL: usize = 10_000;
+/// Samples one call adds to a dataset, at most.
+pub const MAX_SAMPLES_PER_CALL: usize = 10_000;
 
 pub fn routes(cfg: &mut ServiceConfig) {
     cfg.service(create_dataset)
@@ -47,7 +47,7 @@ impl TryFrom<DatasetRequest> for NewDataset {
     type Error = AppError;
 
     fn try_from(body: DatasetRequest) -> Result<Self, AppError> {
-        let name = text_field(&body.name, "name", 200)?;
+        let name = register::DATASET_NAME.check(&body.name, "name")?;
         let domain = body
             .domain
             .parse()
@@ -56,15 +56,14 @@ impl TryFrom<DatasetRequest> for NewDataset {
             name,
             domain,
             terms: body.terms,
-            portfolio: text_field(&body.portfolio, "portfolio", 100)?,
+            portfolio: register::DATASET_PORTFOLIO.check(&body.portfolio, "portfolio")?,
         })
     }
 }
 
 /// Defines a dataset: a named cohort with DUO limitations (governance).
 #[utoipa::path(tag = "data-access", request_body = DatasetRequest,
-    responses((status = 201, body = DatasetView), (status = 409, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 201, body = DatasetView)))]
 #[post("/v1/datasets")]
 pub async fn create_dataset(
     state: web::Data<AppState>,
@@ -105,8 +104,7 @@ pub struct DatasetPath {
 /// Adds registered samples to a dataset (governance). Samples already in
 /// it are left as they are.
 #[utoipa::path(tag = "data-access", params(DatasetPath), request_body = DatasetSamplesRequest,
-    responses((status = 200, body = DatasetSamplesAdded), (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = DatasetSamplesAdded)))]
 #[post("/v1/datasets/{id}/samples")]
 pub async fn add_dataset_samples(
     state: web::Data<AppState>,
@@ -116,7 +114,7 @@ pub async fn add_dataset_samples(
 ) -> Result<web::Json<DatasetSamplesAdded>, ApiError> {
     principal(&caller)?;
     let body = body.into_inner();
-    if body.samples.is_empty() || body.samples.len() > MAX_DATASET_SAMPLES_PER_CALL {
+    if body.samples.is_empty() || body.samples.len() > MAX_SAMPLES_PER_CALL {
         return Err(AppError::field("samples", "1-10000 samples per call").into());
     }
     let samples = body

@@ -1,6 +1,6 @@
 //! Unified consent documents: drafting, publishing and reading versions.
 
-use super::problem::{ApiError, Problem};
+use super::problem::ApiError;
 use super::state::AppState;
 use crate::api::extract::Json;
 use crate::app::documents::{self, VersionList, VersionView};
@@ -129,7 +129,7 @@ pub async fn list_versions(
 
 /// Reads one version with its full texts and DUO mapping. Published versions
 /// are public; drafts need `consent_admin` or `auditor`.
-#[utoipa::path(tag = "documents", params(VersionPath), responses((status = 200, body = VersionView), (status = 404, body = Problem, content_type = "application/problem+json")))]
+#[utoipa::path(tag = "documents", params(VersionPath), responses((status = 200, body = VersionView)))]
 #[get("/v1/documents/{family}/versions/{number}")]
 pub async fn get_version(
     state: web::Data<AppState>,
@@ -146,7 +146,7 @@ pub async fn get_version(
 /// Creates the next version of a family as a draft. Every item declares how
 /// it differs from the version in force.
 #[utoipa::path(tag = "documents", params(FamilyPath), request_body = DraftRequest,
-    responses((status = 201, body = VersionView), (status = 409, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 201, body = VersionView)))]
 #[post("/v1/documents/{family}/versions")]
 pub async fn create_draft(
     state: web::Data<AppState>,
@@ -164,7 +164,7 @@ pub async fn create_draft(
 
 /// Replaces a draft's content. Published versions are immutable (409).
 #[utoipa::path(tag = "documents", params(VersionPath), request_body = DraftRequest,
-    responses((status = 200, body = VersionView), (status = 409, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = VersionView)))]
 #[put("/v1/documents/{family}/versions/{number}")]
 pub async fn update_draft(
     state: web::Data<AppState>,
@@ -183,7 +183,7 @@ pub async fn update_draft(
 /// Publishes a draft: it comes into force now and the previous version is
 /// retired. From then on it never changes.
 #[utoipa::path(tag = "documents", params(VersionPath),
-    responses((status = 200, body = VersionView), (status = 409, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = VersionView)))]
 #[post("/v1/documents/{family}/versions/{number}/publish")]
 pub async fn publish_version(
     state: web::Data<AppState>,

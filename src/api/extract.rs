@@ -90,19 +90,19 @@ impl FromRequest for OptionalIdempotencyKey {
     }
 }
 
+/// The key, if the header is sent: 1-128 visible ASCII characters. A
+/// header that is sent blank is malformed, not absent.
 fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
-    let key = req
-        .headers()
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|k| !k.is_empty());
-    match key {
-        None => Ok(None),
-        Some(k) if k.len() > 128 || !k.chars().all(|c| c.is_ascii_graphic()) => {
+    let Some(value) = req.headers().get("idempotency-key") else {
+        return Ok(None);
+    };
+    match value.to_str().map(str::trim) {
+        Ok(k) if !k.is_empty() && k.len() <= 128 && k.chars().all(|c| c.is_ascii_graphic()) => {
+            Ok(Some(k.to_owned()))
+        }
+        _ => {
             Err(AppError::field("Idempotency-Key", "must be 1-128 visible ASCII characters").into())
         }
-        Some(k) => Ok(Some(k.to_owned())),
     }
 }
 
@@ -149,29 +149,76 @@ impl<T: serde::de::DeserializeOwned + 'static> FromRequest for Json<T> {
     type Future = futures_util::future::LocalBoxFuture<'static, Result<Self, Self::Error>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let limit = req
-            .app_data::<web::Data<AppState>>()
-            .map_or(DEFAULT_BODY_LIMIT, |s| s.body_limit);
-        let is_json = matches!(req.mime_type(), Ok(Some(mime))
-            if mime.subtype() == actix_web::mime::JSON || mime.suffix() == Some(actix_web::mime::JSON));
-        let body = web::Bytes::from_request(req, payload);
+        if !is_json(req) {
+            return Box::pin(async { Err(ApiError::UnsupportedMediaType.into()) });
+        }
+        let body = json_body::<T>(req, payload);
         Box::pin(async move {
-            if !is_json {
-                return Err(ApiError::UnsupportedMediaType.into());
+            match body.await? {
+                Some(value) => Ok(Json(value)),
+                None => Err(ApiError::MalformedJson("the body is empty".into()).into()),
             }
-            let bytes = body.await.map_err(|e| {
-                if e.as_response_error().status_code() == StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::PayloadTooLarge { limit }
-                } else {
-                    ApiError::MalformedJson(e.to_string())
-                }
-            })?;
-            refuse_nul(&bytes)?;
-            serde_json::from_slice(&bytes)
-                .map(Json)
-                .map_err(|e| ApiError::MalformedJson(e.to_string()).into())
         })
     }
+}
+
+/// A JSON body the endpoint can do without: no body at all is `None`; a
+/// body that is sent is held to every rule of [`Json`] (a malformed one is
+/// refused, never taken for none).
+#[derive(Debug)]
+pub struct OptionalJson<T>(pub Option<T>);
+
+impl<T> OptionalJson<T> {
+    pub fn into_inner(self) -> Option<T> {
+        self.0
+    }
+}
+
+impl<T: serde::de::DeserializeOwned + 'static> FromRequest for OptionalJson<T> {
+    type Error = actix_web::Error;
+    type Future = futures_util::future::LocalBoxFuture<'static, Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let body = json_body::<T>(req, payload);
+        Box::pin(async move { Ok(OptionalJson(body.await?)) })
+    }
+}
+
+/// `application/json`, or a `+json` type.
+fn is_json(req: &HttpRequest) -> bool {
+    matches!(req.mime_type(), Ok(Some(mime))
+        if mime.subtype() == actix_web::mime::JSON || mime.suffix() == Some(actix_web::mime::JSON))
+}
+
+/// Reads and parses a JSON body: `None` when nothing was sent.
+fn json_body<T: serde::de::DeserializeOwned + 'static>(
+    req: &HttpRequest,
+    payload: &mut Payload,
+) -> futures_util::future::LocalBoxFuture<'static, Result<Option<T>, actix_web::Error>> {
+    let limit = req
+        .app_data::<web::Data<AppState>>()
+        .map_or(DEFAULT_BODY_LIMIT, |s| s.body_limit);
+    let is_json = is_json(req);
+    let body = web::Bytes::from_request(req, payload);
+    Box::pin(async move {
+        let bytes = body.await.map_err(|e| {
+            if e.as_response_error().status_code() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge { limit }
+            } else {
+                ApiError::MalformedJson(e.to_string())
+            }
+        })?;
+        if bytes.is_empty() {
+            return Ok(None);
+        }
+        if !is_json {
+            return Err(ApiError::UnsupportedMediaType.into());
+        }
+        refuse_nul(&bytes)?;
+        // `null` is no body, as nothing is.
+        serde_json::from_slice::<Option<T>>(&bytes)
+            .map_err(|e| ApiError::MalformedJson(e.to_string()).into())
+    })
 }
 
 /// The limit when the application state is missing (it never is).

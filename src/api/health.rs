@@ -1,7 +1,7 @@
 //! Liveness, readiness, metrics and the OpenAPI document.
 
 use super::metrics::Gauges;
-use super::problem::{ApiError, Problem};
+use super::problem::ApiError;
 use super::state::AppState;
 use crate::app::AppError;
 use actix_web::{get, web, HttpResponse};
@@ -40,7 +40,7 @@ pub async fn healthz() -> web::Json<Health> {
 /// Readiness: the database answers and takes writes. A full disk, a
 /// read-only file or a standby gives 503 `service_unavailable` with
 /// `Retry-After`, as every write then does.
-#[utoipa::path(tag = "operations", responses((status = 200, body = Readiness), (status = 503, body = Problem, content_type = "application/problem+json")))]
+#[utoipa::path(tag = "operations", responses((status = 200, body = Readiness)))]
 #[get("/readyz")]
 pub async fn readyz(state: web::Data<AppState>) -> Result<web::Json<Readiness>, ApiError> {
     state

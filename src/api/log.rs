@@ -3,7 +3,7 @@
 //! log; proofs are hashes and reveal no entry), and the auditors' queries.
 
 use super::portal::page_limit;
-use super::problem::{ApiError, Problem};
+use super::problem::ApiError;
 use super::state::AppState;
 use crate::app::gates::principal;
 use crate::app::log::{self, LogKeys, Proven, ScreeningReports};
@@ -36,8 +36,7 @@ fn b64(hashes: &[[u8; 32]]) -> Vec<String> {
 
 /// The latest signed checkpoint as a C2SP signed note (`text/plain`).
 /// 404 until the first entry is integrated.
-#[utoipa::path(tag = "log", responses((status = 200, content_type = "text/plain", body = String),
-    (status = 404, body = Problem, content_type = "application/problem+json")))]
+#[utoipa::path(tag = "log", responses((status = 200, content_type = "text/plain", body = String)))]
 #[get("/v1/log/checkpoint")]
 pub async fn checkpoint(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let note = state.run(log::checkpoint).await?;
@@ -70,8 +69,7 @@ pub struct InclusionProof {
     pub checkpoint: String,
 }
 
-#[utoipa::path(tag = "log", params(InclusionQuery), responses((status = 200, body = InclusionProof),
-    (status = 422, body = Problem, content_type = "application/problem+json")))]
+#[utoipa::path(tag = "log", params(InclusionQuery), responses((status = 200, body = InclusionProof)))]
 #[get("/v1/log/proofs/inclusion")]
 pub async fn inclusion(
     state: web::Data<AppState>,
@@ -110,8 +108,7 @@ pub struct ConsistencyProof {
     pub checkpoint: String,
 }
 
-#[utoipa::path(tag = "log", params(ConsistencyQuery), responses((status = 200, body = ConsistencyProof),
-    (status = 422, body = Problem, content_type = "application/problem+json")))]
+#[utoipa::path(tag = "log", params(ConsistencyQuery), responses((status = 200, body = ConsistencyProof)))]
 #[get("/v1/log/proofs/consistency")]
 pub async fn consistency(
     state: web::Data<AppState>,
@@ -162,8 +159,7 @@ fn instant(raw: Option<&str>, field: &str) -> Result<Option<chrono::NaiveDateTim
 
 /// Log entries by organization, actor, action and time, newest first
 /// (auditors).
-#[utoipa::path(tag = "log", params(AuditQuery), responses((status = 200, body = AccessPage),
-    (status = 403, body = Problem, content_type = "application/problem+json")))]
+#[utoipa::path(tag = "log", params(AuditQuery), responses((status = 200, body = AccessPage)))]
 #[get("/v1/audit/log")]
 pub async fn audit_log(
     state: web::Data<AppState>,
@@ -206,9 +202,7 @@ pub struct ScreeningQuery {
 /// period, and actors with unusual volume. Findings name entries by arrival
 /// number, never patients.
 #[utoipa::path(tag = "log", params(ScreeningQuery),
-    responses((status = 200, body = Object, description = "A screening report"),
-    (status = 403, body = Problem, content_type = "application/problem+json"),
-    (status = 422, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = Object, description = "A screening report")))]
 #[get("/v1/audit/screening")]
 pub async fn screening(
     state: web::Data<AppState>,
@@ -234,8 +228,7 @@ pub struct ScreeningReportsQuery {
 
 /// The periodic screening reports, newest period first (auditors).
 #[utoipa::path(tag = "log", params(ScreeningReportsQuery),
-    responses((status = 200, body = ScreeningReports),
-    (status = 403, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = ScreeningReports)))]
 #[get("/v1/audit/screening-reports")]
 pub async fn screening_reports(
     state: web::Data<AppState>,

@@ -2,6 +2,7 @@
 //! bodies that carry the request ID.
 
 use super::problem::ApiError;
+use super::routes::Routes;
 use super::state::AppState;
 use crate::app::AppError;
 use actix_web::body::{BoxBody, MessageBody};
@@ -49,7 +50,8 @@ pub async fn request_context(
     let span =
         tracing::info_span!("request", request_id = %request_id, method = %method, route = %route);
 
-    let mut response = match refuse_request_target(&req) {
+    let refusal = refuse_request_target(&req).or_else(|| refuse_anonymous(&req));
+    let mut response = match refusal {
         Some(refusal) => enrich_problem(req.error_response(refusal), &request_id),
         None => match next.call(req).instrument(span.clone()).await {
             Ok(res) => enrich_problem(res, &request_id),
@@ -99,6 +101,19 @@ fn refuse_request_target(req: &ServiceRequest) -> Option<ApiError> {
         }
     }
     None
+}
+
+/// A caller without a token, on an operation that needs one, is refused
+/// before its request is read any further: deny by default, and nothing
+/// about its path, query or body is answered to someone who has not said
+/// who they are.
+fn refuse_anonymous(req: &ServiceRequest) -> Option<ApiError> {
+    let routes = req.app_data::<web::Data<Routes>>()?;
+    let anonymous = !req
+        .headers()
+        .contains_key(actix_web::http::header::AUTHORIZATION);
+    (anonymous && routes.needs_token(req.method().as_str(), req.path()))
+        .then(|| AppError::MissingToken.into())
 }
 
 fn has_control(bytes: &[u8]) -> bool {

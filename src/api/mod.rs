@@ -5,6 +5,7 @@
 pub mod agreements;
 pub mod applications;
 pub mod consents;
+pub mod contract;
 pub mod datasets;
 pub mod documents;
 pub mod extract;
@@ -22,6 +23,7 @@ pub mod releases;
 pub mod replay;
 pub mod routes;
 pub mod samples;
+pub mod schema;
 pub mod state;
 pub mod transparency;
 pub mod visas;
@@ -90,9 +92,30 @@ pub fn app(
     >,
 > {
     let body_limit = state.body_limit;
-    let (app, spec) = App::new()
-        .into_utoipa_app()
-        .openapi(ApiDoc::openapi())
+    let (app, spec) = with_routes(App::new().into_utoipa_app()).split_for_parts();
+    let description = described(&spec, &vocabulary(&state.ctx));
+    let routes = web::Data::new(routes::Routes::from_description(&description));
+    let refusals = routes.clone();
+    app.app_data(state)
+        .app_data(web::Data::new(health::OpenApiJson(description.to_string())))
+        .app_data(routes)
+        .app_data(extract::json_config(body_limit))
+        .app_data(extract::path_config())
+        .app_data(extract::query_config())
+        .app_data(web::PayloadConfig::new(body_limit))
+        .default_service(web::to(move |req: actix_web::HttpRequest| {
+            let refusal = refusals.refusal(req.path());
+            async move { Err::<actix_web::HttpResponse, _>(refusal) }
+        }))
+        .wrap(actix_web::middleware::from_fn(middleware::request_context))
+}
+
+/// Every resource's routes, and the OpenAPI description they make.
+pub(crate) fn with_routes<T>(app: utoipa_actix_web::UtoipaApp<T>) -> utoipa_actix_web::UtoipaApp<T>
+where
+    T: ServiceFactory<ServiceRequest, Config = (), Error = actix_web::Error, InitError = ()>,
+{
+    app.openapi(ApiDoc::openapi())
         .configure(health::routes)
         .configure(documents::routes)
         .configure(consents::routes)
@@ -110,18 +133,34 @@ pub fn app(
         .configure(transparency::routes)
         .configure(releases::routes)
         .configure(visas::routes)
-        .split_for_parts();
-    let spec_json = spec.to_json().unwrap_or_else(|_| "{}".to_owned());
-    let routes = std::sync::Arc::new(routes::Routes::from_spec(&spec));
-    app.app_data(state)
-        .app_data(web::Data::new(health::OpenApiJson(spec_json)))
-        .app_data(extract::json_config(body_limit))
-        .app_data(extract::path_config())
-        .app_data(extract::query_config())
-        .app_data(web::PayloadConfig::new(body_limit))
-        .default_service(web::to(move |req: actix_web::HttpRequest| {
-            let refusal = routes.refusal(req.path());
-            async move { Err::<actix_web::HttpResponse, _>(refusal) }
-        }))
-        .wrap(actix_web::middleware::from_fn(middleware::request_context))
+}
+
+/// The OpenAPI description the service serves at `/openapi.json`, for the
+/// policies of `ctx`.
+pub fn description(ctx: &crate::app::Context) -> serde_json::Value {
+    let (_, spec) = with_routes(App::new().into_utoipa_app()).split_for_parts();
+    described(&spec, &vocabulary(ctx))
+}
+
+/// The OpenAPI description as served: generated from the routes, completed
+/// with each operation's security and refusals and each field's rule.
+fn described(
+    spec: &utoipa::openapi::OpenApi,
+    vocabulary: &contract::Vocabulary,
+) -> serde_json::Value {
+    let mut doc = serde_json::to_value(spec).unwrap_or_default();
+    for unknown in contract::complete(&mut doc, vocabulary) {
+        tracing::warn!(target = %unknown, "the API contract names what the routes do not have");
+    }
+    doc
+}
+
+/// The words this deployment's policies give some fields.
+fn vocabulary(ctx: &crate::app::Context) -> contract::Vocabulary {
+    contract::Vocabulary {
+        forbidden_purposes: ctx.data_use.purposes.forbidden.clone(),
+        diseases: ctx.diseases.diseases.keys().cloned().collect(),
+        scope_items: ctx.catalog.keys().map(|k| k.as_str().to_owned()).collect(),
+        audiences: ctx.data_use.release.audiences.clone(),
+    }
 }

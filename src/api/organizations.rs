@@ -1,14 +1,14 @@
 //! The governance body's register of organizations and of researchers'
 //! ethics-training attestations.
 
-use super::problem::{ApiError, Problem};
+use super::problem::ApiError;
 use super::state::AppState;
 use crate::api::extract::Json;
 use crate::app::gates::principal;
 use crate::app::register::{
     self, Attestation, AttestationView, OrganizationView, Verification, ORGANIZATION_KINDS,
 };
-use crate::app::text::text_field;
+use crate::app::text::Text;
 use crate::app::AppError;
 use crate::auth::Caller;
 use actix_web::{put, web};
@@ -20,6 +20,13 @@ use utoipa_actix_web::service_config::ServiceConfig;
 pub fn routes(cfg: &mut ServiceConfig) {
     cfg.service(verify_organization).service(record_attestation);
 }
+
+/// An organization's or a researcher's name as a path names it.
+pub const NAME: Text = Text::line(200);
+/// The ethics-training course or programme.
+pub const TRAINING: Text = Text::line(500);
+/// The kinds the governance body verifies.
+pub const KINDS: [&str; 3] = ORGANIZATION_KINDS;
 
 #[derive(Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -39,7 +46,7 @@ impl TryFrom<(OrgPath, OrganizationRequest)> for Verification {
     type Error = AppError;
 
     fn try_from((path, body): (OrgPath, OrganizationRequest)) -> Result<Self, AppError> {
-        let org = text_field(&path.org, "org", 200)?;
+        let org = NAME.check(&path.org, "org")?;
         if !ORGANIZATION_KINDS.contains(&body.kind.as_str()) {
             return Err(AppError::field("kind", "academic, industry or public"));
         }
@@ -61,8 +68,7 @@ impl TryFrom<(OrgPath, OrganizationRequest)> for Verification {
 /// writes, in the same transaction, a recall notice for each released
 /// sample whose patient did not consent to that (decision 0027).
 #[utoipa::path(tag = "data-access", params(OrgPath), request_body = OrganizationRequest,
-    responses((status = 200, body = OrganizationView), (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = OrganizationView)))]
 #[put("/v1/organizations/{org}")]
 pub async fn verify_organization(
     state: web::Data<AppState>,
@@ -101,13 +107,13 @@ impl TryFrom<(ResearcherPath, AttestationRequest)> for Attestation {
     type Error = AppError;
 
     fn try_from((path, body): (ResearcherPath, AttestationRequest)) -> Result<Self, AppError> {
-        let training = text_field(&body.training, "training", 500)?;
+        let training = TRAINING.check(&body.training, "training")?;
         if body.expires_on <= body.completed_on {
             return Err(AppError::field("expires_on", "must be after completed_on"));
         }
         Ok(Attestation {
-            org: text_field(&path.org, "org", 200)?,
-            subject: text_field(&path.subject, "subject", 200)?,
+            org: NAME.check(&path.org, "org")?,
+            subject: NAME.check(&path.subject, "subject")?,
             training,
             completed_on: body.completed_on,
             expires_on: body.expires_on,
@@ -118,7 +124,7 @@ impl TryFrom<(ResearcherPath, AttestationRequest)> for Attestation {
 /// Records a researcher's ethics-training attestation (governance).
 /// Without a current one a researcher can neither apply nor be a member.
 #[utoipa::path(tag = "data-access", params(ResearcherPath), request_body = AttestationRequest,
-    responses((status = 200, body = AttestationView), (status = 422, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = AttestationView)))]
 #[put("/v1/organizations/{org}/researchers/{subject}/attestation")]
 pub async fn record_attestation(
     state: web::Data<AppState>,

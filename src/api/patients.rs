@@ -2,12 +2,13 @@
 //! that a patient is a minor or has died.
 
 use super::consents::patient_ref;
-use super::problem::{ApiError, Problem};
+use super::problem::ApiError;
 use super::state::AppState;
 use crate::api::extract::Json;
 use crate::app::consents::PatientStatusView;
 use crate::app::gates::principal;
 use crate::app::patients::{self, LookupResponse, PatientStatus};
+use crate::app::text::Text;
 use crate::app::AppError;
 use crate::auth::Caller;
 use crate::pseudonym::LocalPatientId;
@@ -20,6 +21,9 @@ use utoipa_actix_web::service_config::ServiceConfig;
 pub fn routes(cfg: &mut ServiceConfig) {
     cfg.service(lookup_patient).service(update_patient_status);
 }
+
+/// A hospital's own patient ID, as `LocalPatientId::parse` reads it.
+pub const LOCAL_PATIENT_ID: Text = Text::line(128);
 
 #[derive(Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -46,7 +50,7 @@ pub struct PatientPath {
 /// Finds one of the caller's hospital's patients by the hospital-local ID
 /// (sent in the body, never in a URL): its `patient_ref`, consents and samples.
 #[utoipa::path(tag = "consents", request_body = LookupRequest,
-    responses((status = 200, body = LookupResponse), (status = 404, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = LookupResponse)))]
 #[post("/v1/patients/lookup")]
 pub async fn lookup_patient(
     state: web::Data<AppState>,
@@ -72,7 +76,7 @@ pub async fn lookup_patient(
 /// permits lapsed. Each update is logged as `patient_status_change` (naming
 /// neither day), and so notified to the patient, in the same transaction.
 #[utoipa::path(tag = "consents", params(PatientPath), request_body = PatientStatusRequest,
-    responses((status = 200, body = PatientStatusView), (status = 404, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = PatientStatusView)))]
 #[put("/v1/patients/{patient_ref}/status")]
 pub async fn update_patient_status(
     state: web::Data<AppState>,

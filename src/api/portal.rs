@@ -6,7 +6,7 @@
 use super::consents::patient_ref;
 use super::extract::{OptionalIdempotencyKey, PeerAddress};
 use super::patients::PatientPath;
-use super::problem::{ApiError, Problem};
+use super::problem::ApiError;
 use super::state::AppState;
 use super::webhooks::{self, DeliveryQuery, WebhookPath, WebhookRequest};
 use crate::api::extract::Json;
@@ -44,7 +44,7 @@ pub fn routes(cfg: &mut ServiceConfig) {
 /// (a lost printout, or a replayed registration). Earlier codes stay valid
 /// until they expire or are used.
 #[utoipa::path(tag = "patients", params(PatientPath, QrWanted),
-    responses((status = 201, body = IssuedCode), (status = 404, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 201, body = IssuedCode)))]
 #[post("/v1/patients/{patient_ref}/enrollment-codes")]
 pub async fn issue_enrollment_code(
     state: web::Data<AppState>,
@@ -77,8 +77,7 @@ pub struct SignInRequest {
 /// rate-limited per client address; wrong, expired and used codes get the
 /// same answer.
 #[utoipa::path(tag = "portal", request_body = EnrollRequest,
-    responses((status = 201, body = PatientSession), (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 429, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 201, body = PatientSession)))]
 #[post("/v1/portal/enroll")]
 pub async fn enroll(
     state: web::Data<AppState>,
@@ -94,8 +93,7 @@ pub async fn enroll(
 /// Signs a patient in with their account ID and secret: a fresh short-lived
 /// token. Rate-limited per client address.
 #[utoipa::path(tag = "portal", request_body = SignInRequest,
-    responses((status = 200, body = PatientSession), (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 429, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = PatientSession)))]
 #[post("/v1/portal/token")]
 pub async fn sign_in(
     state: web::Data<AppState>,
@@ -134,7 +132,7 @@ fn language(raw: &str, field: &str) -> Result<Language, AppError> {
 /// organization, which person in which role, for what purpose, under which
 /// consent or agreement, and when, explained in Japanese or English.
 #[utoipa::path(tag = "portal", params(LogQuery),
-    responses((status = 200, body = AccessPage), (status = 403, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = AccessPage)))]
 #[get("/v1/portal/access-log")]
 pub async fn my_access_log(
     state: web::Data<AppState>,
@@ -275,7 +273,7 @@ pub async fn my_preferences(
 }
 
 #[utoipa::path(tag = "portal", request_body = PreferencesBody,
-    responses((status = 200, body = PreferencesBody), (status = 422, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = PreferencesBody)))]
 #[put("/v1/portal/preferences")]
 pub async fn set_my_preferences(
     state: web::Data<AppState>,
@@ -294,7 +292,7 @@ pub async fn set_my_preferences(
 }
 
 #[utoipa::path(tag = "portal", request_body = WebhookRequest,
-    responses((status = 201, body = WebhookView), (status = 422, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 201, body = WebhookView)))]
 #[post("/v1/portal/webhooks")]
 pub async fn add_my_webhook(
     state: web::Data<AppState>,
@@ -317,7 +315,7 @@ pub async fn my_webhooks(
 
 /// Stops a webhook. Its undelivered notifications are dead-lettered.
 #[utoipa::path(tag = "portal", params(WebhookPath),
-    responses((status = 204), (status = 404, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 204)))]
 #[delete("/v1/portal/webhooks/{id}")]
 pub async fn remove_my_webhook(
     state: web::Data<AppState>,
@@ -329,7 +327,7 @@ pub async fn remove_my_webhook(
 
 /// Delivery state of one of the caller's webhooks, newest first.
 #[utoipa::path(tag = "portal", params(WebhookPath, DeliveryQuery),
-    responses((status = 200, body = DeliveryList), (status = 404, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = DeliveryList)))]
 #[get("/v1/portal/webhooks/{id}/deliveries")]
 pub async fn my_webhook_deliveries(
     state: web::Data<AppState>,

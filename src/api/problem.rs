@@ -236,6 +236,68 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// One of every refusal the service sends, for the API description:
+    /// each operation's problem responses name their codes from here.
+    pub fn catalogue() -> Vec<ApiError> {
+        use AppError::*;
+        let app = [
+            Validation(Vec::new()),
+            IdempotencyKeyReused,
+            MissingToken,
+            Forbidden,
+            NotFound,
+            UnknownDocumentVersion,
+            DocumentVersionNotActive { status: "draft" },
+            VersionImmutable,
+            VersionConflict(String::new()),
+            NoActiveConsent,
+            InvalidGenomeId {
+                field: String::new(),
+            },
+            UnknownPatient { field: "" },
+            ObjectChecksumConflict,
+            ObjectUriInUse,
+            SampleConflict,
+            RecontactNotPermitted,
+            RecontactRequiresCommittee,
+            DuplicateApprover(""),
+            InsufficientApprovals,
+            RecontactClosed {
+                state: String::new(),
+            },
+            VaultIntegrity,
+            EnrollmentCodeInvalid,
+            InvalidCredentials,
+            RateLimited {
+                retry_after_seconds: 0,
+            },
+            ProofUnavailable,
+            Unavailable,
+            Internal(String::new()),
+        ]
+        .into_iter()
+        .chain(AccessRefusal::ALL.map(|r| Access(r, None)))
+        .map(ApiError::App);
+        app.chain([
+            ApiError::MalformedJson(String::new()),
+            ApiError::PayloadTooLarge { limit: 0 },
+            ApiError::UnsupportedMediaType,
+            ApiError::IdempotencyKeyRequired,
+            ApiError::InvalidToken,
+            ApiError::TokenExpired,
+            ApiError::UntrustedIssuer,
+            ApiError::ClientCertificateMismatch,
+            ApiError::RouteNotFound,
+            ApiError::UriTooLong { limit: 0 },
+            ApiError::MethodNotAllowed {
+                allow: String::new(),
+            },
+        ])
+        .collect()
+    }
+}
+
 impl fmt::Display for ApiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (_, code, title) = self.parts();

@@ -1,6 +1,6 @@
 //! The hospital's re-consent work list.
 
-use super::problem::{ApiError, Problem};
+use super::problem::ApiError;
 use super::state::AppState;
 use crate::app::gates::principal;
 use crate::app::reconsent::{
@@ -33,7 +33,7 @@ pub struct ReconsentQuery {
 /// changes never appear here. Paged over the hospital's patients in
 /// `patient_ref` order.
 #[utoipa::path(tag = "consents", params(ReconsentQuery),
-    responses((status = 200, body = ReconsentList), (status = 422, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = ReconsentList)))]
 #[get("/v1/reconsent-tasks")]
 pub async fn reconsent_tasks(
     state: web::Data<AppState>,

@@ -1,17 +1,17 @@
 //! Recontact (リコンタクト) under dual control: open, approve or reject,
 //! unseal, read.
 
-use super::problem::{ApiError, Problem};
+use super::problem::ApiError;
 use super::samples::parse_genome_id;
 use super::state::AppState;
 use crate::api::extract::Json;
-use crate::api::extract::OptionalIdempotencyKey;
+use crate::api::extract::{OptionalIdempotencyKey, OptionalJson};
 use crate::api::replay::answered;
 use crate::app::gates::principal;
 use crate::app::recontact::{
     self, Decision, Opening, RecontactList, RecontactView, UnsealedIdentity,
 };
-use crate::app::text::prose;
+use crate::app::text::Text;
 use crate::app::AppError;
 use crate::auth::Caller;
 use crate::consent::recontact::RecontactState;
@@ -30,6 +30,11 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(reject)
         .service(unseal);
 }
+
+/// Why a recontact is asked for, and a step's note.
+pub const REASON: Text = Text::prose(2000);
+/// Whom the committee relays for.
+pub const ON_BEHALF_OF: Text = Text::line(200);
 
 #[derive(Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -54,12 +59,16 @@ impl TryFrom<OpenRequest> for Opening {
             .family
             .parse()
             .map_err(|e: crate::consent::ids::IdError| AppError::field("family", e.to_string()))?;
-        let reason = prose(&body.reason, "reason", 2000)?;
+        let reason = REASON.check(&body.reason, "reason")?;
+        let on_behalf_of = body
+            .on_behalf_of
+            .map(|o| ON_BEHALF_OF.check(&o, "on_behalf_of"))
+            .transpose()?;
         Ok(Opening {
             genome_id,
             family,
             reason,
-            on_behalf_of: body.on_behalf_of,
+            on_behalf_of,
         })
     }
 }
@@ -71,11 +80,12 @@ pub struct StepRequest {
     pub note: Option<String>,
 }
 
-fn note_of(body: Option<web::Json<StepRequest>>) -> Result<Option<String>, AppError> {
+fn note_of(body: OptionalJson<StepRequest>) -> Result<Option<String>, AppError> {
     // An empty note is no note.
-    body.and_then(|b| b.into_inner().note)
+    body.into_inner()
+        .and_then(|b| b.note)
         .filter(|note| !note.trim().is_empty())
-        .map(|note| prose(&note, "note", 2000))
+        .map(|note| REASON.check(&note, "note"))
         .transpose()
 }
 
@@ -93,9 +103,7 @@ pub struct StateQuery {
 /// Opens a recontact request (review committee). Refused unless the
 /// patient's current consent permits recontact.
 #[utoipa::path(tag = "recontact", request_body = OpenRequest,
-    responses((status = 201, body = RecontactView), (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 201, body = RecontactView)))]
 #[post("/v1/recontact-requests")]
 pub async fn open_request(
     state: web::Data<AppState>,
@@ -114,30 +122,30 @@ pub async fn open_request(
 
 /// Approves a pending request (governance). The second approval by a
 /// different person makes it approved; the opener cannot approve.
-#[utoipa::path(tag = "recontact", params(RequestPath), request_body(content = StepRequest, description = "Optional note"),
-    responses((status = 200, body = RecontactView), (status = 409, body = Problem, content_type = "application/problem+json")))]
+#[utoipa::path(tag = "recontact", params(RequestPath), request_body(content = Option<StepRequest>, description = "An optional note"),
+    responses((status = 200, body = RecontactView)))]
 #[post("/v1/recontact-requests/{id}/approvals")]
 pub async fn approve(
     state: web::Data<AppState>,
     caller: Caller,
     idempotency: OptionalIdempotencyKey,
     path: web::Path<RequestPath>,
-    body: Option<web::Json<StepRequest>>,
+    body: OptionalJson<StepRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path.into_inner().id;
     decide(state, caller, (id, idempotency), body, Decision::Approve).await
 }
 
 /// Rejects a pending request (governance). Closed for good.
-#[utoipa::path(tag = "recontact", params(RequestPath), request_body(content = StepRequest, description = "Optional note"),
-    responses((status = 200, body = RecontactView), (status = 409, body = Problem, content_type = "application/problem+json")))]
+#[utoipa::path(tag = "recontact", params(RequestPath), request_body(content = Option<StepRequest>, description = "An optional note"),
+    responses((status = 200, body = RecontactView)))]
 #[post("/v1/recontact-requests/{id}/rejections")]
 pub async fn reject(
     state: web::Data<AppState>,
     caller: Caller,
     idempotency: OptionalIdempotencyKey,
     path: web::Path<RequestPath>,
-    body: Option<web::Json<StepRequest>>,
+    body: OptionalJson<StepRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path.into_inner().id;
     decide(state, caller, (id, idempotency), body, Decision::Reject).await
@@ -147,7 +155,7 @@ async fn decide(
     state: web::Data<AppState>,
     caller: Caller,
     (id, idempotency): (String, OptionalIdempotencyKey),
-    body: Option<web::Json<StepRequest>>,
+    body: OptionalJson<StepRequest>,
     decision: Decision,
 ) -> Result<HttpResponse, ApiError> {
     let note = note_of(body)?;
@@ -162,8 +170,7 @@ async fn decide(
 /// Releases the local patient ID to the patient's own hospital, once two
 /// approvals are in and the consent still permits recontact.
 #[utoipa::path(tag = "recontact", params(RequestPath),
-    responses((status = 200, body = UnsealedIdentity), (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 409, body = Problem, content_type = "application/problem+json"), (status = 500, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = UnsealedIdentity)))]
 #[post("/v1/recontact-requests/{id}/unseal")]
 pub async fn unseal(
     state: web::Data<AppState>,
@@ -181,7 +188,7 @@ pub async fn unseal(
 }
 
 /// One request with every step.
-#[utoipa::path(tag = "recontact", params(RequestPath), responses((status = 200, body = RecontactView), (status = 404, body = Problem, content_type = "application/problem+json")))]
+#[utoipa::path(tag = "recontact", params(RequestPath), responses((status = 200, body = RecontactView)))]
 #[get("/v1/recontact-requests/{id}")]
 pub async fn get_request(
     state: web::Data<AppState>,

@@ -1,57 +1,90 @@
-//! What to say of a request no route takes: `405` with `Allow` when its
-//! path is one the API documents under other methods, `404` otherwise. The
-//! table is read from the same OpenAPI description the routes build, so it
-//! cannot drift from them.
+//! The routes as the OpenAPI description states them, read back from it:
+//! which methods a path answers (a request no route takes is `405` with
+//! `Allow` when its path is one the API documents under other methods, `404`
+//! otherwise), and which operations need a bearer token (a caller without
+//! one is refused before anything else is read). Read from the description
+//! the routes build, so neither can drift from it.
 
 use super::problem::ApiError;
-use utoipa::openapi::OpenApi;
+use serde_json::Value;
 
-/// Each documented path, as segments (`None` for a `{parameter}`), with the
-/// methods it answers.
+/// The methods the API documents, in the order `Allow` names them.
+const METHODS: [&str; 5] = ["GET", "POST", "PUT", "PATCH", "DELETE"];
+
+/// One documented path: its segments (`None` for a `{parameter}`) and, per
+/// method it answers, whether the operation needs a token.
+#[derive(Debug, Clone)]
+struct Route {
+    segments: Vec<Option<String>>,
+    methods: Vec<(&'static str, bool)>,
+    allow: String,
+}
+
 #[derive(Debug, Default, Clone)]
-pub struct Routes(Vec<(Vec<Option<String>>, String)>);
+pub struct Routes(Vec<Route>);
 
 impl Routes {
-    pub fn from_spec(spec: &OpenApi) -> Self {
-        let routes = spec
-            .paths
-            .paths
+    /// From the completed description (`/openapi.json`).
+    pub fn from_description(doc: &Value) -> Self {
+        let global_token = needs_token(doc.get("security"), false);
+        let Some(paths) = doc.get("paths").and_then(Value::as_object) else {
+            return Routes::default();
+        };
+        let routes = paths
             .iter()
             .map(|(template, item)| {
                 let segments = template
                     .split('/')
                     .map(|s| (!(s.starts_with('{') && s.ends_with('}'))).then(|| s.to_owned()))
                     .collect();
-                let methods: Vec<&str> = [
-                    ("GET", item.get.is_some()),
-                    ("POST", item.post.is_some()),
-                    ("PUT", item.put.is_some()),
-                    ("PATCH", item.patch.is_some()),
-                    ("DELETE", item.delete.is_some()),
-                ]
-                .into_iter()
-                .filter_map(|(m, declared)| declared.then_some(m))
-                .collect();
-                (segments, methods.join(", "))
+                let methods: Vec<(&'static str, bool)> = METHODS
+                    .iter()
+                    .filter_map(|m| {
+                        let operation = item.get(m.to_ascii_lowercase())?;
+                        Some((*m, needs_token(operation.get("security"), global_token)))
+                    })
+                    .collect();
+                let allow = methods
+                    .iter()
+                    .map(|(m, _)| *m)
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                Route {
+                    segments,
+                    methods,
+                    allow,
+                }
             })
             .collect();
         Routes(routes)
     }
 
-    /// The methods `path` (as sent, percent-encoded) answers, if it is a
-    /// documented path.
-    pub fn allowed(&self, path: &str) -> Option<&str> {
+    /// The documented path `path` (as sent, percent-encoded) is. A literal
+    /// segment wins over a parameter (`/v1/agreement-texts/current`).
+    fn route(&self, path: &str) -> Option<&Route> {
         let wanted: Vec<&str> = path.split('/').collect();
         self.0
             .iter()
-            .find(|(segments, _)| {
-                segments.len() == wanted.len()
-                    && segments.iter().zip(&wanted).all(|(s, w)| match s {
+            .filter(|r| {
+                r.segments.len() == wanted.len()
+                    && r.segments.iter().zip(&wanted).all(|(s, w)| match s {
                         Some(literal) => literal == w,
                         None => !w.is_empty(),
                     })
             })
-            .map(|(_, allow)| allow.as_str())
+            .max_by_key(|r| r.segments.iter().filter(|s| s.is_some()).count())
+    }
+
+    /// The methods `path` answers, if it is a documented path.
+    pub fn allowed(&self, path: &str) -> Option<&str> {
+        self.route(path).map(|r| r.allow.as_str())
+    }
+
+    /// Whether the operation `method` `path` names needs a bearer token.
+    pub fn needs_token(&self, method: &str, path: &str) -> bool {
+        self.route(path)
+            .and_then(|r| r.methods.iter().find(|(m, _)| *m == method))
+            .is_some_and(|(_, token)| *token)
     }
 
     /// The refusal of a request no route took.
@@ -65,27 +98,38 @@ impl Routes {
     }
 }
 
+/// Whether a security requirement list demands a token: absent means the
+/// document's default; an empty list, or an empty alternative (`{}`),
+/// lets a caller in without one.
+fn needs_token(security: Option<&Value>, default: bool) -> bool {
+    match security.and_then(Value::as_array) {
+        None => default,
+        Some(alternatives) => {
+            !alternatives.is_empty()
+                && alternatives
+                    .iter()
+                    .all(|a| a.as_object().is_some_and(|o| !o.is_empty()))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
-    fn a_documented_path_under_another_method_names_its_methods() {
-        let routes = Routes(vec![
-            (
-                vec![Some("".into()), Some("v1".into()), Some("documents".into())],
-                "GET".into(),
-            ),
-            (
-                vec![
-                    Some("".into()),
-                    Some("v1".into()),
-                    Some("applications".into()),
-                    None,
-                ],
-                "GET, POST".into(),
-            ),
-        ]);
+    fn the_description_says_which_methods_a_path_answers_and_which_need_a_token() {
+        let routes = Routes::from_description(&json!({
+            "security": [{"bearer": []}],
+            "paths": {
+                "/v1/documents": {"get": {"security": [{}, {"bearer": []}]}},
+                "/healthz": {"get": {"security": []}},
+                "/v1/applications/{id}": {"get": {}, "post": {}},
+                "/v1/agreement-texts/{version}": {"get": {}},
+                "/v1/agreement-texts/current": {"get": {"security": []}}
+            }
+        }));
         assert_eq!(routes.allowed("/v1/documents"), Some("GET"));
         assert_eq!(routes.allowed("/v1/applications/app-1"), Some("GET, POST"));
         assert_eq!(routes.allowed("/v1/applications/"), None);
@@ -94,5 +138,11 @@ mod tests {
             routes.refusal("/v1/nothing"),
             ApiError::RouteNotFound
         ));
+        assert!(routes.needs_token("POST", "/v1/applications/app-1"));
+        assert!(!routes.needs_token("GET", "/v1/documents"));
+        assert!(!routes.needs_token("GET", "/healthz"));
+        assert!(!routes.needs_token("DELETE", "/v1/documents"));
+        assert!(routes.needs_token("GET", "/v1/agreement-texts/7"));
+        assert!(!routes.needs_token("GET", "/v1/agreement-texts/current"));
     }
 }

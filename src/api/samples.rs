@@ -4,7 +4,7 @@
 
 use super::consents::patient_ref;
 use super::patients::PatientPath;
-use super::problem::{ApiError, Problem};
+use super::problem::ApiError;
 use super::state::AppState;
 use crate::api::extract::Json;
 use crate::app::gates::principal;
@@ -12,6 +12,7 @@ use crate::app::samples::{
     self, AuthorizationList, Correction, NewObject, NewSample, ObjectLocation, PatientNamed,
     PatientSampleList, Registered, SampleView,
 };
+use crate::app::text::Text;
 use crate::app::AppError;
 use crate::auth::Caller;
 use crate::consent::document::FieldProblem;
@@ -23,7 +24,17 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_actix_web::service_config::ServiceConfig;
 
-const MAX_OBJECTS: usize = 64;
+/// Data objects per registered sample, at most.
+pub const MAX_OBJECTS: usize = 64;
+/// A hospital's or a centre's own reference: a specimen, an order, a
+/// C-CAT report.
+pub const REFERENCE: Text = Text::line(128);
+/// Why an object's earlier version was wrong.
+pub const CORRECTION_REASON: Text = Text::prose(2000);
+/// Where a genome store may keep an object.
+pub const URI_SCHEMES: [&str; 4] = ["s3://", "gs://", "https://", "drs://"];
+/// The longest object URI, in characters.
+pub const MAX_URI: usize = 2048;
 
 pub fn routes(cfg: &mut ServiceConfig) {
     cfg.service(register_sample)
@@ -42,6 +53,7 @@ pub struct ObjectInput {
     pub name: String,
     /// Where the genome store keeps it (`s3://`, `gs://`, `https://`, `drs://`).
     pub uri: String,
+    #[serde(deserialize_with = "crate::integral::number")]
     pub size_bytes: i64,
     /// Hex SHA-256 of the object's bytes.
     pub sha256: String,
@@ -84,6 +96,7 @@ pub struct SampleRequest {
 #[serde(deny_unknown_fields)]
 pub struct CorrectionRequest {
     pub uri: String,
+    #[serde(deserialize_with = "crate::integral::number")]
     pub size_bytes: i64,
     pub sha256: String,
     pub format: String,
@@ -114,12 +127,10 @@ pub struct CenterPath {
     pub center_org: String,
 }
 
-fn check_ref(field: &str, value: &str, max: usize, problems: &mut Vec<FieldProblem>) {
-    if value.trim().is_empty() || value.len() > max || value.chars().any(char::is_control) {
-        problems.push(FieldProblem::new(
-            field,
-            format!("must be 1-{max} characters without control characters"),
-        ));
+/// Checks a reference or a reason by its rule; the value is kept as sent.
+fn check_ref(field: &str, value: &str, rule: Text, problems: &mut Vec<FieldProblem>) {
+    if let Err(AppError::Validation(mut found)) = rule.check(value, field) {
+        problems.append(&mut found);
     }
 }
 
@@ -131,10 +142,11 @@ fn check_object(
     format: &str,
     problems: &mut Vec<FieldProblem>,
 ) -> Option<ObjectLocation> {
-    let scheme_ok = ["s3://", "gs://", "https://", "drs://"]
-        .iter()
-        .any(|s| uri.starts_with(s));
-    if !scheme_ok || uri.len() > 2048 || uri.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    let scheme_ok = URI_SCHEMES.iter().any(|s| uri.starts_with(s));
+    if !scheme_ok
+        || uri.chars().count() > MAX_URI
+        || uri.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
         problems.push(FieldProblem::new(
             format!("{prefix}.uri"),
             "must be an s3://, gs://, https:// or drs:// URI without spaces",
@@ -215,7 +227,7 @@ impl TryFrom<SampleRequest> for NewSample {
             }
             (Some(_), None) => None,
         };
-        check_ref("sample_ref", &body.sample_ref, 128, &mut problems);
+        check_ref("sample_ref", &body.sample_ref, REFERENCE, &mut problems);
         let kind = SampleKind::parse(&body.kind);
         if kind.is_none() {
             problems.push(FieldProblem::new(
@@ -235,7 +247,7 @@ impl TryFrom<SampleRequest> for NewSample {
             ("ccat_report_id", &body.ccat_report_id),
         ] {
             if let Some(v) = value {
-                check_ref(field, v, 128, &mut problems);
+                check_ref(field, v, REFERENCE, &mut problems);
             }
         }
         match (&body.tumour_category, kind) {
@@ -333,10 +345,7 @@ fn registered(registered: Registered) -> HttpResponse {
 #[utoipa::path(tag = "samples", request_body = SampleRequest,
     responses(
         (status = 201, body = SampleView),
-        (status = 200, body = SampleView, description = "The same sample was registered before; nothing changed"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 409, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json")))]
+        (status = 200, body = SampleView, description = "The same sample was registered before; nothing changed")))]
 #[post("/v1/samples")]
 pub async fn register_sample(
     state: web::Data<AppState>,
@@ -353,7 +362,7 @@ pub async fn register_sample(
 
 /// One sample with every version of its data objects.
 #[utoipa::path(tag = "samples", params(GenomeIdPath),
-    responses((status = 200, body = SampleView), (status = 404, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = SampleView)))]
 #[get("/v1/samples/{genome_id}")]
 pub async fn get_sample(
     state: web::Data<AppState>,
@@ -371,9 +380,7 @@ pub async fn get_sample(
 /// Registers a corrected version of a data object. Earlier versions stay:
 /// objects are immutable once registered.
 #[utoipa::path(tag = "samples", params(ObjectPath), request_body = CorrectionRequest,
-    responses((status = 201, body = SampleView), (status = 200, body = SampleView, description = "This correction was registered before"),
-        (status = 404, body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 201, body = SampleView), (status = 200, body = SampleView, description = "This correction was registered before")))]
 #[post("/v1/samples/{genome_id}/objects/{name}/versions")]
 pub async fn correct_object(
     state: web::Data<AppState>,
@@ -393,7 +400,7 @@ pub async fn correct_object(
         &body.format,
         &mut problems,
     );
-    check_ref("reason", &body.reason, 2000, &mut problems);
+    check_ref("reason", &body.reason, CORRECTION_REASON, &mut problems);
     for problem in &mut problems {
         problem.field = problem.field.trim_start_matches('.').to_owned();
     }
@@ -416,7 +423,7 @@ pub async fn correct_object(
 /// which test, and what the law says about the data. No storage locations.
 /// Readable by the patient themself, their hospital, and auditors.
 #[utoipa::path(tag = "samples", params(PatientPath),
-    responses((status = 200, body = PatientSampleList), (status = 404, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = PatientSampleList)))]
 #[get("/v1/patients/{patient_ref}/samples")]
 pub async fn patient_samples(
     state: web::Data<AppState>,
@@ -478,7 +485,7 @@ pub async fn list_centers(
 
 /// Revokes a sequencing centre's authorisation; it can no longer register
 /// or read this hospital's samples.
-#[utoipa::path(tag = "samples", params(CenterPath), responses((status = 204), (status = 404, body = Problem, content_type = "application/problem+json")))]
+#[utoipa::path(tag = "samples", params(CenterPath), responses((status = 204)))]
 #[delete("/v1/sequencing-authorizations/{center_org}")]
 pub async fn revoke_center(
     state: web::Data<AppState>,

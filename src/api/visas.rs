@@ -1,6 +1,6 @@
 //! GA4GH Passport visas for members of approved uses (decision 0031).
 
-use super::problem::{ApiError, Problem};
+use super::problem::ApiError;
 use super::releases::ApplicationPath;
 use super::state::AppState;
 use crate::api::extract::OptionalIdempotencyKey;
@@ -27,10 +27,7 @@ pub fn routes(cfg: &mut ServiceConfig) {
 /// lists them). Each member may ask `data_access.member_requests_per_minute`
 /// times a minute (429 with `Retry-After` past it).
 #[utoipa::path(tag = "data-access", params(ApplicationPath),
-    responses((status = 200, body = IssuedVisas), (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 409, body = Problem, content_type = "application/problem+json"),
-        (status = 429, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = IssuedVisas)))]
 #[post("/v1/applications/{id}/visas")]
 pub async fn issue_visas(
     state: web::Data<AppState>,
@@ -50,8 +47,7 @@ pub async fn issue_visas(
 /// Every visa issued for an application, oldest first (members, the
 /// governance body, auditors).
 #[utoipa::path(tag = "data-access", params(ApplicationPath),
-    responses((status = 200, body = VisaList), (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = VisaList)))]
 #[get("/v1/applications/{id}/visas")]
 pub async fn visas_issued(
     state: web::Data<AppState>,

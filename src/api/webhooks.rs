@@ -3,7 +3,7 @@
 //! their handlers does, and the hospital's own routes. The patient's are in
 //! `portal.rs`, the members' in `releases/webhooks.rs`.
 
-use super::problem::{ApiError, Problem};
+use super::problem::ApiError;
 use super::state::AppState;
 use crate::api::extract::Json;
 use crate::api::extract::OptionalIdempotencyKey;
@@ -117,7 +117,7 @@ pub(crate) async fn deliveries(
 /// Registers a webhook of the caller's hospital's patient app: it hears
 /// about every patient of the hospital who has not turned it off.
 #[utoipa::path(tag = "patients", request_body = WebhookRequest,
-    responses((status = 201, body = WebhookView), (status = 403, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 201, body = WebhookView)))]
 #[post("/v1/hospital-webhooks")]
 pub async fn add_hospital_webhook(
     state: web::Data<AppState>,
@@ -131,7 +131,7 @@ pub async fn add_hospital_webhook(
 
 /// Delivery state of one of the caller's hospital's webhooks.
 #[utoipa::path(tag = "patients", params(WebhookPath, DeliveryQuery),
-    responses((status = 200, body = DeliveryList), (status = 404, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = DeliveryList)))]
 #[get("/v1/hospital-webhooks/{id}/deliveries")]
 pub async fn hospital_webhook_deliveries(
     state: web::Data<AppState>,

@@ -59,6 +59,7 @@ pub enum QrFormat {
 #[derive(Deserialize, IntoParams, Debug, Clone, Copy, Default)]
 #[into_params(parameter_in = Query)]
 pub struct QrWanted {
+    #[param(inline)]
     pub qr: Option<QrFormat>,
 }
 

@@ -114,6 +114,38 @@ pub enum AccessRefusal {
     HandleRevoked,
 }
 
+impl AccessRefusal {
+    /// Every refusal, for the API description's catalogue of codes.
+    pub const ALL: [AccessRefusal; 23] = {
+        use AccessRefusal::*;
+        [
+            PurposeForbidden,
+            OrganizationNotVerified,
+            AttestationMissing,
+            AttestationExpired,
+            NotAMember,
+            ApplicationNotApproved,
+            ApplicationDecided,
+            ConflictOfInterest,
+            ConditionsRequired,
+            AgreementTextMissing,
+            AgreementTextMismatch,
+            AgreementNotAccepted,
+            AgreementOutdated,
+            AgreementSuspended,
+            AgreementRevoked,
+            AgreementExpired,
+            AgreementNotStarted,
+            CohortBelowMinimum,
+            UnknownAudience,
+            HandleInvalid,
+            HandleExpired,
+            HandleWrongAudience,
+            HandleRevoked,
+        ]
+    };
+}
+
 impl AppError {
     pub fn refused(refusal: AccessRefusal, detail: impl Into<String>) -> Self {
         AppError::Access(refusal, Some(detail.into()))

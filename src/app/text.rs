@@ -3,34 +3,52 @@
 use super::AppError;
 use serde::{Deserialize, Serialize};
 
-/// A trimmed plain-text field of 1 to `max` bytes, or a field problem.
-pub fn text_field(value: &str, field: &str, max: usize) -> Result<String, AppError> {
-    let value = value.trim();
-    if value.is_empty() || value.len() > max || value.chars().any(|c| c.is_control()) {
-        return Err(AppError::field(
-            field,
-            format!("1-{max} characters of plain text"),
-        ));
-    }
-    Ok(value.to_owned())
+/// The rule for a text field people write: at most `max` characters as
+/// sent, something other than white space, no control character, and
+/// (`lines`) newlines and tabs within or not. The value is kept trimmed.
+/// The API description states the same rule (`api::schema::text`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Text {
+    pub max: usize,
+    pub lines: bool,
 }
 
-/// Prose of 1 to `max` bytes, trimmed: lines of plain text (newlines and
-/// tabs allowed, no other control character), or a field problem. Every
-/// free-text field people write and read (a reason, a note, an agreement)
-/// takes this one rule.
-pub fn prose(value: &str, field: &str, max: usize) -> Result<String, AppError> {
-    let value = value.trim();
-    let plain = value
-        .chars()
-        .all(|c| !c.is_control() || matches!(c, '\n' | '\r' | '\t'));
-    if value.is_empty() || value.len() > max || !plain {
-        return Err(AppError::field(
-            field,
-            format!("1-{max} characters of plain text"),
-        ));
+impl Text {
+    /// One line: a name, a title, a reference.
+    pub const fn line(max: usize) -> Self {
+        Text { max, lines: false }
     }
-    Ok(value.to_owned())
+
+    /// Lines of prose: a reason, a note, an agreement.
+    pub const fn prose(max: usize) -> Self {
+        Text { max, lines: true }
+    }
+
+    /// The value, trimmed, or a field problem.
+    pub fn check(self, value: &str, field: &str) -> Result<String, AppError> {
+        let trimmed = value.trim();
+        let allowed = |c: char| !c.is_control() || (self.lines && matches!(c, '\n' | '\r' | '\t'));
+        if trimmed.is_empty() || value.chars().count() > self.max || !trimmed.chars().all(allowed) {
+            return Err(AppError::field(
+                field,
+                format!("1-{} characters of plain text", self.max),
+            ));
+        }
+        Ok(trimmed.to_owned())
+    }
+}
+
+/// A trimmed plain-text line of 1 to `max` characters, or a field problem.
+pub fn text_field(value: &str, field: &str, max: usize) -> Result<String, AppError> {
+    Text::line(max).check(value, field)
+}
+
+/// Prose of 1 to `max` characters, trimmed: lines of plain text (newlines
+/// and tabs allowed, no other control character), or a field problem.
+/// Every free-text field people write and read (a reason, a note, an
+/// agreement) takes this one rule.
+pub fn prose(value: &str, field: &str, max: usize) -> Result<String, AppError> {
+    Text::prose(max).check(value, field)
 }
 
 /// A value for one of the service's JSON columns.
@@ -56,5 +74,8 @@ mod tests {
         }
         assert!(prose(&"x".repeat(101), "note", 100).is_err());
         assert!(text_field("one\nline", "title", 100).is_err());
+        // The limit counts characters as sent, not bytes.
+        assert!(text_field(&"漢".repeat(100), "title", 100).is_ok());
+        assert!(text_field(&format!(" {}", "x".repeat(100)), "title", 100).is_err());
     }
 }

@@ -89,12 +89,18 @@ fn owner(
     }
 }
 
+/// The longest webhook URL, in characters.
+pub const MAX_URL: usize = 2048;
+
 /// The URL a webhook may have: `https://` (or `http://` where allowed), a
 /// public host unless private targets are allowed, an allowed port.
 fn check_url(ctx: &Context, url: &str) -> Result<(), AppError> {
     let rules = &ctx.webhooks;
     let ok_scheme = url.starts_with("https://") || (rules.allow_http && url.starts_with("http://"));
-    if !ok_scheme || url.len() > 2048 || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    if !ok_scheme
+        || url.chars().count() > MAX_URL
+        || url.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
         return Err(AppError::field("url", "must be an https:// URL"));
     }
     let parsed = reqwest::Url::parse(url).map_err(|_| AppError::field("url", "is not a URL"))?;
@@ -207,7 +213,7 @@ pub fn remove(
 }
 
 /// The deliveries of one of the subscriber's webhooks, newest first (in
-/// `state` only, when given); anyone else's is not found.
+/// `state` only, when given); anyone else's, and one removed, is not found.
 pub fn deliveries(
     ctx: &Context,
     caller: &Caller,
@@ -217,7 +223,8 @@ pub fn deliveries(
 ) -> Result<DeliveryList, AppError> {
     let rows = ctx.read(|conn| {
         let owner = owner(ctx, conn, caller, subscriber)?;
-        let owned = store::find_endpoint(conn, id)?.is_some_and(|e| owner.owns(&e));
+        let owned = store::find_endpoint(conn, id)?
+            .is_some_and(|e| owner.owns(&e) && e.disabled_at.is_none());
         if !owned {
             return Err(AppError::NotFound);
         }

@@ -55,6 +55,14 @@ pub enum ChangeKind {
 }
 
 impl ChangeKind {
+    pub const ALL: [ChangeKind; 5] = [
+        ChangeKind::Unchanged,
+        ChangeKind::Editorial,
+        ChangeKind::Material,
+        ChangeKind::Added,
+        ChangeKind::Removed,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             ChangeKind::Unchanged => "unchanged",
@@ -65,14 +73,7 @@ impl ChangeKind {
         }
     }
     pub fn parse(raw: &str) -> Option<Self> {
-        match raw {
-            "unchanged" => Some(Self::Unchanged),
-            "editorial" => Some(Self::Editorial),
-            "material" => Some(Self::Material),
-            "added" => Some(Self::Added),
-            "removed" => Some(Self::Removed),
-            _ => None,
-        }
+        Self::ALL.into_iter().find(|c| c.as_str() == raw)
     }
     /// Whether a consent given before this change still holds after it.
     pub fn requires_reconsent(self) -> bool {
@@ -172,7 +173,8 @@ impl FieldProblem {
     }
 }
 
-const MAX_TEXT: usize = 100_000;
+/// The longest consent text, in characters.
+pub const MAX_TEXT: usize = 100_000;
 
 /// Consent texts are plain text, never markup. Control characters other
 /// than newline and tab are refused so nothing can smuggle terminal or
@@ -181,8 +183,8 @@ const MAX_TEXT: usize = 100_000;
 fn check_text(field: String, value: &str, required: bool, out: &mut Vec<FieldProblem>) {
     if required && value.trim().is_empty() {
         out.push(FieldProblem::new(field, "must not be empty"));
-    } else if value.len() > MAX_TEXT {
-        out.push(FieldProblem::new(field, "is longer than 100000 bytes"));
+    } else if value.chars().count() > MAX_TEXT {
+        out.push(FieldProblem::new(field, "is longer than 100000 characters"));
     } else if value
         .chars()
         .any(|c| c.is_control() && c != '\n' && c != '\t')

@@ -242,12 +242,10 @@ pub enum Language {
 }
 
 impl Language {
+    pub const ALL: [Language; 2] = [Language::Ja, Language::En];
+
     pub fn parse(raw: &str) -> Option<Self> {
-        match raw {
-            "ja" => Some(Language::Ja),
-            "en" => Some(Language::En),
-            _ => None,
-        }
+        Self::ALL.into_iter().find(|l| l.as_str() == raw)
     }
     pub fn as_str(self) -> &'static str {
         match self {

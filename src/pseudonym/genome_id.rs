@@ -49,6 +49,42 @@ pub enum IdParseError {
     CheckFailed,
 }
 
+/// The printed form [`PrintedId::parse`] reads, as a regular expression
+/// (white space around it aside): the head, then the body and its check
+/// character in either case, with hyphens anywhere after the head. A match
+/// may still fail its check character.
+pub fn printed_pattern(kind: IdKind) -> String {
+    let either_case = |alphabet: &[u8]| -> String {
+        let mut class: Vec<char> = Vec::new();
+        for c in alphabet.iter().map(|b| *b as char) {
+            class.push(c);
+            if c.is_ascii_uppercase() {
+                class.push(c.to_ascii_lowercase());
+            }
+        }
+        class
+            .into_iter()
+            .map(|c| {
+                if c == '*' {
+                    "\\*".to_owned()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect()
+    };
+    let head: String = kind
+        .prefix()
+        .chars()
+        .map(|c| format!("[{c}{}]", c.to_ascii_lowercase()))
+        .collect();
+    format!(
+        "{head}[1-9][0-9]{{0,5}}-(?:-*[{}]){{{BODY_CHARS}}}-*[{}]-*",
+        either_case(CROCKFORD),
+        either_case(CHECK_ALPHABET)
+    )
+}
+
 /// A parsed, check-verified identifier.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PrintedId {

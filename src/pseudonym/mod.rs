@@ -63,8 +63,10 @@ pub struct LocalPatientId(String);
 
 impl LocalPatientId {
     pub fn parse(raw: &str) -> Result<Self, &'static str> {
+        // The rule of a 128-character text line (`api::patients::LOCAL_PATIENT_ID`):
+        // its length as sent, its content trimmed.
         let trimmed = raw.trim();
-        if trimmed.is_empty() || trimmed.len() > 128 {
+        if trimmed.is_empty() || raw.chars().count() > 128 {
             return Err("must be 1-128 characters");
         }
         if trimmed.chars().any(char::is_control) {

@@ -8,7 +8,7 @@ mod resolve;
 mod webhooks;
 
 use super::extract::OptionalIdempotencyKey;
-use super::problem::{ApiError, Problem};
+use super::problem::ApiError;
 use super::replay::answered;
 use super::state::AppState;
 use crate::api::extract::Json;
@@ -86,9 +86,7 @@ fn page(after: Option<i64>, limit: Option<i64>) -> Result<Page, AppError> {
 /// release `data_access.member_requests_per_minute` times a minute (429
 /// with `Retry-After` past it): every release notifies its cohort.
 #[utoipa::path(tag = "data-access", params(ApplicationPath), request_body = ReleaseRequest,
-    responses((status = 201, body = ReleaseView), (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"), (status = 429, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 201, body = ReleaseView)))]
 #[post("/v1/applications/{id}/releases")]
 pub async fn create_release(
     state: web::Data<AppState>,

@@ -1,7 +1,7 @@
 //! What members, the governance body and auditors read back of releases.
 
 use super::{ApplicationPath, PageQuery, ReleasePath};
-use crate::api::problem::{ApiError, Problem};
+use crate::api::problem::ApiError;
 use crate::api::state::AppState;
 use crate::app::gates::principal;
 use crate::app::releases::{self, ManifestPage, RecallList, ReleaseList, ReleaseRecord};
@@ -12,8 +12,7 @@ use actix_web::{get, web};
 /// provenance (members, the governance body and auditors). Handles are
 /// never kept, so none is listed.
 #[utoipa::path(tag = "data-access", params(ApplicationPath),
-    responses((status = 200, body = ReleaseList), (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = ReleaseList)))]
 #[get("/v1/applications/{id}/releases")]
 pub async fn releases_of_application(
     state: web::Data<AppState>,
@@ -32,8 +31,7 @@ pub async fn releases_of_application(
 /// auditors). Anyone who may not read its application gets 404, as for a
 /// release that does not exist.
 #[utoipa::path(tag = "data-access", params(ReleasePath),
-    responses((status = 200, body = ReleaseRecord), (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = ReleaseRecord)))]
 #[get("/v1/releases/{id}")]
 pub async fn get_release(
     state: web::Data<AppState>,
@@ -51,7 +49,7 @@ pub async fn get_release(
 /// Every include and exclude decision of a release, paged (members), in
 /// the project's own keyed order (decision 0030).
 #[utoipa::path(tag = "data-access", params(ReleasePath, PageQuery),
-    responses((status = 200, body = ManifestPage), (status = 404, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = ManifestPage)))]
 #[get("/v1/releases/{id}/manifest")]
 pub async fn manifest(
     state: web::Data<AppState>,
@@ -72,7 +70,7 @@ pub async fn manifest(
 /// transaction as the consent change (or coming of age) that took the
 /// sample back from this use.
 #[utoipa::path(tag = "data-access", params(ApplicationPath),
-    responses((status = 200, body = RecallList), (status = 404, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = RecallList)))]
 #[get("/v1/applications/{id}/recalls")]
 pub async fn recalls(
     state: web::Data<AppState>,

@@ -2,7 +2,7 @@
 
 use super::page;
 use crate::api::extract::Json;
-use crate::api::problem::{ApiError, Problem};
+use crate::api::problem::ApiError;
 use crate::api::state::AppState;
 use crate::app::releases::{self, Resolution};
 use crate::auth::Caller;
@@ -16,10 +16,10 @@ pub struct ResolveRequest {
     /// The dataset handle.
     pub handle: String,
     /// The `next_after` of the previous page.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::integral::optional")]
     pub after: Option<i64>,
     /// Included samples per page, 1-1000; default 1000.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::integral::optional")]
     pub limit: Option<i64>,
 }
 
@@ -29,8 +29,7 @@ pub struct ResolveRequest {
 /// withdrew are withheld. Each patient served gets a log entry and a
 /// notification. Pages follow the manifest's keyed order.
 #[utoipa::path(tag = "data-access", request_body = ResolveRequest,
-    responses((status = 200, body = Resolution), (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = Resolution)))]
 #[post("/v1/handles/resolve")]
 pub async fn resolve_handle(
     state: web::Data<AppState>,

@@ -3,7 +3,7 @@
 use super::ApplicationPath;
 use crate::api::extract::Json;
 use crate::api::extract::OptionalIdempotencyKey;
-use crate::api::problem::{ApiError, Problem};
+use crate::api::problem::ApiError;
 use crate::api::state::AppState;
 use crate::api::webhooks::{self, DeliveryQuery, WebhookRequest};
 use crate::app::webhooks::{DeliveryList, Subscriber, WebhookList, WebhookView};
@@ -29,9 +29,7 @@ pub struct ApplicationWebhookPath {
 /// every GenomeGate webhook (HMAC-SHA256 over id, timestamp and body),
 /// retried with backoff and dead-lettered after `notify.max_attempts`.
 #[utoipa::path(tag = "data-access", params(ApplicationPath), request_body = WebhookRequest,
-    responses((status = 201, body = WebhookView), (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 201, body = WebhookView)))]
 #[post("/v1/applications/{id}/webhooks")]
 pub async fn add_recall_webhook(
     state: web::Data<AppState>,
@@ -46,7 +44,7 @@ pub async fn add_recall_webhook(
 
 /// The application's active recall webhooks (members).
 #[utoipa::path(tag = "data-access", params(ApplicationPath),
-    responses((status = 200, body = WebhookList), (status = 404, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = WebhookList)))]
 #[get("/v1/applications/{id}/webhooks")]
 pub async fn recall_webhooks(
     state: web::Data<AppState>,
@@ -59,7 +57,7 @@ pub async fn recall_webhooks(
 /// Stops one of the application's recall webhooks (members). Its
 /// undelivered notices are dead-lettered; `GET /recalls` still lists them.
 #[utoipa::path(tag = "data-access", params(ApplicationWebhookPath),
-    responses((status = 204), (status = 404, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 204)))]
 #[delete("/v1/applications/{id}/webhooks/{webhook}")]
 pub async fn remove_recall_webhook(
     state: web::Data<AppState>,
@@ -74,7 +72,7 @@ pub async fn remove_recall_webhook(
 /// newest first. `index` is the notice's number, as in its `recall-<number>`
 /// idempotency key.
 #[utoipa::path(tag = "data-access", params(ApplicationWebhookPath, DeliveryQuery),
-    responses((status = 200, body = DeliveryList), (status = 404, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = DeliveryList)))]
 #[get("/v1/applications/{id}/webhooks/{webhook}/deliveries")]
 pub async fn recall_webhook_deliveries(
     state: web::Data<AppState>,

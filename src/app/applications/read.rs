@@ -24,6 +24,10 @@ pub struct ApplicationPage {
     pub limit: i64,
 }
 
+/// 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z, in microseconds.
+const EARLIEST_MICROS: i64 = -62_135_596_800_000_000;
+const LATEST_MICROS: i64 = 253_402_300_799_000_000;
+
 /// A list position: the last application's submission time and id.
 /// Opaque to callers (`<microseconds since the epoch>_<id>`); it names
 /// nothing they could not read.
@@ -44,7 +48,16 @@ impl ListPosition {
 
     pub fn parse(raw: &str) -> Option<Self> {
         let (micros, id) = raw.split_once('_')?;
-        let at = DateTime::from_timestamp_micros(micros.parse().ok()?)?.naive_utc();
+        // At most 18 digits: every such instant is one chrono represents.
+        if micros.trim_start_matches(['+', '-']).len() > 18 {
+            return None;
+        }
+        // Every application lies within years 1-9999, and so does every
+        // instant both databases store: a position beyond them reads as
+        // its edge.
+        let micros: i64 = micros.parse().ok()?;
+        let at = DateTime::from_timestamp_micros(micros.clamp(EARLIEST_MICROS, LATEST_MICROS))?
+            .naive_utc();
         (!id.is_empty()).then(|| ListPosition {
             submitted_at: at,
             id: id.to_owned(),

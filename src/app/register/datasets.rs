@@ -4,6 +4,7 @@
 use crate::access::duo::{self, DataUseTerms};
 use crate::app::gates::governance;
 use crate::app::idempotency::{write_once, Answered, Replayable, Retry};
+use crate::app::text::Text;
 use crate::app::text::{json, parse_json};
 use crate::app::{AppError, Context};
 use crate::auth::policy::{Action, Resource};
@@ -53,6 +54,11 @@ pub struct DatasetList {
 pub struct DatasetSamplesAdded {
     pub added: usize,
 }
+
+/// A dataset's name.
+pub const DATASET_NAME: Text = Text::line(200);
+/// A dataset's data-portfolio category.
+pub const DATASET_PORTFOLIO: Text = Text::line(100);
 
 fn parse_terms(
     raw: &serde_json::Value,
