@@ -19,9 +19,7 @@ fn whole<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i128, D::Error> {
         Number::Integer(i) => Ok(i.into()),
         Number::Unsigned(u) => Ok(u.into()),
         // `i64::MAX as f64` is 2^63, itself out of range.
-        Number::Float(f) if f.fract() == 0.0 && f.abs() < i64::MAX as f64 => {
-            Ok(f as i128)
-        }
+        Number::Float(f) if f.fract() == 0.0 && f.abs() < i64::MAX as f64 => Ok(f as i128),
         Number::Float(f) => Err(D::Error::custom(format!("{f} is not a whole number"))),
     }
 }

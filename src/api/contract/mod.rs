@@ -12,6 +12,7 @@
 //! answers against the description, knows every code it can meet.
 
 mod fields;
+mod shapes;
 
 pub use fields::Vocabulary;
 
