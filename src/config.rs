@@ -200,6 +200,18 @@ pub struct PatientsConfig {
     /// fragment (`…#code=…`); unset, it carries the bare code.
     #[serde(default)]
     pub enrollment_link: Option<String>,
+    /// The portal pages' origin (`https://host[:port]`), which passkeys are
+    /// bound to. Unset in development: `https://localhost` on any port.
+    /// Unset in production: no portal pages (the JSON API still serves
+    /// patients' apps).
+    #[serde(default)]
+    pub portal_origin: Option<String>,
+    /// A portal session ends after this long without a request.
+    #[serde(default = "defaults::default_session_idle_minutes")]
+    pub session_idle_minutes: i64,
+    /// A portal session ends this long after sign-in, active or not.
+    #[serde(default = "defaults::default_session_hours")]
+    pub session_hours: i64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -397,6 +409,22 @@ impl Config {
         {
             return invalid(
                 "patients.enrollment_link must be an https:// URL with a host and no fragment",
+            );
+        }
+        if self
+            .patients
+            .portal_origin
+            .as_deref()
+            .is_some_and(|origin| !is_enrollment_link(origin) || origin[8..].contains('/'))
+        {
+            return invalid("patients.portal_origin must be https://host[:port], nothing more");
+        }
+        if self.patients.session_idle_minutes < 1
+            || self.patients.session_hours < 1
+            || self.patients.session_idle_minutes > self.patients.session_hours * 60
+        {
+            return invalid(
+                "patients.session_idle_minutes and session_hours must be positive, the idle timeout no longer than the session",
             );
         }
         if self.screening.period_seconds == 0

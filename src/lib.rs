@@ -2,7 +2,8 @@
 //!
 //! The crate is laid out as rooms of a house. Domain rooms (`consent`,
 //! `pseudonym`, `ledger`, `access`, `calendar`) hold pure rules with no actix or diesel in them; infrastructure
-//! rooms (`db`, `auth`, `api`, `server`) adapt those rules to the outside world.
+//! rooms (`db`, `auth`, `api`, `web`, `server`) adapt those rules to the outside world;
+//! `app` holds the use cases both the JSON API (`api`) and the pages (`web`) call.
 
 /// Every binary linking the service (the server, its tests and benchmarks)
 /// allocates through mimalloc: releases and resolutions allocate millions
@@ -30,4 +31,5 @@ pub mod notify;
 pub mod pseudonym;
 pub mod server;
 pub mod telemetry;
+pub mod web;
 pub mod workers;

@@ -23,6 +23,29 @@ pub const SCOPE_ITEMS_FILE: &str = "scope-items.toml";
 
 /// Builds everything the handlers need and runs pending migrations.
 /// Fails with a message naming the setting to fix.
+/// The relying party the portal's passkeys are bound to: the configured
+/// origin, or in development `https://localhost` on any port (the tests'
+/// and a newcomer's random or default port). Production without an origin
+/// has no portal pages.
+fn passkeys(config: &Config) -> Result<Option<webauthn_rs::Webauthn>, String> {
+    use webauthn_rs::prelude::Url;
+    let (origin, any_port) = match (&config.patients.portal_origin, config.mode) {
+        (Some(origin), _) => (origin.as_str(), false),
+        (None, Mode::Development) => ("https://localhost", true),
+        (None, Mode::Production) => return Ok(None),
+    };
+    let url = Url::parse(origin).map_err(|e| format!("patients.portal_origin: {e}"))?;
+    let host = url
+        .host_str()
+        .ok_or("patients.portal_origin needs a host")?
+        .to_owned();
+    webauthn_rs::WebauthnBuilder::new(&host, &url)
+        .map(|b| b.rp_name("GenomeGate").allow_any_port(any_port))
+        .and_then(|b| b.build())
+        .map(Some)
+        .map_err(|e| format!("patients.portal_origin: {e}"))
+}
+
 pub fn build_state(config: &Config, clock: SharedClock) -> Result<AppState, String> {
     let backend = config
         .database_backend()
@@ -120,6 +143,7 @@ pub fn build_state(config: &Config, clock: SharedClock) -> Result<AppState, Stri
         },
         screening_volume: config.screening.volume_rule(),
         attempts: RateLimiter::new(config.patients.attempts_per_minute),
+        passkeys: passkeys(config)?.map(std::sync::Arc::new),
         member_requests: RateLimiter::new(config.data_access.member_requests_per_minute),
     };
     Ok(AppState {

@@ -595,40 +595,6 @@ async fn webhooks_are_signed_retried_and_dead_lettered(backend: Backend) {
     assert_eq!(s, 404);
 }
 
-/// Runs SQL as the database owner with the append-only triggers out of the
-/// way: `session_replication_role = replica` on PostgreSQL (superuser),
-/// dropping the triggers on SQLite.
-fn tamper(app: &TestApp, statements: &[&str]) {
-    let mut conn = app.raw_db();
-    match &mut conn {
-        genomegate::db::DbConnection::Postgresql(c) => {
-            diesel::sql_query("SET session_replication_role = replica")
-                .execute(c)
-                .unwrap();
-            for s in statements {
-                diesel::sql_query(*s).execute(c).unwrap();
-            }
-        }
-        genomegate::db::DbConnection::Sqlite(c) => {
-            for t in [
-                "access_log_entries",
-                "access_log_leaves",
-                "access_log_nodes",
-                "access_log_checkpoints",
-            ] {
-                for op in ["update", "delete"] {
-                    diesel::sql_query(format!("DROP TRIGGER IF EXISTS {t}_no_{op}"))
-                        .execute(c)
-                        .unwrap();
-                }
-            }
-            for s in statements {
-                diesel::sql_query(*s).execute(c).unwrap();
-            }
-        }
-    }
-}
-
 fn verify(app: &TestApp) -> genomegate::ledger::verify::Report {
     let keys = genomegate::pseudonym::keyring::Keyring::load(&app.config.keys.file).unwrap();
     let (_, verifier_keys) =

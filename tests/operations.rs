@@ -21,8 +21,90 @@ on_both_backends!(
     health_readiness_and_metrics,
     openapi_matches_the_routes,
     a_database_that_refuses_writes_answers_503_and_plain_reads_go_on,
-    every_refusal_at_the_edge_is_a_short_problem
+    every_refusal_at_the_edge_is_a_short_problem,
+    refused_callers_leave_the_error_log_alone
 );
+
+/// Callers the service refuses are no fault of the service: no token, a
+/// bad token, a query it would refuse, a header it cannot even parse. The
+/// error log stays empty, so no one can flood it, on both backends.
+async fn refused_callers_leave_the_error_log_alone(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let bind = format!("127.0.0.1:{port}");
+    let mut child = app.spawn_binary_logged(&[("GENOMEGATE__SERVER__BIND", bind.as_str())]);
+    let base = format!("https://localhost:{port}");
+    let mut ready = false;
+    for _ in 0..200 {
+        if let Ok(r) = app.plain_client.get(format!("{base}/readyz")).send().await {
+            ready = r.status() == 200;
+            break;
+        }
+        actix_web::rt::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(ready, "the binary did not become ready");
+    for path in [
+        "/v1/datasets",
+        "/v1/applications?state=nonsense",
+        "/v1/audit/log?action=nonsense",
+        "/v1/reconsent-tasks?family=nonsense",
+        "/v1/portal/consents",
+    ] {
+        let (s, b) = read(
+            app.plain_client
+                .get(format!("{base}{path}"))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_problem(s, &b, 401, "missing_token");
+        let bad = app
+            .plain_client
+            .get(format!("{base}{path}"))
+            .bearer_auth("not.a.token")
+            .send()
+            .await
+            .unwrap();
+        let (s, b) = read(bad).await;
+        assert_problem(s, &b, 401, "invalid_token");
+    }
+    // A header byte HTTP forbids: refused by the server's parser.
+    let mut tls = openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls()).unwrap();
+    tls.set_ca_file(app.certs_dir().join("ca.pem")).unwrap();
+    let tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut stream = tls.build().connect("localhost", tcp).unwrap();
+    use std::io::{Read, Write};
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Bad: a\x01b\r\n\r\n")
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    assert!(
+        String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 400"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    child.kill().unwrap();
+    let mut logs = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut logs)
+        .unwrap();
+    child.wait().unwrap();
+    assert!(
+        !logs.contains("\"level\":\"ERROR\""),
+        "refused callers reached the error log:\n{logs}"
+    );
+}
 
 /// Edges of the contract a fuzzer found: a method a path does not take,
 /// control characters in a path, a query or a body, and an overlong

@@ -103,6 +103,7 @@ pub fn app(
         .app_data(extract::path_config())
         .app_data(extract::query_config())
         .app_data(web::PayloadConfig::new(body_limit))
+        .configure(crate::web::routes)
         .default_service(web::to(move |req: actix_web::HttpRequest| {
             let refusal = refusals.refusal(req.path());
             async move { Err::<actix_web::HttpResponse, _>(refusal) }

@@ -214,7 +214,7 @@ pub async fn my_notifications(
 /// keep-alive comment every 15 s of silence. Ends when the hub drops the
 /// stream (too slow) or the client goes away; without a live part, right
 /// after the backlog, with a comment saying more remains.
-fn sse_body(
+pub(crate) fn sse_body(
     stream: portal::Stream,
 ) -> impl futures_util::Stream<Item = Result<web::Bytes, actix_web::Error>> {
     use futures_util::StreamExt;

@@ -73,6 +73,8 @@ pub struct Context {
     pub screening_volume: VolumeRule,
     /// Enrollment and sign-in attempts per client address.
     pub attempts: RateLimiter,
+    /// Binds the portal's passkeys to its origin; `None`: no portal pages.
+    pub passkeys: Option<Arc<webauthn_rs::Webauthn>>,
     /// Releases and visa requests per member
     /// (`data_access.member_requests_per_minute`).
     pub member_requests: RateLimiter,

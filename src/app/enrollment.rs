@@ -90,19 +90,25 @@ fn normalize_code(raw: &str) -> String {
         .collect()
 }
 
-/// A fresh code and its keyed hash; nothing stored yet.
-pub fn new_code(ctx: &Context, now: DateTime<Utc>) -> Result<NewCode, AppError> {
+/// 20 random Crockford base32 characters (100 bits) in five groups of
+/// four: enrollment codes and the portal's recovery codes.
+pub(crate) fn random_code() -> Result<String, AppError> {
     let random = crate::keyfile::random_bytes(20).map_err(AppError::internal)?;
     let chars: String = random
         .iter()
         .map(|b| CODE_ALPHABET[usize::from(b & 31)] as char)
         .collect();
-    let code = chars
+    Ok(chars
         .as_bytes()
         .chunks(4)
         .map(|c| String::from_utf8_lossy(c).into_owned())
         .collect::<Vec<_>>()
-        .join("-");
+        .join("-"))
+}
+
+/// A fresh code and its keyed hash; nothing stored yet.
+pub fn new_code(ctx: &Context, now: DateTime<Utc>) -> Result<NewCode, AppError> {
+    let code = random_code()?;
     let hash = ctx
         .keys
         .enrollment_code_tags(&normalize_code(&code))

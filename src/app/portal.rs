@@ -199,3 +199,128 @@ pub fn open_stream(ctx: &Context, caller: &Caller, first: Option<u64>) -> Result
         live: (!more).then_some(live),
     })
 }
+
+/// One family of the calling patient's consent, with the wording the
+/// patient agreed to: what the portal's consent page shows.
+pub struct FamilyConsent {
+    pub family: crate::consent::DocumentFamily,
+    pub status: crate::consent::ConsentStatus,
+    /// The version in force, with its titles and item texts.
+    pub version: Option<crate::consent::DocumentVersion>,
+    /// Each item's decision and its reason, in the version's order.
+    pub items: Vec<ItemConsent>,
+}
+
+pub struct ItemConsent {
+    pub item: crate::consent::ScopeItem,
+    pub state: crate::consent::ItemState,
+    /// A proxy's permit that lapsed when the patient came of age.
+    pub needs_own_consent: bool,
+}
+
+/// The calling patient's consent in every family they have one in, with
+/// the document version's wording for each item.
+pub fn consent_details(ctx: &Context, caller: &Caller) -> Result<Vec<FamilyConsent>, AppError> {
+    use crate::consent::{DocumentFamily, DocumentVersionId};
+    let now = ctx.now();
+    ctx.read(|conn| {
+        let (pseudonym, person) = patient_self(ctx, conn, caller)?;
+        let mut out = Vec::new();
+        for family in DocumentFamily::ALL {
+            let (events, _, snap) = super::consents::snapshot(conn, &pseudonym, family, now)?;
+            if events.is_empty() {
+                continue;
+            }
+            let version = match snap.version_in_force {
+                Some(n) => ctx.versions.load(conn, DocumentVersionId::new(family, n))?,
+                None => None,
+            };
+            let items = version
+                .iter()
+                .flat_map(|v| v.active_items())
+                .filter_map(|item| {
+                    let state = snap.items.iter().find(|s| s.key == item.key)?.clone();
+                    Some(ItemConsent {
+                        needs_own_consent: state.lapsed_at_majority(&person, now),
+                        item: item.clone(),
+                        state,
+                    })
+                })
+                .collect();
+            out.push(FamilyConsent {
+                family,
+                status: snap.status,
+                version,
+                items,
+            });
+        }
+        Ok(out)
+    })
+}
+
+/// What the patient withdraws from the portal: a whole family, or items.
+pub struct OwnWithdrawal {
+    pub family: crate::consent::DocumentFamily,
+    /// `None`: everything in the family.
+    pub items: Option<Vec<crate::consent::ScopeItemKey>>,
+    /// The confirmation page's one-time key: submitting the form twice
+    /// records one withdrawal.
+    pub key: String,
+    /// The statement the patient confirmed, exactly as shown.
+    pub statement: String,
+}
+
+/// Who is named as having explained a withdrawal the patient made alone.
+pub const PORTAL_EXPLAINER: &str = "patient-portal";
+
+/// The calling patient withdraws their own consent, or items of it. It is
+/// a consent event like any withdrawal (logged, notified, and followed by
+/// recall notices in the same transaction), signed by the patient, with
+/// the hash of the statement they confirmed as its form.
+pub fn withdraw_own(
+    ctx: &Context,
+    caller: &Caller,
+    withdrawal: OwnWithdrawal,
+) -> Result<super::consents::Recorded, AppError> {
+    use super::consents::{Retry, Signature, SignerKind, Withdrawal};
+    let (pseudonym, _) = ctx.read(|conn| patient_self(ctx, conn, caller))?;
+    let patient = crate::pseudonym::PatientPseudonym::parse(&pseudonym)
+        .ok_or_else(|| AppError::internal("stored pseudonym"))?;
+    let items: Option<Vec<String>> = withdrawal
+        .items
+        .as_ref()
+        .map(|keys| keys.iter().map(|k| k.to_string()).collect());
+    let as_sent = serde_json::json!({
+        "family": withdrawal.family.as_str(),
+        "items": items,
+        "statement": withdrawal.statement,
+    });
+    let form_hash = format!(
+        "sha256:{}",
+        hex::encode(ring::digest::digest(
+            &ring::digest::SHA256,
+            as_sent.to_string().as_bytes()
+        ))
+    );
+    super::consents::withdraw_under(
+        ctx,
+        caller,
+        Withdrawal {
+            patient,
+            family: withdrawal.family,
+            items: withdrawal.items,
+            signature: Signature {
+                signer: SignerKind::Patient,
+                relationship: None,
+                explained_by: PORTAL_EXPLAINER.to_owned(),
+                signed_at: ctx.now(),
+                form_hash,
+            },
+            retry: Retry {
+                key: withdrawal.key,
+                as_sent,
+            },
+        },
+        crate::auth::policy::Action::ConsentWithdrawOwn,
+    )
+}

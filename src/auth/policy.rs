@@ -26,6 +26,8 @@ pub enum Action {
     ConsentRegister,
     ConsentChange,
     ConsentWithdraw,
+    /// A patient withdrawing their own consent in the portal's pages.
+    ConsentWithdrawOwn,
     ConsentRead,
     PatientLookup,
     PatientUpdateStatus,
@@ -54,7 +56,7 @@ pub enum Action {
 }
 
 impl Action {
-    pub const ALL: [Action; 33] = [
+    pub const ALL: [Action; 34] = [
         Action::DocumentReadPublished,
         Action::DocumentReadDraft,
         Action::DocumentCreate,
@@ -63,6 +65,7 @@ impl Action {
         Action::ConsentRegister,
         Action::ConsentChange,
         Action::ConsentWithdraw,
+        Action::ConsentWithdrawOwn,
         Action::ConsentRead,
         Action::PatientLookup,
         Action::PatientUpdateStatus,
@@ -105,6 +108,7 @@ impl Action {
             Action::ConsentRegister => "consent.register",
             Action::ConsentChange => "consent.change",
             Action::ConsentWithdraw => "consent.withdraw",
+            Action::ConsentWithdrawOwn => "consent.withdraw_own",
             Action::ConsentRead => "consent.read",
             Action::PatientLookup => "patient.lookup",
             Action::PatientUpdateStatus => "patient.update_status",

@@ -107,6 +107,12 @@ pub(super) fn default_enrollment_ttl_hours() -> i64 {
 pub(super) fn default_patient_token_ttl() -> i64 {
     900
 }
+pub(super) fn default_session_idle_minutes() -> i64 {
+    30
+}
+pub(super) fn default_session_hours() -> i64 {
+    12
+}
 pub(super) fn default_attempts_per_minute() -> u32 {
     10
 }

@@ -14,6 +14,7 @@ pub mod idempotency;
 pub mod ledger;
 pub mod notify;
 pub mod portal;
+pub mod portal_sessions;
 pub mod prepared;
 pub mod recontact;
 pub mod samples;

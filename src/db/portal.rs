@@ -57,6 +57,21 @@ pub fn redeem_code(
     })
 }
 
+/// Whether a code (under any of its tags) is unexpired and unused.
+pub fn code_usable(
+    conn: &mut DbConnection,
+    tags: &[String],
+    now: NaiveDateTime,
+) -> Result<bool, DieselError> {
+    let found: i64 = db_run!(conn, c => codes::table
+        .filter(codes::code_hash.eq_any(tags))
+        .filter(codes::used_at.is_null())
+        .filter(codes::expires_at.gt(now))
+        .count()
+        .get_result(c))?;
+    Ok(found > 0)
+}
+
 pub fn insert_account(
     conn: &mut DbConnection,
     id: &str,

@@ -234,6 +234,30 @@ diesel::table! {
         secret_hash -> Text,
         created_at -> Timestamp,
         revoked_at -> Nullable<Timestamp>,
+        recovery_hash -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    portal_sessions (id_hash) {
+        id_hash -> Text,
+        account_id -> Nullable<Text>,
+        csrf_token -> Text,
+        ceremony -> Nullable<Text>,
+        ceremony_kind -> Nullable<Text>,
+        created_at -> Timestamp,
+        last_seen_at -> Timestamp,
+        revoked_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    portal_passkeys (credential_id) {
+        credential_id -> Text,
+        account_id -> Text,
+        passkey -> Text,
+        created_at -> Timestamp,
+        last_used_at -> Nullable<Timestamp>,
     }
 }
 
@@ -502,6 +526,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     notification_deliveries,
     enrollment_codes,
     patient_accounts,
+    portal_sessions,
+    portal_passkeys,
     patient_preferences,
     screening_reports,
     organizations,

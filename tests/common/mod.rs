@@ -10,6 +10,8 @@
     clippy::disallowed_methods
 )]
 
+pub mod access;
+pub mod browser;
 pub mod fhir;
 pub mod receipts;
 pub mod webhooks;
@@ -527,6 +529,23 @@ impl TestApp {
     /// The real `genomegate serve` binary as a child process on this app's
     /// database, keys and certificates, with `overrides` on top.
     pub fn spawn_binary(&self, overrides: &[(&str, &str)]) -> std::process::Child {
+        self.binary(overrides)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("the genomegate binary starts")
+    }
+
+    /// As [`spawn_binary`](Self::spawn_binary), its JSON log lines (at
+    /// `warn` and above) on the child's stdout.
+    pub fn spawn_binary_logged(&self, overrides: &[(&str, &str)]) -> std::process::Child {
+        self.binary(overrides)
+            .env("GENOMEGATE__LOGGING__FORMAT", "json")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("the genomegate binary starts")
+    }
+
+    fn binary(&self, overrides: &[(&str, &str)]) -> std::process::Command {
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_genomegate"));
         command
             .arg("serve")
@@ -534,9 +553,8 @@ impl TestApp {
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("GENOMEGATE__LOGGING__LEVEL", "warn")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .envs(overrides.iter().copied())
-            .stdout(std::process::Stdio::null());
-        command.spawn().expect("the genomegate binary starts")
+            .envs(overrides.iter().copied());
+        command
     }
 
     /// Waits until every logged entry is in the tree; returns the size.
@@ -820,6 +838,40 @@ pub fn revert_through(conn: &mut DbConnection, suffix: &str) {
         .to_string();
         if reverted.ends_with(suffix) {
             break;
+        }
+    }
+}
+
+/// Runs SQL as the database owner with the append-only triggers out of the
+/// way: `session_replication_role = replica` on PostgreSQL (superuser),
+/// dropping the triggers on SQLite.
+pub fn tamper(app: &TestApp, statements: &[&str]) {
+    let mut conn = app.raw_db();
+    match &mut conn {
+        genomegate::db::DbConnection::Postgresql(c) => {
+            diesel::sql_query("SET session_replication_role = replica")
+                .execute(c)
+                .unwrap();
+            for s in statements {
+                diesel::sql_query(*s).execute(c).unwrap();
+            }
+        }
+        genomegate::db::DbConnection::Sqlite(c) => {
+            for t in [
+                "access_log_entries",
+                "access_log_leaves",
+                "access_log_nodes",
+                "access_log_checkpoints",
+            ] {
+                for op in ["update", "delete"] {
+                    diesel::sql_query(format!("DROP TRIGGER IF EXISTS {t}_no_{op}"))
+                        .execute(c)
+                        .unwrap();
+                }
+            }
+            for s in statements {
+                diesel::sql_query(*s).execute(c).unwrap();
+            }
         }
     }
 }

@@ -104,6 +104,17 @@ pub fn withdraw(
     caller: &Caller,
     withdrawal: Withdrawal,
 ) -> Result<Recorded, AppError> {
+    withdraw_under(ctx, caller, withdrawal, Action::ConsentWithdraw)
+}
+
+/// A withdrawal authorized as `action`: a hospital's, or the patient's
+/// own in the portal (`ConsentWithdrawOwn`).
+pub fn withdraw_under(
+    ctx: &Context,
+    caller: &Caller,
+    withdrawal: Withdrawal,
+    action: Action,
+) -> Result<Recorded, AppError> {
     let family = withdrawal.family;
     let (kind, decisions) = match &withdrawal.items {
         None => (EventKind::WithdrawAll, Vec::new()),
@@ -115,7 +126,7 @@ pub fn withdraw(
     let pending = PendingEvent::of_known_patient(
         ctx,
         caller,
-        (Action::ConsentWithdraw, "withdraw", kind),
+        (action, "withdraw", kind),
         (withdrawal.patient, &withdrawal.retry),
         (withdrawal.signature, decisions),
     )?;

@@ -189,6 +189,14 @@ fn shipped_policies_validate_and_deny_by_default() {
         ),
         "auditors are read-only"
     );
+    assert!(
+        !e.is_allowed(
+            &user("audit", &[Role::Auditor]),
+            Action::ConsentWithdrawOwn,
+            &patient
+        ),
+        "only the patient withdraws their own"
+    );
     assert!(!e.is_allowed(&Caller::Anonymous, Action::ConsentRead, &patient));
     let draft = Resource::Document {
         id: "cancer-v2",
