@@ -15,18 +15,6 @@ use crate::api::schema::{
 };
 use serde_json::{json, Value};
 
-/// What this deployment's policies name: the words some fields take.
-pub struct Vocabulary {
-    /// Purposes policy forbids (`purposes.forbidden`).
-    pub forbidden_purposes: Vec<String>,
-    /// Disease codes (`policies/diseases.toml`).
-    pub diseases: Vec<String>,
-    /// Scope item keys (`policies/scope-items.toml`).
-    pub scope_items: Vec<String>,
-    /// Genome stores and research environments releases go to.
-    pub audiences: Vec<String>,
-}
-
 /// One refinement: a property of a component schema, or a parameter of an
 /// operation, and what it must be.
 pub enum Target {

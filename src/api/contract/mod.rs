@@ -14,7 +14,7 @@
 mod fields;
 mod shapes;
 
-pub use fields::Vocabulary;
+pub use shapes::Vocabulary;
 
 use super::problem::{ApiError, PROBLEM_JSON};
 use serde_json::{json, Map, Value};

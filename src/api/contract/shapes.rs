@@ -2,11 +2,22 @@
 //! composite bodies whose fields depend on each other (who signed, a
 //! purpose, data-use terms, a vote). Each from its validator's constants.
 
-use super::fields::Vocabulary;
 use crate::api::schema::{
     any_case, any_string, array, date, integer, matching, one_of, text, trimmed,
 };
 use serde_json::{json, Value};
+
+/// What this deployment's policies name: the words some fields take.
+pub struct Vocabulary {
+    /// Purposes policy forbids (`purposes.forbidden`).
+    pub forbidden_purposes: Vec<String>,
+    /// Disease codes (`policies/diseases.toml`).
+    pub diseases: Vec<String>,
+    /// Scope item keys (`policies/scope-items.toml`).
+    pub scope_items: Vec<String>,
+    /// Genome stores and research environments releases go to.
+    pub audiences: Vec<String>,
+}
 
 pub(super) fn hex(digits: usize) -> String {
     format!("[0-9a-fA-F]{{{digits}}}")
