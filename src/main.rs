@@ -24,7 +24,12 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the HTTP(S) service (applies pending migrations first).
-    Serve,
+    Serve {
+        /// Development only: seed a demo patient and print a link that
+        /// enrolls them in the patient portal.
+        #[arg(long)]
+        demo: bool,
+    },
     /// Apply pending database migrations and exit.
     Migrate,
     /// Development only: sign a bearer token with the local development key.
@@ -107,7 +112,7 @@ fn main() -> ExitCode {
 
 fn run(command: Command, config: Config) -> Result<(), String> {
     match command {
-        Command::Serve => serve(config),
+        Command::Serve { demo } => serve(config, demo),
         Command::VerifyLog { json } => verify_log(&config, json),
         Command::Migrate => {
             use secrecy::ExposeSecret;
@@ -273,10 +278,20 @@ fn verify_log(config: &Config, json: bool) -> Result<(), String> {
     }
 }
 
-fn serve(config: Config) -> Result<(), String> {
+fn serve(config: Config, demo: bool) -> Result<(), String> {
+    if demo && config.mode != Mode::Development {
+        return Err("--demo seeds made-up patients: development mode only".into());
+    }
     let system = actix_web::rt::System::new();
     system.block_on(async move {
         let state = genomegate::server::build_state(&config, Arc::new(SystemClock))?;
+        if demo {
+            let link = genomegate::app::demo::seed(&state.ctx)
+                .map_err(|e| format!("the demo could not be seeded: {e}"))?;
+            println!(
+                "Demo patient ready. Open the patient portal and enroll with a passkey:\n  {link}"
+            );
+        }
         let bound = genomegate::server::bind(&config, state)?;
         tracing::info!(
             addr = %bound.addr,

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 on_both_backends!(
     a_patient_enrolls_sees_checks_and_acts_in_a_browser,
     portal_pages_refuse_what_a_reviewer_would_try,
+    serve_demo_seeds_a_patient_and_prints_an_enrollment_link,
 );
 
 /// Markup and script a hospital or the governance body could type into a
@@ -551,4 +552,58 @@ async fn portal_pages_refuse_what_a_reviewer_would_try(backend: Backend) {
     assert_eq!(r.headers()["location"], "/portal/");
     // Nothing of this was logged as an access to anyone's data.
     assert_eq!(app.count("access_log_entries"), 0);
+}
+
+/// The enrollment link `genomegate serve --demo` prints, read from the
+/// binary's standard output; the binary keeps serving until killed.
+fn demo_link(app: &TestApp) -> String {
+    use std::io::BufRead;
+    let mut child = app
+        .binary(&[])
+        .arg("--demo")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let link = lines.map_while(Result::ok).find_map(|line| {
+        line.trim()
+            .strip_prefix("https://")
+            .map(|l| format!("https://{l}"))
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    link.expect("the demo prints a link")
+}
+
+async fn serve_demo_seeds_a_patient_and_prints_an_enrollment_link(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let first = demo_link(&app);
+    let code = first
+        .split("/portal/enroll#code=")
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    // A second run reuses the document and the patient, with a new code.
+    let second = demo_link(&app);
+    assert_ne!(first, second);
+    assert_eq!(app.count("document_versions"), 1);
+    assert_eq!(app.count("patients"), 1);
+    // The patient has an access to look at, and the printed code enrolls.
+    assert!(app.log_entries_with_action("consent_read") >= 1);
+    let (s, b) = app
+        .send_json(
+            reqwest::Method::POST,
+            "/v1/portal/enroll",
+            None,
+            None,
+            &json!({ "code": code }),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let token = b["access_token"].as_str().unwrap();
+    let (s, consents) = app.get("/v1/portal/consents", Some(token)).await;
+    assert_eq!(s, 200);
+    assert_eq!(consents["consents"][0]["status"], "active", "{consents}");
 }

@@ -119,6 +119,14 @@ fn version_in_force(
         .find(|v| v.status == DocumentStatus::Active))
 }
 
+/// The version of `family` in force now, if one was published.
+pub fn version_in_force_id(
+    ctx: &Context,
+    family: DocumentFamily,
+) -> Result<Option<DocumentVersionId>, AppError> {
+    ctx.read(|conn| Ok(version_in_force(conn, family)?.map(|v| v.id)))
+}
+
 /// Whether the caller may read `version`: published ones anyone, drafts
 /// those policy lets read drafts.
 fn may_read(ctx: &Context, caller: &Caller, version: &DocumentVersion) -> bool {

@@ -27,6 +27,7 @@ pub mod text;
 pub mod agreements;
 pub mod applications;
 pub mod consents;
+pub mod demo;
 pub mod documents;
 pub mod enrollment;
 pub mod log;

@@ -285,10 +285,21 @@ pub fn connect(url: &str, pool_size: u32) -> Result<DbPool, DbSetupError> {
         }
         Backend::Postgres => url.to_owned(),
     };
+    let manager = Manager { backend, target };
+    if backend == Backend::Sqlite {
+        // WAL is a property of the file. Switching a new file to it needs
+        // the file to itself, which the pool's connections, opened at once
+        // while the first one migrates, do not give it ("database is
+        // locked", whatever the busy timeout). Switched here, alone, every
+        // later switch finds WAL already on and takes no lock.
+        manager
+            .open()
+            .map_err(|e| DbSetupError::Pool(e.to_string()))?;
+    }
     Pool::builder()
         .max_size(pool_size)
         .connection_timeout(Duration::from_secs(10))
-        .build(Manager { backend, target })
+        .build(manager)
         .map_err(|e| DbSetupError::Pool(e.to_string()))
 }
 

@@ -545,7 +545,7 @@ impl TestApp {
             .expect("the genomegate binary starts")
     }
 
-    fn binary(&self, overrides: &[(&str, &str)]) -> std::process::Command {
+    pub fn binary(&self, overrides: &[(&str, &str)]) -> std::process::Command {
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_genomegate"));
         command
             .arg("serve")
