@@ -164,6 +164,15 @@ pub struct NotifyConfig {
     /// serve requests turn it off; deliveries wait for an instance that runs it.
     #[serde(default = "defaults::yes")]
     pub dispatch: bool,
+    /// Where email to patients goes out (`smtps://user:pass@host:465`, or
+    /// `smtp://host:587?tls=required`); unset, no email is sent and email
+    /// deliveries wait for an instance that has it. Production refuses a
+    /// server without TLS.
+    #[serde(default)]
+    pub smtp_url: Option<secrecy::SecretString>,
+    /// The sender of email to patients.
+    #[serde(default = "defaults::default_email_from")]
+    pub email_from: String,
     /// A NATS server to publish every notification to, e.g.
     /// `nats://127.0.0.1:4222` (production: `tls://…`). Unset: no NATS.
     #[serde(default)]
@@ -450,6 +459,12 @@ impl Config {
                 .is_some_and(|url| !url.starts_with("tls://"))
             {
                 return invalid("production mode publishes to NATS only over TLS (notify.nats_url must start with tls://)");
+            }
+            if self.notify.smtp_url.as_ref().is_some_and(|url| {
+                let url = url.expose_secret();
+                !url.starts_with("smtps://") && !url.contains("tls=required")
+            }) {
+                return invalid("production mode sends email only over TLS (notify.smtp_url: smtps://, or tls=required)");
             }
             if self.notify.allow_http {
                 return invalid("production mode refuses plain-http webhooks (notify.allow_http)");

@@ -1369,6 +1369,7 @@ async fn deliveries_past_the_registration_check(
                 created_at: chrono::Utc::now().naive_utc(),
                 disabled_at: None,
                 application_id: None,
+                email_kinds: None,
             },
         )
         .unwrap();

@@ -23,6 +23,7 @@ on_both_backends!(
     a_killed_dispatcher_neither_loses_nor_duplicates,
     claims_given_back_fall_due_before_their_lease_ends,
     metrics_show_what_waits_for_delivery,
+    migration_000022_keeps_endpoints_and_their_deliveries,
 );
 
 const NATS_ENV: &str = "GENOMEGATE_TEST_NATS_URL";
@@ -343,17 +344,17 @@ async fn claims_given_back_fall_due_before_their_lease_ends(backend: Backend) {
     let mut conn = app.raw_db();
     let now = chrono::Utc::now().naive_utc();
     let lease_until = now + chrono::Duration::seconds(30);
-    let claims = claim_due(&mut conn, now, lease_until, 64, false).unwrap();
+    let claims = claim_due(&mut conn, now, lease_until, 64, (false, false)).unwrap();
     assert_eq!(claims.len(), 2, "both entries' deliveries are due");
     assert!(
-        claim_due(&mut conn, now, lease_until, 64, false)
+        claim_due(&mut conn, now, lease_until, 64, (false, false))
             .unwrap()
             .is_empty(),
         "claimed deliveries are leased"
     );
     mark_delivered(&mut conn, &claims[0], now).unwrap();
     release_claims(&mut conn, &claims, now).unwrap();
-    let again = claim_due(&mut conn, now, lease_until, 64, false).unwrap();
+    let again = claim_due(&mut conn, now, lease_until, 64, (false, false)).unwrap();
     assert_eq!(
         again,
         vec![claims[1].clone()],
@@ -414,4 +415,40 @@ async fn metrics_show_what_waits_for_delivery(backend: Backend) {
         .unwrap();
     let overdue = metric(&scrape().await, "genomegate_notification_overdue_seconds");
     assert!((3600..3700).contains(&overdue), "{overdue}");
+}
+
+/// Migration 000022 rebuilds the endpoints table on SQLite (a CHECK cannot
+/// change in place) and alters it on PostgreSQL: endpoints and their
+/// deliveries survive the way down and back up, and email endpoints can be
+/// stored afterwards.
+async fn migration_000022_keeps_endpoints_and_their_deliveries(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let (patient, _) = enrolled_patient(&app, "MRN-M22").await;
+    app.patient_webhook(&patient, "http://127.0.0.1:9/hook")
+        .await;
+    assert_eq!(app.staff_reads_consent("hospital-a", &patient).await, 200);
+    app.wait_integrated().await;
+    let (endpoints, deliveries) = (
+        app.count("notification_endpoints"),
+        app.count("notification_deliveries"),
+    );
+    assert!(endpoints >= 1 && deliveries >= 1);
+    let mut conn = app.raw_db();
+    revert_through(&mut conn, "000022");
+    genomegate::db::run_migrations(&mut conn).unwrap();
+    assert_eq!(app.count("notification_endpoints"), endpoints);
+    assert_eq!(app.count("notification_deliveries"), deliveries);
+    let email =
+        "notification_endpoints (id, kind, patient_pseudonym, target, created_at, email_kinds) \
+                 VALUES ('email:m22', 'email', NULL, '', CURRENT_TIMESTAMP, 'read')";
+    use diesel::RunQueryDsl;
+    let insert = diesel::sql_query(format!("INSERT INTO {email}"));
+    match &mut conn {
+        genomegate::db::DbConnection::Postgresql(c) => insert.execute(c),
+        genomegate::db::DbConnection::Sqlite(c) => insert.execute(c),
+    }
+    .unwrap();
+    assert_eq!(app.count("notification_endpoints WHERE kind = 'email'"), 1);
 }

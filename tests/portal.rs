@@ -15,6 +15,7 @@ mod common;
 
 use common::access::*;
 use common::browser::{self, Browser};
+use common::smtp::{self, SmtpServer};
 use common::webhooks::webhook_receiver;
 use common::*;
 use serde_json::{json, Value};
@@ -63,10 +64,15 @@ async fn assert_inert(b: &Browser) {
 }
 
 async fn a_patient_enrolls_sees_checks_and_acts_in_a_browser(backend: Backend) {
-    if !browser::available() {
+    if !browser::available() || !smtp::available() {
         return;
     }
-    let Some(app) = TestApp::spawn(backend).await else {
+    let mail = SmtpServer::start();
+    let options = Options {
+        env: vec![("GENOMEGATE__NOTIFY__SMTP_URL", mail.url())],
+        ..Options::default()
+    };
+    let Some(app) = TestApp::spawn_with(backend, options).await else {
         return;
     };
     let version = app.publish("cancer", &hostile_draft()).await;
@@ -174,6 +180,26 @@ async fn a_patient_enrolls_sees_checks_and_acts_in_a_browser(backend: Backend) {
         .await;
     b.set_width(1280).await;
 
+    // Email about new entries, every kind (the boxes start ticked).
+    b.goto(&app.url("/portal/preferences")).await;
+    b.wait_for(
+        "return document.getElementById('email')",
+        Duration::from_secs(5),
+    )
+    .await;
+    b.click("#email-on").await;
+    b.type_into("#email", "patient@example.org").await;
+    b.click("form.card button.primary").await;
+    b.wait_for(
+        "return location.search === '?saved=1' && document.querySelector('.notice')",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_accessible(&b, "preferences (ja)").await;
+    b.screenshot(&screenshots().join("preferences-ja-1280.png"))
+        .await;
+    assert_eq!(app.count("notification_endpoints WHERE kind = 'email'"), 1);
+
     // 3. An access made through the API appears on the open page, checked.
     b.goto(&app.url("/portal/history")).await;
     b.wait_for(
@@ -212,6 +238,46 @@ async fn a_patient_enrolls_sees_checks_and_acts_in_a_browser(backend: Backend) {
     );
     b.screenshot(&screenshots().join("history-ja-1280.png"))
         .await;
+    // ...and an email says so, and nothing more.
+    let mails = mail.wait_for(1, Duration::from_secs(10)).await;
+    let email = format!("{}\n{}", mails[0], smtp::body(&mails[0]));
+    assert!(email.contains("To: patient@example.org"), "{email}");
+    assert!(email.contains("/portal/history"), "{email}");
+    for secret in [
+        patient.as_str(),
+        "hospital-a",
+        "user-1",
+        "cancer",
+        "MRN-PORTAL",
+    ] {
+        assert!(!email.contains(secret), "{secret} in {email}");
+    }
+    // Reads are no longer emailed: the next one is shown, not sent.
+    b.goto(&app.url("/portal/preferences")).await;
+    b.wait_for(
+        "return document.getElementById('kind-read')",
+        Duration::from_secs(5),
+    )
+    .await;
+    b.click("#kind-read").await;
+    b.click("form.card button.primary").await;
+    b.wait_for(
+        "return location.search === '?saved=1'",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(app.staff_reads_consent("hospital-a", &patient).await, 200);
+    app.wait_integrated().await;
+    let pending = "notification_deliveries WHERE endpoint_id LIKE 'email:%' AND state = 'pending'";
+    let waited = Instant::now();
+    while app.count(pending) > 0 {
+        assert!(
+            waited.elapsed() < Duration::from_secs(10),
+            "email deliveries stuck"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(mail.messages().len(), 1, "a read is not emailed any more");
 
     // The same pages in English, remembered.
     b.goto(&app.url("/portal/language/en?back=/portal/history"))
@@ -287,6 +353,8 @@ async fn a_patient_enrolls_sees_checks_and_acts_in_a_browser(backend: Backend) {
     // The use that relied on it is recalled; the hospital's app is told.
     let notices = recall_notices(&app, &use_id, &member).await;
     assert_eq!(notices.len(), 1, "{notices:?}");
+    // The withdrawal is emailed (a consent kind).
+    mail.wait_for(2, Duration::from_secs(10)).await;
     let started = Instant::now();
     while hooked.0.lock().unwrap().len() <= hooks_before {
         assert!(

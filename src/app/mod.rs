@@ -29,6 +29,7 @@ pub mod applications;
 pub mod consents;
 pub mod demo;
 pub mod documents;
+pub mod email;
 pub mod enrollment;
 pub mod log;
 pub mod passkeys;

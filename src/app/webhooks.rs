@@ -156,6 +156,7 @@ pub fn register(
         ciphertext: Some(sealed.ciphertext),
         created_at: now.naive_utc(),
         disabled_at: None,
+        email_kinds: None,
     };
     let view = WebhookView {
         id,

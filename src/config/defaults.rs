@@ -107,6 +107,9 @@ pub(super) fn default_enrollment_ttl_hours() -> i64 {
 pub(super) fn default_patient_token_ttl() -> i64 {
     900
 }
+pub(super) fn default_email_from() -> String {
+    "GenomeGate <no-reply@genomegate.invalid>".into()
+}
 pub(super) fn default_session_idle_minutes() -> i64 {
     30
 }

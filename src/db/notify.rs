@@ -24,6 +24,9 @@ pub struct EndpointRow {
     /// Set on an application's webhook, which hears that application's
     /// recall notices and nothing else.
     pub application_id: Option<String>,
+    /// An email endpoint's wanted kinds of access, comma-separated
+    /// ([`crate::notify::NoticeKind`]).
+    pub email_kinds: Option<String>,
 }
 
 /// Where one delivery of a notification to one endpoint stands. Stored as
@@ -109,8 +112,11 @@ pub fn endpoints_owned_by(
     owner: &EndpointOwner,
 ) -> Result<Vec<EndpointRow>, DieselError> {
     db_run!(conn, c => {
+        // Webhooks only: a patient's email endpoint is their preference,
+        // not one of their webhooks.
         let query = endpoints::table
             .filter(endpoints::disabled_at.is_null())
+            .filter(endpoints::kind.eq("webhook"))
             .into_boxed();
         let query = match owner {
             EndpointOwner::Patient(p) => query.filter(endpoints::patient_pseudonym.eq(p.clone())),
@@ -123,6 +129,26 @@ pub fn endpoints_owned_by(
         };
         query.order(endpoints::created_at).select(EndpointRow::as_select()).load(c)
     })
+}
+
+/// The id of a new email endpoint: the prefix tells a dispatcher without
+/// SMTP to leave its deliveries alone (`claim_due`).
+pub fn email_endpoint_id() -> String {
+    format!("email:{}", uuid::Uuid::new_v4())
+}
+
+/// A patient's active email endpoint, if they asked for email.
+pub fn email_endpoint(
+    conn: &mut DbConnection,
+    patient: &str,
+) -> Result<Option<EndpointRow>, DieselError> {
+    db_run!(conn, c => endpoints::table
+        .filter(endpoints::disabled_at.is_null())
+        .filter(endpoints::kind.eq("email"))
+        .filter(endpoints::patient_pseudonym.eq(patient))
+        .select(EndpointRow::as_select())
+        .first(c)
+        .optional())
 }
 
 pub fn disable_endpoint(
@@ -179,6 +205,7 @@ pub fn sync_nats_endpoint(
                     created_at: now,
                     disabled_at: None,
                     application_id: None,
+                    email_kinds: None,
                 })
                 .on_conflict_do_nothing()
                 .execute(c)?;
@@ -201,17 +228,20 @@ pub struct Claim {
 /// Claims up to `limit` due deliveries until `lease_until`. Another
 /// dispatcher skips them; if this one dies, they fall due again when the
 /// lease ends. A dispatcher without NATS (`with_nats` false) claims only
-/// webhook deliveries, so it never fails a NATS delivery it cannot make.
+/// webhook deliveries, so it never fails a NATS delivery it cannot make;
+/// one without SMTP (`with_email` false) leaves email deliveries alike.
 pub fn claim_due(
     conn: &mut DbConnection,
     now: NaiveDateTime,
     lease_until: NaiveDateTime,
     limit: i64,
-    with_nats: bool,
+    (with_nats, with_email): (bool, bool),
 ) -> Result<Vec<Claim>, DieselError> {
     use diesel::sql_types::Bool;
-    // Every NATS endpoint's id starts so (`nats_endpoint_id`).
+    // Every NATS endpoint's id starts so (`nats_endpoint_id`), and every
+    // email endpoint's so (`email_endpoint_id`).
     const NATS_IDS: &str = "nats:%";
+    const EMAIL_IDS: &str = "email:%";
     use diesel::sql_types::{BigInt, Integer, Text, Timestamp};
     #[derive(QueryableByName)]
     struct Row {
@@ -228,6 +258,7 @@ pub fn claim_due(
              FROM (SELECT endpoint_id, idx FROM notification_deliveries \
                    WHERE state = 'pending' AND next_attempt_at <= $2 \
                      AND ($4 OR endpoint_id NOT LIKE $5) \
+                     AND ($6 OR endpoint_id NOT LIKE $7) \
                    ORDER BY next_attempt_at, idx LIMIT $3 FOR UPDATE SKIP LOCKED) due \
              WHERE d.endpoint_id = due.endpoint_id AND d.idx = due.idx \
              RETURNING d.endpoint_id, d.idx, d.attempts",
@@ -237,6 +268,8 @@ pub fn claim_due(
         .bind::<BigInt, _>(limit)
         .bind::<Bool, _>(with_nats)
         .bind::<Text, _>(NATS_IDS)
+        .bind::<Bool, _>(with_email)
+        .bind::<Text, _>(EMAIL_IDS)
         .load(c)?,
         DbConnection::Sqlite(_) => write_transaction(conn, |conn| {
             let DbConnection::Sqlite(c) = conn else {
@@ -248,6 +281,9 @@ pub fn claim_due(
                 .into_boxed();
             if !with_nats {
                 due = due.filter(deliveries::endpoint_id.not_like(NATS_IDS));
+            }
+            if !with_email {
+                due = due.filter(deliveries::endpoint_id.not_like(EMAIL_IDS));
             }
             let due: Vec<(String, i64, i32)> = due
                 .order((deliveries::next_attempt_at, deliveries::idx))

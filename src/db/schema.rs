@@ -201,6 +201,7 @@ diesel::table! {
         created_at -> Timestamp,
         disabled_at -> Nullable<Timestamp>,
         application_id -> Nullable<Text>,
+        email_kinds -> Nullable<Text>,
     }
 }
 

@@ -198,6 +198,86 @@ impl RecallInstruction {
 }
 
 /// One Server-Sent Events frame.
+/// The kinds of access a patient may choose to be emailed about. The
+/// portal shows every access whatever the choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoticeKind {
+    /// Their consent recorded, changed, withdrawn or lapsed; their status.
+    Consent,
+    /// Someone read or looked up their consent record.
+    Read,
+    /// Their data released to a data-use project, or served to it.
+    Use,
+    /// Recontact requests about them.
+    Recontact,
+}
+
+impl NoticeKind {
+    pub const ALL: [NoticeKind; 4] = [Self::Consent, Self::Read, Self::Use, Self::Recontact];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Consent => "consent",
+            Self::Read => "read",
+            Self::Use => "use",
+            Self::Recontact => "recontact",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == raw)
+    }
+
+    /// The kind of an entry's action.
+    pub fn of(action: crate::ledger::entry::LogAction) -> Self {
+        use crate::ledger::entry::LogAction as A;
+        match action {
+            A::ConsentRead | A::PatientLookup => Self::Read,
+            A::ConsentRegister
+            | A::ConsentChange
+            | A::ConsentWithdraw
+            | A::ConsentLapse
+            | A::PatientStatusChange => Self::Consent,
+            A::DatasetRelease | A::HandleResolve => Self::Use,
+            A::RecontactOpen | A::RecontactApprove | A::RecontactReject | A::RecontactUnseal => {
+                Self::Recontact
+            }
+        }
+    }
+
+    /// Kinds as stored, comma-separated; unknown words are dropped.
+    pub fn parse_list(stored: &str) -> Vec<Self> {
+        stored.split(',').filter_map(Self::parse).collect()
+    }
+
+    pub fn list(kinds: &[Self]) -> String {
+        kinds
+            .iter()
+            .map(|k| k.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+/// The email a patient gets about a new entry: that there is one, and
+/// where to look. No health data, pseudonym or organization: an inbox is
+/// not a place for them.
+pub fn email_text(portal_url: &str) -> (String, String) {
+    let subject =
+        "GenomeGate: 新しい利用記録があります / A new entry in your access record".to_owned();
+    let body = format!(
+        "あなたのデータの利用記録に、新しい記録が追加されました。\n\
+         内容は患者ポータルでご確認ください。\n\
+         {portal_url}\n\n\
+         A new entry was added to the record of who used your data.\n\
+         Please read it in your patient portal.\n\
+         {portal_url}\n\n\
+         このメールは、あなたがポータルで選んだ設定により送られています。設定はポータルで変えられます。\n\
+         You receive this because you asked for it in the portal, where you can change it.\n"
+    );
+    (subject, body)
+}
+
 pub fn sse_frame(n: &Notification) -> String {
     let data = serde_json::to_string(n).unwrap_or_default();
     format!("id: {}\nevent: access\ndata: {data}\n\n", n.index)
@@ -206,6 +286,31 @@ pub fn sse_frame(n: &Notification) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every action has a kind a patient can choose, and kinds read back.
+    #[test]
+    fn notice_kinds_cover_every_action_and_read_back() {
+        use crate::ledger::entry::LogAction;
+        for action in LogAction::ALL {
+            assert!(NoticeKind::ALL.contains(&NoticeKind::of(action)));
+        }
+        let all = NoticeKind::list(&NoticeKind::ALL);
+        assert_eq!(NoticeKind::parse_list(&all), NoticeKind::ALL.to_vec());
+        assert_eq!(
+            NoticeKind::parse_list("read,unknown,use"),
+            vec![NoticeKind::Read, NoticeKind::Use]
+        );
+    }
+
+    /// The email names neither the patient nor the data nor who used it.
+    #[test]
+    fn the_email_says_only_that_there_is_an_entry() {
+        let (subject, body) = email_text("https://portal.example/portal/history");
+        assert!(body.contains("https://portal.example/portal/history"));
+        for word in ["cancer", "がん", "hospital", "dataset"] {
+            assert!(!subject.contains(word) && !body.contains(word), "{word}");
+        }
+    }
     use crate::access::cohort::Exclusion;
 
     #[test]

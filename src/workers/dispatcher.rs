@@ -59,8 +59,16 @@ fn run(ctx: &WorkerContext, wake: &Receiver<()>) {
             return;
         }
     };
+    let mailer = match super::email::Mailer::from_config(&ctx.config) {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::error!(error = %e, "email cannot be sent; email deliveries wait");
+            None
+        }
+    };
     let mut transports = Transports {
         http: client,
+        mailer,
         nats: None,
         allow_private: ctx.config.notify.allow_private_targets,
         ports: ctx.config.notify.webhook_ports.clone(),
@@ -266,6 +274,8 @@ impl reqwest::dns::Resolve for PublicAddressesOnly {
 /// once a NATS delivery needs one.
 struct Transports {
     http: reqwest::Client,
+    /// `notify.smtp_url`; without it email deliveries are left unclaimed.
+    mailer: Option<super::email::Mailer>,
     nats: Option<async_nats::jetstream::Context>,
     /// `notify.allow_private_targets`.
     allow_private: bool,
@@ -325,7 +335,10 @@ async fn dispatch_batch(ctx: &WorkerContext, transports: &mut Transports) -> Res
         now.naive_utc(),
         (now + lease).naive_utc(),
         BATCH,
-        ctx.config.notify.nats_url.is_some(),
+        (
+            ctx.config.notify.nats_url.is_some(),
+            transports.mailer.is_some(),
+        ),
     )
     .map_err(|e| e.to_string())?;
     if claims.is_empty() {
@@ -392,6 +405,16 @@ async fn send(transports: &Transports, p: &Prepared, timestamp: i64) -> Outcome 
         "nats" => match &transports.nats {
             Some(js) => publish_nats(js, endpoint, message).await,
             None => Outcome::Failed("NATS unavailable".into()),
+        },
+        "email" => match &transports.mailer {
+            Some(mailer) => {
+                let kinds = endpoint.email_kinds.as_deref().unwrap_or_default();
+                match mailer.send(secret, kinds, &message.id, &message.body).await {
+                    Ok(()) => Outcome::Delivered,
+                    Err(e) => Outcome::Failed(e),
+                }
+            }
+            None => Outcome::Failed("no SMTP server configured".into()),
         },
         other => Outcome::Failed(format!("no transport for endpoint kind {other}")),
     }

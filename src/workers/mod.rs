@@ -16,6 +16,7 @@
 pub mod announcer;
 pub mod came_of_age;
 pub mod dispatcher;
+mod email;
 pub mod integrator;
 pub mod screening;
 

@@ -14,6 +14,7 @@ pub mod access;
 pub mod browser;
 pub mod fhir;
 pub mod receipts;
+pub mod smtp;
 pub mod webhooks;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

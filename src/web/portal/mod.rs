@@ -5,6 +5,7 @@
 mod account;
 mod consent;
 mod history;
+mod preferences;
 
 use super::page::{self, visit, Visit};
 use crate::api::state::AppState;
@@ -22,6 +23,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .configure(account::routes)
         .configure(consent::routes)
         .configure(history::routes)
+        .configure(preferences::routes)
         .default_service(web::to(not_found));
 }
 
