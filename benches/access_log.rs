@@ -125,25 +125,8 @@ fn register_patients(bench: &Bench, staff: &str, count: usize) -> Vec<Patient> {
     })
 }
 
-/// Waits until the integrator has emptied the outbox; returns how long.
 fn drain(conn: &mut DbConnection) -> Duration {
-    #[derive(QueryableByName)]
-    struct Count {
-        #[diesel(sql_type = diesel::sql_types::BigInt)]
-        n: i64,
-    }
-    let started = Instant::now();
-    loop {
-        let left: Vec<Count> = genomegate::db_run!(conn, c => diesel::sql_query(
-            "SELECT COUNT(*) AS n FROM notification_outbox"
-        )
-        .load(c)
-        .unwrap());
-        if left[0].n == 0 {
-            return started.elapsed();
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    support::drain_outbox(conn)
 }
 
 /// An entry as a staff read writes it.

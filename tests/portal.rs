@@ -606,6 +606,27 @@ async fn portal_pages_refuse_what_a_reviewer_would_try(backend: Backend) {
     let (s, b) = begin(Some(token.clone()), "AAAA-BBBB-CCCC-DDDD-EEEE").await;
     assert_problem(s, &b, 429, "rate_limited");
 
+    // Sign-in attempts are limited per client too, before any check.
+    let forged = json!({
+        "id": "AAAA", "rawId": "AAAA", "type": "public-key", "extensions": {},
+        "response": {"authenticatorData": "AAAA", "clientDataJSON": "AAAA", "signature": "AAAA", "userHandle": "AAAA"},
+    });
+    let finish = || {
+        let req = app
+            .plain_client
+            .post(app.url("/portal/passkeys/sign-in/finish"))
+            .header("cookie", session.clone())
+            .header("x-csrf-token", token.clone())
+            .json(&forged);
+        async move { read(req.send().await.unwrap()).await }
+    };
+    for _ in 0..limit {
+        let (s, b) = finish().await;
+        assert_problem(s, &b, 401, "invalid_credentials");
+    }
+    let (s, b) = finish().await;
+    assert_problem(s, &b, 429, "rate_limited");
+
     // Pages for signed-in patients send anyone else to the way in, and what
     // a patient may not see is the same 404 as what does not exist.
     let r = get_page(&app, "/portal/history").await;

@@ -309,6 +309,45 @@ impl Bench {
         summarize(latencies, started.elapsed())
     }
 
+    /// As [`raw_phase`](Self::raw_phase) for reads: each call on its own,
+    /// outside a transaction, as the service reads.
+    pub fn raw_read_phase<F>(&self, read: F) -> Stats
+    where
+        F: Fn(&mut genomegate::db::DbConnection, u64) -> Result<(), diesel::result::Error>
+            + Clone
+            + Send
+            + 'static,
+    {
+        let pool: DbPool = genomegate::db::connect(&self.db_url, self.clients as u32).unwrap();
+        let counter = self.sequence.clone();
+        let stop = Arc::new(AtomicBool::new(false));
+        let started = Instant::now();
+        let workers: Vec<_> = (0..self.clients)
+            .map(|_| {
+                let (pool, read, counter, stop) =
+                    (pool.clone(), read.clone(), counter.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    let mut conn = pool.get().unwrap();
+                    let mut latencies = Vec::new();
+                    while !stop.load(Ordering::Relaxed) {
+                        let n = counter.fetch_add(1, Ordering::Relaxed);
+                        let t = Instant::now();
+                        read(&mut conn, n).unwrap();
+                        latencies.push(t.elapsed());
+                    }
+                    latencies
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_secs(self.seconds));
+        stop.store(true, Ordering::Relaxed);
+        let latencies: Vec<Duration> = workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect();
+        summarize(latencies, started.elapsed())
+    }
+
     pub fn report(
         &self,
         title: &str,
@@ -401,5 +440,26 @@ pub mod raw {
     pub struct RawOutbox {
         pub seq: i64,
         pub patient_pseudonym: String,
+    }
+}
+
+/// Waits until the integrator has emptied the outbox; returns how long.
+pub fn drain_outbox(conn: &mut genomegate::db::DbConnection) -> Duration {
+    #[derive(diesel::QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let started = Instant::now();
+    loop {
+        let left: Vec<Count> = genomegate::db_run!(conn, c => diesel::sql_query(
+            "SELECT COUNT(*) AS n FROM notification_outbox"
+        )
+        .load(c)
+        .unwrap());
+        if left[0].n == 0 {
+            return started.elapsed();
+        }
+        std::thread::sleep(Duration::from_millis(2));
     }
 }
