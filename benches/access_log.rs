@@ -30,14 +30,13 @@
 mod support;
 
 use diesel::prelude::*;
-use genomegate::app::entries::Access;
 use genomegate::db::{ledger, write_transaction, DbConnection};
-use genomegate::ledger::entry::{DataScope, LegalBasis, LogAction, LogEntry, Purpose};
+use genomegate::ledger::entry::LogEntry;
 use serde_json::json;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use support::raw::{raw_log_entries, raw_log_outbox, RawEntry, RawOutbox};
-use support::{env_or, summarize, Bench, Stats};
+use support::{env_or, read_entry, summarize, Bench, Stats};
 
 const ITEMS: [&str; 4] = [
     "ccat_registration",
@@ -127,28 +126,6 @@ fn register_patients(bench: &Bench, staff: &str, count: usize) -> Vec<Patient> {
 
 fn drain(conn: &mut DbConnection) -> Duration {
     support::drain_outbox(conn)
-}
-
-/// An entry as a staff read writes it.
-fn read_entry(patient: &str, n: u64) -> LogEntry {
-    genomegate::app::entries::entry_by(
-        "hospital-a",
-        "hospital_staff",
-        &format!("bench-{}", n % 50),
-        patient,
-        Access {
-            action: LogAction::ConsentRead,
-            purpose: Purpose::ConsentManagement,
-            basis: LegalBasis::TreatingHospital {
-                hospital: "hospital-a".into(),
-            },
-            scope: DataScope::ConsentRecord {
-                family: "cancer".into(),
-            },
-        },
-        // The service's clock precision (both databases keep microseconds).
-        chrono::SubsecRound::trunc_subsecs(chrono::Utc::now(), 6),
-    )
 }
 
 /// Pseudonyms of the registered patients (entries name patients that exist).

@@ -17,12 +17,11 @@
 
 mod support;
 
-use genomegate::app::entries::{entry_by, Access};
 use genomegate::db::{consents, ledger, portal, portal_sessions};
-use genomegate::ledger::entry::{DataScope, LegalBasis, LogAction, LogEntry, Purpose};
+use genomegate::ledger::entry::LogEntry;
 use serde_json::json;
 use std::time::Duration;
-use support::{env_or, Bench};
+use support::{env_or, read_entry, Bench};
 
 const ITEMS: [&str; 4] = [
     "ccat_registration",
@@ -30,26 +29,6 @@ const ITEMS: [&str; 4] = [
     "secondary_use_industry",
     "recontact",
 ];
-
-fn read_entry(patient: &str, n: usize) -> LogEntry {
-    entry_by(
-        "hospital-a",
-        "hospital_staff",
-        &format!("bench-{}", n % 50),
-        patient,
-        Access {
-            action: LogAction::ConsentRead,
-            purpose: Purpose::ConsentManagement,
-            basis: LegalBasis::TreatingHospital {
-                hospital: "hospital-a".into(),
-            },
-            scope: DataScope::ConsentRecord {
-                family: "cancer".into(),
-            },
-        },
-        chrono::SubsecRound::trunc_subsecs(chrono::Utc::now(), 6),
-    )
-}
 
 fn main() {
     let mut bench =
@@ -107,7 +86,10 @@ fn main() {
     // The patient's history, integrated, and one signed-in session per client.
     let mut conn = bench.raw_connection();
     for chunk in (0..entries).collect::<Vec<_>>().chunks(1_000) {
-        let batch: Vec<LogEntry> = chunk.iter().map(|&n| read_entry(&patient, n)).collect();
+        let batch: Vec<LogEntry> = chunk
+            .iter()
+            .map(|&n| read_entry(&patient, n as u64))
+            .collect();
         ledger::append_atomically(&mut conn, &batch).unwrap();
     }
     support::drain_outbox(&mut conn);

@@ -279,34 +279,9 @@ impl Bench {
             + Send
             + 'static,
     {
-        let pool: DbPool = genomegate::db::connect(&self.db_url, self.clients as u32).unwrap();
-        let counter = self.sequence.clone();
-        let stop = Arc::new(AtomicBool::new(false));
-        let started = Instant::now();
-        let workers: Vec<_> = (0..self.clients)
-            .map(|_| {
-                let (pool, write, counter, stop) =
-                    (pool.clone(), write.clone(), counter.clone(), stop.clone());
-                std::thread::spawn(move || {
-                    let mut conn = pool.get().unwrap();
-                    let mut latencies = Vec::new();
-                    while !stop.load(Ordering::Relaxed) {
-                        let n = counter.fetch_add(1, Ordering::Relaxed);
-                        let t = Instant::now();
-                        genomegate::db::write_transaction(&mut conn, |c| write(c, n)).unwrap();
-                        latencies.push(t.elapsed());
-                    }
-                    latencies
-                })
-            })
-            .collect();
-        std::thread::sleep(Duration::from_secs(self.seconds));
-        stop.store(true, Ordering::Relaxed);
-        let latencies: Vec<Duration> = workers
-            .into_iter()
-            .flat_map(|w| w.join().unwrap())
-            .collect();
-        summarize(latencies, started.elapsed())
+        self.raw_loop(move |conn, n| {
+            genomegate::db::write_transaction(conn, |c| write(c, n)).unwrap()
+        })
     }
 
     /// As [`raw_phase`](Self::raw_phase) for reads: each call on its own,
@@ -318,21 +293,30 @@ impl Bench {
             + Send
             + 'static,
     {
+        self.raw_loop(move |conn, n| read(conn, n).unwrap())
+    }
+
+    /// `clients` threads, each with a pooled connection, calling `call`
+    /// until the configured duration is up; their latencies.
+    fn raw_loop<F>(&self, call: F) -> Stats
+    where
+        F: Fn(&mut genomegate::db::DbConnection, u64) + Clone + Send + 'static,
+    {
         let pool: DbPool = genomegate::db::connect(&self.db_url, self.clients as u32).unwrap();
         let counter = self.sequence.clone();
         let stop = Arc::new(AtomicBool::new(false));
         let started = Instant::now();
         let workers: Vec<_> = (0..self.clients)
             .map(|_| {
-                let (pool, read, counter, stop) =
-                    (pool.clone(), read.clone(), counter.clone(), stop.clone());
+                let (pool, call, counter, stop) =
+                    (pool.clone(), call.clone(), counter.clone(), stop.clone());
                 std::thread::spawn(move || {
                     let mut conn = pool.get().unwrap();
                     let mut latencies = Vec::new();
                     while !stop.load(Ordering::Relaxed) {
                         let n = counter.fetch_add(1, Ordering::Relaxed);
                         let t = Instant::now();
-                        read(&mut conn, n).unwrap();
+                        call(&mut conn, n);
                         latencies.push(t.elapsed());
                     }
                     latencies
@@ -462,4 +446,28 @@ pub fn drain_outbox(conn: &mut genomegate::db::DbConnection) -> Duration {
         }
         std::thread::sleep(Duration::from_millis(2));
     }
+}
+
+/// A log entry as a staff read of `patient`'s consent writes it, the
+/// `n`th of a run (50 staff members take turns).
+pub fn read_entry(patient: &str, n: u64) -> genomegate::ledger::entry::LogEntry {
+    use genomegate::ledger::entry::{DataScope, LegalBasis, LogAction, Purpose};
+    genomegate::app::entries::entry_by(
+        "hospital-a",
+        "hospital_staff",
+        &format!("bench-{}", n % 50),
+        patient,
+        genomegate::app::entries::Access {
+            action: LogAction::ConsentRead,
+            purpose: Purpose::ConsentManagement,
+            basis: LegalBasis::TreatingHospital {
+                hospital: "hospital-a".into(),
+            },
+            scope: DataScope::ConsentRecord {
+                family: "cancer".into(),
+            },
+        },
+        // The service's clock precision (both databases keep microseconds).
+        chrono::SubsecRound::trunc_subsecs(chrono::Utc::now(), 6),
+    )
 }

@@ -82,8 +82,9 @@ pub struct PatientSession {
     pub expires_in: i64,
 }
 
-/// Upper-cases and drops separators, so `7kq2 m9…` and `7KQ2-M9…` match.
-fn normalize_code(raw: &str) -> String {
+/// Upper-cases and drops separators, so `7kq2 m9…` and `7KQ2-M9…` match:
+/// enrollment codes and the portal's recovery codes.
+pub(crate) fn normalize_code(raw: &str) -> String {
     raw.chars()
         .filter(|c| c.is_ascii_alphanumeric())
         .map(|c| c.to_ascii_uppercase())
@@ -170,7 +171,8 @@ pub fn reissue(
     ctx.write(|conn| issue_code(ctx, conn, pseudonym.as_str(), &p.subject, now))
 }
 
-fn sha256_hex(text: &str) -> String {
+/// SHA-256, hex: how secrets of 100 or more random bits are stored.
+pub(crate) fn sha256_hex(text: &str) -> String {
     hex::encode(ring::digest::digest(&ring::digest::SHA256, text.as_bytes()))
 }
 

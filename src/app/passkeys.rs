@@ -8,6 +8,7 @@
 //! first half and spent in the second, in the transaction that creates the
 //! passkey, so a cancelled ceremony spends nothing.
 
+use super::enrollment::{normalize_code as normalize, random_code, sha256_hex};
 use super::portal_sessions::{self as sessions, NewSession, Session};
 use super::{AppError, Context};
 use crate::db::{consents as patients, portal as accounts, portal_sessions as store};
@@ -53,20 +54,8 @@ fn to_json<T: Serialize>(value: &T) -> Result<String, AppError> {
     serde_json::to_string(value).map_err(AppError::internal)
 }
 
-fn sha256_hex(text: &str) -> String {
-    hex::encode(ring::digest::digest(&ring::digest::SHA256, text.as_bytes()))
-}
-
-/// Upper-cases and drops separators, as enrollment codes are read.
-fn normalize(code: &str) -> String {
-    code.chars()
-        .filter(|c| c.is_ascii_alphanumeric())
-        .map(|c| c.to_ascii_uppercase())
-        .collect()
-}
-
 fn new_recovery_code() -> Result<(String, String), AppError> {
-    let code = super::enrollment::random_code()?;
+    let code = random_code()?;
     let hash = sha256_hex(&normalize(&code));
     Ok((code, hash))
 }
@@ -114,6 +103,20 @@ fn take_registration(
     Ok((registering, passkey))
 }
 
+/// The end of a registration, in its transaction: the account's new
+/// passkey and recovery code, and the browser signed in to it.
+fn bind(
+    conn: &mut crate::db::DbConnection,
+    (session, account): (&Session, &str),
+    (passkey, recovery_hash): (&Passkey, &str),
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<NewSession, AppError> {
+    let key = credential_key(passkey);
+    store::insert_passkey(conn, &key, account, &to_json(passkey)?, now.naive_utc())?;
+    store::set_recovery_hash(conn, account, Some(recovery_hash))?;
+    sessions::replace(conn, session, account, now)
+}
+
 fn credential_key(passkey: &Passkey) -> String {
     base64::Engine::encode(
         &base64::engine::general_purpose::URL_SAFE_NO_PAD,
@@ -153,7 +156,7 @@ pub fn finish_enrollment(
     let (recovery_code, recovery_hash) = new_recovery_code()?;
     // The account's secret sign-in belongs to hospital apps; a portal
     // account gets a random secret nobody is shown.
-    let unused_secret = sha256_hex(&super::enrollment::random_code()?);
+    let unused_secret = sha256_hex(&random_code()?);
     let now = ctx.now();
     let account = registering.account_id.as_str();
     let session = ctx.write(|conn| {
@@ -161,15 +164,7 @@ pub fn finish_enrollment(
             .ok_or(AppError::EnrollmentCodeInvalid)?;
         patients::find_patient(conn, &pseudonym)?.ok_or(AppError::EnrollmentCodeInvalid)?;
         accounts::insert_account(conn, account, &pseudonym, &unused_secret, now.naive_utc())?;
-        store::set_recovery_hash(conn, account, Some(&recovery_hash))?;
-        store::insert_passkey(
-            conn,
-            &credential_key(&passkey),
-            account,
-            &to_json(&passkey)?,
-            now.naive_utc(),
-        )?;
-        sessions::replace(ctx, conn, session, account, now)
+        bind(conn, (session, account), (&passkey, &recovery_hash), now)
     })?;
     tracing::info!("patient portal account enrolled with a passkey");
     Ok(Enrolled {
@@ -238,7 +233,7 @@ pub fn finish_sign_in(
         if store::account_patient(conn, &account_id)?.is_none() {
             return Err(refused("account revoked"));
         }
-        sessions::replace(ctx, conn, session, &account_id, now)
+        sessions::replace(conn, session, &account_id, now)
     })
 }
 
@@ -278,16 +273,9 @@ pub fn finish_recovery(
             return Err(AppError::InvalidCredentials);
         }
         store::remove_passkeys(conn, account)?;
-        store::insert_passkey(
-            conn,
-            &credential_key(&passkey),
-            account,
-            &to_json(&passkey)?,
-            now.naive_utc(),
-        )?;
-        store::set_recovery_hash(conn, account, Some(&recovery_hash))?;
+        // Every other session goes before this browser's new one starts.
         store::revoke_account_sessions(conn, account, now.naive_utc())?;
-        sessions::replace(ctx, conn, session, account, now)
+        bind(conn, (session, account), (&passkey, &recovery_hash), now)
     })?;
     tracing::info!("patient portal account recovered with a new passkey");
     Ok(Enrolled {

@@ -37,10 +37,6 @@ pub struct NewSession {
     pub session: Session,
 }
 
-fn sha256_hex(text: &str) -> String {
-    hex::encode(ring::digest::digest(&ring::digest::SHA256, text.as_bytes()))
-}
-
 fn random_token(bytes: usize) -> Result<String, AppError> {
     Ok(base64::Engine::encode(
         &base64::engine::general_purpose::URL_SAFE_NO_PAD,
@@ -50,13 +46,12 @@ fn random_token(bytes: usize) -> Result<String, AppError> {
 
 /// The hash a cookie value is stored under.
 pub fn id_hash(cookie_value: &str) -> String {
-    sha256_hex(cookie_value)
+    super::enrollment::sha256_hex(cookie_value)
 }
 
 /// A new session, signed in to `account_id` or not, in the caller's
 /// transaction.
 pub(crate) fn insert(
-    ctx: &Context,
     conn: &mut DbConnection,
     account_id: Option<&str>,
     now: DateTime<Utc>,
@@ -66,7 +61,7 @@ pub(crate) fn insert(
     let hash = id_hash(&cookie_value);
     store::insert_session(conn, &hash, account_id, &csrf_token, now.naive_utc())?;
     let patient = match account_id {
-        Some(account) => Some(signed_in(ctx, conn, account)?.ok_or(AppError::NotFound)?),
+        Some(account) => Some(signed_in(conn, account)?.ok_or(AppError::NotFound)?),
         None => None,
     };
     Ok(NewSession {
@@ -82,16 +77,12 @@ pub(crate) fn insert(
 /// A session for a browser that has none yet.
 pub fn start(ctx: &Context) -> Result<NewSession, AppError> {
     let now = ctx.now();
-    ctx.write(|conn| insert(ctx, conn, None, now))
+    ctx.write(|conn| insert(conn, None, now))
 }
 
 /// The caller an account signs in as: the patient role, bound to the
 /// account's pseudonym, in the patient's hospital.
-fn signed_in(
-    _ctx: &Context,
-    conn: &mut DbConnection,
-    account_id: &str,
-) -> Result<Option<SignedIn>, AppError> {
+fn signed_in(conn: &mut DbConnection, account_id: &str) -> Result<Option<SignedIn>, AppError> {
     let Some(pseudonym) = store::account_patient(conn, account_id)? else {
         return Ok(None);
     };
@@ -134,7 +125,7 @@ pub fn load(ctx: &Context, cookie_value: &str) -> Result<Option<Session>, AppErr
             store::touch_session(conn, &hash, naive)?;
         }
         let patient = match &row.account_id {
-            Some(account) => match signed_in(ctx, conn, account)? {
+            Some(account) => match signed_in(conn, account)? {
                 Some(patient) => Some(patient),
                 // The account was revoked: the session goes with it.
                 None => {
@@ -167,14 +158,13 @@ pub fn sign_out(ctx: &Context, session: &Session) -> Result<(), AppError> {
 /// Replaces the session that finished a sign-in with a signed-in one, in
 /// the caller's transaction.
 pub(crate) fn replace(
-    ctx: &Context,
     conn: &mut DbConnection,
     old: &Session,
     account_id: &str,
     now: DateTime<Utc>,
 ) -> Result<NewSession, AppError> {
     store::revoke_session(conn, &old.id_hash, now.naive_utc())?;
-    insert(ctx, conn, Some(account_id), now)
+    insert(conn, Some(account_id), now)
 }
 
 /// Whether a form's or a script's token is the session's, compared in
