@@ -8,6 +8,7 @@ pub mod consents;
 pub mod contract;
 pub mod datasets;
 pub mod documents;
+pub mod enquiries;
 pub mod extract;
 pub mod health;
 pub mod log;
@@ -53,6 +54,7 @@ use utoipa_actix_web::AppExt;
         (name = "consents", description = "Per-patient e-consent registered by hospitals"),
         (name = "samples", description = "Genome samples and data-object references under pseudonymous genome IDs"),
         (name = "recontact", description = "Recontact requests under dual control"),
+        (name = "enquiries", description = "Patients' questions to their hospital and reports to the governance body, opened and answered by staff"),
         (name = "log", description = "The tamper-evident access log: signed checkpoints, inclusion and consistency proofs, auditors' queries"),
         (name = "patients", description = "Hospital-side patient enrollment codes and patient-app webhooks"),
         (name = "data-access", description = "Organizations, ethics training, datasets, data-use applications with DUO matching, committee review, agreements, consent-checked releases, dataset handles, GA4GH Passport visas, and the public transparency register"),
@@ -124,6 +126,7 @@ where
         .configure(reconsent::routes)
         .configure(samples::routes)
         .configure(recontact::routes)
+        .configure(enquiries::routes)
         .configure(log::routes)
         .configure(portal::routes)
         .configure(webhooks::routes)

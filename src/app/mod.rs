@@ -30,6 +30,7 @@ pub mod consents;
 pub mod demo;
 pub mod documents;
 pub mod email;
+pub mod enquiries;
 pub mod enrollment;
 pub mod log;
 pub mod passkeys;

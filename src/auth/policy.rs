@@ -40,6 +40,12 @@ pub enum Action {
     RecontactApprove,
     RecontactUnseal,
     RecontactRead,
+    /// A patient sending an enquiry in the portal's pages.
+    EnquirySendOwn,
+    /// Opening and answering a patient's question (their hospital).
+    EnquiryHandleQuestion,
+    /// Opening and answering a patient's report (governance).
+    EnquiryHandleReport,
     LogAudit,
     PortalUse,
     EnrollmentIssue,
@@ -56,7 +62,7 @@ pub enum Action {
 }
 
 impl Action {
-    pub const ALL: [Action; 34] = [
+    pub const ALL: [Action; 37] = [
         Action::DocumentReadPublished,
         Action::DocumentReadDraft,
         Action::DocumentCreate,
@@ -78,6 +84,9 @@ impl Action {
         Action::RecontactApprove,
         Action::RecontactUnseal,
         Action::RecontactRead,
+        Action::EnquirySendOwn,
+        Action::EnquiryHandleQuestion,
+        Action::EnquiryHandleReport,
         Action::LogAudit,
         Action::PortalUse,
         Action::EnrollmentIssue,
@@ -121,6 +130,9 @@ impl Action {
             Action::RecontactApprove => "recontact.approve",
             Action::RecontactUnseal => "recontact.unseal",
             Action::RecontactRead => "recontact.read",
+            Action::EnquirySendOwn => "enquiry.send_own",
+            Action::EnquiryHandleQuestion => "enquiry.handle_question",
+            Action::EnquiryHandleReport => "enquiry.handle_report",
             Action::LogAudit => "log.audit",
             Action::PortalUse => "portal.use",
             Action::EnrollmentIssue => "enrollment.issue",

@@ -4,6 +4,7 @@
 //! here; nothing in here calls out.
 
 pub mod document;
+pub mod enquiry;
 pub mod fhir;
 pub mod ids;
 pub mod item_catalog;

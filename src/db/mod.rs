@@ -9,6 +9,7 @@
 pub mod access;
 pub mod consents;
 pub mod documents;
+pub mod enquiries;
 pub mod gate;
 pub mod idempotency;
 pub mod ledger;

@@ -146,6 +146,34 @@ diesel::table! {
 }
 
 diesel::table! {
+    patient_enquiries (id) {
+        id -> Text,
+        patient_pseudonym -> Text,
+        hospital_org -> Text,
+        kind -> Text,
+        state -> Text,
+        about_entry -> Nullable<BigInt>,
+        about_family -> Nullable<Text>,
+        sent_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    enquiry_messages (enquiry_id, seq) {
+        enquiry_id -> Text,
+        seq -> Integer,
+        author -> Text,
+        author_org -> Text,
+        author_user -> Text,
+        key_version -> Integer,
+        nonce -> Binary,
+        ciphertext -> Binary,
+        at -> Timestamp,
+    }
+}
+
+diesel::table! {
     access_log_entries (seq) {
         seq -> BigInt,
         entry -> Binary,
@@ -463,6 +491,8 @@ diesel::joinable!(dataset_samples -> genome_samples (genome_id));
 diesel::joinable!(dataset_samples -> datasets (dataset_id));
 diesel::joinable!(genome_samples -> patients (patient_pseudonym));
 diesel::joinable!(recontact_steps -> recontact_requests (request_id));
+diesel::joinable!(enquiry_messages -> patient_enquiries (enquiry_id));
+diesel::joinable!(patient_enquiries -> patients (patient_pseudonym));
 diesel::joinable!(document_scope_items -> document_versions (version_id));
 diesel::joinable!(consent_events -> patients (patient_pseudonym));
 diesel::joinable!(access_log_leaves -> access_log_entries (seq));
@@ -518,6 +548,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     identity_vault,
     recontact_requests,
     recontact_steps,
+    patient_enquiries,
+    enquiry_messages,
     access_log_entries,
     access_log_leaves,
     access_log_nodes,

@@ -4,15 +4,16 @@
 
 use super::ledger::entries_recorded_between;
 use super::schema::{
-    agreements, applications, consent_events, patients, recontact_requests as requests, releases,
-    screening_reports as reports,
+    agreements, applications, consent_events, patient_enquiries, patients,
+    recontact_requests as requests, releases, screening_reports as reports,
 };
 use super::DbConnection;
 use crate::access::review::AgreementState;
+use crate::consent::enquiry::EnquiryKind;
 use crate::db_run;
 use crate::ledger::entry::{LegalBasis, LogEntry};
 use crate::ledger::screening::{
-    AgreementTerms, Facts, RecontactFacts, Screener, ScreeningReport, VolumeRule,
+    AgreementTerms, EnquiryFacts, Facts, RecontactFacts, Screener, ScreeningReport, VolumeRule,
 };
 use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
@@ -68,6 +69,7 @@ fn facts_for<'a>(
 ) -> Result<Facts, DieselError> {
     let mut patients_cited = BTreeSet::new();
     let mut requests_cited = BTreeSet::new();
+    let mut enquiries_cited = BTreeSet::new();
     let mut agreements_cited = BTreeSet::new();
     for entry in entries {
         patients_cited.insert(entry.patient.clone());
@@ -77,6 +79,9 @@ fn facts_for<'a>(
             }
             LegalBasis::Agreement { id } => {
                 agreements_cited.insert(id.clone());
+            }
+            LegalBasis::PatientEnquiry { enquiry } => {
+                enquiries_cited.insert(enquiry.clone());
             }
             _ => {}
         }
@@ -107,6 +112,33 @@ fn facts_for<'a>(
             found
                 .into_iter()
                 .map(|(id, patient, state)| (id, RecontactFacts { patient, state })),
+        );
+    }
+    let enquiries_cited: Vec<String> = enquiries_cited.into_iter().collect();
+    for chunk in enquiries_cited.chunks(CHUNK) {
+        let found: Vec<(String, String, String, String)> = db_run!(conn, c => patient_enquiries::table
+            .filter(patient_enquiries::id.eq_any(chunk))
+            .select((
+                patient_enquiries::id,
+                patient_enquiries::patient_pseudonym,
+                patient_enquiries::hospital_org,
+                patient_enquiries::kind,
+            ))
+            .load(c))?;
+        facts.enquiries.extend(
+            found
+                .into_iter()
+                .filter_map(|(id, patient, hospital, kind)| {
+                    let kind = EnquiryKind::parse(&kind)?;
+                    Some((
+                        id,
+                        EnquiryFacts {
+                            patient,
+                            hospital,
+                            kind,
+                        },
+                    ))
+                }),
         );
     }
     for chunk in agreements_cited.chunks(CHUNK) {

@@ -61,10 +61,14 @@ pub enum LogAction {
     /// came of age (decision 0026): no one touched the data; the patient is
     /// told that only their own consent counts now.
     ConsentLapse,
+    /// Staff opened a patient's enquiry to answer it.
+    EnquiryRead,
+    /// Staff answered a patient's enquiry.
+    EnquiryAnswer,
 }
 
 impl LogAction {
-    pub const ALL: [LogAction; 13] = [
+    pub const ALL: [LogAction; 15] = [
         LogAction::ConsentRead,
         LogAction::ConsentRegister,
         LogAction::ConsentChange,
@@ -78,6 +82,8 @@ impl LogAction {
         LogAction::DatasetRelease,
         LogAction::HandleResolve,
         LogAction::ConsentLapse,
+        LogAction::EnquiryRead,
+        LogAction::EnquiryAnswer,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -95,6 +101,8 @@ impl LogAction {
             LogAction::DatasetRelease => "dataset_release",
             LogAction::HandleResolve => "handle_resolve",
             LogAction::ConsentLapse => "consent_lapse",
+            LogAction::EnquiryRead => "enquiry_read",
+            LogAction::EnquiryAnswer => "enquiry_answer",
         }
     }
 
@@ -126,6 +134,8 @@ pub enum Purpose {
     Recontact,
     /// Research under a data-use agreement, with its DUO purpose code.
     Research { duo: String },
+    /// Answering an enquiry the patient sent.
+    Enquiry,
 }
 
 /// What made it lawful.
@@ -143,6 +153,8 @@ pub enum LegalBasis {
     RecontactApproval { request: String },
     /// Oversight by an auditor under the governance rules.
     Oversight,
+    /// The patient's own enquiry, which asks for an answer.
+    PatientEnquiry { enquiry: String },
 }
 
 /// Which data.
@@ -162,6 +174,9 @@ pub enum DataScope {
     Identity,
     /// Objects of a released dataset.
     Dataset { dataset: String, objects: u32 },
+    /// An enquiry the patient sent, of one kind (`question`,
+    /// `wrong_access`, `discrimination`).
+    Enquiry { kind: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -303,6 +318,18 @@ fn family_name(family: &str, lang: Language) -> &str {
     }
 }
 
+fn enquiry_name(kind: &str, lang: Language) -> &str {
+    match (kind, lang) {
+        ("question", Language::Ja) => "あなたの病院へのご質問",
+        ("question", Language::En) => "your question to your hospital",
+        ("wrong_access", Language::Ja) => "誤った利用についてのあなたの報告",
+        ("wrong_access", Language::En) => "your report of a wrong access",
+        ("discrimination", Language::Ja) => "遺伝的差別についてのあなたの報告",
+        ("discrimination", Language::En) => "your report of genetic discrimination",
+        (other, _) => other,
+    }
+}
+
 /// Explains an entry to the patient it concerns, in plain words.
 pub fn explain(entry: &LogEntry, lang: Language) -> Explanation {
     use Language::{En, Ja};
@@ -335,6 +362,7 @@ pub fn explain(entry: &LogEntry, lang: Language) -> Explanation {
         (DataScope::Dataset { dataset, objects }, En) => {
             format!("{objects} of your data objects in dataset {dataset}")
         }
+        (DataScope::Enquiry { kind }, lang) => enquiry_name(kind, lang).to_owned(),
     };
     let what = match (entry.action, lang) {
         (LogAction::ConsentRead, Ja) => format!("{scope}を閲覧しました"),
@@ -367,6 +395,10 @@ pub fn explain(entry: &LogEntry, lang: Language) -> Explanation {
         (LogAction::ConsentLapse, En) => format!(
             "set aside, until you consent yourself, what your proxy permitted in {scope} while you were a minor, since you have come of age,"
         ),
+        (LogAction::EnquiryRead, Ja) => format!("{scope}を開きました"),
+        (LogAction::EnquiryRead, En) => format!("opened {scope}"),
+        (LogAction::EnquiryAnswer, Ja) => format!("{scope}に回答しました"),
+        (LogAction::EnquiryAnswer, En) => format!("answered {scope}"),
     };
     let purpose = match (&entry.purpose, lang) {
         (Purpose::ConsentManagement, Ja) => "同意の管理のため".to_owned(),
@@ -375,6 +407,8 @@ pub fn explain(entry: &LogEntry, lang: Language) -> Explanation {
         (Purpose::Recontact, En) => "to contact you again".to_owned(),
         (Purpose::Research { duo }, Ja) => format!("研究のため（目的コード {duo}）"),
         (Purpose::Research { duo }, En) => format!("for research (purpose code {duo})"),
+        (Purpose::Enquiry, Ja) => "あなたのお問い合わせに答えるため".to_owned(),
+        (Purpose::Enquiry, En) => "to answer you".to_owned(),
     };
     let basis = match (&entry.legal_basis, lang) {
         (LegalBasis::Consent { version, .. }, Ja) => format!("あなたの同意（{version}）"),
@@ -395,6 +429,8 @@ pub fn explain(entry: &LogEntry, lang: Language) -> Explanation {
         (LegalBasis::RecontactApproval { request }, En) => {
             format!("recontact request {request}, approved by the committee and two approvers")
         }
+        (LegalBasis::PatientEnquiry { enquiry }, Ja) => format!("あなたのお問い合わせ {enquiry}"),
+        (LegalBasis::PatientEnquiry { enquiry }, En) => format!("your enquiry {enquiry}"),
     };
     let when = entry.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let summary = match lang {

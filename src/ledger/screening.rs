@@ -8,13 +8,14 @@
 //! heard of is flagged, because an auditor has nothing to check it against.
 
 use super::entry::{LegalBasis, LogAction, LogEntry, Purpose, SERVICE_ROLE};
+use crate::consent::enquiry::{EnquiryKind, Handler};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// Bumped whenever a rule changes, so stored reports say which rules made
 /// them.
-pub const SCREENING_RULES_VERSION: &str = "screening/v2";
+pub const SCREENING_RULES_VERSION: &str = "screening/v3";
 
 /// Findings kept in full per report; the counts cover the rest.
 pub const MAX_FINDINGS: usize = 1000;
@@ -33,6 +34,15 @@ pub struct RecontactFacts {
     pub patient: String,
     /// `pending`, `approved`, `rejected` or `unsealed`.
     pub state: String,
+}
+
+/// What the service knows about a patient's enquiry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnquiryFacts {
+    pub patient: String,
+    /// The patient's hospital when they sent it.
+    pub hospital: String,
+    pub kind: EnquiryKind,
 }
 
 /// The terms of a data-use agreement that screening checks.
@@ -60,6 +70,7 @@ pub struct Facts {
     /// (patient pseudonym, document version) with a recorded consent event.
     pub consents: HashSet<(String, String)>,
     pub recontact: HashMap<String, RecontactFacts>,
+    pub enquiries: HashMap<String, EnquiryFacts>,
     pub agreements: HashMap<String, AgreementTerms>,
 }
 
@@ -290,6 +301,28 @@ pub fn check(entry: &LogEntry, facts: &Facts) -> Result<(), Flag> {
                 && !matches!(known.state.as_str(), "approved" | "unsealed")
             {
                 return Err(no_basis("unsealed_without_approval"));
+            }
+            Ok(())
+        }
+        // Staff opening or answering an enquiry: those it was sent to.
+        (
+            LegalBasis::PatientEnquiry { enquiry },
+            LogAction::EnquiryRead | LogAction::EnquiryAnswer,
+        ) => {
+            let Some(known) = facts.enquiries.get(enquiry) else {
+                return Err(no_basis("unknown_enquiry"));
+            };
+            if known.patient != entry.patient {
+                return Err(no_basis("enquiry_of_another_patient"));
+            }
+            let handles = match known.kind.handler() {
+                Handler::Hospital => {
+                    entry.actor.role == "hospital_staff" && entry.actor.org == known.hospital
+                }
+                Handler::Governance => entry.actor.role == "governance",
+            };
+            if !handles {
+                return Err(no_basis("enquiry_not_sent_to_the_actor"));
             }
             Ok(())
         }

@@ -210,10 +210,18 @@ pub enum NoticeKind {
     Use,
     /// Recontact requests about them.
     Recontact,
+    /// Their enquiries opened or answered.
+    Enquiry,
 }
 
 impl NoticeKind {
-    pub const ALL: [NoticeKind; 4] = [Self::Consent, Self::Read, Self::Use, Self::Recontact];
+    pub const ALL: [NoticeKind; 5] = [
+        Self::Consent,
+        Self::Read,
+        Self::Use,
+        Self::Recontact,
+        Self::Enquiry,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -221,6 +229,7 @@ impl NoticeKind {
             Self::Read => "read",
             Self::Use => "use",
             Self::Recontact => "recontact",
+            Self::Enquiry => "enquiry",
         }
     }
 
@@ -242,6 +251,7 @@ impl NoticeKind {
             A::RecontactOpen | A::RecontactApprove | A::RecontactReject | A::RecontactUnseal => {
                 Self::Recontact
             }
+            A::EnquiryRead | A::EnquiryAnswer => Self::Enquiry,
         }
     }
 

@@ -191,6 +191,31 @@ pub fn refinements(v: &Vocabulary) -> Vec<(Target, Value)> {
             Parameter("list_requests", "state"),
             one_of(crate::consent::recontact::RecontactState::ALL.map(|s| s.as_str())),
         ),
+        // enquiries
+        (
+            Property("EnquiryRequest", "kind"),
+            one_of(crate::consent::enquiry::EnquiryKind::ALL.map(|k| k.as_str())),
+        ),
+        (
+            Property("EnquiryRequest", "text"),
+            text(crate::api::enquiries::MESSAGE),
+        ),
+        (
+            Property("EnquiryRequest", "about_entry"),
+            or_null(integer(0, i64::MAX)),
+        ),
+        (
+            Property("EnquiryRequest", "about_family"),
+            or_null(family()),
+        ),
+        (
+            Property("AnswerRequest", "text"),
+            text(crate::api::enquiries::MESSAGE),
+        ),
+        (
+            Parameter("list_enquiries", "state"),
+            one_of(crate::consent::enquiry::EnquiryState::ALL.map(|s| s.as_str())),
+        ),
         // log
         (Parameter("inclusion", "index"), integer(0, i64::MAX)),
         (Parameter("inclusion", "size"), integer(0, i64::MAX)),

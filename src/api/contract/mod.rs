@@ -189,6 +189,12 @@ const OPERATIONS: &[Operation] = &[
         "recontact_not_permitted",
         "vault_integrity_failure",
     ]),
+    // enquiries
+    op("list_enquiries"),
+    op("open_enquiry").codes(&["vault_integrity_failure"]),
+    op("answer_enquiry")
+        .key(Key::Optional)
+        .codes(&["vault_integrity_failure"]),
     // log
     op("checkpoint").public().codes(&["not_found"]),
     op("keys").public().without_storage(),
@@ -206,6 +212,8 @@ const OPERATIONS: &[Operation] = &[
         .codes(&["invalid_credentials", "rate_limited"]),
     op("my_access_log"),
     op("my_consents"),
+    op("my_enquiries").codes(&["vault_integrity_failure"]),
+    op("send_enquiry"),
     op("my_notifications"),
     op("my_preferences"),
     op("set_my_preferences"),

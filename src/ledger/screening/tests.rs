@@ -408,3 +408,73 @@ fn findings_are_capped_but_counted() {
         Some(&(MAX_FINDINGS as u64 + 5))
     );
 }
+
+#[test]
+fn enquiries_are_opened_and_answered_only_by_those_they_go_to() {
+    let mut f = facts();
+    for (id, kind) in [
+        ("q-1", EnquiryKind::Question),
+        ("w-1", EnquiryKind::WrongAccess),
+    ] {
+        f.enquiries.insert(
+            id.into(),
+            EnquiryFacts {
+                patient: "p1".into(),
+                hospital: "hospital-a".into(),
+                kind,
+            },
+        );
+    }
+    let handled = |org: &str, role: &str, action: LogAction, enquiry: &str| {
+        entry(
+            org,
+            role,
+            action,
+            Purpose::Enquiry,
+            LegalBasis::PatientEnquiry {
+                enquiry: enquiry.into(),
+            },
+        )
+    };
+    let read = LogAction::EnquiryRead;
+    let answer = LogAction::EnquiryAnswer;
+    assert_eq!(
+        reason(&handled("hospital-a", "hospital_staff", read, "q-1"), &f),
+        None
+    );
+    assert_eq!(
+        reason(&handled("gov", "governance", answer, "w-1"), &f),
+        None
+    );
+    // A question is the patient's hospital's; a report the governance
+    // body's, even when the hospital is the patient's own.
+    for (org, role, id) in [
+        ("hospital-b", "hospital_staff", "q-1"),
+        ("gov", "governance", "q-1"),
+        ("hospital-a", "hospital_staff", "w-1"),
+    ] {
+        assert_eq!(
+            reason(&handled(org, role, answer, id), &f),
+            Some("enquiry_not_sent_to_the_actor"),
+            "{org} {role} {id}"
+        );
+    }
+    assert_eq!(
+        reason(&handled("gov", "governance", read, "nope"), &f),
+        Some("unknown_enquiry")
+    );
+    let mut other = handled("gov", "governance", read, "w-1");
+    other.patient = "p2".into();
+    assert_eq!(reason(&other, &f), Some("enquiry_of_another_patient"));
+    // An enquiry cites no other action.
+    let misused = entry(
+        "hospital-a",
+        "hospital_staff",
+        LogAction::ConsentRead,
+        Purpose::Enquiry,
+        LegalBasis::PatientEnquiry {
+            enquiry: "q-1".into(),
+        },
+    );
+    assert_eq!(reason(&misused, &f), Some("basis_not_allowed_for_action"));
+}

@@ -41,7 +41,7 @@ struct HistoryPage {
 }
 
 /// Japan Standard Time: the patients' and the hospitals' clock.
-fn in_japan(rfc3339: &str) -> String {
+pub(super) fn in_japan(rfc3339: &str) -> String {
     let jst = FixedOffset::east_opt(9 * 3600);
     match (DateTime::parse_from_rfc3339(rfc3339), jst) {
         (Ok(t), Some(jst)) => t

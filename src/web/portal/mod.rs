@@ -1,9 +1,11 @@
 //! The patient portal: sign-in with a passkey (`account`), the patient's
 //! consent and its withdrawal (`consent`), and who used their data, checked
-//! in the browser and updated live (`history`).
+//! in the browser and updated live (`history`), and the patient's
+//! questions and reports (`enquiries`).
 
 mod account;
 mod consent;
+mod enquiries;
 mod history;
 mod preferences;
 
@@ -22,6 +24,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/sign-out", web::post().to(sign_out))
         .configure(account::routes)
         .configure(consent::routes)
+        .configure(enquiries::routes)
         .configure(history::routes)
         .configure(preferences::routes)
         .default_service(web::to(not_found));

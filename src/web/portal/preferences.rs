@@ -45,6 +45,7 @@ fn kind_label(visit: &Visit, kind: NoticeKind) -> &'static str {
         NoticeKind::Read => w.kind_read,
         NoticeKind::Use => w.kind_use,
         NoticeKind::Recontact => w.kind_recontact,
+        NoticeKind::Enquiry => w.kind_enquiry,
     }
 }
 
@@ -112,6 +113,7 @@ struct Form {
     kind_read: Option<String>,
     kind_use: Option<String>,
     kind_recontact: Option<String>,
+    kind_enquiry: Option<String>,
 }
 
 async fn save(req: HttpRequest, state: web::Data<AppState>, form: web::Form<Form>) -> HttpResponse {
@@ -138,6 +140,7 @@ async fn save(req: HttpRequest, state: web::Data<AppState>, form: web::Form<Form
         (NoticeKind::Read, &form.kind_read),
         (NoticeKind::Use, &form.kind_use),
         (NoticeKind::Recontact, &form.kind_recontact),
+        (NoticeKind::Enquiry, &form.kind_enquiry),
     ]
     .into_iter()
     .filter_map(|(k, on)| on.is_some().then_some(k))

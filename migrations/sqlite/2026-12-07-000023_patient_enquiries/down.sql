@@ -1,0 +1,2 @@
+DROP TABLE enquiry_messages;
+DROP TABLE patient_enquiries;
