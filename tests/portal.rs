@@ -364,6 +364,104 @@ async fn a_patient_enrolls_sees_checks_and_acts_in_a_browser(backend: Backend) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
+    // 4b. Report an entry that looks wrong, from the entry itself; the
+    // governance body answers through the API; the patient follows it.
+    b.goto(&app.url("/portal/history")).await;
+    b.wait_for(
+        "return document.querySelector('#entries .entry-actions a')",
+        Duration::from_secs(5),
+    )
+    .await;
+    b.click("#entries .entry-actions a").await;
+    b.wait_for(
+        "return document.querySelector('form textarea#text')",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_accessible(&b, "enquiry form (en)").await;
+    b.type_into("#text", &format!("I do not know this reader. {PAYLOAD}"))
+        .await;
+    b.screenshot(&screenshots().join("enquiry-form-en-1280.png"))
+        .await;
+    b.click("form.card button[type=submit]").await;
+    b.wait_for(
+        "return location.search === '?sent=1' && document.querySelector('.enquiry-state.state-sent')",
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_inert(&b).await;
+    assert_accessible(&b, "enquiry (en)").await;
+    let governance = token_for(&["governance"], "governance", "officer-1");
+    let (s, list) = app.get("/v1/enquiries", Some(&governance)).await;
+    assert_eq!(s, 200, "{list}");
+    let report = list["enquiries"][0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(list["enquiries"][0]["kind"], "wrong_access");
+    assert!(list["enquiries"][0]["about_entry"].is_u64(), "{list}");
+    let (s, answered) = app
+        .post(
+            &format!("/v1/enquiries/{report}/answers"),
+            &governance,
+            None,
+            &json!({ "text": format!("We are looking into it. {PAYLOAD}") }),
+        )
+        .await;
+    assert_eq!(s, 201, "{answered}");
+    b.goto(&app.url(&format!("/portal/enquiries/{report}")))
+        .await;
+    b.wait_for(
+        "return document.querySelector('.enquiry-state.state-answered')",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_inert(&b).await;
+    let text = b
+        .run("return document.querySelector('main').innerText", json!([]))
+        .await;
+    assert!(
+        text.as_str()
+            .unwrap()
+            .contains("We are looking into it. <script>"),
+        "the answer is shown as the text it is: {text}"
+    );
+    assert_accessible(&b, "answered enquiry (en)").await;
+    b.screenshot(&screenshots().join("enquiry-en-1280.png"))
+        .await;
+    b.set_width(360).await;
+    b.screenshot(&screenshots().join("enquiry-en-360.png"))
+        .await;
+    b.set_width(1280).await;
+    // Another patient's enquiry looks like none at all.
+    b.goto(&app.url("/portal/enquiries/no-such-enquiry")).await;
+    b.wait_for(
+        "return document.querySelector('h1').textContent === 'Not found'",
+        Duration::from_secs(5),
+    )
+    .await;
+    b.goto(&app.url("/portal/language/ja?back=/portal/enquiries"))
+        .await;
+    b.wait_for(
+        "return document.documentElement.lang === 'ja' && document.querySelector('ol.enquiries li')",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_inert(&b).await;
+    assert_accessible(&b, "enquiries (ja)").await;
+    b.screenshot(&screenshots().join("enquiries-ja-1280.png"))
+        .await;
+    b.set_width(360).await;
+    b.screenshot(&screenshots().join("enquiries-ja-360.png"))
+        .await;
+    b.set_width(1280).await;
+    b.goto(&app.url("/portal/enquiries/new?kind=discrimination"))
+        .await;
+    b.wait_for(
+        "return document.querySelector('form textarea#text')",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_accessible(&b, "discrimination form (ja)").await;
+    b.goto(&app.url("/portal/language/en?back=/portal/")).await;
+
     // 5. Sign out; the old cookie is worthless; sign in again.
     let old = b
         .cookies()

@@ -66,16 +66,24 @@ pub struct Bench {
     db_name: String,
     pub keys_file: std::path::PathBuf,
     pub log_origin: String,
+    /// The service, when it runs as its own process.
+    server: Option<std::process::Child>,
     _dir: tempfile::TempDir,
 }
 
-impl Bench {
-    pub fn start() -> Self {
-        Self::start_with(&[])
-    }
+/// A fresh database, certificates and the service's settings, before the
+/// service starts.
+struct Prepared {
+    admin_url: String,
+    db_name: String,
+    db_url: String,
+    dir: tempfile::TempDir,
+    certs: std::path::PathBuf,
+    env: Vec<(String, String)>,
+}
 
-    /// Starts with further `GENOMEGATE__…` settings.
-    pub fn start_with(settings: &[(&str, &str)]) -> Self {
+impl Prepared {
+    fn new(settings: &[(&str, &str)], bind: String) -> Self {
         let admin_url = std::env::var("GENOMEGATE_BENCH_PG_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
         let db_name = format!("gg_bench_{}", uuid::Uuid::new_v4().simple());
@@ -90,7 +98,7 @@ impl Bench {
         let env: Vec<(String, String)> = [
             ("GENOMEGATE__DATABASE__URL", db_url.clone()),
             ("GENOMEGATE__DATABASE__POOL_SIZE", "32".into()),
-            ("GENOMEGATE__SERVER__BIND", "\"127.0.0.1:0\"".into()),
+            ("GENOMEGATE__SERVER__BIND", bind),
             (
                 "GENOMEGATE__TLS__CERT",
                 certs.join("server.pem").display().to_string(),
@@ -115,25 +123,28 @@ impl Bench {
         // Settings from the environment win, for experiments.
         .chain(std::env::vars().filter(|(k, _)| k.starts_with("GENOMEGATE__")))
         .collect();
-        let config = Config::load(None, env).unwrap();
-        let log_origin = config.log.origin.clone();
-        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            actix_web::rt::System::new().block_on(async move {
-                let state =
-                    genomegate::server::build_state(&config, Arc::new(SystemClock)).unwrap();
-                let bound = genomegate::server::bind(&config, state).unwrap();
-                addr_tx.send(bound.addr).unwrap();
-                bound.server.await.unwrap();
-            })
-        });
-        let addr = addr_rx.recv().unwrap();
-        let clients: usize = env_or("BENCH_CLIENTS", 32);
-        let ca =
-            reqwest::Certificate::from_pem(&std::fs::read(certs.join("ca.pem")).unwrap()).unwrap();
-        Bench {
-            base: format!("https://localhost:{}", addr.port()),
+        Prepared {
+            admin_url,
+            db_name,
             db_url,
+            dir,
+            certs,
+            env,
+        }
+    }
+
+    fn into_bench(self, port: u16, server: Option<std::process::Child>) -> Bench {
+        let log_origin = Config::load(None, self.env.clone())
+            .unwrap()
+            .log
+            .origin
+            .clone();
+        let clients: usize = env_or("BENCH_CLIENTS", 32);
+        let ca = reqwest::Certificate::from_pem(&std::fs::read(self.certs.join("ca.pem")).unwrap())
+            .unwrap();
+        Bench {
+            base: format!("https://localhost:{port}"),
+            db_url: self.db_url,
             client: reqwest::Client::builder()
                 .add_root_certificate(ca)
                 .pool_max_idle_per_host(clients)
@@ -146,14 +157,86 @@ impl Bench {
                 .unwrap(),
             seconds: env_or("BENCH_SECONDS", 15),
             clients,
-            signer: genomegate::auth::dev::load_or_create(&certs).unwrap(),
+            signer: genomegate::auth::dev::load_or_create(&self.certs).unwrap(),
             sequence: Arc::new(AtomicU64::new(0)),
-            admin_url,
-            db_name,
-            keys_file: dir.path().join("keys.toml"),
+            admin_url: self.admin_url,
+            db_name: self.db_name,
+            keys_file: self.dir.path().join("keys.toml"),
             log_origin,
-            _dir: dir,
+            server,
+            _dir: self.dir,
         }
+    }
+}
+
+impl Bench {
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts with further `GENOMEGATE__…` settings, the service in a
+    /// thread of this process.
+    pub fn start_with(settings: &[(&str, &str)]) -> Self {
+        let prepared = Prepared::new(settings, "\"127.0.0.1:0\"".into());
+        let config = Config::load(None, prepared.env.clone()).unwrap();
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            actix_web::rt::System::new().block_on(async move {
+                let state =
+                    genomegate::server::build_state(&config, Arc::new(SystemClock)).unwrap();
+                let bound = genomegate::server::bind(&config, state).unwrap();
+                addr_tx.send(bound.addr).unwrap();
+                bound.server.await.unwrap();
+            })
+        });
+        let addr = addr_rx.recv().unwrap();
+        prepared.into_bench(addr.port(), None)
+    }
+
+    /// Starts with further settings, the service as its own process (the
+    /// `genomegate serve` binary), so its memory can be read apart from
+    /// the clients'.
+    pub fn start_process(settings: &[(&str, &str)]) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let prepared = Prepared::new(settings, format!("127.0.0.1:{port}"));
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_genomegate"))
+            .arg("serve")
+            .envs(prepared.env.iter().cloned())
+            .env(
+                "GENOMEGATE__PUBLIC_BASE_URL",
+                format!("https://localhost:{port}"),
+            )
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let bench = prepared.into_bench(port, Some(child));
+        let ready = format!("{}/readyz", bench.base);
+        bench.runtime.block_on(async {
+            for _ in 0..300 {
+                if bench
+                    .client
+                    .get(&ready)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success())
+                {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            panic!("the service did not start");
+        });
+        bench
+    }
+
+    /// The service's process ID, when it runs as its own process.
+    pub fn server_pid(&self) -> Option<u32> {
+        self.server.as_ref().map(|c| c.id())
     }
 
     /// Publishes version 1 of the `cancer` document with these scope items.
@@ -360,6 +443,10 @@ impl Bench {
 
 impl Drop for Bench {
     fn drop(&mut self) {
+        if let Some(mut server) = self.server.take() {
+            let _ = server.kill();
+            let _ = server.wait();
+        }
         // `BENCH_KEEP=1` keeps the database and the key file for a second
         // look (for example `genomegate verify-log` against a grown log).
         if std::env::var("BENCH_KEEP").is_ok_and(|v| v == "1") {
