@@ -69,10 +69,12 @@ async fn only_those_an_enquiry_goes_to_open_and_answer_it(backend: Backend) {
             "/v1/portal/enquiries",
             &alice_token,
             None,
-            &json!({"kind": "wrong_access", "text": "I do not know this reader.", "about_entry": alices_entry}),
+            // JSON Schema's integers include `12.0`, and so does the service.
+            &json!({"kind": "wrong_access", "text": "I do not know this reader.", "about_entry": alices_entry as f64}),
         )
         .await;
     assert_eq!(s, 201, "{report}");
+    assert_eq!(report["about_entry"], alices_entry);
     let report_id = report["id"].as_str().unwrap().to_owned();
 
     // Refusals write nothing: another patient's entry, a control character,

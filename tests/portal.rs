@@ -430,6 +430,14 @@ async fn a_patient_enrolls_sees_checks_and_acts_in_a_browser(backend: Backend) {
     b.screenshot(&screenshots().join("enquiry-en-360.png"))
         .await;
     b.set_width(1280).await;
+    b.goto(&app.url("/portal/enquiries")).await;
+    b.wait_for(
+        "return document.querySelector('ol.enquiries li')",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_inert(&b).await;
+    assert_accessible(&b, "enquiries (en)").await;
     // Another patient's enquiry looks like none at all.
     b.goto(&app.url("/portal/enquiries/no-such-enquiry")).await;
     b.wait_for(
@@ -452,6 +460,15 @@ async fn a_patient_enrolls_sees_checks_and_acts_in_a_browser(backend: Backend) {
     b.screenshot(&screenshots().join("enquiries-ja-360.png"))
         .await;
     b.set_width(1280).await;
+    b.goto(&app.url(&format!("/portal/enquiries/{report}")))
+        .await;
+    b.wait_for(
+        "return document.documentElement.lang === 'ja' && document.querySelector('.enquiry-state.state-answered')",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_inert(&b).await;
+    assert_accessible(&b, "answered enquiry (ja)").await;
     b.goto(&app.url("/portal/enquiries/new?kind=discrimination"))
         .await;
     b.wait_for(

@@ -39,7 +39,7 @@ pub struct EnquiryRequest {
     pub text: String,
     /// The log index of the entry a report is about: one of the patient's
     /// own entries.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::integral::optional")]
     pub about_entry: Option<u64>,
     /// `cancer` or `rare_disease`: the consent a question is about.
     #[serde(default)]

@@ -40,7 +40,7 @@ ROLE_OF = {
         [
             "patient_samples", "my_access_log", "my_consents", "my_notifications",
             "my_preferences", "set_my_preferences", "my_webhooks", "add_my_webhook",
-            "remove_my_webhook", "my_webhook_deliveries",
+            "remove_my_webhook", "my_webhook_deliveries", "my_enquiries", "send_enquiry",
         ],
         "patient",
     ),
@@ -128,6 +128,8 @@ CROSS_FIELD_RULES = {
     # Only registered samples join a dataset; an application names existing
     # datasets.
     ("add_dataset_samples", "samples"), ("submit_application", "datasets"),
+    # A report is about one of the patient's own entries.
+    ("send_enquiry", "about_entry"),
 }
 
 
