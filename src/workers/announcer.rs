@@ -43,7 +43,8 @@ fn run(ctx: &WorkerContext, sizes: &Receiver<u64>) {
             to = to.max(more);
         }
         match announce(ctx, seen, to) {
-            Ok(()) => seen = Some(to),
+            // A catch-up may report a size already announced.
+            Ok(()) => seen = Some(seen.map_or(to, |s| s.max(to))),
             Err(e) => tracing::error!(error = %e, "live notification failed"),
         }
     }
@@ -77,7 +78,9 @@ fn announce(ctx: &WorkerContext, seen: Option<u64>, to: u64) -> Result<(), Strin
 }
 
 /// PostgreSQL: a dedicated connection LISTENing on the log channel feeds
-/// new sizes to the announcer. Reconnects after errors.
+/// new sizes to the announcer. Reconnects after errors; nothing integrated
+/// while it was away is missed, since each (re)connection first tells the
+/// announcer the size it finds once listening.
 pub(crate) fn spawn_listener(
     ctx: WorkerContext,
     sizes: Sender<u64>,
@@ -87,20 +90,44 @@ pub(crate) fn spawn_listener(
         while !ctx.stopped() {
             if let Err(e) = listen(&ctx, &url, &sizes) {
                 tracing::warn!(error = %e, "log channel listener reconnecting");
-                std::thread::sleep(Duration::from_millis(500));
+                std::thread::sleep(RECONNECT_PAUSE);
             }
         }
     })
 }
 
+/// The pause before the listener connects again: short, since the
+/// catch-up on reconnection bounds what a stream waits by it.
+const RECONNECT_PAUSE: Duration = Duration::from_millis(200);
+
+/// How the listener's connection names itself to PostgreSQL
+/// (`pg_stat_activity.application_name`), for operators and tests.
+pub const LISTENER_APPLICATION_NAME: &str = "genomegate-log-listener";
+
 fn listen(ctx: &WorkerContext, url: &str, sizes: &Sender<u64>) -> Result<(), String> {
     let mut conn = connect_one(url).map_err(|e| e.to_string())?;
+    {
+        let DbConnection::Postgresql(pg) = &mut conn else {
+            return Err("LISTEN needs PostgreSQL".into());
+        };
+        diesel::sql_query(format!(
+            "SET application_name = '{LISTENER_APPLICATION_NAME}'"
+        ))
+        .execute(pg)
+        .map_err(|e| e.to_string())?;
+        diesel::sql_query(format!("LISTEN {}", ledger::LOG_CHANNEL))
+            .execute(pg)
+            .map_err(|e| e.to_string())?;
+    }
+    // A size notified before this LISTEN (while a previous connection was
+    // being replaced) was heard by nobody: catch up from the size now.
+    let caught_up = ledger::size(&mut conn).map_err(|e| e.to_string())?;
+    if sizes.send(caught_up).is_err() {
+        return Ok(());
+    }
     let DbConnection::Postgresql(pg) = &mut conn else {
         return Err("LISTEN needs PostgreSQL".into());
     };
-    diesel::sql_query(format!("LISTEN {}", ledger::LOG_CHANNEL))
-        .execute(pg)
-        .map_err(|e| e.to_string())?;
     let mut idle = Duration::ZERO;
     while !ctx.stopped() {
         let mut heard = false;
