@@ -64,16 +64,29 @@ async fn only_those_an_enquiry_goes_to_open_and_answer_it(backend: Backend) {
     assert_eq!(question["messages"][0]["text"], question_text);
     assert_eq!(question["about_family"], "cancer");
     let question_id = question["id"].as_str().unwrap().to_owned();
-    let (s, report) = app
-        .post(
+    // JSON Schema's integers include `12.0`, and so does the service; a
+    // retry under the same key sends one report.
+    let report_body = json!({"kind": "wrong_access", "text": "I do not know this reader.", "about_entry": alices_entry as f64});
+    let (s, report, replayed) = app
+        .post_keyed(
             "/v1/portal/enquiries",
             &alice_token,
-            None,
-            // JSON Schema's integers include `12.0`, and so does the service.
-            &json!({"kind": "wrong_access", "text": "I do not know this reader.", "about_entry": alices_entry as f64}),
+            "report-1",
+            &report_body,
         )
         .await;
-    assert_eq!(s, 201, "{report}");
+    assert_eq!((s, replayed), (201, false), "{report}");
+    let (s, again, replayed) = app
+        .post_keyed(
+            "/v1/portal/enquiries",
+            &alice_token,
+            "report-1",
+            &report_body,
+        )
+        .await;
+    assert_eq!((s, replayed), (200, true), "{again}");
+    assert_eq!(again["id"], report["id"]);
+    assert_eq!(app.count("patient_enquiries"), 2);
     assert_eq!(report["about_entry"], alices_entry);
     let report_id = report["id"].as_str().unwrap().to_owned();
 

@@ -170,19 +170,22 @@ pub async fn my_enquiries(
 }
 
 /// The calling patient sends an enquiry: a question goes to their
-/// hospital, a report to the governance body.
+/// hospital, a report to the governance body. A retry under the same
+/// `Idempotency-Key` answers the first enquiry again.
 #[utoipa::path(tag = "portal", request_body = EnquiryRequest,
     responses((status = 201, body = EnquiryView)))]
 #[post("/v1/portal/enquiries")]
 pub async fn send_enquiry(
     state: web::Data<AppState>,
     caller: Caller,
+    idempotency: OptionalIdempotencyKey,
     body: Json<EnquiryRequest>,
 ) -> Result<HttpResponse, ApiError> {
     principal(&caller)?;
+    let retry = idempotency.retry(&*body)?;
     let new = NewEnquiry::try_from(body.into_inner())?;
     let sent = state
-        .run(move |ctx| enquiries::send(ctx, &caller, new))
+        .run(move |ctx| enquiries::send(ctx, &caller, new, retry))
         .await?;
-    Ok(HttpResponse::Created().json(sent))
+    Ok(answered(sent, StatusCode::CREATED))
 }

@@ -194,10 +194,18 @@ fn view(ctx: &Context, conn: &mut DbConnection, row: &EnquiryRow) -> Result<Enqu
 pub const PATIENT_AUTHOR_ORG: &str = "patient-portal";
 
 /// The calling patient sends an enquiry. A report about an entry must name
-/// one of the patient's own entries.
-pub fn send(ctx: &Context, caller: &Caller, new: NewEnquiry) -> Result<EnquiryView, AppError> {
+/// one of the patient's own entries. A retry under the same key (a form
+/// sent twice, an app's lost answer) answers the first enquiry again.
+pub fn send(
+    ctx: &Context,
+    caller: &Caller,
+    new: NewEnquiry,
+    retry: Option<Retry>,
+) -> Result<Answered<EnquiryView>, AppError> {
+    let p = principal(caller)?;
+    let replayable = Replayable::of(ctx, p, "enquiry_send", retry)?;
     let now = ctx.now();
-    ctx.write(|conn| {
+    write_once(ctx, replayable.as_ref(), |conn| {
         let (pseudonym, _) = patient_self(ctx, conn, caller)?;
         let patient = patients::find_patient(conn, &pseudonym)?.ok_or(AppError::Forbidden)?;
         ctx.authorize_patient(

@@ -213,7 +213,7 @@ const OPERATIONS: &[Operation] = &[
     op("my_access_log"),
     op("my_consents"),
     op("my_enquiries").codes(&["vault_integrity_failure"]),
-    op("send_enquiry"),
+    op("send_enquiry").key(Key::Optional),
     op("my_notifications"),
     op("my_preferences"),
     op("set_my_preferences"),

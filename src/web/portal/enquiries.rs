@@ -10,6 +10,7 @@ use crate::api::enquiries::EnquiryRequest;
 use crate::api::problem::ApiError;
 use crate::api::state::AppState;
 use crate::app::enquiries::{self, EnquiryView, NewEnquiry};
+use crate::app::idempotency::Retry;
 use crate::app::AppError;
 use crate::consent::enquiry::{Author, EnquiryKind, EnquiryState, Handler};
 use crate::consent::DocumentFamily;
@@ -184,6 +185,8 @@ struct FormPage {
     about_family: Option<&'static str>,
     text: String,
     error: Option<&'static str>,
+    /// A one-time key: the form sent twice sends one enquiry.
+    key: String,
 }
 
 /// What the form is about: its kind, and the entry or family it was
@@ -217,6 +220,9 @@ fn form_page(
     text: String,
     error: Option<&'static str>,
 ) -> Result<String, askama::Error> {
+    let key = crate::keyfile::random_bytes(16)
+        .map(hex::encode)
+        .map_err(|e| askama::Error::Custom(e.into()))?;
     let w = visit.words();
     let kind_label = kind_label(w, subject.kind);
     FormPage {
@@ -229,6 +235,7 @@ fn form_page(
         about_family: subject.about_family.map(|f| f.as_str()),
         text,
         error,
+        key,
     }
     .render()
 }
@@ -266,6 +273,7 @@ async fn form(
 #[derive(Deserialize)]
 struct SendForm {
     csrf: String,
+    key: String,
     kind: String,
     text: String,
     about_entry: Option<String>,
@@ -309,15 +317,22 @@ async fn send(
         );
         visit.html(StatusCode::UNPROCESSABLE_ENTITY, body)
     };
+    let key_ok = !form.key.is_empty()
+        && form.key.len() <= 64
+        && form.key.chars().all(|c| c.is_ascii_alphanumeric());
+    let retry = key_ok.then(|| Retry {
+        key: form.key.clone(),
+        as_sent: serde_json::json!(request),
+    });
     let Ok(new) = NewEnquiry::try_from(request) else {
         return invalid(&visit, &subject, form.text);
     };
     let caller = patient.caller.clone();
     match state
-        .run(move |ctx| enquiries::send(ctx, &caller, new))
+        .run(move |ctx| enquiries::send(ctx, &caller, new, retry))
         .await
     {
-        Ok(sent) => visit.redirect(&format!("/portal/enquiries/{}?sent=1", sent.id)),
+        Ok(sent) => visit.redirect(&format!("/portal/enquiries/{}?sent=1", sent.value.id)),
         Err(ApiError::App(AppError::Validation(_))) => invalid(&visit, &subject, form.text),
         Err(e) => {
             tracing::warn!(error = %e, "a portal enquiry failed");
