@@ -48,10 +48,10 @@ pub struct MessageView {
     pub text: String,
 }
 
-/// An enquiry with its messages: what the patient follows, and what the
-/// staff it went to see when they open it.
+/// An enquiry in a staff work list: what it is and where it stands, never
+/// what the patient wrote (opening it is logged).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct EnquiryView {
+pub struct EnquirySummary {
     pub id: String,
     /// `question`, `wrong_access` or `discrimination`.
     #[schema(value_type = String)]
@@ -65,22 +65,15 @@ pub struct EnquiryView {
     pub about_family: Option<String>,
     pub sent_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
-    pub messages: Vec<MessageView>,
 }
 
-/// An enquiry in a staff work list: what it is and where it stands, never
-/// what the patient wrote (opening it is logged).
+/// An enquiry with its messages: what the patient follows, and what the
+/// staff it went to see when they open it.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct EnquirySummary {
-    pub id: String,
-    #[schema(value_type = String)]
-    pub kind: EnquiryKind,
-    #[schema(value_type = String)]
-    pub state: EnquiryState,
-    pub about_entry: Option<u64>,
-    pub about_family: Option<String>,
-    pub sent_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
+pub struct EnquiryView {
+    #[serde(flatten)]
+    pub summary: EnquirySummary,
+    pub messages: Vec<MessageView>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -177,15 +170,8 @@ fn view(ctx: &Context, conn: &mut DbConnection, row: &EnquiryRow) -> Result<Enqu
             text,
         });
     }
-    let s = summary(row)?;
     Ok(EnquiryView {
-        id: s.id,
-        kind: s.kind,
-        state: s.state,
-        about_entry: s.about_entry,
-        about_family: s.about_family,
-        sent_at: s.sent_at,
-        updated_at: s.updated_at,
+        summary: summary(row)?,
         messages,
     })
 }

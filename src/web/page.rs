@@ -140,6 +140,17 @@ impl Visit {
 }
 
 /// The visitor of `req`: their live session, or a new one.
+/// A one-time key for a form that must take effect once however often it
+/// is sent (a withdrawal, an enquiry): 128 random bits, hex.
+pub fn new_form_key() -> Result<String, String> {
+    crate::keyfile::random_bytes(16).map(hex::encode)
+}
+
+/// Whether a form sent back a key of the shape [`new_form_key`] makes.
+pub fn is_form_key(key: &str) -> bool {
+    !key.is_empty() && key.len() <= 64 && key.chars().all(|c| c.is_ascii_alphanumeric())
+}
+
 pub async fn visit(req: &HttpRequest, state: &AppState) -> Result<Visit, HttpResponse> {
     let lang = language(req);
     let presented = cookie(req, SESSION_COOKIE).filter(|v| !v.is_empty() && v.len() <= 64);

@@ -219,7 +219,7 @@ async fn confirm(
     else {
         return not_found_page(&visit);
     };
-    let Ok(key) = crate::keyfile::random_bytes(16).map(hex::encode) else {
+    let Ok(key) = page::new_form_key() else {
         return HttpResponse::InternalServerError().finish();
     };
     let w = visit.words();
@@ -263,9 +263,7 @@ async fn withdraw(
         return sign_in_first(&visit);
     };
     let form = form.into_inner();
-    let key_ok = !form.key.is_empty()
-        && form.key.len() <= 64
-        && form.key.chars().all(|c| c.is_ascii_alphanumeric());
+    let key_ok = page::is_form_key(&form.key);
     let Some((family, item, what)) = withdrawable(&state, &visit, &family, form.item.as_deref())
         .await
         .filter(|_| key_ok)

@@ -5,7 +5,7 @@
 
 use super::super::page::{self, visit, Visit};
 use super::history::in_japan;
-use super::{not_found_page, refused_page, sign_in_first};
+use super::{not_found_page, refused_page, sign_in_first, signed_in};
 use crate::api::enquiries::EnquiryRequest;
 use crate::api::problem::ApiError;
 use crate::api::state::AppState;
@@ -64,15 +64,16 @@ struct EnquiryLine {
 }
 
 fn line(w: &Words, e: EnquiryView) -> EnquiryLine {
-    let sent_iso = e.sent_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let s = e.summary;
+    let sent_iso = s.sent_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     EnquiryLine {
-        kind: kind_label(w, e.kind),
-        state: state_label(w, e.state),
-        state_code: e.state.as_str(),
+        kind: kind_label(w, s.kind),
+        state: state_label(w, s.state),
+        state_code: s.state.as_str(),
         sent: in_japan(&sent_iso),
         sent_iso,
-        about_entry: e.about_entry,
-        about_family: e.about_family,
+        about_entry: s.about_entry,
+        about_family: s.about_family,
         messages: e
             .messages
             .into_iter()
@@ -92,7 +93,7 @@ fn line(w: &Words, e: EnquiryView) -> EnquiryLine {
                 }
             })
             .collect(),
-        id: e.id,
+        id: s.id,
     }
 }
 
@@ -104,14 +105,10 @@ struct ListPage {
 }
 
 async fn list(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    let visit = match visit(&req, &state).await {
-        Ok(v) => v,
+    let (visit, caller) = match signed_in(&req, &state).await {
+        Ok(signed_in) => signed_in,
         Err(r) => return r,
     };
-    let Some(patient) = visit.patient() else {
-        return sign_in_first(&visit);
-    };
-    let caller = patient.caller.clone();
     let Ok(found) = state.run(move |ctx| enquiries::mine(ctx, &caller)).await else {
         return HttpResponse::ServiceUnavailable().finish();
     };
@@ -143,14 +140,10 @@ async fn show(
     id: web::Path<String>,
     query: web::Query<Sent>,
 ) -> HttpResponse {
-    let visit = match visit(&req, &state).await {
-        Ok(v) => v,
+    let (visit, caller) = match signed_in(&req, &state).await {
+        Ok(signed_in) => signed_in,
         Err(r) => return r,
     };
-    let Some(patient) = visit.patient() else {
-        return sign_in_first(&visit);
-    };
-    let caller = patient.caller.clone();
     let id = id.into_inner();
     match state
         .run(move |ctx| enquiries::my_enquiry(ctx, &caller, &id))
@@ -220,9 +213,7 @@ fn form_page(
     text: String,
     error: Option<&'static str>,
 ) -> Result<String, askama::Error> {
-    let key = crate::keyfile::random_bytes(16)
-        .map(hex::encode)
-        .map_err(|e| askama::Error::Custom(e.into()))?;
+    let key = page::new_form_key().map_err(|e| askama::Error::Custom(e.into()))?;
     let w = visit.words();
     let kind_label = kind_label(w, subject.kind);
     FormPage {
@@ -252,13 +243,10 @@ async fn form(
     state: web::Data<AppState>,
     query: web::Query<FormQuery>,
 ) -> HttpResponse {
-    let visit = match visit(&req, &state).await {
-        Ok(v) => v,
+    let (visit, _) = match signed_in(&req, &state).await {
+        Ok(signed_in) => signed_in,
         Err(r) => return r,
     };
-    if visit.patient().is_none() {
-        return sign_in_first(&visit);
-    }
     let subject = Subject::from(
         query.kind.as_deref(),
         query.entry.as_deref(),
@@ -317,10 +305,7 @@ async fn send(
         );
         visit.html(StatusCode::UNPROCESSABLE_ENTITY, body)
     };
-    let key_ok = !form.key.is_empty()
-        && form.key.len() <= 64
-        && form.key.chars().all(|c| c.is_ascii_alphanumeric());
-    let retry = key_ok.then(|| Retry {
+    let retry = page::is_form_key(&form.key).then(|| Retry {
         key: form.key.clone(),
         as_sent: serde_json::json!(request),
     });
@@ -332,7 +317,10 @@ async fn send(
         .run(move |ctx| enquiries::send(ctx, &caller, new, retry))
         .await
     {
-        Ok(sent) => visit.redirect(&format!("/portal/enquiries/{}?sent=1", sent.value.id)),
+        Ok(sent) => visit.redirect(&format!(
+            "/portal/enquiries/{}?sent=1",
+            sent.value.summary.id
+        )),
         Err(ApiError::App(AppError::Validation(_))) => invalid(&visit, &subject, form.text),
         Err(e) => {
             tracing::warn!(error = %e, "a portal enquiry failed");

@@ -3,7 +3,7 @@
 //! checkpoints; and the stream that tells an open page of a new entry.
 
 use super::super::page::{self, visit};
-use super::sign_in_first;
+use super::signed_in;
 use crate::api::state::AppState;
 use crate::app::portal::{self, AccessPage, LogPage, LOG_PAGE};
 use crate::ledger::entry::Language;
@@ -86,14 +86,10 @@ async fn history(
     state: web::Data<AppState>,
     query: web::Query<HistoryQuery>,
 ) -> HttpResponse {
-    let visit = match visit(&req, &state).await {
-        Ok(v) => v,
+    let (visit, caller) = match signed_in(&req, &state).await {
+        Ok(signed_in) => signed_in,
         Err(r) => return r,
     };
-    let Some(patient) = visit.patient() else {
-        return sign_in_first(&visit);
-    };
-    let caller = patient.caller.clone();
     let request = LogPage {
         before: query.before.filter(|b| *b > 0),
         limit: LOG_PAGE,

@@ -95,6 +95,20 @@ pub(crate) fn sign_in_first(visit: &Visit) -> HttpResponse {
     visit.redirect("/portal/")
 }
 
+/// The visit of a signed-in patient, and the caller they act as; anyone
+/// else is answered with the way in.
+pub(crate) async fn signed_in(
+    req: &HttpRequest,
+    state: &AppState,
+) -> Result<(Visit, crate::auth::Caller), HttpResponse> {
+    let visit = visit(req, state).await?;
+    let Some(patient) = visit.patient() else {
+        return Err(sign_in_first(&visit));
+    };
+    let caller = patient.caller.clone();
+    Ok((visit, caller))
+}
+
 #[derive(Deserialize)]
 struct Back {
     back: Option<String>,

@@ -3,7 +3,7 @@
 //! portal whatever they choose.
 
 use super::super::page::{self, visit, Visit};
-use super::{refused_page, sign_in_first};
+use super::{refused_page, sign_in_first, signed_in};
 use crate::api::state::AppState;
 use crate::app::email::{self, EmailChoice};
 use crate::app::portal;
@@ -86,14 +86,10 @@ struct Saved {
 }
 
 async fn show(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    let visit = match visit(&req, &state).await {
-        Ok(v) => v,
+    let (visit, caller) = match signed_in(&req, &state).await {
+        Ok(signed_in) => signed_in,
         Err(r) => return r,
     };
-    let Some(patient) = visit.patient() else {
-        return sign_in_first(&visit);
-    };
-    let caller = patient.caller.clone();
     let Ok(choice) = state.run(move |ctx| email::choice(ctx, &caller)).await else {
         return HttpResponse::ServiceUnavailable().finish();
     };
