@@ -294,6 +294,10 @@ pub fn bind(config: &Config, state: AppState) -> Result<BoundServer, String> {
                 extensions.insert(ClientCertOrg(org));
             }
         })
+        // A page larger than a segment ends in a small write; with Nagle's
+        // algorithm on, that write waits for the client's delayed ACK (40 ms
+        // on Linux). Every response is written whole, so send at once.
+        .tcp_nodelay(true)
         .shutdown_timeout(5);
     let server = if config.server.workers > 0 {
         server.workers(config.server.workers)
